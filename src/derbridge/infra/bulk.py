@@ -1,0 +1,81 @@
+"""Set-based writes: many rows in one statement, never one round trip per row.
+
+On PostgreSQL rows are streamed with ``COPY`` into a temporary staging table and merged with one
+``INSERT … SELECT … ON CONFLICT``; on SQLite one ``executemany`` of ``INSERT … ON CONFLICT`` runs inside
+the caller's transaction. Rows are plain tuples in the table's column order, which is what both drivers
+take without per-row conversion work in SQLAlchemy.
+"""
+
+# Identifiers in the SQL below come from Table metadata and are quoted by the dialect; values are bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+Row = tuple[Any, ...]
+
+
+def db_timestamp(connection: Connection, value: datetime) -> Any:
+    """``value`` as the driver should receive it for a :class:`~derbridge.infra.db.UTCDateTime` column.
+
+    SQLite keeps naive UTC text (what SQLAlchemy's DateTime writes there); PostgreSQL takes the aware
+    value. Raw driver statements bypass the column type, so bulk writers call this once per batch.
+    """
+    utc = value.astimezone(UTC)
+    if connection.dialect.name == "sqlite":
+        return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return utc
+
+
+def _quote(connection: Connection, name: str) -> str:
+    return str(connection.dialect.identifier_preparer.quote(name))
+
+
+def bulk_upsert(
+    connection: Connection,
+    table: Table,
+    rows: Sequence[Row],
+    *,
+    key: Sequence[str],
+    columns: Sequence[str] | None = None,
+) -> None:
+    """Insert ``rows`` into ``table``, updating every non-key column of rows whose ``key`` exists.
+
+    ``columns`` names the tuple positions (default: all of the table's columns in order). The rows must
+    have distinct keys: callers deduplicate first, because PostgreSQL refuses to touch one row twice in a
+    single ``ON CONFLICT`` statement.
+    """
+    if not rows:
+        return
+    names = list(columns) if columns is not None else [c.name for c in table.columns]
+    quoted = [_quote(connection, n) for n in names]
+    target = _quote(connection, table.name)
+    key_sql = ", ".join(_quote(connection, k) for k in key)
+    updates = [f"{q} = excluded.{q}" for n, q in zip(names, quoted, strict=True) if n not in key]
+    on_conflict = f"ON CONFLICT ({key_sql}) DO " + ("UPDATE SET " + ", ".join(updates) if updates else "NOTHING")
+    column_sql = ", ".join(quoted)
+
+    if connection.dialect.name == "postgresql":
+        stage = _quote(connection, f"stage_{table.name}")
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+        connection.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {column_sql} FROM {target} WITH NO DATA")
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {stage} ({column_sql}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        connection.exec_driver_sql(
+            f"INSERT INTO {target} ({column_sql}) SELECT {column_sql} FROM {stage} {on_conflict}"
+        )
+        connection.exec_driver_sql(f"DROP TABLE {stage}")
+        return
+
+    placeholders = ", ".join("?" for _ in names)
+    connection.exec_driver_sql(
+        f"INSERT INTO {target} ({column_sql}) VALUES ({placeholders}) {on_conflict}",
+        list(rows),
+    )

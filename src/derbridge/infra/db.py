@@ -1,0 +1,115 @@
+"""Database engines for each system: one URL, a sync engine for bulk work and an async one for the APIs.
+
+Settings carry one plain URL per system (``sqlite:///…`` or ``postgresql://…``). This module picks the
+drivers: pysqlite / aiosqlite for SQLite, psycopg 3 for PostgreSQL in both modes (psycopg also gives us
+``COPY`` for bulk loads). Every SQLite connection runs in WAL mode with foreign keys on and a busy
+timeout, so the API, the CLI and the bridge can share a file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (auto-increment); PostgreSQL wants BIGINT.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database keeps.
+
+    SQLite has no timezone-aware type and hands back naive values; storing naive UTC there and putting
+    ``tzinfo=UTC`` back on read gives one behaviour on both databases. A naive value is refused on write:
+    a time without a zone is a bug upstream, not something to guess about.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use datetime.now(UTC)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _driver_url(url: str, *, use_async: bool) -> URL:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite" if use_async else "sqlite+pysqlite")
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://…")
+
+
+def sync_url(url: str) -> URL:
+    """The URL with the synchronous driver this project uses for that database."""
+    return _driver_url(url, use_async=False)
+
+
+def async_url(url: str) -> URL:
+    """The URL with the asynchronous driver this project uses for that database."""
+    return _driver_url(url, use_async=True)
+
+
+def is_sqlite(url: str) -> bool:
+    """True for a SQLite URL."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _prepare_sqlite_file(url: URL) -> None:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def create_sync_engine(url: str) -> Engine:
+    """A synchronous engine (CLI, bulk loads, migrations)."""
+    target = sync_url(url)
+    if target.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(target)
+        engine = create_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_engine(target, pool_pre_ping=True)
+
+
+def create_async_db_engine(url: str) -> AsyncEngine:
+    """An asynchronous engine (the APIs)."""
+    target = async_url(url)
+    if target.get_backend_name() == "sqlite":
+        _prepare_sqlite_file(target)
+        engine = create_async_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -1,0 +1,176 @@
+"""RFC 9457 problem details: the one shape of every error our HTTP APIs return.
+
+Each problem names what was wrong, where (``errors[].field`` as a dotted path into the request), and what
+to do about it. Handlers here turn validation errors, our own :class:`ProblemError`, Starlette HTTP errors
+and anything unexpected into ``application/problem+json`` — an unexpected error is logged with its
+traceback and answered with a 500 problem that reveals nothing internal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "https://derbridge.dev/problems/"
+
+log = structlog.get_logger(__name__)
+
+
+class FieldError(BaseModel):
+    """One field that was wrong, and why."""
+
+    field: str = Field(description="Dotted path of the field in the request, e.g. `body.rules.fatigue_cap`.")
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = Field(description="URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raise in a service or router to answer with a problem detail."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.title = title
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers
+
+
+def not_found(what: str, key: str) -> ProblemError:
+    """A 404 for ``what`` identified by ``key``."""
+    return ProblemError(
+        404, "not-found", f"{what} not found", f"No {what} has the id {key!r}. Check the id, or list them."
+    )
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    kind: str,
+    title: str,
+    detail: str | None,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Render a problem detail."""
+    body = Problem(
+        type=PROBLEM_BASE + kind,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=list(errors) if errors else None,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def _field_path(location: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in location)
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "is invalid"))
+    if "input" in error and error.get("type") not in {"missing", "json_invalid"}:
+        shown = repr(error["input"])
+        if len(shown) <= 60:
+            message += f" (got {shown})"
+    return message
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [FieldError(field=_field_path(e.get("loc", ())), message=_validation_message(e)) for e in exc.errors()]
+    fields = ", ".join(e.field for e in errors[:5])
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"Correct these fields and send the request again: {fields}.",
+        errors,
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, exc.errors, exc.headers)
+
+
+_HTTP_TITLES = {
+    404: (
+        "not-found",
+        "Not found",
+        "There is no resource at this path. Check the URL against the API's OpenAPI.",
+    ),
+    405: ("method-not-allowed", "Method not allowed", "This path does not accept that method."),
+    413: ("payload-too-large", "Request body too large", "Send a smaller body, or split the batch."),
+}
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind, title, detail = _HTTP_TITLES.get(exc.status_code, ("http-error", "Request refused", str(exc.detail)))
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(request, exc.status_code, kind, title, detail, headers=headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+    return problem_response(
+        request,
+        500,
+        "internal-error",
+        "Internal error",
+        "The server failed to handle the request; it has been logged. Retry later or tell the operators.",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error of ``app`` a problem detail."""
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+    for status, description in (
+        (401, "Missing or wrong service credential"),
+        (404, "Not found"),
+        (409, "Conflicts with the current state"),
+        (413, "Request body too large"),
+        (422, "Invalid request"),
+    )
+}
+"""Declared on every router so that the OpenAPI documents every error as a problem."""

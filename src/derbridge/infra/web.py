@@ -1,0 +1,125 @@
+"""What every HTTP API of ours shares: the service credential, the body-size limit, request metrics and
+keyset pages."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
+from derbridge.infra.problems import ProblemError, problem_response
+
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="The service credential (see `derbridge config show`).")
+
+
+async def require_service_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse a call that does not carry the service credential (401, with a problem detail)."""
+    expected: str = request.app.state.api_token
+    if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise ProblemError(
+            401,
+            "unauthorized",
+            "Service credential required",
+            "Send 'Authorization: Bearer <token>' with the service credential: DERBRIDGE_API_TOKEN, or "
+            "the api-token file in the data directory.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing in a stable order. Pass ``next_after`` as ``after`` for the next page."""
+
+    items: list[T]
+    next_after: str | None = Field(description="The cursor of the next page; null on the last page.")
+
+
+class PageParams(BaseModel):
+    """Keyset paging: ``after`` is the last key of the previous page (exclusive)."""
+
+    limit: int
+    after: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
+    after: Annotated[str | None, Query(max_length=200, description="Cursor from `next_after`.")] = None,
+) -> PageParams:
+    """The paging query parameters of a listing."""
+    return PageParams(limit=limit, after=after)
+
+
+class BodySizeLimit:
+    """Refuse bodies over ``max_bytes`` with 413 before the application reads them.
+
+    The declared Content-Length is checked first; a chunked body is counted as it streams.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise ProblemError(
+                        413,
+                        "payload-too-large",
+                        "Request body too large",
+                        f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch.",
+                    )
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import Request as StarletteRequest
+
+        response = problem_response(
+            StarletteRequest(scope, receive),
+            413,
+            "payload-too-large",
+            "Request body too large",
+            f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch.",
+        )
+        await response(scope, receive, send)
+
+
+def instrument(app: FastAPI, system: str) -> None:
+    """Time every request of ``app`` by route template and status (no ids in labels: bounded series)."""
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Callable[[Request], Awaitable[object]]) -> object:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        status = getattr(response, "status_code", 0)
+        HTTP_REQUEST_SECONDS.labels(system, request.method, template, str(status)).observe(
+            time.perf_counter() - started
+        )
+        return response

@@ -1,0 +1,5 @@
+"""Alembic environment of the derms database."""
+
+from derbridge.migrations.environment import run
+
+run("derms")

@@ -1,0 +1,52 @@
+"""The running systems of one process: their database engines, opened from settings and migrated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from derbridge.infra.db import create_async_db_engine, create_sync_engine
+from derbridge.migrations.runner import SYSTEMS, System, upgrade
+from derbridge.settings import Settings
+
+
+def migrate_all(settings: Settings) -> None:
+    """Bring every system's database to the newest schema (idempotent)."""
+    for system in SYSTEMS:
+        upgrade(system, settings.database_url(system))
+
+
+@dataclass
+class Runtime:
+    """Engines per system, created lazily and disposed together."""
+
+    settings: Settings
+    _sync: dict[System, Engine] = field(default_factory=dict)
+    _async: dict[System, AsyncEngine] = field(default_factory=dict)
+
+    def sync_engine(self, system: System) -> Engine:
+        """The synchronous engine of ``system`` (bulk work, CLI)."""
+        if system not in self._sync:
+            self._sync[system] = create_sync_engine(self.settings.database_url(system))
+        return self._sync[system]
+
+    def async_engine(self, system: System) -> AsyncEngine:
+        """The asynchronous engine of ``system`` (APIs)."""
+        if system not in self._async:
+            self._async[system] = create_async_db_engine(self.settings.database_url(system))
+        return self._async[system]
+
+    async def aclose(self) -> None:
+        """Dispose every engine."""
+        for async_engine in self._async.values():
+            await async_engine.dispose()
+        self._async.clear()
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Dispose the synchronous engines."""
+        for engine in self._sync.values():
+            engine.dispose()
+        self._sync.clear()

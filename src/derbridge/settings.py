@@ -1,0 +1,117 @@
+"""One settings model for every component.
+
+Values come from, highest first: keyword arguments (the CLI passes ``--data-dir``), ``DERBRIDGE_*``
+environment variables (nested with ``__``, e.g. ``DERBRIDGE_ASSETHUB__DATABASE_URL``), an optional TOML
+file (``DERBRIDGE_CONFIG=path.toml``), then the defaults. Zero configuration gives the embedded system:
+one SQLite file per system under ``./var``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
+
+
+class SystemSettings(BaseModel):
+    """Where one system keeps its data. Empty URL: a SQLite file named after the system in the data dir."""
+
+    database_url: str | None = None
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server of ``derbridge up``. It binds loopback unless told otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    """Larger request bodies are refused with 413 before they are read."""
+
+
+class Settings(BaseSettings):
+    """The effective configuration of a derbridge process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DERBRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("var")
+    assethub: SystemSettings = Field(default_factory=SystemSettings)
+    derms: SystemSettings = Field(default_factory=SystemSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    api_token: SecretStr | None = None
+    """Service credential every API call must carry (``Authorization: Bearer …``). Unset: one is made on
+    first use and kept in ``DATA_DIR/api-token`` (mode 0600), where the CLI and local tools read it."""
+    derms_instance_id: str = Field("derms-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """This DERMS's id in messages: a utility may run several DERMS and routes by it."""
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the optional TOML file named by ``DERBRIDGE_CONFIG`` below the environment."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("DERBRIDGE_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    def database_url(self, system: str) -> str:
+        """The database URL of ``system`` ("assethub" or "derms"), defaulting to SQLite in the data dir."""
+        configured: SystemSettings = getattr(self, system)
+        if configured.database_url:
+            return configured.database_url
+        return f"sqlite:///{(self.data_dir / f'{system}.db').resolve()}"
+
+    def resolved_api_token(self) -> str:
+        """The service credential: configured, or read from (or first written to) the data dir."""
+        if self.api_token is not None:
+            return self.api_token.get_secret_value()
+        path = self.data_dir / API_TOKEN_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        # O_EXCL: two processes starting at once must not each write a different token.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as plain data with secrets and database passwords masked (``config show``)."""
+        data = self.model_dump(mode="json")
+        data["api_token"] = "**********" if self.api_token else f"(in {self.data_dir / API_TOKEN_FILE})"
+        for system in ("assethub", "derms"):
+            data[system]["database_url"] = mask_url(self.database_url(system))
+        return data
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
