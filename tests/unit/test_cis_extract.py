@@ -64,7 +64,9 @@ def test_the_digest_changes_with_any_field_and_not_with_surrounding_spaces() -> 
     base = parse_row(2, row())
     spaced = parse_row(9, row(city="  Springfield "))
     moved = parse_row(2, row(postal="62702"))
-    assert isinstance(base, CisRecord) and isinstance(spaced, CisRecord) and isinstance(moved, CisRecord)
+    assert isinstance(base, CisRecord)
+    assert isinstance(spaced, CisRecord)
+    assert isinstance(moved, CisRecord)
     assert base.row_hash == spaced.row_hash
     assert base.row_hash != moved.row_hash
 

@@ -31,5 +31,6 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s", force=True)
-    # Alembic and uvicorn access logs are noise at INFO for an operator running a command.
-    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # Alembic's steps and httpx's per-request lines are noise at INFO for an operator running a command.
+    for noisy in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,265 @@
+"""The request and response bodies of the DERMS API (``/derms/v1``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from derbridge.assethub.api.schemas import ProgramCode
+from derbridge.cis.extract import AccountStatus
+from derbridge.derms.domain.event import EventStatus, EventType
+
+HeadEnd = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$", examples=["ECOBEE"])]
+NicId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s/]+$")]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DermsProgramStatus(StrEnum):
+    """Whether the DERMS may create events in a program."""
+
+    ACTIVE = "ACTIVE"
+    """Events may be created."""
+    INACTIVE = "INACTIVE"
+    """No new events; existing ones run their course."""
+
+
+class CommunicationStatus(StrEnum):
+    """A device's last known communication status."""
+
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    UNKNOWN = "UNKNOWN"
+
+
+class Contact(_Out):
+    """A CIS person as the DERMS knows them."""
+
+    cis_person_id: str
+    name: str
+    email: str | None
+    home_phone: str | None
+    business_phone: str | None
+    updated_at: datetime
+
+
+class Customer(_Out):
+    """A CIS account as the DERMS knows it."""
+
+    cis_account_id: str
+    cis_person_id: str
+    status: AccountStatus
+    updated_at: datetime
+
+
+class Location(_Out):
+    """A CIS service point with its premise address: where devices are."""
+
+    cis_service_point_id: str
+    cis_premise_id: str
+    cis_account_id: str
+    division: str
+    address1: str
+    address2: str | None
+    address3: str | None
+    address4: str | None
+    city: str
+    county: str | None
+    state: str
+    postal: str
+    country: str
+    time_zone: str
+    latitude: float | None
+    longitude: float | None
+    updated_at: datetime
+
+
+class ProgramIn(BaseModel):
+    """A program the DERMS may dispatch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program_code: ProgramCode
+    name: str = Field(min_length=1, max_length=200)
+    status: DermsProgramStatus = DermsProgramStatus.ACTIVE
+    expected_shed_kw: float = Field(1.0, gt=0, le=1000, description="Expected shed per device, for kW targets.")
+    outcome_grace_hours: float = Field(
+        24.0,
+        ge=0,
+        le=24 * 14,
+        description="Hours after an event's end that outcomes are awaited before silent devices are NON_RESPONSIVE.",
+    )
+
+
+class ProgramPatch(BaseModel):
+    """Changes to a DERMS program; fields left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    status: DermsProgramStatus | None = None
+    expected_shed_kw: float | None = Field(None, gt=0, le=1000)
+    outcome_grace_hours: float | None = Field(None, ge=0, le=24 * 14)
+
+
+class Program(_Out):
+    """A program in the DERMS."""
+
+    program_code: str
+    name: str
+    status: DermsProgramStatus
+    expected_shed_kw: float
+    outcome_grace_hours: float
+    created_at: datetime
+    updated_at: datetime
+
+
+class Availability(_Out):
+    """A device's availability in one program, from enrollment sync."""
+
+    program_code: str
+    enrollment_id: str
+    cis_account_id: str
+    cis_service_point_id: str
+    availability: str
+    sequence: int
+    updated_at: datetime
+
+
+class CommunicationStatusIn(BaseModel):
+    """A device's communication status, as the edge records it from an aggregator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    communication_status: CommunicationStatus
+    last_communication_at: AwareDatetime
+    operating_state: str | None = Field(None, max_length=32)
+    source: HeadEnd = Field(description="The head-end system that reported it.")
+
+
+class CommunicationStatusOut(_Out):
+    """A device's latest communication status."""
+
+    head_end_system: str
+    nic_id: str
+    communication_status: CommunicationStatus
+    last_communication_at: datetime
+    operating_state: str | None
+    source: str
+    updated_at: datetime
+
+
+class Device(_Out):
+    """A device the DERMS may dispatch, with its availability per program and latest status."""
+
+    device_id: int
+    head_end_system: str
+    nic_id: str
+    device_type: str
+    manufacturer: str
+    model: str
+    created_at: datetime
+    availability: list[Availability] = Field(default_factory=list)
+    communication: CommunicationStatusOut | None = None
+
+
+class EventIn(BaseModel):
+    """A program event to create. Give exactly one target: a number of devices or a kW amount."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program_code: ProgramCode
+    event_type: EventType
+    start_at: AwareDatetime
+    end_at: AwareDatetime
+    target_devices: int | None = Field(None, gt=0, le=10_000_000)
+    target_kw: float | None = Field(None, gt=0, le=10_000_000)
+    created_by: str = Field("api", min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.target_devices is None) == (self.target_kw is None):
+            raise ValueError("give exactly one of target_devices or target_kw")
+        if self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+
+class EventCancel(BaseModel):
+    """Why an event is cancelled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason_text: str = Field("cancelled by operator", min_length=1, max_length=500)
+
+
+class ProgramEvent(_Out):
+    """A program event with its reservation figures: asked for, candidates, reserved, shortfall."""
+
+    event_id: str
+    derms_instance_id: str
+    program_code: str
+    event_type: EventType
+    start_at: datetime
+    end_at: datetime
+    status: EventStatus
+    target_devices: int | None
+    target_kw: float | None
+    candidate_count: int
+    reserved_count: int
+    reserved_kw: float
+    shortfall_devices: int
+    shortfall_kw: float
+    created_at: datetime
+    created_by: str
+    cancelled_at: datetime | None
+    cancel_reason: str | None
+    closed_at: datetime | None
+
+
+class Reservation(_Out):
+    """A device reserved for an event."""
+
+    record_id: str
+    event_id: str
+    device_id: int
+    rank: int
+    score: float
+    expected_shed_kw: float
+    reservation_start_at: datetime
+    reservation_end_at: datetime
+    status: str
+    released_at: datetime | None
+    release_reason: str | None
+
+
+class Outcome(_Out):
+    """What a reserved device did in an event."""
+
+    event_id: str
+    device_id: int
+    outcome: str
+    preemptive_opt_out: bool
+    participation_start_at: datetime | None
+    participation_end_at: datetime | None
+    shed_kw: float | None
+    error_message: str | None
+    origin: str
+    reported_at: datetime
+
+
+class ScoreSnapshot(_Out):
+    """A loaded score file."""
+
+    file_id: str
+    generated_at: datetime
+    scoring_model_version: str
+    row_count: int
+    unknown_devices: int
+    loaded_at: datetime
+    is_current: bool

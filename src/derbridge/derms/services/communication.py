@@ -1,0 +1,55 @@
+"""Device communication status: the latest word from a head-end about each device.
+
+The edge records it whenever an aggregator reports, heartbeats or asks about a device; the status check
+(F2) answers from it. A report older than what is stored never overwrites a newer one: aggregators
+deliver late and out of order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from derbridge.derms.adapters import tables as t
+from derbridge.derms.api.schemas import CommunicationStatusIn
+from derbridge.infra.db import utcnow
+from derbridge.infra.upsert import insert_for
+
+
+async def record_communication_status(
+    engine: AsyncEngine, head_end_system: str, nic_id: str, report: CommunicationStatusIn
+) -> tuple[dict[str, Any], bool]:
+    """Store ``report`` unless a newer one is stored; return the stored status and whether it changed.
+
+    One conditional upsert, so that two reports about the same device at the same moment cannot race.
+    """
+    table = t.communication_status
+    row = {
+        "head_end_system": head_end_system,
+        "nic_id": nic_id,
+        "communication_status": report.communication_status.value,
+        "last_communication_at": report.last_communication_at,
+        "operating_state": report.operating_state,
+        "source": report.source,
+        "updated_at": utcnow(),
+    }
+    async with engine.begin() as connection:
+        insert = insert_for(connection.dialect.name, table).values(**row)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.head_end_system, table.c.nic_id],
+            set_={k: insert.excluded[k] for k in row if k not in {"head_end_system", "nic_id"}},
+            where=insert.excluded.last_communication_at >= table.c.last_communication_at,
+        )
+        changed = (await connection.execute(statement)).rowcount > 0
+        stored = (
+            (
+                await connection.execute(
+                    select(table).where(table.c.head_end_system == head_end_system, table.c.nic_id == nic_id)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return dict(stored), changed

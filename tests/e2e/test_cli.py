@@ -1,0 +1,167 @@
+"""The command line as an operator runs it: real processes, real files, real exit statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def derbridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_") or k.startswith("DERBRIDGE_TEST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "derbridge", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def utility(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("utility")
+    result = derbridge("generate", "--customers", "2000", "--seed", "7", "--out", str(out), "--json", cwd=out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["customers"] == 2000
+    return out
+
+
+def test_generate_then_import_loads_both_systems_and_a_second_import_changes_nothing(
+    utility: Path, tmp_path: Path
+) -> None:
+    extract = str(utility / "cis_extract.csv")
+    first = derbridge("--data-dir", "V", "cis", "import", extract, "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    counts = json.loads(first.stdout)
+    rows = len((utility / "cis_extract.csv").read_text().splitlines()) - 1
+    for system in ("assethub", "derms"):
+        assert counts[system] == {"read": rows, "inserted": rows, "updated": 0, "unchanged": 0, "rejected": 0}
+
+    again = derbridge("--data-dir", "V", "cis", "import", extract, "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    for system in ("assethub", "derms"):
+        assert json.loads(again.stdout)[system] == {
+            "read": rows,
+            "inserted": 0,
+            "updated": 0,
+            "unchanged": rows,
+            "rejected": 0,
+        }
+
+
+def test_a_corrupted_row_is_named_by_line_the_rest_loads_and_the_exit_status_says_so(
+    utility: Path, tmp_path: Path
+) -> None:
+    lines = (utility / "cis_extract.csv").read_text().splitlines()
+    lines[41] = lines[41].replace(",ACTIVE,", ",GONE,", 1)  # line 42 of the file
+    corrupted = tmp_path / "corrupted.csv"
+    corrupted.write_text("\n".join(lines) + "\n")
+
+    result = derbridge("--data-dir", "V", "cis", "import", str(corrupted), "--json", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "42" in result.stderr
+    assert "account_status" in result.stderr
+    counts = json.loads(result.stdout)
+    rows = len(lines) - 1
+    assert counts["assethub"]["rejected"] == 1
+    assert counts["assethub"]["inserted"] == rows - 1
+    assert counts["derms"]["inserted"] == rows - 1
+
+
+def test_a_file_that_is_not_a_cis_extract_is_refused_with_status_2(utility: Path, tmp_path: Path) -> None:
+    inventory = utility / "aggregators" / "ECOBEE.csv"
+    result = derbridge("--data-dir", "V", "cis", "import", str(inventory), "--json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a CIS extract" in result.stderr
+    assert "Nothing was loaded" in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_show_masks_the_database_password(tmp_path: Path) -> None:
+    env_url = "postgresql://derbridge:s3cret@db.example/assethub"
+    result = subprocess.run(
+        [sys.executable, "-m", "derbridge", "config", "show"],
+        cwd=tmp_path,
+        env={**os.environ, "DERBRIDGE_ASSETHUB__DATABASE_URL": env_url, "DERBRIDGE_API_TOKEN": "hush"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert "s3cret" not in result.stdout
+    assert "hush" not in result.stdout
+    assert shown["assethub"]["database_url"] == "postgresql://derbridge:***@db.example/assethub"
+    assert shown["derms"]["database_url"].startswith("sqlite:///")
+
+
+def test_demo_writes_its_summary(tmp_path: Path) -> None:
+    result = derbridge(
+        "--data-dir", "V", "demo", "--customers", "300", "--seed", "3", "--summary", "S.json", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "S.json").read_text())
+    assert summary["generated"]["customers"] == 300
+    assert summary["holdings"]["assethub"]["programs"] == 1
+    assert summary["holdings"]["derms"]["locations"] == summary["cis_import"]["derms"]["inserted"]
+    assert "derbridge demo" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_up_serves_both_apis_health_and_metrics_on_loopback(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_")}
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "derbridge", "--data-dir", "V", "up", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/readyz").json()["checks"] == {"assethub": "ok", "derms": "ok"}
+        token = (tmp_path / "V" / "api-token").read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/assethub/v1/programs", headers=auth).status_code == 200
+        assert httpx.get(f"{base}/derms/v1/programs", headers=auth).status_code == 200
+        refused = httpx.get(f"{base}/derms/v1/programs")
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "derbridge_http_request_seconds" in httpx.get(f"{base}/metrics").text
+        assert httpx.get(f"{base}/assethub/v1/openapi.json").json()["info"]["title"] == "derbridge Asset Hub API"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
