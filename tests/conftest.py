@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from derbridge.api.app import create_asgi
+from derbridge.infra.logging import configure_logging
 from derbridge.migrations.runner import SYSTEMS
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
@@ -124,3 +125,10 @@ async def api(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     ) as client:
         yield client
     await runtime.aclose()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _plain_logs() -> None:
+    """JSON logs as in production: structlog's development renderer prints rich tracebacks with locals,
+    which is slow and buries the test output."""
+    configure_logging("WARNING", json=True)

@@ -9,8 +9,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,7 +20,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from derbridge import __version__
+from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
 
 app = typer.Typer(
     name="derbridge",
@@ -33,6 +39,10 @@ db_app = typer.Typer(help="The systems' databases.", no_args_is_help=True)
 app.add_typer(cis_app, name="cis")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+contracts_app = typer.Typer(help="The message contracts between the systems.", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+messages_app = typer.Typer(help="Messages between the systems: find, follow, replay, count.", no_args_is_help=True)
+app.add_typer(messages_app, name="messages")
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
 err = Console(stderr=True, soft_wrap=True)
@@ -104,6 +114,25 @@ def db_upgrade() -> None:
     settings = load_settings()
     migrate_all(settings)
     err.print("[green]databases are up to date[/]")
+
+
+@contracts_app.command("asyncapi")
+def contracts_asyncapi(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", dir_okay=False, help="Write the document to this file instead of printing it."),
+    ] = None,
+) -> None:
+    """The AsyncAPI 3.0 document of every bridge message (channels, messages, operations, schemas), as JSON."""
+    from derbridge.contracts.asyncapi import build_asyncapi, render
+
+    text = render(build_asyncapi(__version__))
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(text, encoding="utf-8")
+    err.print(f"wrote {out_file}", markup=False, highlight=False)
 
 
 # --- synthetic utility ----------------------------------------------------------------------------
@@ -260,12 +289,220 @@ def up(
         f"{settings.data_dir / 'api-token'}"
     )
     uvicorn.run(
-        create_asgi(Runtime(settings)),
+        create_asgi(Runtime(settings), run_bridge=True),
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
         access_log=False,
     )
+
+
+@app.command()
+def serve(
+    component: Annotated[str, typer.Argument(help="assethub, derms or bridge.")],
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
+) -> None:
+    """Serve one component (the distributed mode): a system's API, or the bridge worker with its
+    operations API. Several processes of each may run against the same databases and broker."""
+    import uvicorn
+
+    from derbridge.api.app import ALL_COMPONENTS, create_asgi
+    from derbridge.runtime import Runtime, migrate_all
+
+    if component not in ALL_COMPONENTS:
+        err.print(f"[red]unknown component {component!r}[/]: choose one of {', '.join(ALL_COMPONENTS)}")
+        raise typer.Exit(2)
+    settings = load_settings()
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    migrate_all(settings)
+    err.print(f"derbridge {__version__}: {component} on http://{settings.server.host}:{settings.server.port}")
+    uvicorn.run(
+        create_asgi(Runtime(settings), components=[component], run_bridge=component == "bridge"),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+
+def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
+    """Run ``work(runtime, transport)`` against the bridge database and transport, then close them."""
+    import asyncio
+
+    from derbridge.bridge.assembly import build_transport
+    from derbridge.bridge.worker import flow_queues
+    from derbridge.runtime import Runtime, migrate_all
+
+    settings = load_settings()
+    migrate_all(settings)
+
+    async def run() -> Any:
+        runtime = Runtime(settings)
+        transport = build_transport(runtime)
+        try:
+            await transport.start(list(flow_queues(settings.bridge.queue_prefix)))
+            return await work(runtime, transport)
+        finally:
+            await transport.close()
+            await runtime.aclose()
+
+    try:
+        return asyncio.run(run())
+    except ProblemError as problem:
+        err.print(f"[red]{problem.title}:[/] {problem.detail}")
+        raise typer.Exit(1 if problem.status != 404 else 3) from None
+
+
+@messages_app.command("list")
+def messages_list(
+    flow: Annotated[str | None, typer.Option(help="Only this flow (e.g. enrollment-sync).")] = None,
+    state: Annotated[str | None, typer.Option(help="pending, delivered, retrying, parked or dead.")] = None,
+    business_key: Annotated[str | None, typer.Option(help="e.g. an enrollment id, or HEAD_END:NIC_ID.")] = None,
+    correlation_id: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[datetime | None, typer.Option(help="occurred at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="occurred before (ISO 8601).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List messages, oldest first."""
+    from derbridge.bridge import operations as ops
+    from derbridge.bridge.tracking import MessageState
+    from derbridge.contracts.envelope import Flow
+
+    try:
+        where = ops.MessageFilter(
+            flow=Flow(flow) if flow else None,
+            state=MessageState(state) if state else None,
+            business_key=business_key,
+            correlation_id=correlation_id,
+            since=_aware(since),
+            until=_aware(until),
+        )
+    except ValueError as error:
+        err.print(f"[red]bad filter:[/] {error}")
+        raise typer.Exit(2) from None
+
+    async def work(runtime: Runtime, _transport: Any) -> list[Any]:
+        items, _ = await ops.list_messages(runtime.async_engine("bridge"), where, limit=limit, after=None)
+        return items
+
+    items = _bridge_call(work)
+    if as_json:
+        sys.stdout.write(json.dumps([i.model_dump(mode="json") for i in items]) + "\n")
+        return
+    table = Table(title=f"{len(items)} messages", title_justify="left")
+    for column in ("message_id", "flow", "type", "state", "attempts", "business_key", "occurred_at"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(
+            item.message_id,
+            item.flow,
+            item.type,
+            item.state.value,
+            str(item.attempts),
+            item.business_key,
+            item.occurred_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@messages_app.command("show")
+def messages_show(
+    message_id: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a message's envelope and whole journey."""
+    from derbridge.bridge import operations as ops
+
+    async def work(runtime: Runtime, _transport: Any) -> Any:
+        return await ops.show_message(runtime.async_engine("bridge"), message_id)
+
+    journey = _bridge_call(work)
+    if as_json:
+        sys.stdout.write(journey.model_dump_json() + "\n")
+        return
+    out.print(f"[bold]{journey.message_id}[/] {journey.type} ({journey.flow}) {journey.source} → {journey.target}")
+    out.print(
+        f"state [bold]{journey.state.value}[/] after {journey.attempts} attempts; business key {journey.business_key}"
+    )
+    if journey.wake_on:
+        out.print(f"waiting for {journey.wake_on}; next attempt {journey.next_attempt_at}")
+    if journey.last_problem:
+        out.print_json(json.dumps(journey.last_problem))
+    table = Table(title="journey", title_justify="left")
+    for column in ("#", "at", "outcome", "status", "ms", "detail"):
+        table.add_column(column)
+    for a in journey.journey:
+        table.add_row(
+            str(a.attempt),
+            a.at.isoformat(timespec="milliseconds"),
+            a.outcome,
+            str(a.status_code or ""),
+            str(a.duration_ms),
+            a.detail or "",
+        )
+    out.print(table)
+
+
+@messages_app.command("replay")
+def messages_replay(message_ids: Annotated[list[str], typer.Argument(help="Dead or parked messages.")]) -> None:
+    """Deliver dead or parked messages again, after their cause was fixed (no duplicate effect)."""
+    from derbridge.bridge import operations as ops
+    from derbridge.bridge.tracking import Tracker
+
+    async def work(runtime: Runtime, transport: Any) -> None:
+        tracker = Tracker(runtime.async_engine("bridge"))
+        for message_id in message_ids:
+            await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
+            err.print(f"replayed {message_id}")
+
+    _bridge_call(work)
+
+
+@messages_app.command("stats")
+def messages_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per flow, how many messages are in each state."""
+    from derbridge.bridge import operations as ops
+    from derbridge.bridge.tracking import STATES, Tracker
+
+    async def work(runtime: Runtime, _transport: Any) -> dict[str, dict[str, int]]:
+        return await ops.message_stats(Tracker(runtime.async_engine("bridge")))
+
+    stats = _bridge_call(work)
+    if as_json:
+        sys.stdout.write(json.dumps(stats) + "\n")
+        return
+    table = Table(title="messages per flow and state", title_justify="left")
+    table.add_column("flow")
+    for state in STATES:
+        table.add_column(state.value, justify="right")
+    for flow, counts in stats.items():
+        table.add_row(flow, *(f"{counts.get(s.value, 0):,}" for s in STATES))
+    out.print(table)
+
+
+@messages_app.command("wake")
+def messages_wake(conditions: Annotated[list[str], typer.Argument(help="e.g. cis-account:A0000001")]) -> None:
+    """Wake parked messages waiting for these conditions: they are delivered again at once."""
+    from derbridge.bridge.tracking import Tracker
+
+    async def work(runtime: Runtime, _transport: Any) -> int:
+        return await Tracker(runtime.async_engine("bridge")).wake(set(conditions))
+
+    err.print(f"woke {_bridge_call(work)} parked messages")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -28,6 +28,59 @@ class SystemSettings(BaseModel):
     """Where one system keeps its data. Empty URL: a SQLite file named after the system in the data dir."""
 
     database_url: str | None = None
+
+
+class RetryPolicy(BaseModel):
+    """Capped exponential backoff with full jitter, for targets that fail transiently (5xx, down, slow)."""
+
+    base_seconds: float = Field(1.0, gt=0)
+    cap_seconds: float = Field(300.0, gt=0)
+    max_attempts: int = Field(30, ge=1)
+    """After this many failed attempts the message is dead-lettered with the last error (replayable)."""
+
+
+class ParkPolicy(BaseModel):
+    """How often a parked message is tried again while it waits for its prerequisite (besides waking)."""
+
+    base_seconds: float = Field(60.0, gt=0)
+    cap_seconds: float = Field(6 * 3600.0, gt=0)
+
+
+class BridgeSettings(BaseModel):
+    """The bridge: its own database, its transport, where it delivers, and how it retries."""
+
+    database_url: str | None = None
+    transport: Literal["sql", "amqp"] = "sql"
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    queue_prefix: str = Field("derbridge", pattern=r"^[a-z][a-z0-9_.-]{0,40}$")
+    targets: dict[str, str] = Field(default_factory=dict)
+    """Base URL of each system's inbound API (``{"derms": "http://derms:8080"}``); a system not listed is
+    served in-process (the embedded mode)."""
+    relay_systems: list[Literal["assethub", "derms"]] = Field(default=["assethub", "derms"])
+    """Systems whose outbox this process relays (a distributed system process may relay its own)."""
+    batch_size: int = Field(100, ge=1, le=10_000)
+    concurrency: int = Field(16, ge=1, le=1000)
+    lease_seconds: float = Field(60.0, gt=0)
+    poll_seconds: float = Field(0.2, gt=0)
+    http_timeout_seconds: float = Field(30.0, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    park: ParkPolicy = Field(default_factory=ParkPolicy)
+
+
+class FileStoreSettings(BaseModel):
+    """Where claim-checked files (score files, large reservation lists) go: a local directory (default,
+    ``DATA_DIR/files``) or an SFTP server."""
+
+    store: Literal["local", "sftp"] = "local"
+    local_root: Path | None = None
+    sftp_host: str = "127.0.0.1"
+    sftp_port: int = Field(22, ge=1, le=65535)
+    sftp_username: str = "derbridge"
+    sftp_root: str = "derbridge"
+    sftp_client_keys: list[Path] = Field(default_factory=list)
+    sftp_known_hosts: Path | None = None
+    sftp_password: SecretStr | None = None
+    sftp_connect_timeout: float = Field(10.0, gt=0)
 
 
 class ServerSettings(BaseModel):
@@ -51,6 +104,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     assethub: SystemSettings = Field(default_factory=SystemSettings)
     derms: SystemSettings = Field(default_factory=SystemSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)
+    files: FileStoreSettings = Field(default_factory=FileStoreSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     api_token: SecretStr | None = None
     """Service credential every API call must carry (``Authorization: Bearer …``). Unset: one is made on
@@ -77,8 +132,9 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def database_url(self, system: str) -> str:
-        """The database URL of ``system`` ("assethub" or "derms"), defaulting to SQLite in the data dir."""
-        configured: SystemSettings = getattr(self, system)
+        """The database URL of ``system`` ("assethub", "derms" or "bridge"), defaulting to SQLite in the data
+        dir."""
+        configured: SystemSettings | BridgeSettings = getattr(self, system)
         if configured.database_url:
             return configured.database_url
         return f"sqlite:///{(self.data_dir / f'{system}.db').resolve()}"
@@ -105,8 +161,11 @@ class Settings(BaseSettings):
         """The configuration as plain data with secrets and database passwords masked (``config show``)."""
         data = self.model_dump(mode="json")
         data["api_token"] = "**********" if self.api_token else f"(in {self.data_dir / API_TOKEN_FILE})"
-        for system in ("assethub", "derms"):
+        for system in ("assethub", "derms", "bridge"):
             data[system]["database_url"] = mask_url(self.database_url(system))
+        data["bridge"]["amqp_url"] = mask_url(self.bridge.amqp_url.get_secret_value())
+        if self.files.sftp_password is not None:
+            data["files"]["sftp_password"] = "**********"  # noqa: S105 - the mask, not a password
         return data
 
 

@@ -1,13 +1,18 @@
-"""The HTTP server of one process: each system's API mounted under its prefix, plus health and metrics.
+"""The HTTP server of one process: each system's API mounted under its prefix, the bridge's operations
+API, health and metrics — and, in the embedded mode, the bridge worker itself.
 
 Each system is its own FastAPI application with its own OpenAPI document (``/assethub/v1/openapi.json``,
-``/derms/v1/openapi.json``), because each is a separate system of record that a utility may replace.
+``/derms/v1/openapi.json``, ``/bridge/v1/openapi.json``), because each is a separate system that a
+utility may replace or run apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -16,52 +21,93 @@ from sqlalchemy import text
 
 from derbridge import __version__
 from derbridge.assethub.api import routes as assethub_routes
+from derbridge.bridge.api import create_bridge_app
+from derbridge.bridge.assembly import build_transport, build_worker
+from derbridge.bridge.tracking import Tracker
+from derbridge.bridge.worker import BridgeWorker, flow_queues
 from derbridge.derms.api import routes as derms_routes
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from derbridge.infra.web import BodySizeLimit, instrument
-from derbridge.migrations.runner import SYSTEMS
+from derbridge.migrations.runner import System
 from derbridge.runtime import Runtime
 
+Component = Literal["assethub", "derms", "bridge"]
+ALL_COMPONENTS: tuple[Component, ...] = ("assethub", "derms", "bridge")
 
-def _system_app(runtime: Runtime, system: str, title: str, description: str) -> FastAPI:
+_DESCRIPTIONS = {
+    "assethub": (
+        "derbridge Asset Hub API",
+        "The customer-side system: customers from the CIS, programs, devices, enrollments, status checks, "
+        "events and participation, scores. Every call carries the service credential as a bearer token.",
+    ),
+    "derms": (
+        "derbridge DERMS API",
+        "The grid-side system: customers and locations from the CIS, programs, devices with availability "
+        "and communication status, events, reservations, outcomes, score snapshots.",
+    ),
+}
+
+
+def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastAPI:
+    title, description = _DESCRIPTIONS[system]
     app = FastAPI(title=title, version=__version__, description=description)
-    app.state.engine = runtime.async_engine("assethub" if system == "assethub" else "derms")
+    app.state.engine = runtime.async_engine(system)
     app.state.api_token = runtime.settings.resolved_api_token()
     app.state.derms_instance_id = runtime.settings.derms_instance_id
     install_problem_handlers(app)
     instrument(app, system)
+    (assethub_routes if system == "assethub" else derms_routes).mount(app)
     return app
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    """The whole HTTP surface of this process."""
+def create_app(
+    runtime: Runtime, *, components: Sequence[Component] = ALL_COMPONENTS, run_bridge: bool = False
+) -> FastAPI:
+    """The HTTP surface of this process; with ``run_bridge`` the bridge worker runs in its lifespan and
+    delivers to the systems mounted here in-process (and to ``bridge.targets`` for the others)."""
+    settings = runtime.settings
+    transport = build_transport(runtime) if "bridge" in components else None
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await runtime.aclose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        worker: BridgeWorker | None = None
+        worker_task: asyncio.Task[None] | None = None
+        if transport is not None:
+            await transport.start(list(flow_queues(settings.bridge.queue_prefix)))
+        if run_bridge and transport is not None:
+            worker = build_worker(runtime, app, transport)
+            worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None and worker_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+                await worker.deliverer.close()
+            if transport is not None:
+                await transport.close()
+            await runtime.aclose()
 
     root = FastAPI(title="derbridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_problem_handlers(root)
-
-    assethub = _system_app(
-        runtime,
-        "assethub",
-        "derbridge Asset Hub API",
-        "The customer-side system: customers from the CIS, programs, devices, enrollments, status checks, "
-        "events and participation, scores. Every call carries the service credential as a bearer token.",
-    )
-    assethub_routes.mount(assethub)
-    derms = _system_app(
-        runtime,
-        "derms",
-        "derbridge DERMS API",
-        "The grid-side system: customers and locations from the CIS, programs, devices with availability "
-        "and communication status, events, reservations, outcomes, score snapshots.",
-    )
-    derms_routes.mount(derms)
-    root.mount("/assethub/v1", assethub)
-    root.mount("/derms/v1", derms)
+    mounted: list[System] = []
+    for system in ("assethub", "derms"):
+        if system in components:
+            root.mount(f"/{system}/v1", _system_app(runtime, system))
+            mounted.append(system)
+    if transport is not None:
+        root.mount(
+            "/bridge/v1",
+            create_bridge_app(
+                Tracker(runtime.async_engine("bridge")),
+                transport,
+                settings.bridge.queue_prefix,
+                settings.resolved_api_token(),
+            ),
+        )
+        mounted.append("bridge")
 
     @root.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -70,9 +116,9 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @root.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> JSONResponse:
-        """Readiness: every system's database answers a query."""
+        """Readiness: the database of every component served here answers a query."""
         checks: dict[str, str] = {}
-        for system in SYSTEMS:
+        for system in mounted:
             try:
                 async with runtime.async_engine(system).connect() as connection:
                     await connection.execute(text("SELECT 1"))
@@ -101,6 +147,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     return root
 
 
-def create_asgi(runtime: Runtime) -> BodySizeLimit:
+def create_asgi(
+    runtime: Runtime, *, components: Sequence[Component] = ALL_COMPONENTS, run_bridge: bool = False
+) -> BodySizeLimit:
     """The application as served: ``create_app`` behind the request body limit."""
-    return BodySizeLimit(create_app(runtime), runtime.settings.server.max_body_bytes)
+    return BodySizeLimit(
+        create_app(runtime, components=components, run_bridge=run_bridge), runtime.settings.server.max_body_bytes
+    )

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.infra.problems import FieldError, ProblemError, not_found
-from derbridge.infra.web import PageParams
+from derbridge.infra.web import MAX_BIGINT, PageParams
 
 RowDict = dict[str, Any]
 
@@ -22,15 +22,20 @@ def _cursor_value(table: Table, key: str, after: str) -> Any:
     python_type = table.c[key].type.python_type
     if python_type is int:
         try:
-            return int(after)
+            value = int(after)
         except ValueError:
+            value = None
+        # Outside BIGINT no row can follow it, and the database would fail on it (PostgreSQL: out of
+        # range; SQLite: OverflowError): it is no cursor this listing returned.
+        if value is None or not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:
             raise ProblemError(
                 422,
                 "validation-error",
                 "The request is not valid",
                 "The cursor is not one this listing returned; pass next_after unchanged.",
                 errors=[FieldError(field="query.after", message="must be a whole number for this listing")],
-            ) from None
+            )
+        return value
     return after
 
 

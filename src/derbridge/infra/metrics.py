@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUEST_SECONDS = Histogram(
     "derbridge_http_request_seconds",
@@ -15,3 +15,17 @@ CIS_ROWS = Counter(
     "CIS extract rows handled by imports, by system and result.",
     ["system", "result"],
 )
+
+BRIDGE_RECEIVED = Counter("derbridge_bridge_received_total", "Messages the bridge saw for the first time.", ["flow"])
+BRIDGE_DELIVERED = Counter("derbridge_bridge_delivered_total", "Messages delivered to their target.", ["flow"])
+BRIDGE_RETRIED = Counter("derbridge_bridge_retried_total", "Delivery attempts that will be retried.", ["flow"])
+BRIDGE_PARKED = Counter("derbridge_bridge_parked_total", "Messages parked for a missing prerequisite.", ["flow"])
+BRIDGE_DEAD = Counter("derbridge_bridge_dead_total", "Messages dead-lettered.", ["flow"])
+BRIDGE_LATENCY = Histogram(
+    "derbridge_bridge_end_to_end_seconds",
+    "From a message's occurred_at to its delivery.",
+    ["flow"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+BRIDGE_QUEUE_DEPTH = Gauge("derbridge_bridge_queue_depth", "Messages waiting in a flow's queue.", ["flow"])
+OUTBOX_PUBLISHED = Counter("derbridge_outbox_published_total", "Outbox rows published by the relay.", ["system"])

@@ -9,13 +9,14 @@ traceback and answered with a 500 problem that reveals nothing internal.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -32,7 +33,9 @@ class FieldError(BaseModel):
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem detail."""
+    """An RFC 9457 problem detail. Extension members (e.g. ``wake_on``) may follow the standard ones."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = Field(description="URI naming the kind of problem.")
     title: str
@@ -54,8 +57,10 @@ class ProblemError(Exception):
         *,
         errors: Sequence[FieldError] | None = None,
         headers: dict[str, str] | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.extensions = extensions or {}
         self.status = status
         self.kind = kind
         self.title = title
@@ -79,6 +84,7 @@ def problem_response(
     detail: str | None,
     errors: Sequence[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """Render a problem detail."""
     body = Problem(
@@ -88,6 +94,7 @@ def problem_response(
         detail=detail,
         instance=request.url.path,
         errors=list(errors) if errors else None,
+        **(extensions or {}),
     )
     return JSONResponse(
         body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
@@ -123,7 +130,9 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(request, exc.status, exc.kind, exc.title, exc.detail, exc.errors, exc.headers)
+    return problem_response(
+        request, exc.status, exc.kind, exc.title, exc.detail, exc.errors, exc.headers, exc.extensions
+    )
 
 
 _HTTP_TITLES = {
@@ -137,9 +146,18 @@ _HTTP_TITLES = {
 }
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind, title, detail = _HTTP_TITLES.get(exc.status_code, ("http-error", "Request refused", str(exc.detail)))
+    if exc.status_code in _HTTP_TITLES and exc.detail and exc.detail != _phrase(exc.status_code):
+        detail = str(exc.detail)  # raised with a specific explanation (e.g. the body limit): keep it
     headers = dict(exc.headers) if exc.headers else None
     return problem_response(request, exc.status_code, kind, title, detail, headers=headers)
 

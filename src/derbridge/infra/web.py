@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +17,26 @@ from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
 from derbridge.infra.problems import ProblemError, problem_response
 
 T = TypeVar("T")
+
+NO_NUL = r"^[^\x00]*$"
+"""Pattern of every free-text id, filter and cursor: PostgreSQL text cannot hold NUL, so a value with one
+can match nothing and is refused as invalid input (422 naming the field) instead of failing in the
+database."""
+
+MAX_BIGINT = 2**63 - 1
+"""The largest integer id a table holds (BIGINT): a larger one is invalid input, not a database error."""
+
+IdPath = Annotated[str, Path(max_length=64, pattern=NO_NUL)]
+"""A string identifier in a path."""
+
+IntIdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
+"""An integer identifier (``device_id``) in a path."""
+
+IntIdQuery = Annotated[int | None, Query(ge=1, le=MAX_BIGINT)]
+"""An optional integer identifier filter."""
+
+FilterQuery = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
+"""An optional equality filter on an identifier."""
 
 _bearer = HTTPBearer(auto_error=False, description="The service credential (see `derbridge config show`).")
 
@@ -54,7 +74,7 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
-    after: Annotated[str | None, Query(max_length=200, description="Cursor from `next_after`.")] = None,
+    after: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Cursor from `next_after`.")] = None,
 ) -> PageParams:
     """The paging query parameters of a listing."""
     return PageParams(limit=limit, after=after)
@@ -86,11 +106,11 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise ProblemError(
-                        413,
-                        "payload-too-large",
-                        "Request body too large",
-                        f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch.",
+                    # An HTTPException, not a ProblemError: FastAPI turns any other exception raised while
+                    # it reads the body into a 400 "error parsing the body", and re-raises only this one,
+                    # which the application's handler answers as a 413 problem.
+                    raise HTTPException(
+                        413, f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch."
                     )
             return message
 

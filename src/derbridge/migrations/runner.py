@@ -13,8 +13,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
 
-System = Literal["assethub", "derms"]
-SYSTEMS: tuple[System, ...] = ("assethub", "derms")
+System = Literal["assethub", "derms", "bridge"]
+SYSTEMS: tuple[System, ...] = ("assethub", "derms", "bridge")
 
 
 def alembic_config(system: System, url: str) -> Config:
@@ -41,6 +41,10 @@ def metadata_of(system: System) -> MetaData:
         from derbridge.assethub.adapters.tables import metadata as assethub_metadata
 
         return assethub_metadata
-    from derbridge.derms.adapters.tables import metadata as derms_metadata
+    if system == "derms":
+        from derbridge.derms.adapters.tables import metadata as derms_metadata
 
-    return derms_metadata
+        return derms_metadata
+    from derbridge.bridge.tables import metadata as bridge_metadata
+
+    return bridge_metadata

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 from derbridge.infra.db import BigIntPK, UTCDateTime
+from derbridge.infra.outbox import add_messaging_tables
 
 metadata = MetaData(
     naming_convention={
@@ -260,3 +261,7 @@ device_scores = Table(
     Column("connectivity", Float, nullable=False),
     Column("fatigue", Float, nullable=False),
 )
+
+# --- messaging: outbox (messages this system sends) and inbox (messages it applied) ----------------
+
+outbox, inbox = add_messaging_tables(metadata)

@@ -8,22 +8,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
 from derbridge.assethub.domain.program import ProgramStatus
+from derbridge.assethub.messages import inbox
 from derbridge.assethub.services import programs as program_service
 from derbridge.cis.extract import AccountStatus
+from derbridge.infra.inbound import inbound_router
 from derbridge.infra.listing import get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import Page, PageParams, page_params, require_service_token
+from derbridge.infra.web import (
+    NO_NUL,
+    IdPath,
+    IntIdPath,
+    IntIdQuery,
+    Page,
+    PageParams,
+    page_params,
+    require_service_token,
+)
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 Paging = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[str, Path(max_length=64)]
+Id = IdPath
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -70,7 +81,7 @@ async def _premises_with_service_points(connection: Any, premises: list[dict[str
 async def list_accounts(
     engine: Engine,
     page: Paging,
-    cis_person_id: Annotated[str | None, Query(max_length=64)] = None,
+    cis_person_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     status: AccountStatus | None = None,
 ) -> Page[s.Account]:
     """Accounts copied from the CIS, by id; filter by holder or status."""
@@ -101,7 +112,7 @@ async def get_account(engine: Engine, cis_account_id: Id) -> s.Account:
 
 @router.get("/premises", tags=["customers"])
 async def list_premises(
-    engine: Engine, page: Paging, cis_account_id: Annotated[str | None, Query(max_length=64)] = None
+    engine: Engine, page: Paging, cis_account_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None
 ) -> Page[s.Premise]:
     """Premises copied from the CIS, by id; filter by account."""
     async with engine.connect() as connection:
@@ -158,7 +169,7 @@ async def update_program(engine: Engine, program_code: Id, patch: s.ProgramPatch
 
 @router.get("/devices", tags=["devices"])
 async def list_devices(
-    engine: Engine, page: Paging, head_end_system: Annotated[str | None, Query(max_length=64)] = None
+    engine: Engine, page: Paging, head_end_system: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None
 ) -> Page[s.Device]:
     """Controllable devices, by device id; filter by head-end system."""
     async with engine.connect() as connection:
@@ -167,7 +178,7 @@ async def list_devices(
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
-async def get_device(engine: Engine, device_id: int) -> s.Device:
+async def get_device(engine: Engine, device_id: IntIdPath) -> s.Device:
     """One controllable device."""
     async with engine.connect() as connection:
         return s.Device.model_validate(await get_one(connection, t.devices, "device_id", device_id, "device"))
@@ -177,10 +188,10 @@ async def get_device(engine: Engine, device_id: int) -> s.Device:
 async def list_enrollments(
     engine: Engine,
     page: Paging,
-    state: Annotated[str | None, Query(max_length=16)] = None,
-    program_code: Annotated[str | None, Query(max_length=64)] = None,
-    cis_account_id: Annotated[str | None, Query(max_length=64)] = None,
-    head_end_system: Annotated[str | None, Query(max_length=64)] = None,
+    state: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
+    program_code: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    cis_account_id: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    head_end_system: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[s.Enrollment]:
     """Enrollments, by id; filter by state, program, account or head-end system."""
     filters = {
@@ -230,8 +241,8 @@ async def get_enrollment(engine: Engine, enrollment_id: Id) -> s.Enrollment:
 async def list_status_checks(
     engine: Engine,
     page: Paging,
-    status: Annotated[str | None, Query(max_length=16)] = None,
-    device_id: int | None = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
+    device_id: IntIdQuery = None,
 ) -> Page[s.StatusCheck]:
     """Device status checks, by id (time-ordered); filter by status or device."""
     async with engine.connect() as connection:
@@ -253,8 +264,8 @@ async def get_status_check(engine: Engine, check_id: Id) -> s.StatusCheck:
 async def list_events(
     engine: Engine,
     page: Paging,
-    status: Annotated[str | None, Query(max_length=16)] = None,
-    program_code: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
+    program_code: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[s.ProgramEvent]:
     """Program events received from the DERMS, by id."""
     async with engine.connect() as connection:
@@ -293,7 +304,7 @@ async def list_device_scores(
     engine: Engine,
     file_id: Id,
     page: Paging,
-    program_code: Annotated[str, Query(max_length=64, description="The program whose scores to list.")],
+    program_code: Annotated[str, Query(max_length=64, pattern=NO_NUL, description="The program whose scores to list.")],
 ) -> Page[s.DeviceScore]:
     """Device scores of one program in one snapshot, by device id, with their explaining components."""
     async with engine.connect() as connection:
@@ -307,3 +318,4 @@ async def list_device_scores(
 def mount(app: FastAPI) -> None:
     """Add Asset Hub's routes to ``app``."""
     app.include_router(router)
+    app.include_router(inbound_router(inbox))

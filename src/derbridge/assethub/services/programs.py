@@ -64,9 +64,35 @@ async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, A
     return row
 
 
+_NOT_NULLABLE = ("name", "status", "eligible_device_types", "excluded_program_codes", "rules")
+"""Settings a program always has: a patch may change them, not blank them (the window bounds may be)."""
+
+
+def _merge(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with ``changes`` applied key by key, nested objects merged the same way."""
+    merged = dict(stored)
+    for key, value in changes.items():
+        old = merged.get(key)
+        merged[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return merged
+
+
 async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramPatch) -> dict[str, Any]:
-    """Apply ``patch`` to a program under its lifecycle rules."""
+    """Apply ``patch`` to a program under its lifecycle rules.
+
+    Fields left out keep their value, inside ``rules`` too: a patch of one rule leaves the others as they
+    are. A null clears an enrollment window bound; any other required setting cannot be null (422).
+    """
     changes = patch.model_dump(exclude_unset=True)
+    nulls = [name for name in _NOT_NULLABLE if name in changes and changes[name] is None]
+    if nulls:
+        raise ProblemError(
+            422,
+            "validation-error",
+            "The request is not valid",
+            "These settings cannot be null; leave a field out to keep its value: " + ", ".join(nulls) + ".",
+            errors=[FieldError(field=f"body.{name}", message="may not be null") for name in nulls],
+        )
     async with engine.begin() as connection:
         current = (
             (await connection.execute(select(t.programs).where(t.programs.c.program_code == program_code)))
@@ -75,6 +101,8 @@ async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramP
         )
         if current is None:
             raise not_found("program", program_code)
+        if patch.rules is not None:
+            changes["rules"] = _merge(dict(current["rules"]), patch.rules.model_dump(mode="json", exclude_unset=True))
         merged = dict(current) | changes
         try:
             check_program_status_change(ProgramStatus(current["status"]), ProgramStatus(merged["status"]))

@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 
 from derbridge.infra.db import BigIntPK, UTCDateTime
+from derbridge.infra.outbox import add_messaging_tables
 
 metadata = MetaData(
     naming_convention={
@@ -225,3 +226,7 @@ device_scores = Table(
     Column("eligible", Boolean, nullable=False),
     Column("ineligibility_reason", String(32)),
 )
+
+# --- messaging: outbox (messages this system sends) and inbox (messages it applied) ----------------
+
+outbox, inbox = add_messaging_tables(metadata)

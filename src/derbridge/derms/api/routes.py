@@ -17,15 +17,26 @@ from derbridge.cis.extract import AccountStatus
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
 from derbridge.derms.domain.event import EventStatus
+from derbridge.derms.messages import inbox
 from derbridge.derms.services import communication, events, programs
+from derbridge.infra.inbound import inbound_router
 from derbridge.infra.listing import get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
-from derbridge.infra.web import Page, PageParams, page_params, require_service_token
+from derbridge.infra.web import (
+    NO_NUL,
+    FilterQuery,
+    IdPath,
+    IntIdPath,
+    Page,
+    PageParams,
+    page_params,
+    require_service_token,
+)
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 Paging = Annotated[PageParams, Depends(page_params)]
-Id = Annotated[str, Path(max_length=64)]
-Filter = Annotated[str | None, Query(max_length=64)]
+Id = IdPath
+Filter = FilterQuery
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -146,7 +157,7 @@ async def list_devices(engine: Engine, page: Paging, head_end_system: Filter = N
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
-async def get_device(engine: Engine, device_id: int) -> s.Device:
+async def get_device(engine: Engine, device_id: IntIdPath) -> s.Device:
     """One device with its availability in each program and its latest communication status."""
     async with engine.connect() as connection:
         device = await get_one(connection, t.devices, "device_id", device_id, "device")
@@ -180,7 +191,9 @@ async def get_device(engine: Engine, device_id: int) -> s.Device:
 async def list_communication_status(
     engine: Engine,
     page: Paging,
-    head_end_system: Annotated[str, Query(max_length=64, description="The head-end whose devices to list.")],
+    head_end_system: Annotated[
+        str, Query(max_length=64, pattern=NO_NUL, description="The head-end whose devices to list.")
+    ],
     communication_status: s.CommunicationStatus | None = None,
 ) -> Page[s.CommunicationStatusOut]:
     """Latest communication status of one head-end's devices, by nic id."""
@@ -225,7 +238,7 @@ async def get_communication_status(engine: Engine, head_end_system: Id, nic_id: 
 async def put_communication_status(
     engine: Engine,
     head_end_system: Annotated[str, Path(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$")],
-    nic_id: Annotated[str, Path(min_length=1, max_length=64)],
+    nic_id: Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)],
     report: s.CommunicationStatusIn,
     response: Response,
 ) -> s.CommunicationStatusOut:
@@ -307,3 +320,4 @@ async def list_score_snapshots(engine: Engine, page: Paging) -> Page[s.ScoreSnap
 def mount(app: FastAPI) -> None:
     """Add the DERMS routes to ``app``."""
     app.include_router(router)
+    app.include_router(inbound_router(inbox))

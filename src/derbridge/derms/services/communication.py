@@ -42,7 +42,8 @@ async def record_communication_status(
             set_={k: insert.excluded[k] for k in row if k not in {"head_end_system", "nic_id"}},
             where=insert.excluded.last_communication_at >= table.c.last_communication_at,
         )
-        changed = (await connection.execute(statement)).rowcount > 0
+        # RETURNING tells whether the conditional upsert wrote (rowcount is unreliable for upserts on psycopg).
+        changed = (await connection.execute(statement.returning(table.c.nic_id))).first() is not None
         stored = (
             (
                 await connection.execute(

@@ -1,0 +1,70 @@
+"""Builds a bridge worker from settings: transport, tracking, delivery clients and relays."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.types import ASGIApp
+
+from derbridge.bridge.delivery import Deliverer
+from derbridge.bridge.relay import Relay
+from derbridge.bridge.tracking import Tracker
+from derbridge.bridge.transport.base import Transport
+from derbridge.bridge.transport.sql import SqlTransport
+from derbridge.bridge.worker import BridgeWorker
+from derbridge.runtime import Runtime
+
+TARGET_SYSTEMS = ("assethub", "derms")
+
+
+def build_transport(runtime: Runtime) -> Transport:
+    """The transport the settings name."""
+    settings = runtime.settings.bridge
+    if settings.transport == "amqp":
+        from derbridge.bridge.transport.amqp import AmqpTransport
+
+        return AmqpTransport(settings.amqp_url.get_secret_value())
+    return SqlTransport(
+        runtime.async_engine("bridge"), lease_seconds=settings.lease_seconds, poll_seconds=settings.poll_seconds
+    )
+
+
+def build_deliverer(runtime: Runtime, in_process: ASGIApp | None) -> Deliverer:
+    """One HTTP client per target system: to its URL when configured, else in-process to ``in_process``."""
+    settings = runtime.settings.bridge
+    timeout = httpx.Timeout(settings.http_timeout_seconds)
+    clients: dict[str, httpx.AsyncClient] = {}
+    for system in TARGET_SYSTEMS:
+        url = settings.targets.get(system)
+        if url:
+            clients[system] = httpx.AsyncClient(base_url=url, timeout=timeout)
+        elif in_process is not None:
+            clients[system] = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=in_process, raise_app_exceptions=False),
+                base_url="http://in-process",
+                timeout=timeout,
+            )
+    return Deliverer(clients, runtime.settings.resolved_api_token())
+
+
+def build_worker(runtime: Runtime, in_process: ASGIApp | None, transport: Transport | None = None) -> BridgeWorker:
+    """A worker that relays the configured outboxes and delivers to the configured targets."""
+    from derbridge.assethub.adapters.tables import outbox as assethub_outbox
+    from derbridge.derms.adapters.tables import outbox as derms_outbox
+
+    settings = runtime.settings.bridge
+    transport = transport or build_transport(runtime)
+    outboxes = {"assethub": assethub_outbox, "derms": derms_outbox}
+    relays = [
+        Relay(
+            system,
+            runtime.async_engine(system),
+            outboxes[system],
+            transport,
+            prefix=settings.queue_prefix,
+            batch=settings.batch_size,
+        )
+        for system in settings.relay_systems
+    ]
+    return BridgeWorker(
+        transport, Tracker(runtime.async_engine("bridge")), build_deliverer(runtime, in_process), relays, settings
+    )

@@ -1,0 +1,115 @@
+"""Delivery: hand a message to its target system's inbound API, and read what the answer means.
+
+The target is called exactly as a third-party system would be: ``POST <base>/<system>/v1/messages`` with
+the envelope, ``Idempotency-Key: <message_id>`` and the service credential. In the embedded mode the
+"HTTP call" is served in-process by an ASGI transport: same request, same code, no socket.
+
+Outcome classes (architecture.md):
+
+| answer | outcome |
+| --- | --- |
+| 2xx (applied, or already applied) | DELIVERED |
+| 5xx, 408, 429, timeout, connection refused or reset | RETRY (capped exponential backoff, full jitter) |
+| 409 with problem type ``missing-prerequisite`` and ``wake_on`` | PARK until ``wake_on`` is announced |
+| any other 4xx | DEAD, with the target's problem detail |
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from derbridge.contracts.envelope import Envelope
+from derbridge.infra.outbox import serialize
+from derbridge.infra.problems import PROBLEM_BASE
+
+RETRYABLE_4XX = frozenset({408, 425, 429})
+"""4xx answers that say "not now" rather than "never"."""
+
+
+class Outcome(StrEnum):
+    """What one delivery attempt means for the message."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    PARK = "park"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """One attempt's outcome, with what an operator needs to understand it."""
+
+    outcome: Outcome
+    status_code: int | None
+    detail: str
+    problem: dict[str, Any] | None = None
+    wake_on: str | None = None
+    duration_ms: int = 0
+
+
+def _problem(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def classify_response(response: httpx.Response, duration_ms: int = 0) -> AttemptResult:
+    """The outcome an HTTP answer from a target means (see the module docstring)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        body = _problem(response) or {}
+        return AttemptResult(Outcome.DELIVERED, status, str(body.get("status", "applied")), None, None, duration_ms)
+    problem = _problem(response)
+    detail = str((problem or {}).get("detail") or response.reason_phrase or f"HTTP {status}")
+    if status >= 500 or status in RETRYABLE_4XX:
+        return AttemptResult(Outcome.RETRY, status, detail, problem, None, duration_ms)
+    if (
+        status == 409
+        and problem is not None
+        and problem.get("type") == PROBLEM_BASE + "missing-prerequisite"
+        and isinstance(problem.get("wake_on"), str)
+    ):
+        return AttemptResult(Outcome.PARK, status, detail, problem, str(problem["wake_on"]), duration_ms)
+    return AttemptResult(Outcome.DEAD, status, detail, problem, None, duration_ms)
+
+
+def classify_error(error: Exception, duration_ms: int = 0) -> AttemptResult:
+    """A call that got no answer (refused, reset, timed out) is worth retrying."""
+    return AttemptResult(Outcome.RETRY, None, f"{type(error).__name__}: {error}".strip(), None, None, duration_ms)
+
+
+class Deliverer:
+    """Delivers envelopes to the systems' inbound APIs through one HTTP client per target."""
+
+    def __init__(self, clients: dict[str, httpx.AsyncClient], token: str) -> None:
+        self._clients = clients
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def deliver(self, envelope: Envelope) -> AttemptResult:
+        """One attempt at delivering ``envelope`` to its target system."""
+        system = envelope.target.system.value
+        client = self._clients.get(system)
+        if client is None:
+            return AttemptResult(Outcome.DEAD, None, f"no route to the system {system!r}: configure bridge.targets")
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                f"/{system}/v1/messages",
+                content=serialize(envelope),
+                headers=self._headers | {"Idempotency-Key": envelope.message_id},
+            )
+        except httpx.HTTPError as error:
+            return classify_error(error, int((time.perf_counter() - started) * 1000))
+        return classify_response(response, int((time.perf_counter() - started) * 1000))
+
+    async def close(self) -> None:
+        """Close every client."""
+        for client in self._clients.values():
+            await client.aclose()

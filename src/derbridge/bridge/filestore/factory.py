@@ -1,0 +1,25 @@
+"""The file store the settings name."""
+
+from __future__ import annotations
+
+from derbridge.bridge.filestore.base import FileStore
+from derbridge.bridge.filestore.local import LocalDirectoryStore
+from derbridge.bridge.filestore.sftp import SftpStore
+from derbridge.settings import Settings
+
+
+def build_file_store(settings: Settings) -> FileStore:
+    """A local directory (``files.local_root``, default ``DATA_DIR/files``) or an SFTP server."""
+    files = settings.files
+    if files.store == "sftp":
+        return SftpStore(
+            files.sftp_host,
+            files.sftp_port,
+            username=files.sftp_username,
+            root=files.sftp_root,
+            client_keys=files.sftp_client_keys or None,
+            known_hosts=files.sftp_known_hosts,
+            password=files.sftp_password.get_secret_value() if files.sftp_password else None,
+            connect_timeout=files.sftp_connect_timeout,
+        )
+    return LocalDirectoryStore(files.local_root or settings.data_dir / "files")

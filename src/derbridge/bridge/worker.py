@@ -1,0 +1,251 @@
+"""The bridge worker: relays outboxes, consumes the flow queues, delivers, and schedules what must wait.
+
+For each message taken from a queue:
+
+1. **Track** it (:meth:`Tracker.see`): a copy of a message already delivered or dead, or scheduled for
+   later, is acknowledged without a second delivery.
+2. **Route** it (:mod:`derbridge.bridge.routing`): its payload must match its contract, else it is dead.
+3. **Deliver** it (:class:`Deliverer`) and **settle** the attempt in tracking: delivered, retrying at
+   ``now + backoff``, parked until ``wake_on``, or dead.
+4. **Acknowledge** the queue copy — only after the settlement committed, so a crash in between means a
+   redelivery (absorbed by tracking and the target's inbox), never a loss.
+
+The scheduler puts retrying and parked messages whose time came back on their queue, and the relays move
+each system's outbox to the transport. Any number of workers may run against the same database and
+broker: every step tolerates duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+import structlog
+from pydantic import ValidationError
+
+from derbridge.bridge.delivery import AttemptResult, Deliverer, Outcome
+from derbridge.bridge.relay import Relay
+from derbridge.bridge.routing import RouteError, route
+from derbridge.bridge.tracking import MessageState, Settlement, Tracker, backoff_delay
+from derbridge.bridge.transport.base import Delivery, Transport, TransportError, queue_name
+from derbridge.contracts.envelope import Envelope, Flow
+from derbridge.infra import metrics
+from derbridge.infra.db import utcnow
+from derbridge.infra.outbox import deserialize
+from derbridge.settings import BridgeSettings
+
+log = structlog.get_logger("derbridge.bridge")
+
+
+def flow_queues(prefix: str) -> dict[str, Flow]:
+    """Every flow's queue name, mapped to its flow."""
+    return {queue_name(prefix, flow.value): flow for flow in Flow}
+
+
+class BridgeWorker:
+    """Runs the bridge's loops until asked to stop."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        tracker: Tracker,
+        deliverer: Deliverer,
+        relays: Sequence[Relay],
+        settings: BridgeSettings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.transport = transport
+        self.tracker = tracker
+        self.deliverer = deliverer
+        self.relays = list(relays)
+        self.settings = settings
+        self.queues = flow_queues(settings.queue_prefix)
+        self._rng = rng or random.Random()  # jitter, not security: the default generator is right
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    # --- one message -------------------------------------------------------------------------------
+
+    async def process(self, delivery: Delivery) -> None:
+        """Track, route, deliver, settle and acknowledge one queue copy."""
+        flow = self.queues.get(delivery.queue)
+        try:
+            envelope = deserialize(delivery.body)
+        except ValidationError as error:
+            await self.tracker.see_unreadable(
+                delivery.message_id, flow.value if flow else delivery.queue, delivery.body, str(error)[:2000]
+            )
+            log.error("unreadable message kept as dead", message_id=delivery.message_id, queue=delivery.queue)
+            await self.transport.ack([delivery])
+            return
+        bound = log.bind(message_id=envelope.message_id, correlation_id=envelope.correlation_id, flow=envelope.flow)
+        tracked = await self.tracker.see(envelope)
+        if tracked.new:
+            metrics.BRIDGE_RECEIVED.labels(envelope.flow.value).inc()
+        if not tracked.should_deliver(utcnow()):
+            bound.debug("duplicate copy acknowledged", state=tracked.state)
+            await self.transport.ack([delivery])
+            return
+        try:
+            route(envelope)
+            result = await self.deliverer.deliver(envelope)
+        except RouteError as error:
+            result = AttemptResult(Outcome.DEAD, None, str(error), error.problem)
+        settlement = self._settlement(result, tracked.attempts + 1)
+        await self.tracker.settle(envelope.message_id, settlement)
+        self._count(envelope, settlement)
+        bound.info(
+            "delivery attempt",
+            outcome=result.outcome,
+            state=settlement.state,
+            status_code=result.status_code,
+            attempt=tracked.attempts + 1,
+            duration_ms=result.duration_ms,
+        )
+        await self.transport.ack([delivery])
+
+    def _settlement(self, result: AttemptResult, attempt: int) -> Settlement:
+        """The state an attempt leads to: retries back off until they give up, parks back off slowly."""
+        now = utcnow()
+
+        def settled(state: MessageState, detail: str = result.detail, after: timedelta | None = None) -> Settlement:
+            return Settlement(
+                state=state,
+                outcome=result.outcome.value,
+                status_code=result.status_code,
+                detail=detail[:2000],
+                problem=result.problem,
+                duration_ms=result.duration_ms,
+                next_attempt_at=now + after if after is not None else None,
+                wake_on=result.wake_on if state is MessageState.PARKED else None,
+            )
+
+        if result.outcome is Outcome.DELIVERED:
+            return settled(MessageState.DELIVERED)
+        if result.outcome is Outcome.PARK:
+            park = self.settings.park
+            # Half to full jitter: a parked message waits at least half its backoff, at most the cap.
+            return settled(
+                MessageState.PARKED,
+                after=backoff_delay(attempt, park.base_seconds, park.cap_seconds, 0.5 + self._rng.random() / 2),
+            )
+        if result.outcome is Outcome.RETRY:
+            retry = self.settings.retry
+            if attempt >= retry.max_attempts:
+                return settled(MessageState.DEAD, f"gave up after {attempt} attempts; last: {result.detail}")
+            return settled(
+                MessageState.RETRYING,
+                after=backoff_delay(attempt, retry.base_seconds, retry.cap_seconds, self._rng.random()),
+            )
+        return settled(MessageState.DEAD)
+
+    @staticmethod
+    def _count(envelope: Envelope, settlement: Settlement) -> None:
+        flow = envelope.flow.value
+        if settlement.state is MessageState.DELIVERED:
+            metrics.BRIDGE_DELIVERED.labels(flow).inc()
+            metrics.BRIDGE_LATENCY.labels(flow).observe(max(0.0, (utcnow() - envelope.occurred_at).total_seconds()))
+        elif settlement.state is MessageState.RETRYING:
+            metrics.BRIDGE_RETRIED.labels(flow).inc()
+        elif settlement.state is MessageState.PARKED:
+            metrics.BRIDGE_PARKED.labels(flow).inc()
+        else:
+            metrics.BRIDGE_DEAD.labels(flow).inc()
+
+    # --- loops ---------------------------------------------------------------------------------------
+
+    async def consume_once(self) -> int:
+        """Take one batch from the queues and process it (bounded concurrency); returns the batch size."""
+        room = self.settings.concurrency - len(self._in_flight)
+        if room <= 0:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return 0
+        deliveries = await self.transport.receive(
+            list(self.queues), min(room, self.settings.batch_size), self.settings.poll_seconds
+        )
+        for delivery in deliveries:
+            task = asyncio.create_task(self._guarded(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(deliveries)
+
+    async def wait_in_flight(self) -> None:
+        """Wait until every delivery taken so far is settled (tests and graceful shutdown)."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    async def _guarded(self, delivery: Delivery) -> None:
+        try:
+            await self.process(delivery)
+        except Exception:  # the copy stays unacknowledged: it comes back, nothing is lost
+            log.exception("processing failed; the message will be delivered again", message_id=delivery.message_id)
+            with contextlib.suppress(Exception):
+                await self.transport.release([delivery])
+
+    async def schedule_once(self) -> int:
+        """Put due retrying/parked (and stale pending) messages back on their queues; returns how many."""
+        now = utcnow()
+        stale = now - timedelta(seconds=max(self.settings.lease_seconds * 5, 300))
+        due = await self.tracker.due(now, self.settings.batch_size, stale)
+        by_flow: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        for message_id, flow, envelope in due:
+            by_flow[flow].append((message_id, envelope.encode()))
+        for flow, messages in by_flow.items():
+            await self.transport.publish(queue_name(self.settings.queue_prefix, flow), messages)
+        await self.tracker.mark_requeued([message_id for message_id, _, _ in due])
+        return len(due)
+
+    async def relay_once(self) -> int:
+        """One batch from every system's outbox; returns how many were published."""
+        published = 0
+        for relay in self.relays:
+            published += await relay.publish_once()
+        return published
+
+    async def measure_once(self) -> None:
+        """Refresh the queue-depth gauges."""
+        for queue, flow in self.queues.items():
+            metrics.BRIDGE_QUEUE_DEPTH.labels(flow.value).set(await self.transport.depth(queue))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every loop until ``stop`` is set, then let in-flight deliveries finish."""
+        await self.transport.start(list(self.queues))
+        loops = [
+            asyncio.create_task(self._loop(stop, self.relay_once, self.settings.poll_seconds), name="relay"),
+            asyncio.create_task(self._loop(stop, self.consume_once, 0), name="consume"),
+            asyncio.create_task(self._loop(stop, self.schedule_once, self.settings.poll_seconds * 5), name="schedule"),
+            asyncio.create_task(self._loop(stop, self.measure_once, 15.0), name="measure"),
+        ]
+        await stop.wait()
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=self.settings.http_timeout_seconds)
+
+    @staticmethod
+    async def _loop(stop: asyncio.Event, step: Callable[[], Awaitable[object]], idle: float) -> None:
+        """Repeat ``step``; sleep ``idle`` when it found nothing to do, back off when it failed."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                did = await step()
+                failures = 0
+            except (TransportError, OSError) as error:
+                failures += 1
+                log.warning("bridge loop failed; retrying", step=step.__name__, error=str(error), failures=failures)
+                did = None
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                continue
+            except Exception:
+                failures += 1
+                log.exception("bridge loop failed; retrying", step=step.__name__, failures=failures)
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                continue
+            if not did and idle > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=idle)

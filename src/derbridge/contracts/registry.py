@@ -1,0 +1,166 @@
+"""Which payload model each message ``type`` carries, on which flow, from which system to which."""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from derbridge.contracts import (
+    device_score_transfer,
+    device_status_check,
+    enrollment_request,
+    enrollment_sync,
+    event_cancellation,
+    event_outcome,
+    event_reservation,
+)
+from derbridge.contracts.common import Acknowledgement
+from derbridge.contracts.envelope import Envelope, Flow, SystemName
+
+
+@dataclass(frozen=True)
+class MessageContract:
+    """One message type."""
+
+    type: str
+    flow: Flow
+    payload: builtins.type[BaseModel]
+    source: SystemName
+    target: SystemName
+    summary: str
+
+
+AH, DM = SystemName.ASSETHUB, SystemName.DERMS
+
+CONTRACTS: tuple[MessageContract, ...] = (
+    MessageContract(
+        enrollment_request.TYPE,
+        Flow.ENROLLMENT_REQUEST,
+        enrollment_request.EnrollmentRequestBatch,
+        DM,
+        AH,
+        "Enrollment requests from an aggregator, to be validated by Asset Hub.",
+    ),
+    MessageContract(
+        enrollment_request.RESPONSE_TYPE,
+        Flow.ENROLLMENT_REQUEST,
+        enrollment_request.EnrollmentResponseBatch,
+        AH,
+        DM,
+        "Asset Hub's answer to each enrollment request.",
+    ),
+    MessageContract(
+        device_status_check.TYPE,
+        Flow.DEVICE_STATUS_CHECK,
+        device_status_check.StatusCheckRequest,
+        AH,
+        DM,
+        "A request for a device's latest communication status.",
+    ),
+    MessageContract(
+        device_status_check.RESPONSE_TYPE,
+        Flow.DEVICE_STATUS_CHECK,
+        device_status_check.StatusCheckResponse,
+        DM,
+        AH,
+        "The DERMS's answer to a status check.",
+    ),
+    MessageContract(
+        enrollment_sync.TYPE,
+        Flow.ENROLLMENT_SYNC,
+        enrollment_sync.EnrollmentSync,
+        AH,
+        DM,
+        "An enrollment became active, was unenrolled, or had its device replaced.",
+    ),
+    MessageContract(
+        enrollment_sync.ACK_TYPE,
+        Flow.ENROLLMENT_SYNC,
+        Acknowledgement,
+        DM,
+        AH,
+        "The DERMS applied (or ignored as stale) an enrollment sync.",
+    ),
+    MessageContract(
+        device_score_transfer.TYPE,
+        Flow.DEVICE_SCORE_TRANSFER,
+        device_score_transfer.ScoreTransfer,
+        AH,
+        DM,
+        "A score file's manifest and location (claim check).",
+    ),
+    MessageContract(
+        device_score_transfer.ACK_TYPE,
+        Flow.DEVICE_SCORE_TRANSFER,
+        Acknowledgement,
+        DM,
+        AH,
+        "The DERMS loaded (or rejected) a score file.",
+    ),
+    MessageContract(
+        event_reservation.TYPE,
+        Flow.EVENT_RESERVATION,
+        event_reservation.EventReservation,
+        DM,
+        AH,
+        "A program event and its reserved devices.",
+    ),
+    MessageContract(
+        event_reservation.ACK_TYPE,
+        Flow.EVENT_RESERVATION,
+        Acknowledgement,
+        AH,
+        DM,
+        "Asset Hub recorded an event's reservations.",
+    ),
+    MessageContract(
+        event_cancellation.TYPE,
+        Flow.EVENT_CANCELLATION,
+        event_cancellation.EventCancellation,
+        DM,
+        AH,
+        "A program event cancelled before its start.",
+    ),
+    MessageContract(
+        event_cancellation.ACK_TYPE,
+        Flow.EVENT_CANCELLATION,
+        Acknowledgement,
+        AH,
+        DM,
+        "Asset Hub released a cancelled event's participations.",
+    ),
+    MessageContract(
+        event_outcome.TYPE,
+        Flow.EVENT_OUTCOME,
+        event_outcome.EventOutcomeBatch,
+        DM,
+        AH,
+        "Per-device outcomes of an event.",
+    ),
+    MessageContract(
+        event_outcome.ACK_TYPE, Flow.EVENT_OUTCOME, Acknowledgement, AH, DM, "Asset Hub recorded an outcome batch."
+    ),
+)
+
+BY_TYPE: dict[str, MessageContract] = {c.type: c for c in CONTRACTS}
+
+
+class UnknownMessageType(ValueError):
+    """An envelope whose ``type`` no contract names."""
+
+
+def contract_of(envelope: Envelope) -> MessageContract:
+    """The contract of ``envelope``'s type, checking that its flow agrees."""
+    contract = BY_TYPE.get(envelope.type)
+    if contract is None:
+        raise UnknownMessageType(f"no contract for message type {envelope.type!r}")
+    if contract.flow is not envelope.flow:
+        raise UnknownMessageType(f"{envelope.type} travels on {contract.flow.value}, not {envelope.flow.value}")
+    return contract
+
+
+def parse_payload(envelope: Envelope) -> BaseModel:
+    """The envelope's payload as its contract's model (raises pydantic.ValidationError when it is not)."""
+    return contract_of(envelope).payload.model_validate(envelope.payload)
