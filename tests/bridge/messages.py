@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from derbridge.contracts.envelope import Endpoint, Envelope, Flow, SystemName
 from derbridge.contracts.enrollment_sync import (
     Contact,
     DeviceAvailability,
@@ -15,6 +14,7 @@ from derbridge.contracts.enrollment_sync import (
     SyncedDevice,
     SyncLocation,
 )
+from derbridge.contracts.envelope import Endpoint, Envelope, Flow, SystemName
 from derbridge.infra.ids import new_id
 
 

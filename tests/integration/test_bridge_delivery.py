@@ -39,7 +39,7 @@ from derbridge.infra.inbound import Inbox, MissingPrerequisite, inbound_router
 from derbridge.infra.outbox import serialize, write_outbox
 from derbridge.infra.problems import ProblemError, install_problem_handlers
 from derbridge.runtime import Runtime
-from derbridge.settings import ParkPolicy, BridgeSettings, RetryPolicy
+from derbridge.settings import BridgeSettings, ParkPolicy, RetryPolicy
 from tests.bridge.messages import enrollment_sync
 
 TOKEN = "test-token"

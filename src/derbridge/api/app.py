@@ -76,7 +76,7 @@ def create_app(
         if transport is not None:
             await transport.start(list(flow_queues(settings.bridge.queue_prefix)))
         if run_bridge and transport is not None:
-            worker = build_worker(runtime, app, transport)
+            worker = build_worker(runtime, app, transport, [s for s in mounted if s != "bridge"])
             worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
         try:
             yield

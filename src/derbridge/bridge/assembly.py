@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import httpx
 from starlette.types import ASGIApp
 
@@ -28,8 +30,11 @@ def build_transport(runtime: Runtime) -> Transport:
     )
 
 
-def build_deliverer(runtime: Runtime, in_process: ASGIApp | None) -> Deliverer:
-    """One HTTP client per target system: to its URL when configured, else in-process to ``in_process``."""
+def build_deliverer(
+    runtime: Runtime, in_process: ASGIApp | None, in_process_systems: Sequence[str] = TARGET_SYSTEMS
+) -> Deliverer:
+    """One HTTP client per target system: to its URL when configured, else in-process to ``in_process``
+    when that application serves the system (``in_process_systems``)."""
     settings = runtime.settings.bridge
     timeout = httpx.Timeout(settings.http_timeout_seconds)
     clients: dict[str, httpx.AsyncClient] = {}
@@ -37,7 +42,7 @@ def build_deliverer(runtime: Runtime, in_process: ASGIApp | None) -> Deliverer:
         url = settings.targets.get(system)
         if url:
             clients[system] = httpx.AsyncClient(base_url=url, timeout=timeout)
-        elif in_process is not None:
+        elif in_process is not None and system in in_process_systems:
             clients[system] = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=in_process, raise_app_exceptions=False),
                 base_url="http://in-process",
@@ -46,7 +51,12 @@ def build_deliverer(runtime: Runtime, in_process: ASGIApp | None) -> Deliverer:
     return Deliverer(clients, runtime.settings.resolved_api_token())
 
 
-def build_worker(runtime: Runtime, in_process: ASGIApp | None, transport: Transport | None = None) -> BridgeWorker:
+def build_worker(
+    runtime: Runtime,
+    in_process: ASGIApp | None,
+    transport: Transport | None = None,
+    in_process_systems: Sequence[str] = TARGET_SYSTEMS,
+) -> BridgeWorker:
     """A worker that relays the configured outboxes and delivers to the configured targets."""
     from derbridge.assethub.adapters.tables import outbox as assethub_outbox
     from derbridge.derms.adapters.tables import outbox as derms_outbox
@@ -66,5 +76,9 @@ def build_worker(runtime: Runtime, in_process: ASGIApp | None, transport: Transp
         for system in settings.relay_systems
     ]
     return BridgeWorker(
-        transport, Tracker(runtime.async_engine("bridge")), build_deliverer(runtime, in_process), relays, settings
+        transport,
+        Tracker(runtime.async_engine("bridge")),
+        build_deliverer(runtime, in_process, in_process_systems),
+        relays,
+        settings,
     )

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.bridge.tables import delivery_attempts, tracked_messages
@@ -86,37 +86,54 @@ class Tracker:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def see(self, envelope: Envelope, now: datetime | None = None) -> Tracked:
-        """Record ``envelope`` as pending if it is new; return its tracking state either way."""
+    async def see(self, envelopes: Sequence[Envelope], now: datetime | None = None) -> dict[str, Tracked]:
+        """Record new ``envelopes`` as pending, in one transaction; return every one's tracking state.
+
+        Set-based: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` tells the new from the known,
+        and one ``SELECT`` reads the known ones' states.
+        """
         now = now or utcnow()
-        async with self.engine.begin() as connection:
-            row = {
-                "message_id": envelope.message_id,
-                "flow": envelope.flow.value,
-                "type": envelope.type,
-                "source": envelope.source.system.value,
-                "target": envelope.target.system.value,
-                "business_key": envelope.business_key,
-                "correlation_id": envelope.correlation_id,
+        unique = list({e.message_id: e for e in envelopes}.values())
+        if not unique:
+            return {}
+        rows = [
+            {
+                "message_id": e.message_id,
+                "flow": e.flow.value,
+                "type": e.type,
+                "source": e.source.system.value,
+                "target": e.target.system.value,
+                "business_key": e.business_key,
+                "correlation_id": e.correlation_id,
                 "state": MessageState.PENDING.value,
                 "attempts": 0,
-                "occurred_at": envelope.occurred_at,
+                "occurred_at": e.occurred_at,
                 "received_at": now,
                 "updated_at": now,
-                "envelope": serialize(envelope),
+                "envelope": serialize(e),
             }
-            statement = insert_for(connection.dialect.name, t).values(**row)
+            for e in unique
+        ]
+        result: dict[str, Tracked] = {}
+        async with self.engine.begin() as connection:
+            statement = insert_for(connection.dialect.name, t).values(rows)
             inserted = await connection.execute(
                 statement.on_conflict_do_nothing(index_elements=[t.c.message_id]).returning(t.c.message_id)
             )
-            if inserted.first() is not None:
-                return Tracked(MessageState.PENDING, 0, None, new=True)
-            current = (
-                await connection.execute(
-                    select(t.c.state, t.c.attempts, t.c.next_attempt_at).where(t.c.message_id == envelope.message_id)
+            for message_id in inserted.scalars():
+                result[message_id] = Tracked(MessageState.PENDING, 0, None, new=True)
+            known = [e.message_id for e in unique if e.message_id not in result]
+            if known:
+                current = await connection.execute(
+                    select(t.c.message_id, t.c.state, t.c.attempts, t.c.next_attempt_at).where(
+                        t.c.message_id.in_(known)
+                    )
                 )
-            ).one()
-        return Tracked(MessageState(current.state), current.attempts, current.next_attempt_at, new=False)
+                for row in current:
+                    result[row.message_id] = Tracked(
+                        MessageState(row.state), row.attempts, row.next_attempt_at, new=False
+                    )
+        return result
 
     async def see_unreadable(self, message_id: str, flow: str, body: bytes, reason: str) -> None:
         """Keep a copy that is not an envelope at all, as dead: visible to operators, never dropped."""
@@ -140,40 +157,55 @@ class Tracker:
             )
             await connection.execute(statement.on_conflict_do_nothing(index_elements=[t.c.message_id]))
 
-    async def settle(self, message_id: str, settlement: Settlement, now: datetime | None = None) -> int:
-        """Record one attempt and the state it leads to, in one transaction; returns the attempt number."""
+    async def settle(self, settlements: Sequence[tuple[str, int, Settlement]], now: datetime | None = None) -> None:
+        """Record attempts — ``(message_id, attempt number, settlement)`` — and the states they lead to,
+        all in one transaction (``executemany``)."""
+        if not settlements:
+            return
         now = now or utcnow()
-        async with self.engine.begin() as connection:
-            values: dict[str, Any] = {
-                "state": settlement.state.value,
-                "attempts": t.c.attempts + 1,
-                "updated_at": now,
-                "next_attempt_at": settlement.next_attempt_at,
-                "wake_on": settlement.wake_on,
-                "last_status": settlement.status_code,
-                "last_problem": settlement.problem,
+        updates = [
+            {
+                "key": message_id,
+                "state": s.state.value,
+                "next_attempt_at": s.next_attempt_at,
+                "wake_on": s.wake_on,
+                "last_status": s.status_code,
+                "last_problem": s.problem,
+                "delivered_at": now if s.state is MessageState.DELIVERED else None,
             }
-            if settlement.state is MessageState.DELIVERED:
-                values["delivered_at"] = now
-            attempts = int(
-                (
-                    await connection.execute(
-                        update(t).where(t.c.message_id == message_id).values(**values).returning(t.c.attempts)
-                    )
-                ).scalar_one()
-            )
+            for message_id, _, s in settlements
+        ]
+        attempts = [
+            {
+                "message_id": message_id,
+                "attempt": attempt,
+                "at": now,
+                "outcome": s.outcome,
+                "status_code": s.status_code,
+                "detail": s.detail,
+                "duration_ms": s.duration_ms,
+            }
+            for message_id, attempt, s in settlements
+        ]
+        async with self.engine.begin() as connection:
             await connection.execute(
-                insert(delivery_attempts).values(
-                    message_id=message_id,
-                    attempt=attempts,
-                    at=now,
-                    outcome=settlement.outcome,
-                    status_code=settlement.status_code,
-                    detail=settlement.detail,
-                    duration_ms=settlement.duration_ms,
-                )
+                update(t)
+                .where(t.c.message_id == bindparam("key"))
+                .values(
+                    state=bindparam("state"),
+                    attempts=t.c.attempts + 1,
+                    updated_at=now,
+                    next_attempt_at=bindparam("next_attempt_at"),
+                    wake_on=bindparam("wake_on"),
+                    last_status=bindparam("last_status"),
+                    last_problem=bindparam("last_problem"),
+                    delivered_at=func.coalesce(
+                        bindparam("delivered_at", type_=t.c.delivered_at.type), t.c.delivered_at
+                    ),
+                ),
+                updates,
             )
-        return attempts
+            await connection.execute(insert(delivery_attempts), attempts)
 
     async def due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
         """Messages to put back on their queue: retrying or parked ones whose time has come, and pending

@@ -40,6 +40,8 @@ from derbridge.settings import BridgeSettings
 
 log = structlog.get_logger("derbridge.bridge")
 
+MAX_BATCHES_IN_FLIGHT = 4
+
 
 def flow_queues(prefix: str) -> dict[str, Flow]:
     """Every flow's queue name, mapped to its flow."""
@@ -67,46 +69,65 @@ class BridgeWorker:
         self.queues = flow_queues(settings.queue_prefix)
         self._rng = rng or random.Random()  # jitter, not security: the default generator is right
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._delivery_slots = asyncio.Semaphore(settings.concurrency)
 
     # --- one message -------------------------------------------------------------------------------
 
-    async def process(self, delivery: Delivery) -> None:
-        """Track, route, deliver, settle and acknowledge one queue copy."""
-        flow = self.queues.get(delivery.queue)
-        try:
-            envelope = deserialize(delivery.body)
-        except ValidationError as error:
-            await self.tracker.see_unreadable(
-                delivery.message_id, flow.value if flow else delivery.queue, delivery.body, str(error)[:2000]
+    async def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Track, route, deliver, settle and acknowledge a batch of queue copies.
+
+        Tracking is read and written once per batch (set-based); deliveries run concurrently. The batch is
+        acknowledged only after its settlements committed: a crash in between means redelivery, not loss.
+        """
+        now = utcnow()
+        envelopes: list[Envelope] = []
+        for delivery in deliveries:
+            try:
+                envelopes.append(deserialize(delivery.body))
+            except ValidationError as error:
+                flow = self.queues.get(delivery.queue)
+                await self.tracker.see_unreadable(
+                    delivery.message_id, flow.value if flow else delivery.queue, delivery.body, str(error)[:2000]
+                )
+                log.error("unreadable message kept as dead", message_id=delivery.message_id, queue=delivery.queue)
+        tracked = await self.tracker.see(envelopes, now)
+        chosen: dict[str, Envelope] = {}
+        for envelope in envelopes:
+            state = tracked[envelope.message_id]
+            if state.new and envelope.message_id not in chosen:
+                metrics.BRIDGE_RECEIVED.labels(envelope.flow.value).inc()
+            if state.should_deliver(now) and envelope.message_id not in chosen:
+                chosen[envelope.message_id] = envelope
+            else:
+                log.debug("duplicate copy acknowledged", message_id=envelope.message_id, state=state.state)
+        results = await asyncio.gather(*(self._attempt(e) for e in chosen.values()))
+        settlements: list[tuple[str, int, Settlement]] = []
+        for envelope, result in zip(chosen.values(), results, strict=True):
+            attempt = tracked[envelope.message_id].attempts + 1
+            settlement = self._settlement(result, attempt)
+            settlements.append((envelope.message_id, attempt, settlement))
+            self._count(envelope, settlement)
+            log.info(
+                "delivery attempt",
+                message_id=envelope.message_id,
+                correlation_id=envelope.correlation_id,
+                flow=envelope.flow.value,
+                outcome=result.outcome.value,
+                state=settlement.state.value,
+                status_code=result.status_code,
+                attempt=attempt,
+                duration_ms=result.duration_ms,
             )
-            log.error("unreadable message kept as dead", message_id=delivery.message_id, queue=delivery.queue)
-            await self.transport.ack([delivery])
-            return
-        bound = log.bind(message_id=envelope.message_id, correlation_id=envelope.correlation_id, flow=envelope.flow)
-        tracked = await self.tracker.see(envelope)
-        if tracked.new:
-            metrics.BRIDGE_RECEIVED.labels(envelope.flow.value).inc()
-        if not tracked.should_deliver(utcnow()):
-            bound.debug("duplicate copy acknowledged", state=tracked.state)
-            await self.transport.ack([delivery])
-            return
+        await self.tracker.settle(settlements)
+        await self.transport.ack(deliveries)
+
+    async def _attempt(self, envelope: Envelope) -> AttemptResult:
         try:
             route(envelope)
-            result = await self.deliverer.deliver(envelope)
         except RouteError as error:
-            result = AttemptResult(Outcome.DEAD, None, str(error), error.problem)
-        settlement = self._settlement(result, tracked.attempts + 1)
-        await self.tracker.settle(envelope.message_id, settlement)
-        self._count(envelope, settlement)
-        bound.info(
-            "delivery attempt",
-            outcome=result.outcome,
-            state=settlement.state,
-            status_code=result.status_code,
-            attempt=tracked.attempts + 1,
-            duration_ms=result.duration_ms,
-        )
-        await self.transport.ack([delivery])
+            return AttemptResult(Outcome.DEAD, None, str(error), error.problem)
+        async with self._delivery_slots:
+            return await self.deliverer.deliver(envelope)
 
     def _settlement(self, result: AttemptResult, attempt: int) -> Settlement:
         """The state an attempt leads to: retries back off until they give up, parks back off slowly."""
@@ -159,16 +180,16 @@ class BridgeWorker:
     # --- loops ---------------------------------------------------------------------------------------
 
     async def consume_once(self) -> int:
-        """Take one batch from the queues and process it (bounded concurrency); returns the batch size."""
-        room = self.settings.concurrency - len(self._in_flight)
-        if room <= 0:
+        """Take one batch from the queues and start processing it; returns the batch size. A few batches
+        are in flight at once, so that one slow target does not stall the others."""
+        if len(self._in_flight) >= MAX_BATCHES_IN_FLIGHT:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 0
         deliveries = await self.transport.receive(
-            list(self.queues), min(room, self.settings.batch_size), self.settings.poll_seconds
+            list(self.queues), self.settings.batch_size, self.settings.poll_seconds
         )
-        for delivery in deliveries:
-            task = asyncio.create_task(self._guarded(delivery))
+        if deliveries:
+            task = asyncio.create_task(self._guarded(deliveries))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(deliveries)
@@ -178,13 +199,13 @@ class BridgeWorker:
         while self._in_flight:
             await asyncio.wait(set(self._in_flight))
 
-    async def _guarded(self, delivery: Delivery) -> None:
+    async def _guarded(self, deliveries: Sequence[Delivery]) -> None:
         try:
-            await self.process(delivery)
-        except Exception:  # the copy stays unacknowledged: it comes back, nothing is lost
-            log.exception("processing failed; the message will be delivered again", message_id=delivery.message_id)
+            await self.process(deliveries)
+        except Exception:  # the copies stay unacknowledged: they come back, nothing is lost
+            log.exception("processing a batch failed; it will be delivered again", messages=len(deliveries))
             with contextlib.suppress(Exception):
-                await self.transport.release([delivery])
+                await self.transport.release(deliveries)
 
     async def schedule_once(self) -> int:
         """Put due retrying/parked (and stale pending) messages back on their queues; returns how many."""

@@ -109,7 +109,16 @@ def create_async_db_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
-        engine = create_async_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # One connection per process: SQLite lets one writer in at a time, and connections of one process
+        # competing for the write lock fall into SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        # Queueing on one connection in asyncio is far faster. Other processes still wait on busy_timeout.
+        engine = create_async_engine(
+            target,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine
     return create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)

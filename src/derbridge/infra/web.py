@@ -6,11 +6,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
@@ -37,6 +38,18 @@ IntIdQuery = Annotated[int | None, Query(ge=1, le=MAX_BIGINT)]
 
 FilterQuery = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
 """An optional equality filter on an identifier."""
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is in the year 10000 in UTC
+        raise ValueError("has no UTC equivalent (the year must stay within 1..9999 in UTC)") from None
+
+
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+"""A timezone-aware instant in a request body, converted to UTC as the databases store it; one with no UTC
+equivalent is invalid input (422 naming the field) rather than a failure when it is stored."""
 
 _bearer = HTTPBearer(auto_error=False, description="The service credential (see `derbridge config show`).")
 
@@ -99,22 +112,39 @@ class BodySizeLimit:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        exceeded = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    # An HTTPException, not a ProblemError: FastAPI turns any other exception raised while
-                    # it reads the body into a 400 "error parsing the body", and re-raises only this one,
-                    # which the application's handler answers as a 413 problem.
+                    exceeded = True
                     raise HTTPException(
                         413, f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch."
                     )
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                # The application's answer to a body it could not finish reading: what it makes of the
+                # exception depends on the framework (FastAPI answers 400 "error parsing the body", and
+                # BaseHTTPMiddleware wraps the exception in an ExceptionGroup). The 413 below replaces it.
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:
+                raise
+        if exceeded and not started:
+            await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.requests import Request as StarletteRequest

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from derbridge.assethub.domain.program import DeviceType, ProgramRules, ProgramStatus
 from derbridge.cis.extract import AccountStatus
+from derbridge.infra.web import NO_NUL, UtcDateTime
 
 ProgramCode = Annotated[
     str,
@@ -81,10 +82,10 @@ class ProgramIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program_code: ProgramCode
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     status: ProgramStatus = ProgramStatus.DRAFT
-    enrollment_opens_at: AwareDatetime | None = None
-    enrollment_closes_at: AwareDatetime | None = None
+    enrollment_opens_at: UtcDateTime | None = None
+    enrollment_closes_at: UtcDateTime | None = None
     eligible_device_types: list[DeviceType] = Field(default=[DeviceType.THERMOSTAT], min_length=1)
     excluded_program_codes: list[ProgramCode] = Field(default_factory=list)
     rules: ProgramRules = Field(default_factory=ProgramRules)
@@ -95,10 +96,10 @@ class ProgramPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     status: ProgramStatus | None = None
-    enrollment_opens_at: AwareDatetime | None = None
-    enrollment_closes_at: AwareDatetime | None = None
+    enrollment_opens_at: UtcDateTime | None = None
+    enrollment_closes_at: UtcDateTime | None = None
     eligible_device_types: list[DeviceType] | None = Field(None, min_length=1)
     excluded_program_codes: list[ProgramCode] | None = None
     rules: ProgramRules | None = None

@@ -16,7 +16,8 @@ How the port's guarantees (:mod:`derbridge.bridge.transport.base`) are met:
   on) a prefetch window of messages that other workers could process.
 - **Delivery count.** Quorum queues count failed deliveries (a nack with requeue, or a consumer whose
   channel closed while holding the message) in the ``x-delivery-count`` header; our ``delivery_count`` is
-  that plus one (absent → 1). Messages still in our prefetch buffer when the channel closes count as
+  that plus one (absent → 1; 2 if the broker flags a redelivery without counting, as a classic queue
+  made outside derbridge would). Messages still in our prefetch buffer when the channel closes count as
   delivered: the broker cannot tell them apart from ones being processed.
 - **Poison guard and dead letters.** Each queue ``<prefix>.<flow>`` dead-letters to the durable fanout
   exchange ``<prefix>.dead``, bound to the durable quorum queue ``<prefix>.dead`` (``<prefix>`` is the
@@ -25,8 +26,9 @@ How the port's guarantees (:mod:`derbridge.bridge.transport.base`) are met:
   dead-lettering is only a guard against a message that crashes every consumer that takes it: after
   ``delivery_limit`` (default 1,000, generous on purpose: a message released to wait for a retry also
   counts) failed deliveries the queue moves it to ``<prefix>.dead`` instead of looping forever. Dead
-  lettering is ``at-least-once`` (which quorum queues allow only with ``x-overflow: reject-publish``; we
-  set no length limit, so that overflow mode never triggers).
+  lettering is ``at-least-once`` (RabbitMQ >= 3.10; quorum queues allow it only with ``x-overflow:
+  reject-publish``, and as we set no length limit that overflow mode never triggers). Queue arguments are
+  fixed at declaration: a queue that exists with other ones makes ``start`` fail with a TransportError.
 - **Reconnects.** The connection is ``connect_robust``: after a broker restart or a network drop it
   reconnects every ``reconnect_interval`` seconds and re-declares the channel, its QoS, the queues and the
   consumers. Messages taken on the old channel can no longer be acknowledged — the broker has already
@@ -35,7 +37,8 @@ How the port's guarantees (:mod:`derbridge.bridge.transport.base`) are met:
   ``connect_timeout`` for the connection to come back and republishes what was not confirmed (the port is
   at-least-once: a message whose confirm was lost with the connection may then be queued twice).
   A broker that cannot be reached raises :class:`~derbridge.bridge.transport.base.TransportError`.
-- **Order.** A queue delivers in publication order. Redeliveries come back ahead of newer messages but
+- **Order.** A queue delivers in publication order (a batch is written to the channel in its order; the
+  confirms are awaited together). Redeliveries come back ahead of newer messages but
   not necessarily in their original order; per-key ``sequence`` numbers make that harmless.
 - **Depth** is the queue's ready messages (a passive declare's ``message_count``, which RabbitMQ gives
   *without* unacknowledged ones) plus the messages this transport holds unsettled (buffered or being
@@ -141,6 +144,9 @@ class AmqpTransport(Transport):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._opening = asyncio.Lock()
+        # Declaring and subscribing take round trips: without the lock, two tasks receiving from a new queue
+        # at once would each subscribe, and the transport would hold two prefetch windows of it.
+        self._setting_up = asyncio.Lock()
         self._closed = False
         self._declared: dict[str, AbstractRobustQueue] = {}
         self._consuming: set[str] = set()
@@ -176,7 +182,10 @@ class AmqpTransport(Transport):
                 except _BROKER_ERRORS as error:  # already gone with its connection: nothing left to do
                     log.debug("amqp channel close failed", error=str(error))
             if connection is not None:
-                await connection.close()
+                try:
+                    await connection.close()
+                except _BROKER_ERRORS as error:
+                    log.debug("amqp connection close failed", error=str(error))
 
     async def _open(self) -> AbstractRobustChannel:
         async with self._opening:
@@ -215,10 +224,17 @@ class AmqpTransport(Transport):
         return self._connection is not None and self._connection.connected.is_set()
 
     async def _declare(self, channel: AbstractRobustChannel, queue: str) -> AbstractRobustQueue:
-        """Declare ``queue`` (and its dead-letter exchange and queue) once per connection.
+        """Declare ``queue`` (and its dead-letter exchange and queue) once per transport.
 
         The robust channel remembers the declarations and the binding and repeats them after a reconnect.
         """
+        known = self._declared.get(queue)
+        if known is not None:
+            return known
+        async with self._setting_up:
+            return await self._declare_locked(channel, queue)
+
+    async def _declare_locked(self, channel: AbstractRobustChannel, queue: str) -> AbstractRobustQueue:
         known = self._declared.get(queue)
         if known is not None:
             return known
@@ -277,7 +293,9 @@ class AmqpTransport(Transport):
             errors = [error for _, error in failed]
             refused = [e for e in errors if isinstance(e, DeliveryError)]  # nacked or returned: final
             if refused:
-                raise TransportError(f"the broker refused {len(refused)} message(s) for {queue}: {refused[0]!r}")
+                raise TransportError(
+                    f"the broker refused {len(refused)} message(s) for {queue}: {refused[0]!r}"
+                ) from refused[0]
             lost = (*_BROKER_ERRORS, asyncio.CancelledError)  # the channel went away: confirms lost with it
             for error in errors:
                 if not isinstance(error, lost):
@@ -291,7 +309,11 @@ class AmqpTransport(Transport):
     # --- consuming -----------------------------------------------------------------------------------
 
     async def receive(self, queues: Sequence[str], max_messages: int, timeout: float) -> list[Delivery]:
-        """Up to ``max_messages`` buffered deliveries, round-robin across ``queues``, each queue in order."""
+        """Up to ``max_messages`` deliveries, round-robin across ``queues``, each queue in order.
+
+        The first call naming a queue subscribes to it. An empty answer while the connection is down (being
+        restored) is a :class:`TransportError` instead, so that an outage is seen, not mistaken for quiet.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self._consume(queues)
@@ -311,22 +333,26 @@ class AmqpTransport(Transport):
         return deliveries
 
     async def _consume(self, queues: Sequence[str]) -> None:
-        missing = [queue for queue in queues if queue not in self._consuming]
-        if not missing:
+        if all(queue in self._consuming for queue in queues):
             return
         channel = await self._ready_channel(self._connect_timeout)
-        for queue in missing:
-            declared = await self._declare(channel, queue)
+        async with self._setting_up:
+            for queue in queues:
+                if queue not in self._consuming:
+                    await self._subscribe(channel, queue)
 
-            async def on_message(message: AbstractIncomingMessage, queue: str = queue) -> None:
-                self._on_message(queue, message)
+    async def _subscribe(self, channel: AbstractRobustChannel, queue: str) -> None:
+        declared = await self._declare_locked(channel, queue)
 
-            try:
-                # robust: the consumer is re-registered on the new channel after a reconnect.
-                await declared.consume(on_message, no_ack=False)
-            except _BROKER_ERRORS as error:
-                raise TransportError(f"consuming {queue} failed: {error!r}") from error
-            self._consuming.add(queue)
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._on_message(queue, message)
+
+        try:
+            # robust: the consumer is registered again on the new channel after a reconnect.
+            await declared.consume(on_message, no_ack=False)
+        except _BROKER_ERRORS as error:
+            raise TransportError(f"consuming {queue} failed: {error!r}") from error
+        self._consuming.add(queue)
 
     def _on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         if self._closed:
@@ -385,10 +411,11 @@ class AmqpTransport(Transport):
         message: AbstractIncomingMessage = delivery.handle
         self._held[delivery.queue].discard(message)
         try:
-            if requeue is None:
-                await message.ack()
-            else:
-                await message.nack(requeue=requeue)
+            async with asyncio.timeout(self._confirm_timeout):  # a write to a dying socket must not hang us
+                if requeue is None:
+                    await message.ack()
+                else:
+                    await message.nack(requeue=requeue)
         except MessageProcessError:
             return  # settled before: settling is idempotent, as on the sql transport
         except _BROKER_ERRORS as error:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from derbridge.assethub.api.schemas import ProgramCode
 from derbridge.cis.extract import AccountStatus
 from derbridge.derms.domain.event import EventStatus, EventType
+from derbridge.infra.web import NO_NUL, UtcDateTime
 
 HeadEnd = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$", examples=["ECOBEE"])]
-NicId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s/]+$")]
+NicId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s/\x00]+$")]
 
 
 class _Out(BaseModel):
@@ -85,7 +86,7 @@ class ProgramIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program_code: ProgramCode
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     status: DermsProgramStatus = DermsProgramStatus.ACTIVE
     expected_shed_kw: float = Field(1.0, gt=0, le=1000, description="Expected shed per device, for kW targets.")
     outcome_grace_hours: float = Field(
@@ -101,7 +102,7 @@ class ProgramPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
     status: DermsProgramStatus | None = None
     expected_shed_kw: float | None = Field(None, gt=0, le=1000)
     outcome_grace_hours: float | None = Field(None, ge=0, le=24 * 14)
@@ -137,8 +138,8 @@ class CommunicationStatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     communication_status: CommunicationStatus
-    last_communication_at: AwareDatetime
-    operating_state: str | None = Field(None, max_length=32)
+    last_communication_at: UtcDateTime
+    operating_state: str | None = Field(None, max_length=32, pattern=NO_NUL)
     source: HeadEnd = Field(description="The head-end system that reported it.")
 
 
@@ -175,19 +176,29 @@ class EventIn(BaseModel):
 
     program_code: ProgramCode
     event_type: EventType
-    start_at: AwareDatetime
-    end_at: AwareDatetime
+    start_at: UtcDateTime
+    end_at: UtcDateTime
     target_devices: int | None = Field(None, gt=0, le=10_000_000)
-    target_kw: float | None = Field(None, gt=0, le=10_000_000)
-    created_by: str = Field("api", min_length=1, max_length=100)
+    target_kw: float | None = Field(None, gt=0, le=10_000_000, validate_default=True)
+    created_by: str = Field("api", min_length=1, max_length=100, pattern=NO_NUL)
 
-    @model_validator(mode="after")
-    def _one_target(self) -> Self:
-        if (self.target_devices is None) == (self.target_kw is None):
-            raise ValueError("give exactly one of target_devices or target_kw")
-        if self.end_at <= self.start_at:
+    # Field validators rather than one model validator, so that the problem names the field (a model
+    # validator's error is located at "body" only). Each runs after the fields it compares; a field that
+    # failed its own validation is absent from ``info.data`` and is not compared.
+    @field_validator("end_at")
+    @classmethod
+    def _ends_after_start(cls, end_at: datetime, info: ValidationInfo) -> datetime:
+        start_at = info.data.get("start_at")
+        if start_at is not None and end_at <= start_at:
             raise ValueError("end_at must be after start_at")
-        return self
+        return end_at
+
+    @field_validator("target_kw")
+    @classmethod
+    def _one_target(cls, target_kw: float | None, info: ValidationInfo) -> float | None:
+        if "target_devices" in info.data and (info.data["target_devices"] is None) == (target_kw is None):
+            raise ValueError("give exactly one of target_devices or target_kw")
+        return target_kw
 
 
 class EventCancel(BaseModel):
@@ -195,7 +206,7 @@ class EventCancel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason_text: str = Field("cancelled by operator", min_length=1, max_length=500)
+    reason_text: str = Field("cancelled by operator", min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class ProgramEvent(_Out):

@@ -8,6 +8,7 @@ Candidates are selected set-based in one query (the four conditions of
 from __future__ import annotations
 
 import asyncio
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -34,15 +35,24 @@ LIVE_STATUSES = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
 # SQLite serialises writers but not a read-then-write: two events created at once in one process could
 # both see a device free. This lock orders them in the embedded mode; PostgreSQL uses an advisory lock
 # per program, which also covers several processes.
-_reservation_lock = asyncio.Lock()
+# The lock belongs to an event loop (asyncio refuses a lock contended from two loops), so there is one per
+# loop: a process serves on one loop, but tests and embedded callers may run several one after another.
+_reservation_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def _lock_program(connection: AsyncConnection, program_code: str) -> None:
+def _reservation_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _reservation_locks.get(loop)
+    if lock is None:
+        lock = _reservation_locks[loop] = asyncio.Lock()
+    return lock
+
+
+async def _lock_reservations(connection: AsyncConnection) -> None:
+    # One lock for all programs, not one per program: "not reserved for an overlapping event" holds across
+    # programs, so two events of different programs created at once must not both take the same device.
     if connection.dialect.name == "postgresql":
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext('derms.reserve'), hashtext(:code))"),
-            {"code": program_code},
-        )
+        await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('derms.reserve'))"))
 
 
 async def _candidates(
@@ -138,7 +148,7 @@ async def create_event(
         if request.target_devices is not None
         else EventTarget.kilowatts(float(request.target_kw or 0))
     )
-    async with _reservation_lock, engine.begin() as connection:
+    async with _reservation_lock(), engine.begin() as connection:
         program = (
             (await connection.execute(select(t.programs).where(t.programs.c.program_code == request.program_code)))
             .mappings()
@@ -159,7 +169,7 @@ async def create_event(
                 "Program not active",
                 f"Program {request.program_code!r} is {program['status']}; activate it to create events.",
             )
-        await _lock_program(connection, request.program_code)
+        await _lock_reservations(connection)
         candidates = await _candidates(connection, request.program_code, window, program["expected_shed_kw"])
         plan = select_reservations(candidates, target)
         event_id = new_id()

@@ -1,0 +1,69 @@
+"""A target system for crash tests: applies enrollment-sync messages through the real inbox machinery and
+counts every effect in a ledger database that lives outside the bridge's processes.
+
+Run it as ``python -m uvicorn tests.bridge.ledger_app:app`` with ``LEDGER_URL`` (a database URL) and
+``LEDGER_FAILURE_RATE`` (share of calls answered 500, to exercise retries while the bridge is killed).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from derbridge.contracts.envelope import Envelope, SystemName
+from derbridge.infra.db import create_async_db_engine, sync_url
+from derbridge.infra.inbound import Inbox, inbound_router
+from derbridge.infra.logging import configure_logging
+from derbridge.infra.outbox import add_messaging_tables
+from derbridge.infra.problems import install_problem_handlers
+from derbridge.infra.upsert import insert_for
+
+metadata = MetaData()
+_, inbox_table = add_messaging_tables(metadata)
+effects = Table(
+    "effects",
+    metadata,
+    Column("message_id", String(64), primary_key=True),
+    Column("applied", Integer, nullable=False),
+)
+
+LEDGER_URL = os.environ.get("LEDGER_URL", "sqlite:///ledger.db")
+FAILURE_RATE = float(os.environ.get("LEDGER_FAILURE_RATE", "0"))
+
+inbox = Inbox(SystemName.DERMS, inbox_table)
+
+
+@inbox.handles("enrollment-sync.v1")
+async def apply(connection: AsyncConnection, envelope: Envelope, _payload: Any) -> dict[str, Any]:
+    if FAILURE_RATE and random.random() < FAILURE_RATE:  # test noise, not security
+        raise RuntimeError("ledger target: scripted transient failure")
+    # Counting, not just inserting: a second application of one message would show as applied = 2.
+    statement = insert_for(connection.dialect.name, effects).values(message_id=envelope.message_id, applied=1)
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=[effects.c.message_id], set_={"applied": effects.c.applied + 1})
+    )
+    return {"ledger": "ok"}
+
+
+def create_ledger_tables(url: str) -> None:
+    """Create the ledger's tables (the test does it once, before starting the server)."""
+    engine = create_engine(sync_url(url))
+    metadata.create_all(engine)
+    engine.dispose()
+
+
+# JSON logs at WARNING: the scripted failures are logged with their traceback, and structlog's default
+# (rich, with local variables) would make the target slower than the bridge under test.
+configure_logging("WARNING", json=True)
+system = FastAPI()
+system.state.engine = create_async_db_engine(LEDGER_URL)
+system.state.api_token = os.environ.get("DERBRIDGE_API_TOKEN", "test-token")
+install_problem_handlers(system)
+system.include_router(inbound_router(inbox))
+app = FastAPI()
+app.mount("/derms/v1", system)
