@@ -39,6 +39,14 @@ db_app = typer.Typer(help="The systems' databases.", no_args_is_help=True)
 app.add_typer(cis_app, name="cis")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+assethub_app = typer.Typer(help="Asset Hub: enrollments and device status checks.", no_args_is_help=True)
+app.add_typer(assethub_app, name="assethub")
+derms_app = typer.Typer(help="The DERMS: program events.", no_args_is_help=True)
+app.add_typer(derms_app, name="derms")
+event_app = typer.Typer(help="Program events: create (and reserve devices), cancel before start.", no_args_is_help=True)
+derms_app.add_typer(event_app, name="event")
+score_app = typer.Typer(help="Device scores (F4).", no_args_is_help=True)
+app.add_typer(score_app, name="score")
 contracts_app = typer.Typer(help="The message contracts between the systems.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 messages_app = typer.Typer(help="Messages between the systems: find, follow, replay, count.", no_args_is_help=True)
@@ -234,7 +242,10 @@ def cis_import(
         raise typer.Exit(2) from None
     finally:
         runtime.close_sync()
+    woken = _announce_accounts(settings, report.loaded_account_ids.get("derms", set()))
     seconds = time.perf_counter() - started
+    if woken:
+        err.print(f"{woken} parked messages were waiting for these customers: delivered again now")
     for system, counts in report.systems.items():
         for result in ("inserted", "updated", "unchanged", "rejected"):
             CIS_ROWS.labels(system, result).inc(getattr(counts, result))
@@ -263,6 +274,25 @@ def cis_import(
         raise typer.Exit(1)
 
 
+def _announce_accounts(settings: Settings, account_ids: set[str]) -> int:
+    """Wake the bridge's messages parked for customers this import brought (F3 syncs waiting for P0)."""
+    if not account_ids:
+        return 0
+    import asyncio
+
+    from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+    from derbridge.runtime import Runtime
+
+    async def announce() -> int:
+        runtime = Runtime(settings)
+        try:
+            return await announce_cis_accounts(runtime, account_ids)
+        finally:
+            await runtime.aclose()
+
+    return asyncio.run(announce())
+
+
 # --- serving --------------------------------------------------------------------------------------
 
 
@@ -289,7 +319,7 @@ def up(
         f"{settings.data_dir / 'api-token'}"
     )
     uvicorn.run(
-        create_asgi(Runtime(settings), run_bridge=True),
+        create_asgi(Runtime(settings), run_bridge=True, run_jobs=True),
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
@@ -321,11 +351,107 @@ def serve(
     migrate_all(settings)
     err.print(f"derbridge {__version__}: {component} on http://{settings.server.host}:{settings.server.port}")
     uvicorn.run(
-        create_asgi(Runtime(settings), components=[component], run_bridge=component == "bridge"),
+        create_asgi(
+            Runtime(settings), components=[component], run_bridge=component == "bridge", run_jobs=component != "bridge"
+        ),
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
         access_log=False,
+    )
+
+
+# --- systems: one operation each, run against the system's database ---------------------------------
+
+
+def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
+    """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages."""
+    import asyncio
+
+    from derbridge.assethub import flows as assethub_flows
+    from derbridge.derms import flows as derms_flows
+    from derbridge.runtime import Runtime, migrate_all
+
+    settings = load_settings()
+    migrate_all(settings)
+    assethub_flows.load()
+    derms_flows.load()
+
+    async def run() -> Any:
+        runtime = Runtime(settings)
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.aclose()
+
+    try:
+        return asyncio.run(run())
+    except ProblemError as problem:
+        err.print(f"[red]{problem.title}:[/] {problem.detail}")
+        for error in problem.errors or []:
+            err.print(f"  {error.field}: {error.message}")
+        raise typer.Exit(1 if problem.status != 404 else 3) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+@assethub_app.command("unenroll")
+def assethub_unenroll(
+    enrollment_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why, kept with the transition.")] = "unenrolled by an operator",
+) -> None:
+    """Unenroll an ACTIVE enrollment: its devices become unavailable in the DERMS (F3)."""
+    from derbridge.assethub.services.enrollment_sync import unenroll
+
+    async def work(runtime: Runtime) -> Any:
+        return await unenroll(runtime.async_engine("assethub"), enrollment_id, reason)
+
+    change = _system_call(work)
+    out.print(
+        f"{change.enrollment_id}: {change.state.value}; "
+        f"sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
+    )
+
+
+@assethub_app.command("replace-device")
+def assethub_replace_device(
+    enrollment_id: Annotated[str, typer.Argument()],
+    old_head_end: Annotated[str, typer.Option(help="The replaced device's head-end system.")],
+    old_nic_id: Annotated[str, typer.Option(help="The replaced device's id at its head end.")],
+    new_head_end: Annotated[str, typer.Option()],
+    new_nic_id: Annotated[str, typer.Option()],
+    manufacturer: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()],
+    serial_no: Annotated[str, typer.Option()],
+    device_type: Annotated[str, typer.Option()] = "THERMOSTAT",
+) -> None:
+    """Replace an ACTIVE enrollment's device: the swap reaches the DERMS atomically (F3)."""
+    from pydantic import ValidationError
+
+    from derbridge.assethub.services.enrollment_sync import DeviceKey, ReplacementDevice, replace_device
+
+    try:
+        old = DeviceKey(head_end_system=old_head_end, nic_id=old_nic_id)
+        new = ReplacementDevice(
+            head_end_system=new_head_end,
+            nic_id=new_nic_id,
+            device_type=device_type,
+            manufacturer=manufacturer,
+            model=model,
+            serial_no=serial_no,
+        )
+    except ValidationError as error:
+        err.print(f"[red]bad device:[/] {error}")
+        raise typer.Exit(2) from None
+
+    async def work(runtime: Runtime) -> Any:
+        return await replace_device(runtime.async_engine("assethub"), enrollment_id, old, new)
+
+    change = _system_call(work)
+    out.print(
+        f"{change.enrollment_id}: device replaced; sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
     )
 
 
@@ -510,13 +636,44 @@ def demo(
     customers: Annotated[int, typer.Option(min=1, help="Customers of the synthetic utility.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     summary: Annotated[Path | None, typer.Option(help="Also write the summary as JSON to this file.")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the APIs up afterwards, for exploration.")] = False,
 ) -> None:
-    """Generate a small utility, import its CIS extract into both systems, and show what each holds."""
+    """The whole loop on the embedded system (SQLite, sql transport, in DATA_DIR/demo, made anew):
+    generate a utility, import customers, enroll, check, sync, score, run an event to its outcomes, cancel
+    another, score again — then print what happened and check that the two systems agree."""
+    import shutil
+
     from derbridge.demo import run_demo
 
-    result = run_demo(load_settings(), customers=customers, seed=seed, console=out, progress=_progress)
+    base = load_settings()
+    demo_dir = base.data_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    # The demo is the embedded system whatever else is configured: its own SQLite files, sql transport.
+    settings = Settings(data_dir=demo_dir, api_token=base.api_token, log_level=base.log_level, log_json=base.log_json)
+    result = run_demo(settings, customers=customers, seed=seed, console=out)
     if summary is not None:
         summary.write_text(json.dumps(result, indent=2) + "\n")
+    healthy = all(result["consistency"].values()) and not any(
+        counts["dead"] or counts["parked"] for counts in result["flows"].values()
+    )
+    if serve:
+        import uvicorn
+
+        from derbridge.api.app import create_asgi
+        from derbridge.runtime import Runtime
+
+        err.print(
+            f"serving the demo's systems on http://{settings.server.host}:{settings.server.port} (Ctrl-C to stop)"
+        )
+        uvicorn.run(
+            create_asgi(Runtime(settings), run_bridge=True, run_jobs=True),
+            host=settings.server.host,
+            port=settings.server.port,
+            log_level="warning",
+            access_log=False,
+        )
+    if not healthy:
+        raise typer.Exit(1)
 
 
 def main() -> None:

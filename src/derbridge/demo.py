@@ -1,170 +1,421 @@
 """``derbridge demo``: the whole loop on the embedded default, narrated stage by stage.
 
-Today's stages: generate a synthetic utility, import its CIS extract into both systems, set up the demo
-program in both through their public APIs, and show what each system holds. The flows (enrollment,
-status checks, sync, scores, events, outcomes) join as they land.
+A synthetic utility is generated; its CIS extract goes into both systems; simulated aggregators enroll
+their devices through the DERMS's API and report their devices' communication; Asset Hub validates the
+requests, checks each device (F2) and syncs the active enrollments (F3); scores are computed and
+transferred (F4); an event is created, reserved (F5), run and closed with outcomes (F7); a second event is
+created and cancelled (F6); scores are computed again from the new history. Every message goes through the
+bridge (sql transport, SQLite). Business time is simulated, so a day of events takes seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import func, select
 
-from derbridge.api.app import create_app
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
+from derbridge.bridge import operations as ops
+from derbridge.bridge.tracking import Tracker
 from derbridge.cis.importer import import_extract
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.infra.db import utcnow
+from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+from derbridge.embedded import EmbeddedSystem
+from derbridge.infra.clock import SimulatedClock
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
+from derbridge.sim.aggregator import Aggregator, event_outcomes, heartbeats, load_aggregators
 from derbridge.sim.generator import ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generate_utility
 
 DEMO_PROGRAM = "SUMMER-BYOT"
+DEMO_START = datetime(2027, 6, 2, 14, tzinfo=UTC)
+"""Business time when the demo begins: after the generated requests (March to May 2027)."""
+EVENT_SHARE = 0.2
+"""Share of the available devices the demo event asks for."""
 
 
-async def _ensure_programs(runtime: Runtime) -> None:
-    """Create the demo program in both systems through their APIs (an existing one is kept)."""
-    token = runtime.settings.resolved_api_token()
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    now = utcnow()
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://derbridge", headers={"Authorization": f"Bearer {token}"}
-    ) as client:
-        for path, body in (
+class DemoFailure(RuntimeError):
+    """A stage did not do what it must (an API refused, or the systems disagree)."""
+
+
+def _check(response: httpx.Response, what: str, *ok: int) -> dict[str, Any]:
+    if response.status_code not in (ok or (200, 201, 202)):
+        raise DemoFailure(f"{what}: HTTP {response.status_code} {response.text[:500]}")
+    body: dict[str, Any] = response.json() if response.content else {}
+    return body
+
+
+class Demo:
+    """One run of the demo."""
+
+    def __init__(self, settings: Settings, customers: int, seed: int, console: Console) -> None:
+        self.settings = settings
+        self.customers = customers
+        self.seed = seed
+        self.console = console
+        self.rng = random.Random(seed)
+        self.stages: list[tuple[str, float, str]] = []
+        self.events: list[dict[str, Any]] = []
+
+    async def stage(self, name: str, work: Callable[[], Awaitable[str]]) -> None:
+        """Run one stage with a spinner, and keep its time and result line."""
+        started = time.perf_counter()
+        with self.console.status(f"[bold]{name}[/] …"):
+            result = await work()
+        took = time.perf_counter() - started
+        self.stages.append((name, took, result))
+        self.console.print(f"[green]✓[/] {name:<22} {took:6.2f} s  {result}")
+
+    async def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        migrate_all(self.settings)
+        utility_dir = self.settings.data_dir / "utility"
+        generated = generate_utility(self.customers, self.seed, utility_dir, program_code=DEMO_PROGRAM)
+        self.stages.append(
             (
+                "generate",
+                generated.seconds,
+                f"{generated.customers:,} customers, "
+                f"{generated.devices:,} devices at {len(generated.inventories)} aggregators",
+            )
+        )
+        self.console.print(f"[green]✓[/] {'generate':<22} {generated.seconds:6.2f} s  {self.stages[-1][2]}")
+        runtime = Runtime(self.settings)
+        aggregators = load_aggregators(utility_dir / "aggregators")
+        clock = SimulatedClock(DEMO_START)
+        async with EmbeddedSystem(runtime, clock) as system:
+            self.system = system
+            self.clock = clock
+
+            async def cis() -> str:
+                loaders = [
+                    AssetHubCisLoader(runtime.sync_engine("assethub")),
+                    DermsCisLoader(runtime.sync_engine("derms")),
+                ]
+                report = await asyncio.to_thread(import_extract, generated.cis_extract, loaders)
+                woken = await announce_cis_accounts(runtime.async_engine("bridge"), report.loaded_account_ids["derms"])
+                counts = report.as_dict()
+                return (
+                    f"{counts['assethub']['inserted']:,} new rows in Asset Hub, "
+                    f"{counts['derms']['inserted']:,} in the DERMS ({woken} parked messages woken)"
+                )
+
+            await self.stage("CIS import", cis)
+            await self.stage("programs", self._programs)
+            await self.stage("heartbeats", lambda: self._heartbeats(aggregators))
+            await self.stage("enrollment requests", lambda: self._enroll(aggregators))
+            await self.stage("device setup & sync", self._setup)
+            await self.stage("score transfer", self._scores)
+            await self.stage("event: reserve", lambda: self._event(aggregators, cancel=False))
+            await self.stage("event: cancel", lambda: self._event(aggregators, cancel=True))
+            await self.stage("score transfer again", self._scores)
+            summary = await self._summary(time.perf_counter() - started)
+        runtime.close_sync()
+        self._print(summary)
+        return summary
+
+    # --- stages ------------------------------------------------------------------------------------
+
+    async def _programs(self) -> str:
+        client = self.system.client
+        _check(
+            await client.post(
                 "/assethub/v1/programs",
-                {
+                json={
                     "program_code": DEMO_PROGRAM,
                     "name": "Summer bring-your-own-thermostat",
                     "status": "ACTIVE",
-                    # Open now, and over the season the generated requests are dated in.
-                    "enrollment_opens_at": min(now - timedelta(days=30), ENROLLMENT_OPENS).isoformat(),
-                    "enrollment_closes_at": max(now + timedelta(days=335), ENROLLMENT_CLOSES).isoformat(),
+                    "enrollment_opens_at": ENROLLMENT_OPENS.isoformat(),
+                    "enrollment_closes_at": (ENROLLMENT_CLOSES + timedelta(days=120)).isoformat(),
                 },
             ),
-            ("/derms/v1/programs", {"program_code": DEMO_PROGRAM, "name": "Summer bring-your-own-thermostat"}),
-        ):
-            response = await client.post(path, json=body)
-            if response.status_code not in (201, 409):
-                raise RuntimeError(f"creating the demo program at {path} failed: {response.text}")
+            "creating the program in Asset Hub",
+            201,
+            409,
+        )
+        _check(
+            await client.post(
+                "/derms/v1/programs",
+                json={"program_code": DEMO_PROGRAM, "name": "Summer bring-your-own-thermostat"},
+            ),
+            "creating the program in the DERMS",
+            201,
+            409,
+        )
+        return f"{DEMO_PROGRAM} active in both systems"
+
+    async def _heartbeats(self, aggregators: list[Aggregator]) -> str:
+        total = 0
+        for aggregator in aggregators:
+            reports = heartbeats(aggregator, self.clock.now(), self.rng)
+            for start in range(0, len(reports), 50_000):
+                body = _check(
+                    await self.system.client.post(
+                        "/derms/v1/communication-status/batch", json={"reports": reports[start : start + 50_000]}
+                    ),
+                    f"{aggregator.head_end_system} heartbeats",
+                )
+                total += int(body["recorded"])
+        return f"{total:,} devices reported online"
+
+    async def _enroll(self, aggregators: list[Aggregator]) -> str:
+        sent = 0
+        for aggregator in aggregators:
+            for start in range(0, len(aggregator.requests), 5_000):
+                batch = aggregator.requests[start : start + 5_000]
+                _check(
+                    await self.system.client.post(
+                        "/derms/v1/enrollment-requests/batch",
+                        json={"head_end_system": aggregator.head_end_system, "requests": batch},
+                    ),
+                    f"{aggregator.head_end_system} enrollment batch",
+                )
+                sent += len(batch)
+        await self.system.settle()
+        answers = await self._count_by("derms", dm.enrollment_requests.c.answer)
+        return f"{sent:,} requests sent; answered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()))
+
+    async def _setup(self) -> str:
+        # The setup step checks each device; answers make enrollments ACTIVE, which syncs them to the DERMS.
+        for _ in range(3):
+            await self.system.settle(jobs=True)
+        states = await self._count_by("assethub", ah.enrollments.c.state)
+        available = await self._count_rows(
+            "derms", dm.device_availability, dm.device_availability.c.availability == "AVAILABLE"
+        )
+        return ", ".join(f"{k} {v:,}" for k, v in sorted(states.items())) + f"; {available:,} devices available"
+
+    async def _scores(self) -> str:
+        body = _check(await self.system.client.post("/assethub/v1/score-transfers"), "score transfer")
+        await self.system.settle()
+        async with self.system.runtime.async_engine("derms").connect() as connection:
+            current = (
+                await connection.execute(select(dm.score_snapshots).where(dm.score_snapshots.c.is_current.is_(True)))
+            ).first()
+        if current is None:
+            raise DemoFailure(f"the DERMS has no current score snapshot after the transfer: {body}")
+        return f"{current.row_count:,} device scores loaded as snapshot {current.file_id[:8]}…"
+
+    async def _event(self, aggregators: list[Aggregator], *, cancel: bool) -> str:
+        client = self.system.client
+        available = await self._count_rows(
+            "derms", dm.device_availability, dm.device_availability.c.availability == "AVAILABLE"
+        )
+        start_at = self.clock.now() + timedelta(hours=2)
+        end_at = start_at + timedelta(hours=3)
+        event = _check(
+            await client.post(
+                "/derms/v1/events",
+                json={
+                    "program_code": DEMO_PROGRAM,
+                    "event_type": "ECONOMIC",
+                    "start_at": start_at.isoformat(),
+                    "end_at": end_at.isoformat(),
+                    "target_devices": max(1, int(available * EVENT_SHARE)),
+                    "created_by": "demo",
+                },
+            ),
+            "creating an event",
+            201,
+        )
+        event_id = event["event_id"]
+        await self.system.settle()
+        if cancel:
+            _check(
+                await client.post(f"/derms/v1/events/{event_id}/cancel", json={"reason_text": "forecast changed"}),
+                "cancelling the event",
+            )
+            await self.system.settle()
+            self.events.append({"event_id": event_id})
+            return f"event {event_id[:8]}… reserved {event['reserved_count']:,} devices, then cancelled before start"
+        reserved = await self._reserved(event_id)
+        self.clock.set(start_at + timedelta(minutes=1))
+        await self.system.settle(jobs=True)
+        reported = 0
+        for aggregator in aggregators:
+            mine = [nic for head_end, nic in reserved if head_end == aggregator.head_end_system]
+            outcomes = event_outcomes(aggregator, mine, start_at, end_at, self.rng)
+            if outcomes:
+                _check(
+                    await client.post(f"/derms/v1/events/{event_id}/outcomes", json={"outcomes": outcomes}),
+                    f"{aggregator.head_end_system} outcomes",
+                )
+                reported += len(outcomes)
+        self.clock.set(end_at + timedelta(hours=24, minutes=1))  # past the closing grace
+        await self.system.settle(jobs=True)
+        self.events.append({"event_id": event_id})
+        return (
+            f"event {event_id[:8]}… reserved {event['reserved_count']:,} of {event['candidate_count']:,} "
+            f"candidates; {reported:,} outcomes reported, the rest closed NON_RESPONSIVE"
+        )
+
+    # --- reading the systems -----------------------------------------------------------------------
+
+    async def _reserved(self, event_id: str) -> list[tuple[str, str]]:
+        async with self.system.runtime.async_engine("derms").connect() as connection:
+            rows = await connection.execute(
+                select(dm.devices.c.head_end_system, dm.devices.c.nic_id)
+                .join(dm.reservations, dm.reservations.c.device_id == dm.devices.c.device_id)
+                .where(dm.reservations.c.event_id == event_id, dm.reservations.c.status == "RESERVED")
+            )
+            return [(r.head_end_system, r.nic_id) for r in rows]
+
+    async def _count_by(self, system: str, column: Any) -> dict[str, int]:
+        async with self.system.runtime.async_engine(system).connect() as connection:  # type: ignore[arg-type]
+            rows = await connection.execute(select(column, func.count()).group_by(column))
+            return {str(k): int(v) for k, v in rows.tuples()}
+
+    async def _count_rows(self, system: str, table: Any, *where: Any) -> int:
+        async with self.system.runtime.async_engine(system).connect() as connection:  # type: ignore[arg-type]
+            return int(await connection.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+    async def _summary(self, seconds: float) -> dict[str, Any]:
+        tracker = Tracker(self.system.runtime.async_engine("bridge"))
+        flows = await ops.message_stats(tracker)
+        enrollments = await self._count_by("assethub", ah.enrollments.c.state)
+        checks: Counter[str] = Counter()
+        async with self.system.runtime.async_engine("assethub").connect() as connection:
+            for status, result, count in (
+                await connection.execute(
+                    select(ah.device_status_checks.c.status, ah.device_status_checks.c.result, func.count()).group_by(
+                        ah.device_status_checks.c.status, ah.device_status_checks.c.result
+                    )
+                )
+            ).tuples():
+                checks["TIMED_OUT" if status == "TIMED_OUT" else str(result or status)] += int(count)
+            latest = (
+                await connection.execute(
+                    select(ah.score_snapshots).order_by(ah.score_snapshots.c.generated_at.desc()).limit(1)
+                )
+            ).first()
+        events = []
+        for event in self.events:
+            events.append(await self._event_summary(event["event_id"]))
+        return {
+            "flows": {
+                flow: {k: counts[k] for k in ("pending", "delivered", "retrying", "parked", "dead")}
+                for flow, counts in flows.items()
+            },
+            "enrollments": enrollments,
+            "status_checks": dict(checks),
+            "scores": {"rows": latest.row_count if latest else 0, "eligible": latest.eligible_count if latest else 0},
+            "events": events,
+            "consistency": await self._consistency(),
+            "seconds": round(seconds, 3),
+        }
+
+    async def _event_summary(self, event_id: str) -> dict[str, Any]:
+        async with self.system.runtime.async_engine("derms").connect() as connection:
+            event = (
+                await connection.execute(select(dm.program_events).where(dm.program_events.c.event_id == event_id))
+            ).one()
+        async with self.system.runtime.async_engine("assethub").connect() as connection:
+            outcomes = await connection.execute(
+                select(ah.participation_records.c.outcome, func.count())
+                .where(ah.participation_records.c.event_id == event_id, ah.participation_records.c.outcome.is_not(None))
+                .group_by(ah.participation_records.c.outcome)
+            )
+            outcome_counts = {str(k): int(v) for k, v in outcomes.tuples()}
+        return {
+            "event_id": event_id,
+            "status": event.status,
+            "requested": event.target_devices or 0,
+            "reserved": event.reserved_count,
+            "outcomes": outcome_counts,
+        }
+
+    async def _consistency(self) -> dict[str, bool]:
+        """The checks the two systems must pass together at the end of the demo."""
+        async with self.system.runtime.async_engine("assethub").connect() as connection:
+            active = set(
+                (
+                    await connection.execute(
+                        select(ah.devices.c.head_end_system, ah.devices.c.nic_id)
+                        .join(ah.enrollment_devices, ah.enrollment_devices.c.device_id == ah.devices.c.device_id)
+                        .join(ah.enrollments, ah.enrollments.c.enrollment_id == ah.enrollment_devices.c.enrollment_id)
+                        .where(ah.enrollments.c.state == "ACTIVE", ah.enrollment_devices.c.removed_at.is_(None))
+                    )
+                ).tuples()
+            )
+        async with self.system.runtime.async_engine("derms").connect() as connection:
+            available = set(
+                (
+                    await connection.execute(
+                        select(dm.devices.c.head_end_system, dm.devices.c.nic_id)
+                        .join(dm.device_availability, dm.device_availability.c.device_id == dm.devices.c.device_id)
+                        .where(dm.device_availability.c.availability == "AVAILABLE")
+                    )
+                ).tuples()
+            )
+        cancelled_ok = completed_ok = True
+        for event in self.events:
+            summary = await self._event_summary(event["event_id"])
+            async with self.system.runtime.async_engine("derms").connect() as connection:
+                held = await connection.scalar(
+                    select(func.count())
+                    .select_from(dm.reservations)
+                    .where(dm.reservations.c.event_id == event["event_id"], dm.reservations.c.status == "RESERVED")
+                )
+            async with self.system.runtime.async_engine("assethub").connect() as connection:
+                records = (
+                    await connection.execute(
+                        select(ah.participation_records.c.status, ah.participation_records.c.outcome).where(
+                            ah.participation_records.c.event_id == event["event_id"]
+                        )
+                    )
+                ).all()
+            if summary["status"] == "CANCELLED":
+                cancelled_ok = cancelled_ok and held == 0 and all(r.status == "CANCELLED" for r in records)
+            elif summary["status"] == "COMPLETED":
+                completed_ok = (
+                    completed_ok and len(records) == summary["reserved"] and all(r.outcome is not None for r in records)
+                )
+        return {
+            "active_enrollments_match_available_devices": active == available,
+            "cancelled_event_released": cancelled_ok,
+            "completed_event_has_every_outcome": completed_ok,
+        }
+
+    def _print(self, summary: dict[str, Any]) -> None:
+        table = Table(title="messages per flow (from the bridge's tracking)", title_justify="left")
+        table.add_column("flow")
+        for state in ("pending", "delivered", "retrying", "parked", "dead"):
+            table.add_column(state, justify="right")
+        for flow, counts in summary["flows"].items():
+            table.add_row(flow, *(f"{counts[s]:,}" for s in ("pending", "delivered", "retrying", "parked", "dead")))
+        self.console.print(table)
+        self.console.print(
+            "enrollments: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["enrollments"].items())) + "\n"
+            "status checks: " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary["status_checks"].items())) + "\n"
+            f"scores: {summary['scores']['rows']:,} rows, {summary['scores']['eligible']:,} eligible"
+        )
+        for event in summary["events"]:
+            self.console.print(
+                f"event {event['event_id']}: {event['status']}, {event['reserved']:,} reserved of "
+                f"{event['requested']:,} asked; outcomes "
+                + (", ".join(f"{k} {v:,}" for k, v in sorted(event["outcomes"].items())) or "none")
+            )
+        agree = all(summary["consistency"].values())
+        failed = [k.replace("_", " ") for k, v in summary["consistency"].items() if not v]
+        self.console.print(
+            "[green]the two systems agree[/]" if agree else "[red]the two systems disagree:[/] " + ", ".join(failed)
+        )
+        self.console.print(
+            f"Done in {summary['seconds']:.1f} s. Explore: derbridge --data-dir {self.settings.data_dir} up"
+        )
 
 
-def _count(runtime: Runtime, system: str, table: Any, *where: Any) -> int:
-    engine = runtime.sync_engine("assethub" if system == "assethub" else "derms")
-    with engine.connect() as connection:
-        return int(connection.scalar(select(func.count()).select_from(table).where(*where)) or 0)
-
-
-def run_demo(
-    settings: Settings,
-    *,
-    customers: int,
-    seed: int,
-    console: Console,
-    progress: Callable[[], Progress],
-) -> dict[str, Any]:
+def run_demo(settings: Settings, *, customers: int, seed: int, console: Console) -> dict[str, Any]:
     """Run the demo and return its summary (what ``--summary`` writes)."""
-    started = time.perf_counter()
-    stages: list[tuple[str, float, str]] = []
-    migrate_all(settings)
-    runtime = Runtime(settings)
-    utility_dir = settings.data_dir / "utility"
-
-    stage_start = time.perf_counter()
-    with progress() as bar:
-        tasks: dict[str, Any] = {}
-
-        def on_generate(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        generated = generate_utility(customers, seed, utility_dir, program_code=DEMO_PROGRAM, progress=on_generate)
-    stages.append(
-        (
-            "generate",
-            time.perf_counter() - stage_start,
-            f"{generated.customers:,} customers, {generated.devices:,} devices at "
-            f"{len(generated.inventories)} aggregators",
-        )
-    )
-
-    stage_start = time.perf_counter()
-    loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
-    with progress() as bar:
-        extract = generated.cis_extract
-        task = bar.add_task("CIS import", total=extract.stat().st_size)
-        report = import_extract(extract, loaders, on_progress=lambda done: bar.update(task, completed=done))
-    counts = report.as_dict()
-    stages.append(
-        (
-            "CIS import",
-            time.perf_counter() - stage_start,
-            ", ".join(f"{system}: {c['inserted']:,} new, {c['unchanged']:,} unchanged" for system, c in counts.items()),
-        )
-    )
-
-    stage_start = time.perf_counter()
-    asyncio.run(_ensure_programs(runtime))
-    stages.append(("programs", time.perf_counter() - stage_start, f"{DEMO_PROGRAM} active in both systems"))
-
-    holdings = {
-        "assethub": {
-            "persons": _count(runtime, "assethub", ah.persons),
-            "accounts": _count(runtime, "assethub", ah.accounts),
-            "accounts_active": _count(runtime, "assethub", ah.accounts, ah.accounts.c.status == "ACTIVE"),
-            "premises": _count(runtime, "assethub", ah.premises),
-            "service_points": _count(runtime, "assethub", ah.service_points),
-            "programs": _count(runtime, "assethub", ah.programs),
-        },
-        "derms": {
-            "contacts": _count(runtime, "derms", dm.contacts),
-            "customers": _count(runtime, "derms", dm.customers),
-            "customers_active": _count(runtime, "derms", dm.customers, dm.customers.c.status == "ACTIVE"),
-            "locations": _count(runtime, "derms", dm.locations),
-            "programs": _count(runtime, "derms", dm.programs),
-        },
-    }
-    runtime.close_sync()
-    seconds = time.perf_counter() - started
-
-    stage_table = Table(title="derbridge demo", title_justify="left")
-    stage_table.add_column("stage")
-    stage_table.add_column("seconds", justify="right")
-    stage_table.add_column("result")
-    for name, took, what in stages:
-        stage_table.add_row(name, f"{took:.2f}", what)
-    console.print(stage_table)
-    held = Table(title="what each system holds", title_justify="left")
-    held.add_column("system")
-    held.add_column("records")
-    for system, figures in holdings.items():
-        held.add_row(system, ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in figures.items()))
-    console.print(held)
-    console.print(
-        f"Aggregator inventories waiting to enroll {generated.requests:,} requests: {utility_dir / 'aggregators'}\n"
-        f"Explore: derbridge --data-dir {settings.data_dir} up  (then /assethub/v1/docs and /derms/v1/docs)\n"
-        f"Done in {seconds:.1f} s."
-    )
-    return {
-        "cis_import": counts,
-        "holdings": holdings,
-        "generated": {
-            "customers": generated.customers,
-            "devices": generated.devices,
-            "requests": generated.requests,
-            "rejected_requests": generated.rejected_requests,
-        },
-        "seconds": round(seconds, 3),
-    }
+    return asyncio.run(Demo(settings, customers, seed, console).run())

@@ -83,6 +83,21 @@ class FileStoreSettings(BaseModel):
     sftp_connect_timeout: float = Field(10.0, gt=0)
 
 
+class ScoreSettings(BaseModel):
+    """When Asset Hub computes and transfers device scores (F4)."""
+
+    schedule: str = "0 2 * * *"
+    """Cron expression (5 fields) in ``time_zone``: by default daily at 02:00."""
+    time_zone: str = "America/Chicago"
+
+
+class EventSettings(BaseModel):
+    """Program events in the DERMS (F5)."""
+
+    reservation_file_threshold: int = Field(5000, ge=1)
+    """Reservation lists longer than this travel as a file (claim check) rather than in the message."""
+
+
 class ServerSettings(BaseModel):
     """The HTTP server of ``derbridge up``. It binds loopback unless told otherwise."""
 
@@ -106,6 +121,8 @@ class Settings(BaseSettings):
     derms: SystemSettings = Field(default_factory=SystemSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)
     files: FileStoreSettings = Field(default_factory=FileStoreSettings)
+    scores: ScoreSettings = Field(default_factory=ScoreSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     api_token: SecretStr | None = None
     """Service credential every API call must carry (``Authorization: Bearer …``). Unset: one is made on

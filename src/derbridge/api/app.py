@@ -26,6 +26,7 @@ from derbridge.bridge.assembly import build_transport, build_worker
 from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.worker import BridgeWorker, flow_queues
 from derbridge.derms.api import routes as derms_routes
+from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from derbridge.infra.web import BodySizeLimit, instrument
 from derbridge.migrations.runner import System
@@ -60,11 +61,28 @@ def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastA
     return app
 
 
+def _job_runner(runtime: Runtime, system: Literal["assethub", "derms"]) -> JobRunner:
+    if system == "assethub":
+        from derbridge.assethub.adapters.tables import job_leases as assethub_leases
+        from derbridge.assethub.jobs import jobs as assethub_jobs
+
+        return JobRunner(runtime.async_engine("assethub"), assethub_leases, assethub_jobs)
+    from derbridge.derms.adapters.tables import job_leases as derms_leases
+    from derbridge.derms.jobs import jobs as derms_jobs
+
+    return JobRunner(runtime.async_engine("derms"), derms_leases, derms_jobs)
+
+
 def create_app(
-    runtime: Runtime, *, components: Sequence[Component] = ALL_COMPONENTS, run_bridge: bool = False
+    runtime: Runtime,
+    *,
+    components: Sequence[Component] = ALL_COMPONENTS,
+    run_bridge: bool = False,
+    run_jobs: bool = False,
 ) -> FastAPI:
-    """The HTTP surface of this process; with ``run_bridge`` the bridge worker runs in its lifespan and
-    delivers to the systems mounted here in-process (and to ``bridge.targets`` for the others)."""
+    """The HTTP surface of this process. With ``run_bridge`` the bridge worker runs in its lifespan and
+    delivers to the systems mounted here in-process (and to ``bridge.targets`` for the others); with
+    ``run_jobs`` the mounted systems' periodic jobs run too (each under a lease, one instance at a time)."""
     settings = runtime.settings
     transport = build_transport(runtime) if "bridge" in components else None
 
@@ -78,10 +96,16 @@ def create_app(
         if run_bridge and transport is not None:
             worker = build_worker(runtime, app, transport, [s for s in mounted if s != "bridge"])
             worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
+        job_tasks = [
+            asyncio.create_task(_job_runner(runtime, system).run(stop), name=f"{system}-jobs")
+            for system in (mounted if run_jobs else [])
+            if system in ("assethub", "derms")
+        ]
         try:
             yield
         finally:
             stop.set()
+            await asyncio.gather(*job_tasks, return_exceptions=True)
             if worker is not None and worker_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
@@ -148,9 +172,14 @@ def create_app(
 
 
 def create_asgi(
-    runtime: Runtime, *, components: Sequence[Component] = ALL_COMPONENTS, run_bridge: bool = False
+    runtime: Runtime,
+    *,
+    components: Sequence[Component] = ALL_COMPONENTS,
+    run_bridge: bool = False,
+    run_jobs: bool = False,
 ) -> BodySizeLimit:
     """The application as served: ``create_app`` behind the request body limit."""
     return BodySizeLimit(
-        create_app(runtime, components=components, run_bridge=run_bridge), runtime.settings.server.max_body_bytes
+        create_app(runtime, components=components, run_bridge=run_bridge, run_jobs=run_jobs),
+        runtime.settings.server.max_body_bytes,
     )

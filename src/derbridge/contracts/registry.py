@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
+from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -17,7 +18,8 @@ from derbridge.contracts import (
     event_reservation,
 )
 from derbridge.contracts.common import Acknowledgement
-from derbridge.contracts.envelope import Envelope, Flow, SystemName
+from derbridge.contracts.envelope import Endpoint, Envelope, Flow, SystemName
+from derbridge.infra.ids import new_id
 
 
 @dataclass(frozen=True)
@@ -164,3 +166,38 @@ def contract_of(envelope: Envelope) -> MessageContract:
 def parse_payload(envelope: Envelope) -> BaseModel:
     """The envelope's payload as its contract's model (raises pydantic.ValidationError when it is not)."""
     return contract_of(envelope).payload.model_validate(envelope.payload)
+
+
+def new_envelope(
+    message_type: str,
+    payload: BaseModel,
+    *,
+    business_key: str,
+    occurred_at: datetime,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    sequence: int | None = None,
+    source_instance: str = "default",
+    target_instance: str = "default",
+) -> Envelope:
+    """An envelope for ``payload`` of ``message_type``, with flow, source and target from the contract.
+
+    ``correlation_id`` defaults to the new message's own id (a message that starts a conversation).
+    """
+    contract = BY_TYPE[message_type]
+    if not isinstance(payload, contract.payload):
+        raise TypeError(f"{message_type} carries {contract.payload.__name__}, not {type(payload).__name__}")
+    message_id = new_id()
+    return Envelope(
+        message_id=message_id,
+        type=message_type,
+        flow=contract.flow,
+        correlation_id=correlation_id or message_id,
+        causation_id=causation_id,
+        source=Endpoint(system=contract.source, instance=source_instance),
+        target=Endpoint(system=contract.target, instance=target_instance),
+        business_key=business_key,
+        sequence=sequence,
+        occurred_at=occurred_at,
+        payload=payload.model_dump(mode="json"),
+    )

@@ -142,7 +142,28 @@ enrollments = Table(
     Column("requested_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # device-setup step (F2): when it started, and when the next status check is due
+    Column("setup_started_at", UTCDateTime),
+    Column("next_check_at", UTCDateTime, index=True),
+    # enrollment sync (F3): the last sequence sent, and what the DERMS made of it
+    Column("sync_sequence", Integer, nullable=False, server_default="0"),
+    Column("sync_state", String(16)),
+    Column("sync_detail", Text),
     UniqueConstraint("head_end_system", "request_id", name="uq_enrollments_request"),
+)
+
+enrollment_syncs = Table(
+    "enrollment_syncs",
+    metadata,
+    Column("sync_id", String(36), primary_key=True),
+    Column("enrollment_id", String(36), ForeignKey("enrollments.enrollment_id"), nullable=False, index=True),
+    Column("message_id", String(64), nullable=False, unique=True),
+    Column("sequence", Integer, nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("detail", Text),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("acknowledged_at", UTCDateTime),
 )
 
 enrollment_devices = Table(
@@ -260,6 +281,15 @@ device_scores = Table(
     Column("reliability", Float, nullable=False),
     Column("connectivity", Float, nullable=False),
     Column("fatigue", Float, nullable=False),
+)
+
+job_leases = Table(
+    "job_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("last_run_at", UTCDateTime),
 )
 
 # --- messaging: outbox (messages this system sends) and inbox (messages it applied) ----------------

@@ -318,4 +318,8 @@ async def list_device_scores(
 def mount(app: FastAPI) -> None:
     """Add Asset Hub's routes to ``app``."""
     app.include_router(router)
+    from derbridge.assethub import flows  # the flows' handlers must be registered before messages arrive
+
+    for flow_router in flows.routers():
+        app.include_router(flow_router)
     app.include_router(inbound_router(inbox))

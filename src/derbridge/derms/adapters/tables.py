@@ -8,6 +8,7 @@ communication status (from the edge), program events, reservations, outcomes and
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -198,6 +199,46 @@ outcomes = Table(
     Column("error_message", Text),
     Column("origin", String(16), nullable=False),
     Column("reported_at", UTCDateTime, nullable=False),
+)
+
+# --- enrollment requests (F1) and syncs (F3) --------------------------------------------------------
+
+enrollment_requests = Table(
+    "enrollment_requests",
+    metadata,
+    Column("head_end_system", String(ID), primary_key=True),
+    Column("request_id", String(ID), primary_key=True),
+    Column("message_id", String(64), nullable=False, index=True),
+    Column("request", JSON, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("answer", String(16)),
+    Column("enrollment_id", String(36), index=True),
+    Column("state", String(16)),
+    Column("rejections", JSON),
+    Column("answered_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+enrollment_sync_log = Table(
+    "enrollment_sync_log",
+    metadata,
+    Column("entry_id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("message_id", String(64), nullable=False),
+    Column("enrollment_id", String(36), nullable=False, index=True),
+    Column("sequence", BigInteger, nullable=False),
+    Column("change", String(16), nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("detail", Text),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+job_leases = Table(
+    "job_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("last_run_at", UTCDateTime),
 )
 
 # --- score snapshots ------------------------------------------------------------------------------

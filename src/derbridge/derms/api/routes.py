@@ -213,6 +213,12 @@ async def list_communication_status(
     )
 
 
+@router.post("/communication-status/batch", tags=["devices"])
+async def post_communication_statuses(engine: Engine, batch: s.CommunicationReportBatch) -> s.RecordedCount:
+    """Record many devices' communication status at once; per device the newest report wins."""
+    return s.RecordedCount(recorded=await communication.record_communication_statuses(engine, batch.reports))
+
+
 @router.get("/communication-status/{head_end_system}/{nic_id}", tags=["devices"])
 async def get_communication_status(engine: Engine, head_end_system: Id, nic_id: Id) -> s.CommunicationStatusOut:
     """A device's latest communication status."""
@@ -320,4 +326,8 @@ async def list_score_snapshots(engine: Engine, page: Paging) -> Page[s.ScoreSnap
 def mount(app: FastAPI) -> None:
     """Add the DERMS routes to ``app``."""
     app.include_router(router)
+    from derbridge.derms import flows  # the flows' handlers must be registered before messages arrive
+
+    for flow_router in flows.routers():
+        app.include_router(flow_router)
     app.include_router(inbound_router(inbox))

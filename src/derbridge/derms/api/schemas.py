@@ -143,6 +143,27 @@ class CommunicationStatusIn(BaseModel):
     source: HeadEnd = Field(description="The head-end system that reported it.")
 
 
+class CommunicationReport(CommunicationStatusIn):
+    """One device's communication status in a batch."""
+
+    head_end_system: HeadEnd
+    nic_id: NicId
+
+
+class CommunicationReportBatch(BaseModel):
+    """Many devices' communication status at once (an aggregator's heartbeat round)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[CommunicationReport] = Field(min_length=1, max_length=100_000)
+
+
+class RecordedCount(BaseModel):
+    """How many items were recorded."""
+
+    recorded: int
+
+
 class CommunicationStatusOut(_Out):
     """A device's latest communication status."""
 

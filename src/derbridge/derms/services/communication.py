@@ -7,13 +7,14 @@ deliver late and out of order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.api.schemas import CommunicationStatusIn
+from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatusIn
 from derbridge.infra.db import utcnow
 from derbridge.infra.upsert import insert_for
 
@@ -54,3 +55,33 @@ async def record_communication_status(
             .one()
         )
     return dict(stored), changed
+
+
+async def record_communication_statuses(engine: AsyncEngine, reports: Sequence[CommunicationReport]) -> int:
+    """Store many reports in one statement (``executemany`` of the same conditional upsert); returns how
+    many were given. The newest report per device wins, whatever the order they arrive in."""
+    if not reports:
+        return 0
+    table = t.communication_status
+    now = utcnow()
+    rows = [
+        {
+            "head_end_system": r.head_end_system,
+            "nic_id": r.nic_id,
+            "communication_status": r.communication_status.value,
+            "last_communication_at": r.last_communication_at,
+            "operating_state": r.operating_state,
+            "source": r.source,
+            "updated_at": now,
+        }
+        for r in reports
+    ]
+    async with engine.begin() as connection:
+        insert = insert_for(connection.dialect.name, table)
+        statement = insert.on_conflict_do_update(
+            index_elements=[table.c.head_end_system, table.c.nic_id],
+            set_={k: insert.excluded[k] for k in rows[0] if k not in {"head_end_system", "nic_id"}},
+            where=insert.excluded.last_communication_at >= table.c.last_communication_at,
+        )
+        await connection.execute(statement, rows)
+    return len(rows)

@@ -1,20 +1,29 @@
-"""Program events in the DERMS: create one and reserve its devices (F5), cancel one before it starts (F6).
+"""Program events in the DERMS: create one and reserve its devices (F5), cancel one before it starts (F6),
+and move events through their lifecycle as the business clock passes their start and their closing time (F7).
 
 Candidates are selected set-based in one query (the four conditions of
 :func:`derbridge.derms.domain.reservation.is_candidate`), ranked by the pure
-:func:`~derbridge.derms.domain.reservation.select_reservations`, and stored with one bulk insert.
+:func:`~derbridge.derms.domain.reservation.select_reservations`, and stored with one bulk insert. Every
+change writes its message to Asset Hub (:mod:`derbridge.derms.services.event_messages`) in its own
+transaction. "Now" is the business clock (:func:`derbridge.infra.clock.now`) unless the caller gives it.
+
+The job ``event-lifecycle`` (every 5 s, :func:`advance_lifecycle`) starts SCHEDULED events whose start has
+come and closes ACTIVE ones at ``end_at + grace``: every reserved device without an outcome gets
+NON_RESPONSIVE, the event becomes COMPLETED, and one ``event-outcome.v1`` message carries those outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, exists, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import DermsProgramStatus, EventCancel, EventIn
 from derbridge.derms.domain.event import (
@@ -24,11 +33,25 @@ from derbridge.derms.domain.event import (
     EventTarget,
     EventWindow,
     plan_cancellation,
+    transitions_due,
 )
 from derbridge.derms.domain.reservation import Candidate, ReservationPlan, select_reservations
-from derbridge.infra.db import utcnow
+from derbridge.derms.jobs import jobs
+from derbridge.derms.services.event_messages import (
+    ReservationFiles,
+    queue_cancellation,
+    queue_outcomes,
+    queue_reservation,
+)
+from derbridge.infra import clock
 from derbridge.infra.ids import new_id
 from derbridge.infra.problems import FieldError, ProblemError, not_found
+from derbridge.infra.upsert import insert_for
+
+log = structlog.get_logger("derbridge.derms.events")
+
+LIFECYCLE_EVERY = timedelta(seconds=5)
+"""How often the ``event-lifecycle`` job looks for events to start or close (wall-clock interval)."""
 
 LIVE_STATUSES = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
 
@@ -130,10 +153,20 @@ def _event_row(event_id: str, instance: str, request: EventIn, plan: Reservation
 
 
 async def create_event(
-    engine: AsyncEngine, request: EventIn, derms_instance_id: str, now: datetime | None = None
+    engine: AsyncEngine,
+    request: EventIn,
+    derms_instance_id: str,
+    *,
+    files: ReservationFiles | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Create a SCHEDULED event and reserve its devices; a shortfall is reported on the event, not raised."""
-    now = now or utcnow()
+    """Create a SCHEDULED event and reserve its devices; a shortfall is reported on the event, not raised.
+
+    The event, its reservations and its ``event-reservation.v1`` message commit together. ``files`` says
+    where a reservation list too long for a message goes (default: the process's configuration, see
+    :func:`~derbridge.derms.services.event_messages.use_reservation_files`).
+    """
+    now = now or clock.now()
     if request.start_at <= now:
         raise ProblemError(
             422,
@@ -195,14 +228,18 @@ async def create_event(
                     for rank, c in enumerate(plan.reserved, start=1)
                 ],
             )
+        await queue_reservation(connection, event_id, now, files)
     return event
 
 
 async def cancel_event(
     engine: AsyncEngine, event_id: str, cancel: EventCancel, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Cancel a SCHEDULED event before its start and release its reservations; 409 once it has started."""
-    now = now or utcnow()
+    """Cancel a SCHEDULED event before its start and release its reservations; 409 once it has started.
+
+    The cancellation, the releases and the ``event-cancellation.v1`` message commit together.
+    """
+    now = now or clock.now()
     async with engine.begin() as connection:
         event = (
             (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id)))
@@ -237,9 +274,135 @@ async def cancel_event(
             .where(t.reservations.c.event_id == event_id, t.reservations.c.status == "RESERVED")
             .values(status="RELEASED", released_at=now, release_reason="event cancelled")
         )
+        await queue_cancellation(connection, event_id, event["derms_instance_id"], cancel.reason_text, now)
         refreshed = (
             (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id)))
             .mappings()
             .one()
         )
     return dict(refreshed)
+
+
+# --- the lifecycle, driven by the business clock ---------------------------------------------------------
+
+
+def grace_of(outcome_grace_hours: float) -> timedelta:
+    """A program's closing grace (``programs.outcome_grace_hours``) as a duration."""
+    return timedelta(hours=outcome_grace_hours)
+
+
+async def advance_lifecycle(engine: AsyncEngine, now: datetime) -> int:
+    """Apply the transitions the clock has made due at ``now``; returns how many events changed status.
+
+    SCHEDULED events whose start has come become ACTIVE together in one statement. Each event whose
+    ``end_at + grace`` has come is then closed in a transaction of its own (:func:`close_event`), so one
+    large event does not hold the others back. Running this twice changes nothing the second time.
+    """
+    e, p = t.program_events, t.programs
+    async with engine.begin() as connection:
+        # Only events that have started can have a transition due; the domain decides which, per event
+        # (a handful of live events, while their devices are handled set-based).
+        live = await connection.execute(
+            select(e.c.event_id, e.c.status, e.c.start_at, e.c.end_at, p.c.outcome_grace_hours)
+            .join(p, p.c.program_code == e.c.program_code)
+            .where(e.c.status.in_(LIVE_STATUSES), e.c.start_at <= now)
+        )
+        starting: list[str] = []
+        closing: list[str] = []
+        for row in live:
+            steps = transitions_due(
+                EventWindow(row.start_at, row.end_at), EventStatus(row.status), now, grace_of(0)
+            )
+            if EventStatus.ACTIVE in steps:
+                starting.append(row.event_id)
+            if EventStatus.COMPLETED in steps:
+                closing.append(row.event_id)
+        started = 0
+        if starting:
+            result = await connection.execute(
+                e.update()
+                .where(e.c.event_id.in_(starting), e.c.status == EventStatus.SCHEDULED.value)
+                .values(status=EventStatus.ACTIVE.value)
+            )
+            started = result.rowcount
+    closed = 0
+    for event_id in closing:
+        closed += await close_event(engine, event_id, now)
+    if started or closed:
+        log.info("event lifecycle advanced", started=started, closed=closed)
+    return started + closed
+
+
+async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
+    """Close an ACTIVE event: every device it holds without an outcome gets NON_RESPONSIVE (origin CLOSED),
+    the event becomes COMPLETED at ``now``, and one ``event-outcome.v1`` message carries those outcomes
+    (split only past the per-message batch size). Returns 1 if it closed the event, 0 if it was not ACTIVE.
+
+    The caller decides that closing is due (:func:`advance_lifecycle`).
+    """
+    e, r, o, d = t.program_events, t.reservations, t.outcomes, t.devices
+    async with engine.begin() as connection:
+        # The status update comes first: it locks the event row, and outcome reports lock it too
+        # (outcomes.record_outcomes), so a report is either in before the silent devices are chosen or
+        # lands on the COMPLETED event afterwards and replaces the NON_RESPONSIVE.
+        updated = await connection.execute(
+            e.update()
+            .where(e.c.event_id == event_id, e.c.status == EventStatus.ACTIVE.value)
+            .values(status=EventStatus.COMPLETED.value, closed_at=now)
+        )
+        if updated.rowcount != 1:
+            return 0
+        instance = await connection.scalar(select(e.c.derms_instance_id).where(e.c.event_id == event_id))
+        silent = (
+            await connection.execute(
+                select(r.c.device_id, d.c.head_end_system, d.c.nic_id)
+                .join(d, d.c.device_id == r.c.device_id)
+                .where(
+                    r.c.event_id == event_id,
+                    r.c.status == "RESERVED",
+                    ~exists(select(o.c.device_id).where(o.c.event_id == event_id, o.c.device_id == r.c.device_id)),
+                )
+                .order_by(r.c.rank)
+            )
+        ).all()
+        if silent:
+            await connection.execute(
+                insert_for(connection.dialect.name, o).on_conflict_do_nothing(
+                    index_elements=[o.c.event_id, o.c.device_id]
+                ),
+                [
+                    {
+                        "event_id": event_id,
+                        "device_id": row.device_id,
+                        "outcome": Outcome.NON_RESPONSIVE.value,
+                        "preemptive_opt_out": False,
+                        "participation_start_at": None,
+                        "participation_end_at": None,
+                        "shed_kw": None,
+                        "error_message": None,
+                        "origin": "CLOSED",
+                        "reported_at": now,
+                    }
+                    for row in silent
+                ],
+            )
+            await queue_outcomes(
+                connection,
+                event_id,
+                str(instance),
+                [
+                    DeviceOutcome(
+                        head_end_system=row.head_end_system, nic_id=row.nic_id, outcome=Outcome.NON_RESPONSIVE
+                    )
+                    for row in silent
+                ],
+                now,
+            )
+    log.info("event closed", event_id=event_id, non_responsive=len(silent))
+    return 1
+
+
+@jobs.job("event-lifecycle", every=LIFECYCLE_EVERY)
+async def event_lifecycle_job(engine: AsyncEngine, now: datetime) -> int:
+    """The ``event-lifecycle`` job: :func:`advance_lifecycle` at the business time ``now``."""
+    return await advance_lifecycle(engine, now)

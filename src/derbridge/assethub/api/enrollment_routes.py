@@ -1,0 +1,137 @@
+"""F3 in Asset Hub's API: end an ACTIVE enrollment, replace its device, and see its syncs to the DERMS.
+
+``POST /enrollments/{id}/unenroll`` and ``POST /enrollments/{id}/replace-device`` call
+:mod:`derbridge.assethub.services.enrollment_sync`; ``GET /enrollments/{id}/syncs`` reads what Asset Hub
+knows of each sync (SENT until the DERMS acknowledges it; a sync the DERMS cannot apply yet is parked in
+the bridge: ``derbridge messages list --state parked --business-key ENROLLMENT_ID``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.services import enrollment_sync as service
+from derbridge.assethub.services.enrollment_sync import DeviceKey, EnrollmentChange, ReplacementDevice
+from derbridge.contracts.enrollment_sync import SyncChange
+from derbridge.infra.listing import get_one
+from derbridge.infra.problems import PROBLEM_RESPONSES
+from derbridge.infra.web import NO_NUL, IdPath, require_service_token
+
+router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+Engine = Annotated[AsyncEngine, Depends(_engine)]
+
+
+class UnenrollIn(BaseModel):
+    """Why the enrollment ends (kept on its UNENROLLED transition)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, pattern=NO_NUL, examples=["customer moved out"])
+
+
+class ReplaceDeviceIn(BaseModel):
+    """The device taken out, and the device put in its place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    old: DeviceKey
+    new: ReplacementDevice
+
+
+class SyncOut(BaseModel):
+    """One enrollment sync sent to the DERMS and, once acknowledged, what the DERMS made of it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    sync_id: str
+    message_id: str = Field(description="The message's id: search the bridge by it (`derbridge messages show`).")
+    sequence: int
+    change: SyncChange
+    state: str = Field(description="SENT, APPLIED, STALE or FAILED.")
+    detail: str | None = None
+    sent_at: datetime
+    acknowledged_at: datetime | None = None
+
+
+class EnrollmentChangeOut(BaseModel):
+    """The enrollment after the change, and the sync that tells the DERMS."""
+
+    enrollment_id: str
+    state: str
+    change: SyncChange
+    at: datetime
+    sync: SyncOut
+
+
+class EnrollmentSyncsOut(BaseModel):
+    """An enrollment's sync state (of its latest sync) and every sync it had, oldest first."""
+
+    enrollment_id: str
+    sync_state: str | None = Field(description="SENT, APPLIED, STALE or FAILED; null before the first sync.")
+    sync_detail: str | None
+    sync_sequence: int
+    syncs: list[SyncOut]
+
+
+def _out(change: EnrollmentChange) -> EnrollmentChangeOut:
+    return EnrollmentChangeOut(
+        enrollment_id=change.enrollment_id,
+        state=change.state.value,
+        change=change.change,
+        at=change.at,
+        sync=SyncOut(
+            sync_id=change.sync.sync_id,
+            message_id=change.sync.message_id,
+            sequence=change.sync.sequence,
+            change=change.sync.change,
+            state=service.SyncState.SENT.value,
+            sent_at=change.at,
+        ),
+    )
+
+
+@router.post("/enrollments/{enrollment_id}/unenroll", tags=["enrollments"])
+async def unenroll(engine: Engine, enrollment_id: IdPath, body: UnenrollIn) -> EnrollmentChangeOut:
+    """End an ACTIVE enrollment: it becomes UNENROLLED (kept with the reason) and the DERMS is told to make
+    its devices unavailable. 409 from any other state."""
+    return _out(await service.unenroll(engine, enrollment_id, body.reason))
+
+
+@router.post("/enrollments/{enrollment_id}/replace-device", tags=["enrollments"])
+async def replace_device(engine: Engine, enrollment_id: IdPath, body: ReplaceDeviceIn) -> EnrollmentChangeOut:
+    """Swap a device of an ACTIVE enrollment: the old device is removed (kept for history), the new one
+    added, and the DERMS makes the old one unavailable and the new one available in one step. 409 when the
+    enrollment is not ACTIVE or the new device is enrolled elsewhere; 422 for a device that cannot be
+    swapped in or out."""
+    return _out(await service.replace_device(engine, enrollment_id, body.old, body.new))
+
+
+@router.get("/enrollments/{enrollment_id}/syncs", tags=["enrollments"])
+async def list_syncs(engine: Engine, enrollment_id: IdPath) -> EnrollmentSyncsOut:
+    """The enrollment's sync state and the history of its syncs to the DERMS."""
+    s = t.enrollment_syncs
+    async with engine.connect() as connection:
+        enrollment = await get_one(connection, t.enrollments, "enrollment_id", enrollment_id, "enrollment")
+        rows = await connection.execute(select(s).where(s.c.enrollment_id == enrollment_id).order_by(s.c.sequence))
+        syncs = [SyncOut.model_validate(row) for row in rows]
+    return EnrollmentSyncsOut(
+        enrollment_id=enrollment_id,
+        sync_state=enrollment["sync_state"],
+        sync_detail=enrollment["sync_detail"],
+        sync_sequence=enrollment["sync_sequence"],
+        syncs=syncs,
+    )

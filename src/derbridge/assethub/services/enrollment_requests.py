@@ -1,0 +1,467 @@
+"""F1 · enrollment-request, Asset Hub's end: validate each request of a batch, record it, answer it.
+
+The DERMS forwards an aggregator's requests as one ``enrollment-request.v1`` message (one request or a
+batch of up to 10,000 from one head-end). :func:`apply_enrollment_requests` handles the batch in the inbox
+transaction:
+
+1. requests already seen — same ``(head_end_system, request_id)``, in an earlier message or earlier in this
+   one — get their first answer back, never a second enrollment;
+2. the facts every new request needs are read set-based, a few queries for the whole batch: the accounts
+   with their premises and service points, the programs, and the non-terminal enrollments of every
+   requested device;
+3. each request is validated on its own by the pure
+   :func:`~derbridge.assethub.domain.enrollment_validation.validate_enrollment_request`, in batch order; an
+   accepted request holds its devices from then on, so a device requested twice in one batch is
+   DEVICE_ALREADY_ENROLLED the second time;
+4. accepted requests insert their devices (upsert by ``(head_end_system, nic_id)``), an enrollment in
+   PENDING, its devices and its transition; refused ones an enrollment in REJECTED with its rejections and
+   the transition ``None → REJECTED`` — all with bulk statements;
+5. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox.
+
+Decisions where flows.md is open:
+
+* ``start_date``: the DERMS API takes it as text and forwards an unparseable one in ``raw_start_date``
+  (``start_date`` empty); Asset Hub refuses that request alone with INVALID_REQUEST on
+  ``program.start_date``.
+* The answer's ``state`` is the state the enrollment was created in (PENDING or REJECTED): a repeated
+  request gets that first answer even when the enrollment has moved on since; the later lifecycle reaches
+  the DERMS by enrollment sync (F3).
+* A rejected request's transition reason lists its codes and fields, e.g.
+  ``UNKNOWN_ACCOUNT (customer.cis_account_id)``; the details are on the enrollment's ``rejections``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.enrollment import (
+    NON_TERMINAL_STATES,
+    DeviceRef,
+    EnrollmentState,
+    Transition,
+    plan_transition,
+)
+from derbridge.assethub.domain.enrollment_validation import (
+    AccountFacts,
+    ActiveEnrollment,
+    EnrollmentFacts,
+    EnrollmentRequest,
+    EnrollmentRequestDevice,
+    Rejection,
+    RejectionReason,
+    validate_enrollment_request,
+)
+from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
+from derbridge.assethub.messages import inbox
+from derbridge.cis.extract import AccountStatus
+from derbridge.contracts import enrollment_request as contract
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.infra import clock
+from derbridge.infra.ids import new_id
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.upsert import insert_for
+
+T = TypeVar("T")
+
+CHUNK = 1000
+"""Keys per ``IN (…)`` list: well under SQLite's and PostgreSQL's bound-parameter limits, even for pairs."""
+
+_NON_TERMINAL = sorted(s.value for s in NON_TERMINAL_STATES)
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size`` (for ``IN`` lists of bounded length)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def program_from_row(row: Mapping[str, Any]) -> Program:
+    """The domain :class:`Program` of a ``programs`` row."""
+    return Program(
+        program_code=row["program_code"],
+        name=row["name"],
+        status=ProgramStatus(row["status"]),
+        enrollment_opens_at=row["enrollment_opens_at"],
+        enrollment_closes_at=row["enrollment_closes_at"],
+        eligible_device_types=frozenset(DeviceType(d) for d in row["eligible_device_types"]),
+        excluded_program_codes=frozenset(row["excluded_program_codes"]),
+        rules=ProgramRules.model_validate(row["rules"]),
+    )
+
+
+def first_answer(
+    request_id: str, enrollment_id: str, state: str, rejections: Iterable[Mapping[str, Any]]
+) -> contract.EnrollmentAnswer:
+    """The answer Asset Hub gave when it first saw a request, rebuilt from the enrollment it recorded."""
+    if state == EnrollmentState.REJECTED.value:
+        return contract.EnrollmentAnswer(
+            request_id=request_id,
+            answer=contract.Answer.REJECTED,
+            enrollment_id=enrollment_id,
+            state=EnrollmentState.REJECTED.value,
+            rejections=[contract.RejectionDetail.model_validate(r) for r in rejections],
+        )
+    # Every other state was reached from PENDING, the state an accepted request is created in.
+    return contract.EnrollmentAnswer(
+        request_id=request_id,
+        answer=contract.Answer.ACCEPTED,
+        enrollment_id=enrollment_id,
+        state=EnrollmentState.PENDING.value,
+    )
+
+
+def to_domain(head_end_system: str, request: contract.EnrollmentRequest) -> EnrollmentRequest:
+    """The validation input of one contract request sent by ``head_end_system``."""
+    return EnrollmentRequest(
+        head_end_system=head_end_system,
+        request_id=request.request_id,
+        requested_at=request.requested_at,
+        cis_person_id=request.customer.cis_person_id,
+        cis_account_id=request.customer.cis_account_id,
+        program_code=request.program.program_code,
+        cis_premise_id=request.location.cis_premise_id,
+        cis_service_point_id=request.location.cis_service_point_id,
+        start_date=request.program.start_date,
+        end_date=request.program.end_date,
+        devices=tuple(
+            EnrollmentRequestDevice(
+                sequence=d.sequence,
+                device_type=d.device_type,
+                manufacturer=d.manufacturer,
+                model=d.model,
+                serial_no=d.serial_no,
+                nic_id=d.nic_id,
+                head_end_system=d.head_end_system,
+                badge_no=d.badge_no,
+            )
+            for d in request.devices
+        ),
+        installation_method=request.installation_method,
+        asset_ownership=request.asset_ownership,
+    )
+
+
+def _with_start_date_check(request: contract.EnrollmentRequest, rejections: tuple[Rejection, ...]) -> list[Rejection]:
+    """``rejections`` plus INVALID_REQUEST for a start date that was not a date, kept in payload order
+    (before the program's other fields and the devices)."""
+    out = list(rejections)
+    if request.raw_start_date is None:
+        return out
+    bad_date = Rejection(
+        RejectionReason.INVALID_REQUEST,
+        "program.start_date",
+        f"start_date {request.raw_start_date!r} is not a date; send it as YYYY-MM-DD, or leave it out",
+    )
+    position = next(
+        (i for i, r in enumerate(out) if r.field is not None and r.field.startswith(("program.", "devices"))),
+        len(out),
+    )
+    out.insert(position, bad_date)
+    return out
+
+
+async def lock_device_holdings(connection: AsyncConnection) -> None:
+    """Serialise, until the caller's transaction ends, the changes that decide which enrollment holds a
+    device (accepting F1 requests; a device replacement may take the same lock).
+
+    Validation reads the devices' enrollments and then writes new ones: two batches asking for the same
+    device at once must not both see it free. PostgreSQL takes a transaction advisory lock; SQLite already
+    admits one writer at a time (one connection per process, and the database's write lock across them).
+    """
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('assethub.device-holdings'))"))
+
+
+# --- facts, read set-based --------------------------------------------------------------------------------
+
+
+async def _seen_before(
+    connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str]
+) -> dict[str, contract.EnrollmentAnswer]:
+    e = t.enrollments
+    seen: dict[str, contract.EnrollmentAnswer] = {}
+    for part in chunks(request_ids):
+        rows = await connection.execute(
+            select(e.c.request_id, e.c.enrollment_id, e.c.state, e.c.rejections).where(
+                e.c.head_end_system == head_end_system, e.c.request_id.in_(part)
+            )
+        )
+        for row in rows:
+            seen[row.request_id] = first_answer(row.request_id, row.enrollment_id, row.state, row.rejections)
+    return seen
+
+
+async def _accounts(connection: AsyncConnection, account_ids: Sequence[str]) -> dict[str, AccountFacts]:
+    holders: dict[str, tuple[str, str]] = {}
+    premises: defaultdict[str, set[str]] = defaultdict(set)
+    points: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
+    p, sp = t.premises, t.service_points
+    for part in chunks(account_ids):
+        rows = await connection.execute(
+            select(t.accounts.c.cis_account_id, t.accounts.c.cis_person_id, t.accounts.c.status).where(
+                t.accounts.c.cis_account_id.in_(part)
+            )
+        )
+        for row in rows:
+            holders[row.cis_account_id] = (row.cis_person_id, row.status)
+        rows = await connection.execute(
+            select(p.c.cis_account_id, p.c.cis_premise_id, sp.c.cis_service_point_id)
+            .select_from(p.outerjoin(sp, sp.c.cis_premise_id == p.c.cis_premise_id))
+            .where(p.c.cis_account_id.in_(part))
+        )
+        for row in rows:
+            premises[row.cis_account_id].add(row.cis_premise_id)
+            if row.cis_service_point_id is not None:
+                points[row.cis_account_id].add((row.cis_premise_id, row.cis_service_point_id))
+    return {
+        account_id: AccountFacts(
+            cis_account_id=account_id,
+            cis_person_id=person_id,
+            status=AccountStatus(status),
+            premise_ids=frozenset(premises[account_id]),
+            service_point_ids=frozenset(points[account_id]),
+        )
+        for account_id, (person_id, status) in holders.items()
+    }
+
+
+async def _programs(connection: AsyncConnection, codes: Sequence[str]) -> dict[str, Program]:
+    found: dict[str, Program] = {}
+    for part in chunks(codes):
+        rows = await connection.execute(select(t.programs).where(t.programs.c.program_code.in_(part)))
+        for row in rows.mappings():
+            found[row["program_code"]] = program_from_row(dict(row))
+    return found
+
+
+async def _holdings(
+    connection: AsyncConnection, devices: Sequence[DeviceRef]
+) -> defaultdict[DeviceRef, list[ActiveEnrollment]]:
+    """The non-terminal enrollments that hold each of ``devices`` (a device's current, unremoved place)."""
+    held: defaultdict[DeviceRef, list[ActiveEnrollment]] = defaultdict(list)
+    d, ed, e = t.devices, t.enrollment_devices, t.enrollments
+    for part in chunks(devices, CHUNK // 2):
+        rows = await connection.execute(
+            select(d.c.head_end_system, d.c.nic_id, e.c.enrollment_id, e.c.program_code)
+            .select_from(d.join(ed, ed.c.device_id == d.c.device_id).join(e, e.c.enrollment_id == ed.c.enrollment_id))
+            .where(
+                tuple_(d.c.head_end_system, d.c.nic_id).in_([(r.head_end_system, r.nic_id) for r in part]),
+                ed.c.removed_at.is_(None),
+                e.c.state.in_(_NON_TERMINAL),
+            )
+            .order_by(e.c.enrollment_id)
+        )
+        for row in rows:
+            ref = DeviceRef(row.head_end_system, row.nic_id)
+            held[ref].append(ActiveEnrollment(row.enrollment_id, row.program_code, ref))
+    return held
+
+
+# --- the batch ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Writes:
+    """The rows a batch adds, collected while validating and written with one statement per table."""
+
+    enrollments: list[dict[str, Any]]
+    transitions: list[Transition]
+    devices: dict[DeviceRef, dict[str, Any]]
+    enrollment_devices: list[tuple[str, DeviceRef, int]]
+
+
+def _enrollment_row(
+    head_end_system: str,
+    request: contract.EnrollmentRequest,
+    enrollment_id: str,
+    state: EnrollmentState,
+    rejections: Sequence[Rejection],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "enrollment_id": enrollment_id,
+        "head_end_system": head_end_system,
+        "request_id": request.request_id,
+        "program_code": request.program.program_code,
+        "cis_person_id": request.customer.cis_person_id,
+        "cis_account_id": request.customer.cis_account_id,
+        "cis_premise_id": request.location.cis_premise_id,
+        "cis_service_point_id": request.location.cis_service_point_id,
+        "state": state.value,
+        "installation_method": request.installation_method,
+        "asset_ownership": request.asset_ownership,
+        "start_date": request.program.start_date.isoformat() if request.program.start_date else None,
+        "end_date": request.program.end_date.isoformat() if request.program.end_date else None,
+        "rejections": [{"code": r.code.value, "field": r.field, "detail": r.detail} for r in rejections],
+        "requested_at": request.requested_at,
+        "created_at": now,
+        "updated_at": now,
+        "setup_started_at": None,
+        "next_check_at": None,
+    }
+
+
+def _rejection_reason(rejections: Sequence[Rejection]) -> str:
+    return "; ".join(f"{r.code.value} ({r.field})" if r.field else r.code.value for r in rejections)
+
+
+async def _write(connection: AsyncConnection, writes: _Writes) -> None:
+    dialect = connection.dialect.name
+    device_ids: dict[DeviceRef, int] = {}
+    if writes.devices:
+        upsert = insert_for(dialect, t.devices)
+        # A device known from an earlier enrollment keeps its id and creation time; its description is the
+        # one of the latest accepted request.
+        statement = upsert.on_conflict_do_update(
+            index_elements=[t.devices.c.head_end_system, t.devices.c.nic_id],
+            set_={
+                name: upsert.excluded[name]
+                for name in ("device_type", "manufacturer", "model", "serial_no", "badge_no")
+            },
+        ).returning(t.devices.c.device_id, t.devices.c.head_end_system, t.devices.c.nic_id)
+        rows = await connection.execute(statement, list(writes.devices.values()))
+        device_ids = {DeviceRef(r.head_end_system, r.nic_id): r.device_id for r in rows}
+    if writes.enrollments:
+        await connection.execute(t.enrollments.insert(), writes.enrollments)
+    if writes.enrollment_devices:
+        added = {e["enrollment_id"]: e["created_at"] for e in writes.enrollments}
+        await connection.execute(
+            t.enrollment_devices.insert(),
+            [
+                {
+                    "enrollment_id": enrollment_id,
+                    "device_id": device_ids[ref],
+                    "sequence": sequence,
+                    "added_at": added[enrollment_id],
+                    "removed_at": None,
+                }
+                for enrollment_id, ref, sequence in writes.enrollment_devices
+            ],
+        )
+    if writes.transitions:
+        await connection.execute(t.enrollment_transitions.insert(), transition_rows(writes.transitions))
+
+
+def transition_rows(transitions: Iterable[Transition]) -> list[dict[str, Any]]:
+    """``enrollment_transitions`` rows of ``transitions`` (for one executemany)."""
+    return [
+        {
+            "enrollment_id": x.enrollment_id,
+            "from_state": x.from_state.value if x.from_state is not None else None,
+            "to_state": x.to_state.value,
+            "at": x.at,
+            "reason": x.reason,
+        }
+        for x in transitions
+    ]
+
+
+async def apply_enrollment_requests(
+    connection: AsyncConnection, batch: contract.EnrollmentRequestBatch, *, now: datetime
+) -> list[contract.EnrollmentAnswer]:
+    """Validate and record every request of ``batch`` at business time ``now``; one answer per request, in
+    batch order. Runs inside the caller's transaction (the inbox's)."""
+    head_end = batch.head_end_system
+    requests = batch.requests
+    await lock_device_holdings(connection)
+    seen = await _seen_before(connection, head_end, sorted({r.request_id for r in requests}))
+
+    first_of: dict[str, int] = {}
+    new: list[int] = []
+    for index, request in enumerate(requests):
+        if request.request_id not in seen and request.request_id not in first_of:
+            first_of[request.request_id] = index
+            new.append(index)
+
+    answers: dict[int, contract.EnrollmentAnswer] = {}
+    if new:
+        domain = {i: to_domain(head_end, requests[i]) for i in new}
+        refs = sorted(
+            {d.device_ref for i in new for d in domain[i].devices}, key=lambda r: (r.head_end_system, r.nic_id)
+        )
+        holdings = await _holdings(connection, refs)
+        accounts = await _accounts(connection, sorted({requests[i].customer.cis_account_id for i in new}))
+        codes = {requests[i].program.program_code for i in new}
+        codes |= {held.program_code for enrollments in holdings.values() for held in enrollments}
+        programs = await _programs(connection, sorted(codes))
+
+        writes = _Writes([], [], {}, [])
+        for i in new:
+            request = requests[i]
+            checked = domain[i]
+            facts = EnrollmentFacts(
+                account=accounts.get(checked.cis_account_id),
+                program=programs.get(checked.program_code),
+                active_enrollments_of_devices={d.device_ref: tuple(holdings[d.device_ref]) for d in checked.devices},
+                programs_by_code=programs,
+            )
+            rejections = _with_start_date_check(request, validate_enrollment_request(checked, facts, now))
+            enrollment_id = new_id()
+            if rejections:
+                state = EnrollmentState.REJECTED
+                writes.transitions.append(
+                    plan_transition(enrollment_id, None, state, now, _rejection_reason(rejections))
+                )
+            else:
+                state = EnrollmentState.PENDING
+                writes.transitions.append(plan_transition(enrollment_id, None, state, now))
+                for device in request.devices:
+                    ref = DeviceRef(device.head_end_system, device.nic_id)
+                    # From now on this request holds the device: a later request of the batch for it is
+                    # judged against this enrollment exactly as against one already stored.
+                    holdings[ref].append(ActiveEnrollment(enrollment_id, checked.program_code, ref))
+                    writes.devices[ref] = {
+                        "head_end_system": device.head_end_system,
+                        "nic_id": device.nic_id,
+                        "device_type": device.device_type,
+                        "manufacturer": device.manufacturer,
+                        "model": device.model,
+                        "serial_no": device.serial_no,
+                        "badge_no": device.badge_no,
+                        "created_at": now,
+                    }
+                    writes.enrollment_devices.append((enrollment_id, ref, device.sequence))
+            row = _enrollment_row(head_end, request, enrollment_id, state, rejections, now)
+            writes.enrollments.append(row)
+            answers[i] = first_answer(request.request_id, enrollment_id, state.value, row["rejections"])
+        await _write(connection, writes)
+
+    return [seen.get(r.request_id) or answers.get(i) or answers[first_of[r.request_id]] for i, r in enumerate(requests)]
+
+
+@inbox.handles(contract.TYPE)
+async def handle_enrollment_request(
+    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentRequestBatch
+) -> dict[str, Any]:
+    """Answer an ``enrollment-request.v1`` batch with one ``enrollment-response.v1`` (same order, same
+    correlation id, caused by the request message)."""
+    now = clock.now()
+    answers = await apply_enrollment_requests(connection, payload, now=now)
+    reply = new_envelope(
+        contract.RESPONSE_TYPE,
+        contract.EnrollmentResponseBatch(head_end_system=payload.head_end_system, answers=answers),
+        business_key=envelope.business_key,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.message_id,
+        occurred_at=now,
+        source_instance=envelope.target.instance,
+        target_instance=envelope.source.instance,
+    )
+    await write_outbox(connection, t.outbox, [reply])
+    accepted = sum(1 for a in answers if a.answer is contract.Answer.ACCEPTED)
+    # The inbox keeps this summary, not the answers: they travel in the reply, and a batch may hold 10,000.
+    return {
+        "requests": len(answers),
+        "accepted": accepted,
+        "rejected": len(answers) - accepted,
+        "reply_message_id": reply.message_id,
+    }

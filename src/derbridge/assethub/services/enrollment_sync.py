@@ -1,0 +1,809 @@
+"""F3 · enrollment-sync, Asset Hub's side: tell the DERMS when an enrollment becomes ACTIVE, is unenrolled
+or has its device replaced, and record what the DERMS made of it.
+
+- :func:`queue_enrollment_sync` writes one ``enrollment-sync.v1`` per enrollment into the outbox, inside
+  the caller's transaction (the one making the lifecycle change), and records it in ``enrollment_syncs``
+  (state SENT). The envelope's ``sequence`` is the enrollment's ``sync_sequence``, bumped by one per sync,
+  so the DERMS can ignore a change older than one it applied.
+- :func:`unenroll` and :func:`replace_device` are the operators' and agents' changes of an ACTIVE
+  enrollment (API: ``POST /assethub/v1/enrollments/{id}/unenroll`` and ``…/replace-device``; CLI:
+  ``derbridge assethub unenroll`` and ``replace-device``). Each is one transaction: the change, its kept
+  transition, and its sync.
+- The handler of ``enrollment-sync-ack.v1`` sets the sync (and the enrollment's ``sync_state``) to
+  APPLIED, STALE or FAILED with the DERMS's detail.
+
+Every sync carries the **whole** device list of the enrollment with the availability each device must
+have afterwards, not only the devices the change touched: a replaced device is listed UNAVAILABLE in every
+later sync. Each message is then a complete statement of the enrollment's devices, so the DERMS rule "the
+highest sequence wins, older ones are ignored" is right even when a middle message arrives late: an
+UNENROLLED that overtakes a DEVICE_REPLACED still makes the replaced device UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.enrollment import (
+    NON_TERMINAL_STATES,
+    DeviceRef,
+    EnrollmentState,
+    IllegalTransition,
+    Transition,
+    plan_device_replacement,
+    plan_transition,
+)
+from derbridge.assethub.domain.enrollment_validation import (
+    ActiveEnrollment,
+    EnrollmentFacts,
+    EnrollmentRequest,
+    EnrollmentRequestDevice,
+    RejectionReason,
+    validate_enrollment_request,
+)
+from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
+from derbridge.assethub.messages import inbox
+from derbridge.contracts import enrollment_sync as contract
+from derbridge.contracts.common import Acknowledgement, AckStatus
+from derbridge.contracts.enrollment_sync import DeviceAvailability, SubscriptionStatus, SyncChange
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.infra import clock
+from derbridge.infra.ids import new_id
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.problems import FieldError, ProblemError, not_found
+from derbridge.infra.upsert import insert_for
+
+HEAD_END_PATTERN: Final = r"^[A-Z0-9][A-Z0-9_-]{0,63}$"
+"""What the message contracts accept as a head-end system name (``contracts.common.HeadEnd``)."""
+NO_NUL_TEXT: Final = r"^[^\x00]*$"
+
+_CHUNK: Final = 500
+"""Enrollment ids per IN list: far below every driver's bound-parameter limit, few round trips."""
+
+
+class SyncState(StrEnum):
+    """Where an enrollment's latest sync is, as Asset Hub knows it (``enrollments.sync_state``)."""
+
+    SENT = "SENT"
+    """Written to the outbox; the DERMS has not acknowledged it yet (it may be parked in the bridge)."""
+    APPLIED = "APPLIED"
+    """The DERMS applied it."""
+    STALE = "STALE"
+    """The DERMS had applied a newer change of the enrollment and ignored this one."""
+    FAILED = "FAILED"
+    """The DERMS refused it; ``sync_detail`` says why."""
+
+
+_STATE_OF_ACK: Final[dict[AckStatus, SyncState]] = {
+    AckStatus.APPLIED: SyncState.APPLIED,
+    AckStatus.STALE: SyncState.STALE,
+    AckStatus.REJECTED: SyncState.FAILED,
+}
+
+
+# --- what operators send ---------------------------------------------------------------------------
+
+
+class DeviceKey(BaseModel):
+    """A device as messages name it: its head-end system and its id there."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    head_end_system: str = Field(pattern=HEAD_END_PATTERN, examples=["ECOBEE"])
+    nic_id: str = Field(min_length=1, max_length=64, pattern=NO_NUL_TEXT)
+
+    @property
+    def ref(self) -> DeviceRef:
+        """The domain's device identity."""
+        return DeviceRef(head_end_system=self.head_end_system, nic_id=self.nic_id)
+
+
+class ReplacementDevice(DeviceKey):
+    """The device that replaces an enrollment's device, with what Asset Hub records about it."""
+
+    device_type: DeviceType
+    manufacturer: str = Field(min_length=1, max_length=100, pattern=NO_NUL_TEXT)
+    model: str = Field(min_length=1, max_length=100, pattern=NO_NUL_TEXT)
+    serial_no: str = Field(min_length=1, max_length=100, pattern=NO_NUL_TEXT)
+
+    @field_validator("manufacturer", "model", "serial_no")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedSync:
+    """One sync written to the outbox."""
+
+    enrollment_id: str
+    sync_id: str
+    message_id: str
+    sequence: int
+    change: SyncChange
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentChange:
+    """The result of :func:`unenroll` or :func:`replace_device`: the enrollment's state after the change
+    and the sync that tells the DERMS (SENT until the DERMS acknowledges it)."""
+
+    enrollment_id: str
+    state: EnrollmentState
+    change: SyncChange
+    at: datetime
+    sync: QueuedSync
+
+
+# --- queueing syncs ----------------------------------------------------------------------------------
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+_STATE_FOR_CHANGE: Final[dict[SyncChange, EnrollmentState]] = {
+    SyncChange.ENROLLED: EnrollmentState.ACTIVE,
+    SyncChange.DEVICE_REPLACED: EnrollmentState.ACTIVE,
+    SyncChange.UNENROLLED: EnrollmentState.UNENROLLED,
+}
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        # The CIS import checks the shape of a zone name, not that this machine's tz database has it;
+        # a day boundary in UTC is then the honest approximation (and never an error for a sync).
+        return None
+
+
+def _start_of_day(day: str, zone: ZoneInfo | None) -> datetime:
+    """Midnight starting ``day`` (ISO date) at the premise, in UTC."""
+    local = datetime.combine(date.fromisoformat(day), time(0), tzinfo=zone or UTC)
+    return local.astimezone(UTC)
+
+
+def _subscription_window(
+    change: SyncChange,
+    start_date: str | None,
+    end_date: str | None,
+    zone: ZoneInfo | None,
+    activated_at: datetime | None,
+    unenrolled_at: datetime | None,
+    now: datetime,
+) -> tuple[datetime, datetime | None]:
+    """``(start_at, end_at)`` of the subscription the sync describes.
+
+    It starts when the enrollment became ACTIVE, or at the start of its requested ``start_date`` at the
+    premise if that is later (a subscription cannot start before the device was set up). It ends when it
+    was unenrolled; otherwise at the end of its requested ``end_date`` (inclusive, so midnight after it),
+    or never.
+    """
+    active_from = activated_at or now
+    start_at = max(active_from, _start_of_day(start_date, zone)) if start_date else active_from
+    if change is SyncChange.UNENROLLED:
+        return start_at, unenrolled_at or now
+    if end_date:
+        next_day = (date.fromisoformat(end_date) + timedelta(days=1)).isoformat()
+        return start_at, _start_of_day(next_day, zone)
+    return start_at, None
+
+
+def _device_list(
+    enrollment_id: str,
+    change: SyncChange,
+    devices: Sequence[Row[Any]],
+    old_device_id: int | None,
+    new_device_id: int | None,
+) -> list[contract.SyncedDevice]:
+    """The ``devices`` of a sync: the whole enrollment, each with the availability it has afterwards.
+
+    ENROLLED lists the enrollment's current devices, AVAILABLE. UNENROLLED lists every device the enrollment
+    ever had, UNAVAILABLE. DEVICE_REPLACED lists the old device UNAVAILABLE and the new one AVAILABLE, the
+    other current devices AVAILABLE and the ones replaced earlier UNAVAILABLE (see the module docstring).
+    """
+    known = {row.device_id for row in devices}
+    if change is SyncChange.DEVICE_REPLACED:
+        missing = [d for d in (old_device_id, new_device_id) if d not in known]
+        if missing:
+            raise ValueError(f"enrollment {enrollment_id}: devices {missing} are not devices of the enrollment")
+    out: list[contract.SyncedDevice] = []
+    for row in devices:
+        current = row.removed_at is None
+        if change is SyncChange.ENROLLED:
+            if not current:
+                continue
+            available = True
+        elif change is SyncChange.UNENROLLED:
+            available = False
+        elif row.device_id == new_device_id:
+            available = True
+        elif row.device_id == old_device_id:
+            available = False
+        else:
+            available = current
+        out.append(
+            contract.SyncedDevice(
+                head_end_system=row.head_end_system,
+                nic_id=row.nic_id,
+                device_type=row.device_type,
+                manufacturer=row.manufacturer,
+                model=row.model,
+                availability=DeviceAvailability.AVAILABLE if available else DeviceAvailability.UNAVAILABLE,
+            )
+        )
+    if not out:
+        raise ValueError(f"enrollment {enrollment_id} has no device to sync")
+    return out
+
+
+async def _queue_syncs(
+    connection: AsyncConnection,
+    enrollment_ids: Sequence[str],
+    change: SyncChange,
+    now: datetime,
+    old_device_id: int | None,
+    new_device_id: int | None,
+) -> list[QueuedSync]:
+    if change is SyncChange.DEVICE_REPLACED:
+        if old_device_id is None or new_device_id is None or old_device_id == new_device_id:
+            raise ValueError("a DEVICE_REPLACED sync needs old_device_id and a different new_device_id")
+    elif old_device_id is not None or new_device_id is not None:
+        raise ValueError(f"old_device_id and new_device_id belong to DEVICE_REPLACED, not {change.value}")
+    ids = list(dict.fromkeys(enrollment_ids))
+    e, p, ed, d, tr = t.enrollments, t.premises, t.enrollment_devices, t.devices, t.enrollment_transitions
+    queued: list[QueuedSync] = []
+    for chunk in _chunks(ids):
+        # The increment takes the enrollments' row locks first (PostgreSQL): two syncs of one enrollment
+        # in concurrent transactions get distinct sequences, in the order their outbox rows commit.
+        await connection.execute(
+            update(e)
+            .where(e.c.enrollment_id.in_(chunk))
+            .values(sync_sequence=e.c.sync_sequence + 1, sync_state=SyncState.SENT.value, sync_detail=None)
+        )
+        enrollments = {
+            row.enrollment_id: row
+            for row in await connection.execute(
+                select(
+                    e.c.enrollment_id,
+                    e.c.state,
+                    e.c.sync_sequence,
+                    e.c.cis_person_id,
+                    e.c.cis_account_id,
+                    e.c.program_code,
+                    e.c.cis_premise_id,
+                    e.c.cis_service_point_id,
+                    e.c.start_date,
+                    e.c.end_date,
+                    p.c.division,
+                    p.c.time_zone,
+                )
+                .outerjoin(p, p.c.cis_premise_id == e.c.cis_premise_id)
+                .where(e.c.enrollment_id.in_(chunk))
+            )
+        }
+        unknown = [i for i in chunk if i not in enrollments]
+        if unknown:
+            raise ValueError(f"no enrollment has the id {unknown[0]!r} ({len(unknown)} unknown)")
+        devices: dict[str, list[Row[Any]]] = defaultdict(list)
+        for row in await connection.execute(
+            select(
+                ed.c.enrollment_id,
+                ed.c.device_id,
+                ed.c.removed_at,
+                d.c.head_end_system,
+                d.c.nic_id,
+                d.c.device_type,
+                d.c.manufacturer,
+                d.c.model,
+            )
+            .join(d, d.c.device_id == ed.c.device_id)
+            .where(ed.c.enrollment_id.in_(chunk))
+            .order_by(ed.c.enrollment_id, ed.c.sequence, ed.c.added_at, ed.c.device_id)
+        ):
+            devices[row.enrollment_id].append(row)
+        activated = dict(
+            (
+                await connection.execute(
+                    select(tr.c.enrollment_id, func.min(tr.c.at))
+                    .where(
+                        tr.c.enrollment_id.in_(chunk),
+                        tr.c.to_state == EnrollmentState.ACTIVE.value,
+                        tr.c.from_state == EnrollmentState.DEVICE_SETUP.value,
+                    )
+                    .group_by(tr.c.enrollment_id)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        unenrolled: dict[str, datetime] = {}
+        if change is SyncChange.UNENROLLED:
+            unenrolled = dict(
+                (
+                    await connection.execute(
+                        select(tr.c.enrollment_id, func.max(tr.c.at))
+                        .where(tr.c.enrollment_id.in_(chunk), tr.c.to_state == EnrollmentState.UNENROLLED.value)
+                        .group_by(tr.c.enrollment_id)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+
+        envelopes: list[Envelope] = []
+        sync_rows: list[dict[str, Any]] = []
+        for enrollment_id in chunk:
+            row = enrollments[enrollment_id]
+            expected = _STATE_FOR_CHANGE[change]
+            if row.state != expected.value:
+                raise ValueError(
+                    f"enrollment {enrollment_id} is {row.state}: "
+                    f"a {change.value} sync is sent for a {expected.value} enrollment"
+                )
+            if row.division is None:
+                raise ValueError(f"enrollment {enrollment_id}: premise {row.cis_premise_id!r} is not in Asset Hub")
+            start_at, end_at = _subscription_window(
+                change,
+                row.start_date,
+                row.end_date,
+                _zone(row.time_zone),
+                activated.get(enrollment_id),
+                unenrolled.get(enrollment_id),
+                now,
+            )
+            sync_id = new_id()
+            payload = contract.EnrollmentSync(
+                sync_id=sync_id,
+                change=change,
+                # Asset Hub keeps the CIS person as the contact: its id is the contact id.
+                contact=contract.Contact(contact_id=row.cis_person_id, cis_person_id=row.cis_person_id),
+                subscription=contract.Subscription(
+                    subscription_id=enrollment_id,
+                    cis_account_id=row.cis_account_id,
+                    program_code=row.program_code,
+                    status=SubscriptionStatus.INACTIVE
+                    if change is SyncChange.UNENROLLED
+                    else SubscriptionStatus.ACTIVE,
+                    start_at=start_at,
+                    end_at=end_at,
+                ),
+                location=contract.SyncLocation(
+                    division=row.division,
+                    cis_premise_id=row.cis_premise_id,
+                    cis_service_point_id=row.cis_service_point_id,
+                ),
+                devices=_device_list(enrollment_id, change, devices[enrollment_id], old_device_id, new_device_id),
+            )
+            envelope = new_envelope(
+                contract.TYPE,
+                payload,
+                business_key=enrollment_id,
+                occurred_at=now,
+                correlation_id=sync_id,
+                sequence=row.sync_sequence,
+            )
+            envelopes.append(envelope)
+            sync_rows.append(
+                {
+                    "sync_id": sync_id,
+                    "enrollment_id": enrollment_id,
+                    "message_id": envelope.message_id,
+                    "sequence": row.sync_sequence,
+                    "change": change.value,
+                    "state": SyncState.SENT.value,
+                    "detail": None,
+                    "sent_at": now,
+                    "acknowledged_at": None,
+                }
+            )
+            queued.append(QueuedSync(enrollment_id, sync_id, envelope.message_id, row.sync_sequence, change))
+        await connection.execute(t.enrollment_syncs.insert(), sync_rows)
+        await write_outbox(connection, t.outbox, envelopes)
+    return queued
+
+
+async def queue_enrollment_sync(
+    connection: AsyncConnection,
+    enrollment_ids: Sequence[str],
+    change: SyncChange,
+    now: datetime,
+    *,
+    old_device_id: int | None = None,
+    new_device_id: int | None = None,
+) -> int:
+    """Write one ``enrollment-sync.v1`` per enrollment to the outbox, in the caller's transaction; returns
+    how many were written.
+
+    For each enrollment: ``sync_sequence`` goes up by one and becomes the envelope's ``sequence``, an
+    ``enrollment_syncs`` row records the sync as SENT, and ``enrollments.sync_state`` becomes SENT. Set-based:
+    a few statements per 500 enrollments, whatever their number.
+
+    The enrollments must already be in the state the change reports (ACTIVE for ENROLLED and
+    DEVICE_REPLACED, UNENROLLED for UNENROLLED), with their devices recorded; DEVICE_REPLACED needs
+    ``old_device_id`` and ``new_device_id`` (Asset Hub device ids, both devices of the enrollment). A caller
+    that breaks this gets ``ValueError`` and should let its transaction roll back.
+    """
+    return len(await _queue_syncs(connection, enrollment_ids, change, now, old_device_id, new_device_id))
+
+
+# --- unenroll and replace a device -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Locked:
+    row: Row[Any]
+    state: EnrollmentState
+    last_at: datetime | None
+
+
+async def _lock(connection: AsyncConnection, enrollment_id: str) -> _Locked:
+    """The enrollment, locked against concurrent changes until the transaction ends (PostgreSQL; SQLite
+    has one writer at a time), with the time of its latest transition; 404 when there is none."""
+    e, tr = t.enrollments, t.enrollment_transitions
+    row = (await connection.execute(select(e).where(e.c.enrollment_id == enrollment_id).with_for_update())).first()
+    if row is None:
+        raise not_found("enrollment", enrollment_id)
+    last_at = await connection.scalar(select(func.max(tr.c.at)).where(tr.c.enrollment_id == enrollment_id))
+    return _Locked(row, EnrollmentState(row.state), last_at)
+
+
+def _not_allowed(refused: IllegalTransition) -> ProblemError:
+    return ProblemError(409, "enrollment-state", "Not allowed in the enrollment's current state", str(refused))
+
+
+def _clock_behind(enrollment_id: str, error: ValueError) -> ProblemError:
+    return ProblemError(
+        409,
+        "conflict",
+        "The change would go back in time",
+        f"enrollment {enrollment_id!r}: {error}. Check the business clock, then retry.",
+    )
+
+
+async def _record_transition(connection: AsyncConnection, transition: Transition) -> None:
+    await connection.execute(
+        t.enrollment_transitions.insert().values(
+            enrollment_id=transition.enrollment_id,
+            from_state=transition.from_state.value if transition.from_state else None,
+            to_state=transition.to_state.value,
+            at=transition.at,
+            reason=transition.reason,
+        )
+    )
+
+
+async def unenroll(
+    engine: AsyncEngine, enrollment_id: str, reason: str, *, now: datetime | None = None
+) -> EnrollmentChange:
+    """End an ACTIVE enrollment (ACTIVE → UNENROLLED, kept with ``reason``) and sync UNENROLLED to the DERMS,
+    in one transaction. ``now`` defaults to the business clock.
+
+    Raises :class:`ProblemError`: 404 for an unknown enrollment, 409 when it is not ACTIVE, 422 for a
+    blank reason.
+    """
+    now = now or clock.now()
+    if not reason.strip() or "\x00" in reason or len(reason) > 500:
+        raise ProblemError(
+            422,
+            "validation-error",
+            "The request is not valid",
+            "Say why the enrollment ends: a non-blank reason of at most 500 characters.",
+            errors=[FieldError(field="body.reason", message="must be non-blank text of at most 500 characters")],
+        )
+    async with engine.begin() as connection:
+        locked = await _lock(connection, enrollment_id)
+        try:
+            transition = plan_transition(
+                enrollment_id, locked.state, EnrollmentState.UNENROLLED, now, reason, last_at=locked.last_at
+            )
+        except IllegalTransition as refused:
+            raise _not_allowed(refused) from None
+        except ValueError as error:
+            raise _clock_behind(enrollment_id, error) from None
+        await connection.execute(
+            update(t.enrollments)
+            .where(t.enrollments.c.enrollment_id == enrollment_id)
+            .values(state=EnrollmentState.UNENROLLED.value, updated_at=now)
+        )
+        await _record_transition(connection, transition)
+        (sync,) = await _queue_syncs(connection, [enrollment_id], SyncChange.UNENROLLED, now, None, None)
+    return EnrollmentChange(enrollment_id, EnrollmentState.UNENROLLED, SyncChange.UNENROLLED, now, sync)
+
+
+def _program_of(row: Row[Any]) -> Program:
+    return Program(
+        program_code=row.program_code,
+        name=row.name,
+        status=ProgramStatus(row.status),
+        enrollment_opens_at=row.enrollment_opens_at,
+        enrollment_closes_at=row.enrollment_closes_at,
+        eligible_device_types=frozenset(DeviceType(v) for v in row.eligible_device_types),
+        excluded_program_codes=frozenset(row.excluded_program_codes),
+        rules=ProgramRules.model_validate(row.rules),
+    )
+
+
+async def _check_replacement_device(
+    connection: AsyncConnection, enrollment: Row[Any], slot: int, new: ReplacementDevice, now: datetime
+) -> None:
+    """Refuse a replacement device that F1 would refuse in an enrollment request of this enrollment.
+
+    The device rules of an enrollment request — the device type is eligible in the program, the head-end
+    is the enrollment's, the device has no non-terminal enrollment in this program or in one excluding it
+    (either way) — are the domain's :func:`validate_enrollment_request`; running it on the request this
+    enrollment would be with the new device, and keeping only the device's rejections, applies exactly
+    those rules without restating them. (The request-level ones, such as the enrollment window, do not
+    apply to a device swap.)
+    """
+    e, ed, d, pr = t.enrollments, t.enrollment_devices, t.devices, t.programs
+    holders = (
+        await connection.execute(
+            select(e.c.enrollment_id, e.c.program_code)
+            .join(ed, ed.c.enrollment_id == e.c.enrollment_id)
+            .join(d, d.c.device_id == ed.c.device_id)
+            .where(
+                d.c.head_end_system == new.head_end_system,
+                d.c.nic_id == new.nic_id,
+                ed.c.removed_at.is_(None),
+                e.c.state.in_([s.value for s in NON_TERMINAL_STATES]),
+                e.c.enrollment_id != enrollment.enrollment_id,
+            )
+        )
+    ).all()
+    codes = {enrollment.program_code} | {h.program_code for h in holders}
+    programs = {
+        row.program_code: _program_of(row)
+        for row in await connection.execute(select(pr).where(pr.c.program_code.in_(sorted(codes))))
+    }
+    program = programs.get(enrollment.program_code)
+    if program is None:
+        raise ProblemError(
+            409,
+            "unknown-program",
+            "The enrollment's program is unknown",
+            f"Program {enrollment.program_code!r} of enrollment {enrollment.enrollment_id!r} does not exist in "
+            "Asset Hub; create it before changing the enrollment.",
+        )
+    request = EnrollmentRequest(
+        head_end_system=enrollment.head_end_system,
+        request_id=enrollment.request_id,
+        requested_at=now,
+        cis_person_id=enrollment.cis_person_id,
+        cis_account_id=enrollment.cis_account_id,
+        program_code=enrollment.program_code,
+        cis_premise_id=enrollment.cis_premise_id,
+        cis_service_point_id=enrollment.cis_service_point_id,
+        start_date=None,
+        end_date=None,
+        devices=(
+            EnrollmentRequestDevice(
+                sequence=slot,
+                device_type=new.device_type.value,
+                manufacturer=new.manufacturer,
+                model=new.model,
+                serial_no=new.serial_no,
+                nic_id=new.nic_id,
+                head_end_system=new.head_end_system,
+            ),
+        ),
+        installation_method=enrollment.installation_method or "UNSPECIFIED",
+        asset_ownership=enrollment.asset_ownership or "UNSPECIFIED",
+    )
+    facts = EnrollmentFacts(
+        account=None,
+        program=program,
+        active_enrollments_of_devices={
+            new.ref: tuple(ActiveEnrollment(h.enrollment_id, h.program_code, new.ref) for h in holders)
+        },
+        programs_by_code=programs,
+    )
+    prefix = "devices[0]."
+    rejections = [r for r in validate_enrollment_request(request, facts, now) if r.field and r.field.startswith(prefix)]
+    if not rejections:
+        return
+    taken = [r for r in rejections if r.code is RejectionReason.DEVICE_ALREADY_ENROLLED]
+    if taken:
+        raise ProblemError(409, "device-already-enrolled", "The new device is enrolled elsewhere", taken[0].detail)
+    raise ProblemError(
+        422,
+        "invalid-replacement",
+        "The new device cannot replace this enrollment's device",
+        "; ".join(r.detail for r in rejections),
+        errors=[
+            FieldError(field="body.new." + r.field.removeprefix(prefix), message=r.detail)
+            for r in rejections
+            if r.field
+        ],
+    )
+
+
+async def replace_device(
+    engine: AsyncEngine,
+    enrollment_id: str,
+    old: DeviceKey,
+    new: ReplacementDevice,
+    *,
+    now: datetime | None = None,
+) -> EnrollmentChange:
+    """Swap an ACTIVE enrollment's device ``old`` for ``new`` and sync DEVICE_REPLACED, in one transaction.
+
+    The old device's ``enrollment_devices`` row gets ``removed_at`` (kept for history); the new device is
+    upserted by ``(head_end_system, nic_id)`` and added in the old one's slot; the ACTIVE → ACTIVE
+    transition names both. ``now`` defaults to the business clock.
+
+    Raises :class:`ProblemError`: 404 unknown enrollment; 409 when it is not ACTIVE or the new device has a
+    non-terminal enrollment in this program or an excluding one; 422 when ``old`` is not a current device
+    of the enrollment, ``new`` is ``old`` or already in it, its type is not eligible in the program, or its
+    head-end is not the enrollment's.
+    """
+    now = now or clock.now()
+    ed, d = t.enrollment_devices, t.devices
+    async with engine.begin() as connection:
+        locked = await _lock(connection, enrollment_id)
+        if old.ref == new.ref:
+            raise ProblemError(
+                422,
+                "invalid-replacement",
+                "The new device is the old one",
+                f"Device {new.ref.key} is the device being replaced; give the device that replaces it.",
+                errors=[FieldError(field="body.new.nic_id", message="must differ from the old device")],
+            )
+        try:
+            transition = plan_device_replacement(
+                enrollment_id, locked.state, old.ref, new.ref, now, last_at=locked.last_at
+            )
+        except IllegalTransition as refused:
+            raise _not_allowed(refused) from None
+        except ValueError as error:
+            raise _clock_behind(enrollment_id, error) from None
+        current = {
+            (row.head_end_system, row.nic_id): row
+            for row in await connection.execute(
+                select(ed.c.device_id, ed.c.sequence, d.c.head_end_system, d.c.nic_id)
+                .join(d, d.c.device_id == ed.c.device_id)
+                .where(ed.c.enrollment_id == enrollment_id, ed.c.removed_at.is_(None))
+            )
+        }
+        old_row = current.get((old.head_end_system, old.nic_id))
+        if old_row is None:
+            raise ProblemError(
+                422,
+                "invalid-replacement",
+                "The old device is not in the enrollment",
+                f"Device {old.ref.key} is not a current device of enrollment {enrollment_id!r}; "
+                "read the enrollment's devices and name one of them.",
+                errors=[FieldError(field="body.old", message="not a current device of the enrollment")],
+            )
+        if (new.head_end_system, new.nic_id) in current:
+            raise ProblemError(
+                422,
+                "invalid-replacement",
+                "The new device is already in the enrollment",
+                f"Device {new.ref.key} is already a device of enrollment {enrollment_id!r}.",
+                errors=[FieldError(field="body.new.nic_id", message="already a device of the enrollment")],
+            )
+        await _check_replacement_device(connection, locked.row, old_row.sequence, new, now)
+
+        dialect = connection.dialect.name
+        device = insert_for(dialect, d).values(
+            head_end_system=new.head_end_system,
+            nic_id=new.nic_id,
+            device_type=new.device_type.value,
+            manufacturer=new.manufacturer,
+            model=new.model,
+            serial_no=new.serial_no,
+            created_at=now,
+        )
+        # A known device keeps its id and takes what the operator says about it now.
+        new_device_id = await connection.scalar(
+            device.on_conflict_do_update(
+                index_elements=[d.c.head_end_system, d.c.nic_id],
+                set_={
+                    "device_type": device.excluded.device_type,
+                    "manufacturer": device.excluded.manufacturer,
+                    "model": device.excluded.model,
+                    "serial_no": device.excluded.serial_no,
+                },
+            ).returning(d.c.device_id)
+        )
+        await connection.execute(
+            update(ed)
+            .where(and_(ed.c.enrollment_id == enrollment_id, ed.c.device_id == old_row.device_id))
+            .values(removed_at=now)
+        )
+        link = insert_for(dialect, ed).values(
+            enrollment_id=enrollment_id,
+            device_id=new_device_id,
+            sequence=old_row.sequence,
+            added_at=now,
+            removed_at=None,
+        )
+        # A device swapped back in (A → B → A) returns to its own row: the key is (enrollment, device),
+        # and the transitions keep the whole history of swaps.
+        await connection.execute(
+            link.on_conflict_do_update(
+                index_elements=[ed.c.enrollment_id, ed.c.device_id],
+                set_={"sequence": link.excluded.sequence, "added_at": link.excluded.added_at, "removed_at": None},
+            )
+        )
+        await connection.execute(
+            update(t.enrollments).where(t.enrollments.c.enrollment_id == enrollment_id).values(updated_at=now)
+        )
+        await _record_transition(connection, transition)
+        (sync,) = await _queue_syncs(
+            connection,
+            [enrollment_id],
+            SyncChange.DEVICE_REPLACED,
+            now,
+            old_device_id=old_row.device_id,
+            new_device_id=new_device_id,
+        )
+    return EnrollmentChange(enrollment_id, EnrollmentState.ACTIVE, SyncChange.DEVICE_REPLACED, now, sync)
+
+
+# --- the DERMS's acknowledgement ---------------------------------------------------------------------
+
+
+@inbox.handles(contract.ACK_TYPE)
+async def apply_enrollment_sync_ack(
+    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
+) -> dict[str, Any]:
+    """Record what the DERMS did with a sync: the sync becomes APPLIED, STALE or FAILED with the detail.
+
+    The enrollment's own ``sync_state`` follows only the acknowledgement of its latest sync: an older
+    sync's acknowledgement arriving late must not hide the state of a newer one.
+    """
+    s, e = t.enrollment_syncs, t.enrollments
+    sync = (
+        await connection.execute(
+            select(s.c.sync_id, s.c.enrollment_id, s.c.sequence).where(
+                s.c.message_id == payload.acknowledged_message_id
+            )
+        )
+    ).first()
+    if sync is None:
+        raise ProblemError(
+            422,
+            "unknown-sync",
+            "No such enrollment sync",
+            f"Asset Hub sent no enrollment sync with message id {payload.acknowledged_message_id!r}; "
+            "the acknowledgement cannot apply to anything.",
+            errors=[FieldError(field="body.payload.acknowledged_message_id", message="unknown sync message")],
+        )
+    state = _STATE_OF_ACK[payload.status]
+    now = clock.now()
+    await connection.execute(
+        update(s)
+        .where(s.c.sync_id == sync.sync_id)
+        .values(state=state.value, detail=payload.detail, acknowledged_at=now)
+    )
+    latest = await connection.execute(
+        update(e)
+        .where(e.c.enrollment_id == sync.enrollment_id, e.c.sync_sequence == sync.sequence)
+        .values(sync_state=state.value, sync_detail=payload.detail)
+    )
+    return {
+        "enrollment_id": sync.enrollment_id,
+        "sync_id": sync.sync_id,
+        "sequence": sync.sequence,
+        "state": state.value,
+        "latest": latest.rowcount == 1,
+    }

@@ -1,0 +1,493 @@
+"""Asset Hub's side of program events: the DERMS's reservations (F5), cancellations (F6) and outcomes (F7).
+
+Each handler runs inside the inbox transaction (:mod:`derbridge.infra.inbound`): the effect, the
+acknowledgement written to Asset Hub's outbox and the inbox row commit together. Bulk work is set-based:
+devices are resolved by head-end in chunks, rows are written with one ``executemany`` per statement.
+
+- ``event-reservation.v1``: the event is recorded (or refreshed) in ``program_events`` with one
+  participation record per device (RESERVED), keyed by the DERMS's reservation ``record_id``. An update
+  (``update=true``) releases the records of devices no longer listed (RELEASED) and adds new ones. A device
+  Asset Hub does not know is reported back in the acknowledgement, not fatal. A long list arrives as a file
+  (claim check): it is fetched from the file store and verified against its manifest before a row is read.
+- ``event-cancellation.v1``: the event and every participation record become CANCELLED.
+- ``event-outcome.v1``: each participation record gets its device's outcome, idempotently: the same outcome
+  again changes nothing; a different one replaces it and is recorded in ``participation_corrections``; an
+  outcome older than the one held is ignored (batches may overtake each other); an outcome for a record that
+  is no longer RESERVED (CANCELLED, RELEASED) is ignored and reported.
+
+Messages of one event travel on three flows, so they may arrive out of order. A cancellation or outcomes for
+an event Asset Hub has not recorded yet are parked (``wake_on`` = ``program-event:<event_id>``) and retried;
+a reservation list that arrives after the event's cancellation, or an initial list after an update, is
+acknowledged as STALE and changes nothing. Releases are final, so updates applied in any order converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import RowMapping, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.messages import inbox
+from derbridge.bridge.filestore.base import FileNotInStore, FileStore
+from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
+from derbridge.contracts import event_cancellation, event_outcome, event_reservation
+from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
+from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.infra import clock
+from derbridge.infra.inbound import MissingPrerequisite
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.problems import ProblemError
+from derbridge.infra.upsert import insert_for
+
+log = structlog.get_logger("derbridge.assethub.events")
+
+RESERVED, RELEASED, CANCELLED = "RESERVED", "RELEASED", "CANCELLED"
+"""Participation record statuses: held for the event, let go before it started, event cancelled."""
+
+LOOKUP_CHUNK = 5_000
+"""Devices resolved per query (``nic_id IN (…)`` of one head-end): well under every driver's parameter
+limit, and few round trips for a list of 100,000."""
+
+RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
+"""The header a reservation file must have: the contract's ``ReservedDevice`` fields, in order."""
+
+_OUTCOME_FIELDS = (
+    "outcome",
+    "preemptive_opt_out",
+    "participation_start_at",
+    "participation_end_at",
+    "shed_kw",
+    "error_message",
+)
+
+Key = tuple[str, str]
+"""A device as messages name it: ``(head_end_system, nic_id)``."""
+
+
+# --- the file store for claim-checked reservation lists ---------------------------------------------------
+
+_file_store: Callable[[], FileStore] | None = None
+
+
+class FileStoreNotConfigured(RuntimeError):
+    """A reservation list arrived as a file but this process was given no file store."""
+
+
+def use_file_store(factory: Callable[[], FileStore] | None) -> Callable[[], FileStore] | None:
+    """Make ``factory`` the way this process opens the file store holding reservation files; returns the
+    previous one (to restore). Handlers receive no settings, so the application sets this at start-up, e.g.
+    ``use_file_store(lambda: build_file_store(settings))``."""
+    global _file_store
+    previous, _file_store = _file_store, factory
+    return previous
+
+
+def _read_reservation_file(path: Path) -> list[event_reservation.ReservedDevice]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = tuple(next(reader, ()))
+        if header != RESERVATION_FILE_COLUMNS:
+            raise ValueError(f"line 1: the header is {list(header)}, expected {list(RESERVATION_FILE_COLUMNS)}")
+        devices: list[event_reservation.ReservedDevice] = []
+        for record in reader:
+            if not record:
+                continue
+            try:
+                devices.append(
+                    event_reservation.ReservedDevice.model_validate(
+                        dict(zip(RESERVATION_FILE_COLUMNS, record, strict=True))
+                    )
+                )
+            except (ValueError, ValidationError) as error:
+                raise ValueError(f"line {reader.line_num}: {error}") from None
+    return devices
+
+
+async def _fetch_devices(
+    event_id: str, manifest: FileManifest, location: FileLocation
+) -> list[event_reservation.ReservedDevice]:
+    """The reserved devices of a claim-checked list: fetched, verified against the manifest, then read.
+
+    A file that is missing, not the one its manifest describes, or unreadable is refused (the message goes
+    to the dead letters with the reason; an operator fixes the file and replays it). A store that cannot be
+    reached raises on, so that the bridge retries.
+    """
+    if _file_store is None:
+        raise FileStoreNotConfigured(
+            f"the reservation list of event {event_id} is in a file and no file store was configured (use_file_store)"
+        )
+    with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
+        path = Path(directory) / "reservations.csv"
+        try:
+            async with _file_store() as store:
+                await store.fetch(location, path)
+        except FileNotInStore as missing:
+            raise ProblemError(
+                422,
+                "file-missing",
+                "The reservation file is not in the file store",
+                f"Event {event_id}: {missing}. Put the file back under {location.key!r}, then replay the message.",
+            ) from None
+        except ValueError as bad:  # a key that escapes the store, or a location in another kind of store
+            raise ProblemError(
+                422, "invalid-file-location", "The reservation file's location is not valid", str(bad)
+            ) from None
+        try:
+            await asyncio.to_thread(verify_file, path, manifest)
+        except ManifestMismatch as mismatch:
+            raise ProblemError(
+                422,
+                "file-mismatch",
+                "The reservation file does not match its manifest",
+                f"Event {event_id}, file {manifest.file_id}: {mismatch.reason}. Nothing was recorded.",
+            ) from None
+        try:
+            return await asyncio.to_thread(_read_reservation_file, path)
+        except ValueError as bad:
+            raise ProblemError(
+                422,
+                "invalid-file",
+                "The reservation file is not valid",
+                f"Event {event_id}, file {manifest.file_id}: {bad}. Nothing was recorded.",
+            ) from None
+
+
+# --- shared steps ---------------------------------------------------------------------------------------
+
+
+async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[Key, int]:
+    """Asset Hub's ``device_id`` of each device it knows among ``keys`` (unknown ones are absent)."""
+    by_head_end: dict[str, list[str]] = defaultdict(list)
+    for head_end, nic in keys:
+        by_head_end[head_end].append(nic)
+    d = t.devices
+    found: dict[Key, int] = {}
+    for head_end, nics in by_head_end.items():
+        for i in range(0, len(nics), LOOKUP_CHUNK):
+            rows = await connection.execute(
+                select(d.c.nic_id, d.c.device_id).where(
+                    d.c.head_end_system == head_end, d.c.nic_id.in_(nics[i : i + LOOKUP_CHUNK])
+                )
+            )
+            found.update(((head_end, nic), device_id) for nic, device_id in rows.tuples())
+    return found
+
+
+async def _locked_event(connection: AsyncConnection, event_id: str) -> RowMapping | None:
+    # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): messages of one event applied at once by
+    # competing deliveries take turns, so each reads what the previous one wrote.
+    result = await connection.execute(
+        select(t.program_events).where(t.program_events.c.event_id == event_id).with_for_update()
+    )
+    return result.mappings().first()
+
+
+def _event_not_recorded(event_id: str, what: str) -> MissingPrerequisite:
+    return MissingPrerequisite(
+        f"program-event:{event_id}",
+        f"{what} for event {event_id}, whose reservation has not arrived yet; delivered again once it has.",
+    )
+
+
+async def _acknowledge(
+    connection: AsyncConnection,
+    ack_type: str,
+    envelope: Envelope,
+    status: AckStatus,
+    detail: str,
+    unknown: Sequence[Key] = (),
+) -> None:
+    """Write the acknowledgement of ``envelope`` to Asset Hub's outbox (in the inbox transaction)."""
+    ack = Acknowledgement(
+        acknowledged_message_id=envelope.message_id,
+        status=status,
+        detail=detail[:2000],
+        unknown_devices=[DeviceIdentity(head_end_system=h, nic_id=n) for h, n in unknown],
+    )
+    reply = new_envelope(
+        ack_type,
+        ack,
+        business_key=envelope.business_key,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.message_id,
+        occurred_at=clock.now(),
+        target_instance=envelope.source.instance,
+    )
+    await write_outbox(connection, t.outbox, [reply])
+
+
+def _named(keys: Sequence[Key], limit: int = 10) -> str:
+    shown = ", ".join(f"{h}:{n}" for h, n in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+# --- F5 · event-reservation -------------------------------------------------------------------------------
+
+
+@inbox.handles(event_reservation.TYPE)
+async def apply_reservation(
+    connection: AsyncConnection, envelope: Envelope, payload: event_reservation.EventReservation
+) -> dict[str, Any]:
+    """Record an event and its participation records (RESERVED); on an update, release the records of the
+    devices no longer listed and add the new ones. Acknowledged with the devices Asset Hub does not know."""
+    event_id = payload.event_id
+    if (payload.devices_file is None) != (payload.devices_location is None):
+        raise ProblemError(
+            422,
+            "invalid-payload",
+            "Incomplete claim check",
+            f"Event {event_id}: a reservation file needs both devices_file (manifest) and devices_location.",
+        )
+    now = clock.now()
+    event = await _locked_event(connection, event_id)
+    stale: str | None = None
+    if event is not None and event["status"] == CANCELLED:
+        stale = "the event is cancelled; a reservation list for it changes nothing"
+    elif event is not None and not payload.update:
+        stale = "the event is recorded already (a later update overtook this list); nothing changed"
+    if stale is not None:
+        await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.STALE, stale)
+        return {"event_id": event_id, "status": AckStatus.STALE.value, "detail": stale}
+
+    devices = payload.devices
+    if payload.devices_file is not None and payload.devices_location is not None:
+        devices = await _fetch_devices(event_id, payload.devices_file, payload.devices_location)
+
+    e = t.program_events
+    fields = {
+        "derms_instance_id": payload.derms_instance_id,
+        "program_code": payload.program_code,
+        "event_type": payload.event_type.value,
+        "start_at": payload.start_at,
+        "end_at": payload.end_at,
+        "status": payload.status.value,
+    }
+    if event is None:
+        await connection.execute(
+            e.insert().values(event_id=event_id, received_at=now, cancelled_at=None, cancel_reason=None, **fields)
+        )
+    else:
+        await connection.execute(e.update().where(e.c.event_id == event_id).values(**fields))
+
+    keys = [(x.head_end_system, x.nic_id) for x in devices]
+    ids = await _device_ids(connection, keys)
+    unknown = [k for k in keys if k not in ids]
+    p = t.participation_records
+    held = {
+        row.device_id: (row.record_id, row.status)
+        for row in await connection.execute(
+            select(p.c.device_id, p.c.record_id, p.c.status).where(p.c.event_id == event_id)
+        )
+    }
+    listed = {ids[k] for k in keys if k in ids}
+    new_rows = [
+        {
+            "record_id": x.record_id,
+            "event_id": event_id,
+            "device_id": ids[(x.head_end_system, x.nic_id)],
+            "status": RESERVED,
+            "reservation_start_at": x.reservation_start_at,
+            "reservation_end_at": x.reservation_end_at,
+        }
+        for x in devices
+        if (x.head_end_system, x.nic_id) in ids and ids[(x.head_end_system, x.nic_id)] not in held
+    ]
+    if new_rows:
+        await connection.execute(insert_for(connection.dialect.name, p).on_conflict_do_nothing(), new_rows)
+    released = [
+        {"b_record_id": record_id}
+        for device_id, (record_id, status) in held.items()
+        if payload.update and status == RESERVED and device_id not in listed
+    ]
+    if released:
+        await connection.execute(
+            p.update().where(p.c.record_id == bindparam("b_record_id")).values(status=RELEASED), released
+        )
+    detail = f"{len(new_rows)} reserved, {len(released)} released, {len(unknown)} unknown device(s)"
+    if unknown:
+        detail += f": {_named(unknown)}"
+    await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.APPLIED, detail, unknown)
+    log.info(
+        "event reservation applied",
+        event_id=event_id,
+        update=payload.update,
+        reserved=len(new_rows),
+        released=len(released),
+        unknown_devices=len(unknown),
+    )
+    return {
+        "event_id": event_id,
+        "status": AckStatus.APPLIED.value,
+        "reserved": len(new_rows),
+        "released": len(released),
+        "unknown_devices": len(unknown),
+    }
+
+
+# --- F6 · event-cancellation ------------------------------------------------------------------------------
+
+
+@inbox.handles(event_cancellation.TYPE)
+async def apply_cancellation(
+    connection: AsyncConnection, envelope: Envelope, payload: event_cancellation.EventCancellation
+) -> dict[str, Any]:
+    """Mark the event CANCELLED and every participation record of it CANCELLED; acknowledge."""
+    event_id = payload.event_id
+    event = await _locked_event(connection, event_id)
+    if event is None:
+        raise _event_not_recorded(event_id, "A cancellation")
+    e, p = t.program_events, t.participation_records
+    if event["status"] == CANCELLED:
+        detail = "the event was cancelled already; nothing changed"
+        await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail)
+        return {"event_id": event_id, "status": AckStatus.APPLIED.value, "cancelled_records": 0}
+    await connection.execute(
+        e.update()
+        .where(e.c.event_id == event_id)
+        .values(status=CANCELLED, cancelled_at=payload.cancelled_at, cancel_reason=payload.reason_text)
+    )
+    records = await connection.execute(
+        p.update().where(p.c.event_id == event_id, p.c.status != CANCELLED).values(status=CANCELLED)
+    )
+    detail = f"event cancelled with {records.rowcount} participation record(s)"
+    await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail)
+    log.info("event cancellation applied", event_id=event_id, records=records.rowcount)
+    return {"event_id": event_id, "status": AckStatus.APPLIED.value, "cancelled_records": records.rowcount}
+
+
+# --- F7 · event-outcome -----------------------------------------------------------------------------------
+
+
+def _outcome_values(x: event_outcome.DeviceOutcome) -> dict[str, Any]:
+    return {
+        "outcome": x.outcome.value,
+        "preemptive_opt_out": x.preemptive_opt_out,
+        "participation_start_at": x.participation_start_at,
+        "participation_end_at": x.participation_end_at,
+        "shed_kw": x.shed_kw,
+        "error_message": x.error_message,
+    }
+
+
+def _same_outcome(record: RowMapping, values: dict[str, Any]) -> bool:
+    return all(record[name] == values[name] for name in _OUTCOME_FIELDS)
+
+
+@inbox.handles(event_outcome.TYPE)
+async def apply_outcomes(
+    connection: AsyncConnection, envelope: Envelope, payload: event_outcome.EventOutcomeBatch
+) -> dict[str, Any]:
+    """Give each participation record its device's outcome, idempotently per event and device.
+
+    New outcome → recorded. Same outcome → nothing. Different outcome → replaced, and the change recorded in
+    ``participation_corrections``. Older than the outcome held (``occurred_at`` of the message) → ignored.
+    Record not RESERVED (cancelled, released) → ignored and reported; no record (device unknown, or not
+    reserved here) → reported in ``unknown_devices``.
+    """
+    event_id = payload.event_id
+    event = await _locked_event(connection, event_id)
+    if event is None:
+        raise _event_not_recorded(event_id, "Outcomes")
+    now = clock.now()
+    reported_at = envelope.occurred_at
+    p = t.participation_records
+    records = {
+        row["device_id"]: row
+        for row in (
+            await connection.execute(
+                select(
+                    p.c.record_id,
+                    p.c.device_id,
+                    p.c.status,
+                    p.c.outcome_reported_at,
+                    *(p.c[f] for f in _OUTCOME_FIELDS),
+                ).where(p.c.event_id == event_id)
+            )
+        ).mappings()
+    }
+    keys = [(x.head_end_system, x.nic_id) for x in payload.outcomes]
+    ids = await _device_ids(connection, keys)
+    writes: list[dict[str, Any]] = []
+    corrections: list[dict[str, Any]] = []
+    no_record: list[Key] = []
+    not_held: list[Key] = []
+    unchanged = stale = 0
+    for key, x in zip(keys, payload.outcomes, strict=True):
+        device_id = ids.get(key)
+        record = records.get(device_id) if device_id is not None else None
+        if record is None:
+            no_record.append(key)
+            continue
+        if record["status"] != RESERVED:
+            not_held.append(key)
+            continue
+        values = _outcome_values(x)
+        if record["outcome"] is not None:
+            if record["outcome_reported_at"] is not None and reported_at < record["outcome_reported_at"]:
+                stale += 1
+                continue
+            if _same_outcome(record, values):
+                unchanged += 1
+                continue
+            corrections.append(
+                {
+                    "record_id": record["record_id"],
+                    "previous_outcome": record["outcome"],
+                    "previous_preemptive_opt_out": record["preemptive_opt_out"],
+                    "new_outcome": values["outcome"],
+                    "corrected_at": now,
+                }
+            )
+        writes.append(
+            {f"b_{k}": v for k, v in values.items()}
+            | {"b_record_id": record["record_id"], "b_outcome_reported_at": reported_at}
+        )
+    if writes:
+        await connection.execute(
+            p.update()
+            .where(p.c.record_id == bindparam("b_record_id"))
+            .values({name: bindparam(f"b_{name}") for name in (*_OUTCOME_FIELDS, "outcome_reported_at")}),
+            writes,
+        )
+    if corrections:
+        await connection.execute(t.participation_corrections.insert(), corrections)
+    recorded = len(writes) - len(corrections)
+    detail = (
+        f"{recorded} recorded, {len(corrections)} corrected, {unchanged} unchanged, {stale} older than the one held, "
+        f"{len(not_held)} ignored (participation not RESERVED), {len(no_record)} without a participation record"
+    )
+    if not_held:
+        detail += f"; ignored: {_named(not_held)}"
+    await _acknowledge(connection, event_outcome.ACK_TYPE, envelope, AckStatus.APPLIED, detail, no_record)
+    log.info(
+        "event outcomes applied",
+        event_id=event_id,
+        recorded=recorded,
+        corrected=len(corrections),
+        unchanged=unchanged,
+        stale=stale,
+        ignored=len(not_held),
+        without_record=len(no_record),
+    )
+    return {
+        "event_id": event_id,
+        "status": AckStatus.APPLIED.value,
+        "recorded": recorded,
+        "corrected": len(corrections),
+        "unchanged": unchanged,
+        "stale": stale,
+        "ignored": len(not_held),
+        "without_record": len(no_record),
+    }

@@ -1,0 +1,676 @@
+"""F4 · device-score-transfer, Asset Hub's side: score every enrolled device, write the score file, store
+the snapshot, hand the file to the file store and send its manifest to the DERMS (claim check).
+
+One transfer (:func:`transfer_scores`) is one unit of work in four steps:
+
+1. **read**, set-based, in one read transaction: the ACTIVE programs with their rules; every device of every
+   ACTIVE enrollment of those programs, with the latest communication Asset Hub knows of it; and every
+   participation record of those programs' events (newest first). Asset Hub learns a device's communication
+   time only from the DERMS's answers to status checks (F2): the latest ``last_communication_at`` of any
+   answered check of the device (a late answer too: it is still a fact about the device). A device no check
+   ever answered for is "never seen communicating": connectivity 0, DEVICE_OFFLINE.
+2. **score** with the pure model (:mod:`derbridge.assethub.domain.scoring`), one vectorized pass.
+3. **write** the score file (CSV, UTF-8, header, gzip, columns ``SCORE_FILE_COLUMNS``), describe it (size,
+   sha256, rows) and **put** it in the file store. The file is byte-for-byte the same for the same inputs:
+   rows sorted by ``(program_code, head_end_system, nic_id)``, a gzip header without time or name.
+4. **record**, in one transaction, only once the file is safely stored: the snapshot (``score_snapshots``),
+   every device's score with its components (``device_scores``, bulk: ``COPY`` on PostgreSQL,
+   ``executemany`` on SQLite) and the one ``device-score-transfer.v1`` message in the outbox. A failure
+   before the commit leaves at most an unreferenced file in the store, never a message without its file.
+
+One transfer runs at a time across every process: each takes the ``job_leases`` row
+:data:`TRANSFER_LEASE` (an expiring lease, wall-clock), and checks it still holds it in the recording
+transaction. A second caller meanwhile gets :class:`TransferBusy` (HTTP 409).
+
+Triggers: the scheduled job :data:`JOB_NAME` (``scores.schedule``, a 5-field cron expression in
+``scores.time_zone``), ``POST /assethub/v1/score-transfers``, and the CLI through :func:`transfer_now`.
+The DERMS's acknowledgement (``device-score-transfer-ack.v1``) is handled by :func:`record_acknowledgement`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import structlog
+from croniter import croniter  # type: ignore[import-untyped]
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+from sqlalchemy import Table, and_, case, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.enrollment import EnrollmentState
+from derbridge.assethub.domain.program import ProgramRules, ProgramStatus
+from derbridge.assethub.domain.scoring import (
+    OUTCOME_CLASSES,
+    REASONS,
+    SCORING_MODEL_VERSION,
+    EventClass,
+    ScoringInput,
+    ScoringResult,
+    classify_events,
+    score_devices,
+)
+from derbridge.assethub.jobs import jobs
+from derbridge.assethub.messages import inbox
+from derbridge.bridge.filestore.factory import build_file_store
+from derbridge.bridge.filestore.manifest import describe_file
+from derbridge.contracts.common import Acknowledgement
+from derbridge.contracts.device_score_transfer import (
+    ACK_TYPE,
+    SCORE_FILE_COLUMNS,
+    TYPE,
+    Compression,
+    FileLocation,
+    ScoreFileManifest,
+    ScoreTransfer,
+)
+from derbridge.contracts.envelope import Envelope, utc_z
+from derbridge.contracts.registry import new_envelope
+from derbridge.infra import clock
+from derbridge.infra.db import utcnow
+from derbridge.infra.ids import new_id
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.upsert import insert_for
+from derbridge.settings import Settings
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
+
+log = structlog.get_logger("derbridge.assethub.scores")
+
+JOB_NAME = "score-transfer"
+"""The scheduled job (Asset Hub's jobs): it transfers when the schedule says a transfer is due."""
+
+JOB_EVERY = timedelta(minutes=1)
+"""How often the job looks at the schedule: the finest step of a cron expression."""
+
+TRANSFER_LEASE = "score-transfer.lease"
+"""The ``job_leases`` row every transfer takes. It is not :data:`JOB_NAME`'s row: the job runner leases
+that one while the job runs, and an on-demand transfer must exclude the scheduled one as well."""
+
+LEASE_DURATION = timedelta(minutes=30)
+"""How long a transfer's lease lasts: far longer than a million-device transfer takes, and the time after
+which a transfer whose process died stops blocking the next one."""
+
+FILE_KEY_PREFIX = "scores"
+"""Score files are stored under ``scores/YYYY/MM/DD/<file_id>.csv.gz`` (UTC date of ``generated_at``)."""
+
+GZIP_LEVEL = 6
+"""zlib's default level: about a tenth of the CSV's size at ~50 MB/s on one core."""
+
+READ_PARTITION = 100_000
+"""Rows fetched and converted to columns at a time, so that memory holds columns, not millions of rows."""
+
+COPY_CHUNK = 1024 * 1024
+
+SCHEDULE_FIELDS = 5
+
+
+class TransferBusy(Exception):
+    """Another score transfer holds the lease (in this or another process)."""
+
+
+class TransferLeaseLost(Exception):
+    """The transfer's lease expired and was taken by another transfer before this one could record."""
+
+
+class TransferReport(BaseModel):
+    """What one transfer did."""
+
+    status: Literal["transferred", "nothing-to-score"]
+    """``nothing-to-score`` when no program is ACTIVE: no file, no message."""
+    file_id: str | None = None
+    generated_at: datetime
+    programs: list[str] = Field(default_factory=list, description="The ACTIVE programs scored.")
+    row_count: int = 0
+    eligible_count: int = 0
+    byte_size: int | None = None
+    sha256: str | None = None
+    location: FileLocation | None = None
+    message_id: str | None = Field(None, description="The device-score-transfer.v1 message sent.")
+    seconds: dict[str, float] = Field(default_factory=dict, description="Time spent per step.")
+
+
+# --- configuration of this process ----------------------------------------------------------------
+
+_settings: Settings | None = None
+
+
+def use_settings(settings: Settings | None) -> Settings | None:
+    """Give this process's settings (file store, schedule) to the job and the API of this flow.
+
+    The scheduled job and the HTTP route receive only an engine; whoever builds the Asset Hub application
+    calls this once with the process's settings. Returns the settings used before (None: none), so that
+    a test can restore them.
+    """
+    global _settings
+    previous, _settings = _settings, settings
+    return previous
+
+
+def configured_settings() -> Settings:
+    """The settings given to :func:`use_settings`; a process that serves Asset Hub must have called it."""
+    if _settings is None:
+        raise RuntimeError(
+            "the score transfer has no settings: the process serving Asset Hub must call "
+            "derbridge.assethub.services.score_transfer.use_settings(settings) at start"
+        )
+    return _settings
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows to score (one per device and program) and what the file needs besides the scores."""
+
+    program_codes: list[str]
+    rules: list[ProgramRules]
+    program_index: NDArray[np.intp]
+    device_id: NDArray[np.int64]
+    head_end_system: pa.Array
+    nic_id: pa.Array
+    last_communication_at: NDArray[np.datetime64]
+
+
+def _datetimes(values: Sequence[datetime | None]) -> NDArray[np.datetime64]:
+    """Aware datetimes (None: NaT) as the naive UTC ``datetime64[us]`` the scoring model reads."""
+    array = pa.array(values, type=pa.timestamp("us", tz="UTC"))
+    converted: NDArray[np.datetime64] = array.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    return converted
+
+
+def _row_key(program_index: NDArray[np.intp], device_id: NDArray[np.int64]) -> NDArray[np.int64]:
+    """One sortable int64 per (program, device): device ids stay far below 2**44."""
+    return (program_index.astype(np.int64) << 44) | device_id
+
+
+async def _read_programs(connection: AsyncConnection) -> tuple[list[str], list[ProgramRules]]:
+    result = await connection.execute(
+        select(t.programs.c.program_code, t.programs.c.rules)
+        .where(t.programs.c.status == ProgramStatus.ACTIVE.value)
+        .order_by(t.programs.c.program_code)
+    )
+    programs = sorted((row.program_code, ProgramRules.model_validate(row.rules)) for row in result)
+    return [code for code, _ in programs], [rules for _, rules in programs]
+
+
+def _active_memberships() -> Any:
+    """(program_code, device_id) of every device currently in an ACTIVE enrollment of an ACTIVE program."""
+    e, ed, p = t.enrollments, t.enrollment_devices, t.programs
+    return (
+        select(e.c.program_code, ed.c.device_id)
+        .join(ed, and_(ed.c.enrollment_id == e.c.enrollment_id, ed.c.removed_at.is_(None)))
+        .join(p, and_(p.c.program_code == e.c.program_code, p.c.status == ProgramStatus.ACTIVE.value))
+        .where(e.c.state == EnrollmentState.ACTIVE.value)
+        .distinct()
+        .subquery("membership")
+    )
+
+
+async def _read_rows(connection: AsyncConnection, codes: list[str], rules: list[ProgramRules]) -> _Rows:
+    membership = _active_memberships()
+    checks = t.device_status_checks
+    # Any answer carries the device's last communication as the DERMS knew it then; the latest is what
+    # Asset Hub knows now.
+    last_seen = (
+        select(checks.c.device_id, func.max(checks.c.last_communication_at).label("last_communication_at"))
+        .where(checks.c.last_communication_at.is_not(None))
+        .group_by(checks.c.device_id)
+        .subquery("last_seen")
+    )
+    query = (
+        select(
+            membership.c.program_code,
+            t.devices.c.device_id,
+            t.devices.c.head_end_system,
+            t.devices.c.nic_id,
+            last_seen.c.last_communication_at,
+        )
+        .select_from(membership)
+        .join(t.devices, t.devices.c.device_id == membership.c.device_id)
+        .outerjoin(last_seen, last_seen.c.device_id == membership.c.device_id)
+    )
+    index_of = {code: i for i, code in enumerate(codes)}
+    programs: list[NDArray[np.intp]] = []
+    devices: list[NDArray[np.int64]] = []
+    head_ends: list[pa.Array] = []
+    nics: list[pa.Array] = []
+    seen: list[NDArray[np.datetime64]] = []
+    stream = await connection.stream(query)
+    async for part in stream.partitions(READ_PARTITION):
+        code_col, device_col, head_end_col, nic_col, seen_col = zip(*part, strict=True)
+        programs.append(np.fromiter((index_of[c] for c in code_col), dtype=np.intp, count=len(part)))
+        devices.append(np.fromiter(device_col, dtype=np.int64, count=len(part)))
+        head_ends.append(pa.array(head_end_col, type=pa.string()))
+        nics.append(pa.array(nic_col, type=pa.string()))
+        seen.append(_datetimes(seen_col))
+    program_index = np.concatenate(programs) if programs else np.zeros(0, dtype=np.intp)
+    device_id = np.concatenate(devices) if devices else np.zeros(0, dtype=np.int64)
+    # Rows in (program, device) order: the order the history is matched in, independent of the database.
+    order = np.argsort(_row_key(program_index, device_id), kind="stable")
+    return _Rows(
+        program_codes=codes,
+        rules=rules,
+        program_index=program_index[order],
+        device_id=device_id[order],
+        head_end_system=pa.chunked_array(head_ends, type=pa.string()).combine_chunks().take(order),
+        nic_id=pa.chunked_array(nics, type=pa.string()).combine_chunks().take(order),
+        last_communication_at=(np.concatenate(seen) if seen else np.zeros(0, dtype="datetime64[us]"))[order],
+    )
+
+
+async def _read_history(connection: AsyncConnection, rows: _Rows) -> ScoringInput:
+    """Every participation of the scored devices in their programs' events, as the model's columns."""
+    pr, ev, p = t.participation_records, t.program_events, t.programs
+    outcome_class = case(
+        {name: int(code) for name, code in OUTCOME_CLASSES.items()},
+        value=pr.c.outcome,
+        else_=int(EventClass.PENDING),
+    )
+    cancelled = or_(ev.c.status == "CANCELLED", pr.c.status == "CANCELLED")
+    query = (
+        select(
+            ev.c.program_code,
+            pr.c.device_id,
+            ev.c.start_at,
+            outcome_class,
+            func.coalesce(pr.c.preemptive_opt_out, False),
+            case((cancelled, True), else_=False),
+        )
+        .join(ev, ev.c.event_id == pr.c.event_id)
+        .join(p, and_(p.c.program_code == ev.c.program_code, p.c.status == ProgramStatus.ACTIVE.value))
+        # Newest first per device; the event id (time-ordered) breaks ties between events starting together.
+        .order_by(pr.c.device_id, ev.c.start_at.desc(), ev.c.event_id.desc())
+    )
+    index_of = {code: i for i, code in enumerate(rows.program_codes)}
+    keys: list[NDArray[np.int64]] = []
+    starts: list[NDArray[np.datetime64]] = []
+    outcomes: list[NDArray[np.int8]] = []
+    opt_outs: list[NDArray[np.bool_]] = []
+    cancels: list[NDArray[np.bool_]] = []
+    stream = await connection.stream(query)
+    async for part in stream.partitions(READ_PARTITION):
+        code_col, device_col, start_col, outcome_col, opt_col, cancel_col = zip(*part, strict=True)
+        count = len(part)
+        program = np.fromiter((index_of[c] for c in code_col), dtype=np.intp, count=count)
+        keys.append(_row_key(program, np.fromiter(device_col, dtype=np.int64, count=count)))
+        starts.append(_datetimes(start_col))
+        outcomes.append(np.fromiter(outcome_col, dtype=np.int8, count=count))
+        opt_outs.append(np.fromiter(opt_col, dtype=np.bool_, count=count))
+        cancels.append(np.fromiter(cancel_col, dtype=np.bool_, count=count))
+
+    n = len(rows.device_id)
+    if keys:
+        key = np.concatenate(keys)
+        row_keys = _row_key(rows.program_index, rows.device_id)
+        found = np.searchsorted(row_keys, key)
+        found_clipped = np.minimum(found, max(n - 1, 0))
+        member = (found < n) & (row_keys[found_clipped] == key) if n else np.zeros(len(key), dtype=np.bool_)
+        # Group by row; a stable sort keeps each row's entries newest first, as the query returned them.
+        order = np.argsort(found[member], kind="stable")
+        history_row = found[member][order].astype(np.intp)
+        history_class = classify_events(
+            np.concatenate(outcomes)[member][order],
+            np.concatenate(opt_outs)[member][order],
+            np.concatenate(cancels)[member][order],
+        )
+        history_event_at = np.concatenate(starts)[member][order]
+    else:
+        history_row = np.zeros(0, dtype=np.intp)
+        history_class = np.zeros(0, dtype=np.int8)
+        history_event_at = np.zeros(0, dtype="datetime64[us]")
+    return ScoringInput(
+        program_index=rows.program_index,
+        # Only ACTIVE enrollments of ACTIVE programs are read: both conditions hold for every row here.
+        enrollment_active=np.ones(n, dtype=np.bool_),
+        program_active=np.ones(n, dtype=np.bool_),
+        last_communication_at=rows.last_communication_at,
+        history_row=history_row,
+        history_class=history_class,
+        history_event_at=history_event_at,
+    )
+
+
+# --- the score file -------------------------------------------------------------------------------
+
+
+def _reasons(result: ScoringResult) -> pa.Array:
+    codes = result.reason.astype(np.int32) - 1
+    indices = pa.array(codes, mask=result.reason == 0)
+    return pa.DictionaryArray.from_arrays(indices, pa.array([r.value for r in REASONS])).cast(pa.string())
+
+
+def _file_table(rows: _Rows, result: ScoringResult, computed_at: datetime) -> pa.Table:
+    """The score file's rows, in the file's order: ``(program_code, head_end_system, nic_id)``."""
+    n = len(rows.device_id)
+    table = pa.table(
+        {
+            "program_code": pa.array(rows.program_codes, type=pa.string()).take(pa.array(rows.program_index)),
+            "head_end_system": rows.head_end_system,
+            "nic_id": rows.nic_id,
+            "device_id": pa.array(rows.device_id, type=pa.int64()),
+            # decimal(4, 1) is written as "77.5" and "100.0": exactly one decimal, as the file requires.
+            "score": pa.array(result.score, type=pa.float64()).cast(pa.decimal128(4, 1)),
+            "eligible": pa.array(result.eligible, type=pa.bool_()),
+            "ineligibility_reason": _reasons(result),
+            "computed_at": pa.array([utc_z(computed_at)], type=pa.string()).take(pa.array(np.zeros(n, np.int64))),
+        }
+    )
+    assert tuple(table.column_names) == SCORE_FILE_COLUMNS
+    order = pc.sort_indices(
+        table,
+        sort_keys=[("program_code", "ascending"), ("head_end_system", "ascending"), ("nic_id", "ascending")],
+    )
+    return table.take(order)
+
+
+def _write_file(table: pa.Table, path: Path) -> None:
+    # mtime=0 and no file name in the gzip header: the same rows give the same bytes, whenever written.
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+        pa_csv.write_csv(table, out)
+
+
+def file_key(file_id: str, generated_at: datetime) -> str:
+    """Where a score file is stored in the file store."""
+    return f"{FILE_KEY_PREFIX}/{generated_at:%Y/%m/%d}/{file_id}.csv.gz"
+
+
+# --- recording ------------------------------------------------------------------------------------
+
+
+def _score_rows(file_id: str, rows: _Rows, result: ScoringResult) -> pa.Table:
+    """The ``device_scores`` rows, in the table's column order."""
+    return pa.table(
+        {
+            "file_id": pa.array([file_id], type=pa.string()).take(pa.array(np.zeros(len(rows.device_id), np.int64))),
+            "program_code": pa.array(rows.program_codes, type=pa.string()).take(pa.array(rows.program_index)),
+            "device_id": pa.array(rows.device_id, type=pa.int64()),
+            "score": pa.array(result.score, type=pa.float64()),
+            "eligible": pa.array(result.eligible, type=pa.bool_()),
+            "ineligibility_reason": _reasons(result),
+            "reliability": pa.array(result.reliability, type=pa.float64()),
+            "connectivity": pa.array(result.connectivity, type=pa.float64()),
+            "fatigue": pa.array(result.fatigue, type=pa.float64()),
+        }
+    )
+
+
+async def _insert_rows(connection: AsyncConnection, table: Table, data: pa.Table) -> None:
+    """Insert ``data`` (columns named as ``table``'s) inside the open transaction, set-based.
+
+    PostgreSQL: one ``COPY … FROM STDIN (FORMAT csv)`` fed with the CSV pyarrow writes (nulls are empty
+    unquoted fields, booleans ``true``/``false``); SQLite: one ``executemany``.
+    """
+    if data.num_rows == 0:
+        return
+    columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in data.column_names)
+    target = connection.dialect.identifier_preparer.quote(table.name)
+    if connection.dialect.name == "postgresql":
+        buffer = io.BytesIO()
+        pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
+        payload = buffer.getbuffer()
+        raw = await connection.get_raw_connection()
+        async with (
+            raw.driver_connection.cursor() as cursor,  # type: ignore[union-attr]
+            cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy,
+        ):
+            for start in range(0, len(payload), COPY_CHUNK):
+                await copy.write(payload[start : start + COPY_CHUNK])
+        return
+    placeholders = ", ".join("?" for _ in data.column_names)
+    values = list(zip(*(column.to_pylist() for column in data.columns), strict=True))
+    await connection.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({placeholders})", values)  # noqa: S608
+
+
+# --- the lease ------------------------------------------------------------------------------------
+
+
+async def _take_lease(engine: AsyncEngine, owner: str) -> bool:
+    leases = t.job_leases
+    wall = utcnow()
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert_for(connection.dialect.name, leases)
+            .values(name=TRANSFER_LEASE)
+            .on_conflict_do_nothing(index_elements=[leases.c.name])
+        )
+        taken = await connection.execute(
+            update(leases)
+            .where(
+                leases.c.name == TRANSFER_LEASE,
+                or_(leases.c.lease_until.is_(None), leases.c.lease_until < wall),
+            )
+            .values(owner=owner, lease_until=wall + LEASE_DURATION)
+            .returning(leases.c.name)
+        )
+        return taken.first() is not None
+
+
+async def _release_lease(engine: AsyncEngine, owner: str, *, finished: bool) -> None:
+    leases = t.job_leases
+    values: dict[str, Any] = {"owner": None, "lease_until": None}
+    if finished:
+        values["last_run_at"] = utcnow()
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(leases).where(leases.c.name == TRANSFER_LEASE, leases.c.owner == owner).values(**values)
+        )
+
+
+async def _hold_lease(connection: AsyncConnection, owner: str) -> None:
+    """Check inside the recording transaction that the lease is still ours (and lock its row until commit)."""
+    leases = t.job_leases
+    held = await connection.execute(
+        update(leases)
+        .where(leases.c.name == TRANSFER_LEASE, leases.c.owner == owner)
+        .values(lease_until=utcnow() + LEASE_DURATION)
+        .returning(leases.c.name)
+    )
+    if held.first() is None:
+        raise TransferLeaseLost(
+            f"the score transfer lease expired after {LEASE_DURATION} and another transfer took it; "
+            "nothing was recorded or sent"
+        )
+
+
+# --- the transfer ---------------------------------------------------------------------------------
+
+
+async def transfer_scores(engine: AsyncEngine, settings: Settings, *, now: datetime) -> TransferReport:
+    """Compute, write, store and send one score snapshot (the module docstring says how).
+
+    ``engine`` is Asset Hub's; ``settings`` names the file store and the DERMS instance; ``now`` is the
+    business time the scores are computed at (the file's ``generated_at`` and ``computed_at``).
+    Raises :class:`TransferBusy` when another transfer is running.
+    """
+    owner = new_id()
+    if not await _take_lease(engine, owner):
+        raise TransferBusy("a score transfer is already running; try again when it has finished")
+    finished = False
+    try:
+        report = await _transfer(engine, settings, now, owner)
+        finished = True
+        return report
+    finally:
+        await _release_lease(engine, owner, finished=finished)
+
+
+async def _transfer(engine: AsyncEngine, settings: Settings, now: datetime, owner: str) -> TransferReport:
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        stopped = time.perf_counter()
+        seconds[step] = round(stopped - started, 3)
+        started = stopped
+
+    async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # One consistent view across the reads: the history matches the enrollments it is read for.
+            await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
+            codes, rules = await _read_programs(connection)
+            if not codes:
+                return TransferReport(status="nothing-to-score", generated_at=now, seconds=seconds)
+            rows = await _read_rows(connection, codes, rules)
+            inputs = await _read_history(connection, rows)
+    lap("read")
+
+    result = await asyncio.to_thread(score_devices, inputs, rules, now)
+    lap("score")
+
+    file_id = new_id()
+    with tempfile.TemporaryDirectory(prefix="derbridge-scores-") as directory:
+        path = Path(directory) / f"{file_id}.csv.gz"
+        table = await asyncio.to_thread(_file_table, rows, result, now)
+        await asyncio.to_thread(_write_file, table, path)
+        described = await asyncio.to_thread(
+            describe_file, path, file_id=file_id, generated_at=now, compression=Compression.GZIP
+        )
+        lap("write")
+        async with build_file_store(settings) as store:
+            location = await store.put(path, file_key(file_id, now))
+        lap("store")
+
+    manifest = ScoreFileManifest(**described.model_dump(), scoring_model_version=SCORING_MODEL_VERSION, programs=codes)
+    envelope = new_envelope(
+        TYPE,
+        ScoreTransfer(manifest=manifest, location=location),
+        business_key=f"score-file:{file_id}",
+        correlation_id=file_id,
+        occurred_at=now,
+        target_instance=settings.derms_instance_id,
+    )
+    eligible_count = int(result.eligible.sum())
+    score_rows = await asyncio.to_thread(_score_rows, file_id, rows, result)
+    async with engine.begin() as connection:
+        await _hold_lease(connection, owner)
+        await connection.execute(
+            insert(t.score_snapshots).values(
+                file_id=file_id,
+                generated_at=now,
+                scoring_model_version=SCORING_MODEL_VERSION,
+                programs=codes,
+                row_count=manifest.row_count,
+                eligible_count=eligible_count,
+                sha256=manifest.sha256,
+                byte_size=manifest.byte_size,
+            )
+        )
+        await _insert_rows(connection, t.device_scores, score_rows)
+        await write_outbox(connection, t.outbox, [envelope])
+    lap("record")
+    log.info(
+        "score transfer sent",
+        file_id=file_id,
+        message_id=envelope.message_id,
+        rows=manifest.row_count,
+        eligible=eligible_count,
+        seconds=seconds,
+    )
+    return TransferReport(
+        status="transferred",
+        file_id=file_id,
+        generated_at=now,
+        programs=codes,
+        row_count=manifest.row_count,
+        eligible_count=eligible_count,
+        byte_size=manifest.byte_size,
+        sha256=manifest.sha256,
+        location=location,
+        message_id=envelope.message_id,
+        seconds=seconds,
+    )
+
+
+async def transfer_now(runtime: Runtime, now: datetime | None = None) -> TransferReport:
+    """A transfer on demand (``derbridge score transfer``): Asset Hub's engine and settings of ``runtime``,
+    at ``now`` (default: the business clock). Raises :class:`TransferBusy` when one is running."""
+    return await transfer_scores(runtime.async_engine("assethub"), runtime.settings, now=now or clock.now())
+
+
+# --- the schedule ---------------------------------------------------------------------------------
+
+
+def latest_scheduled_time(expression: str, time_zone: str, now: datetime) -> datetime:
+    """The latest time at or before ``now`` that the 5-field cron ``expression`` names in ``time_zone``.
+
+    Raises ``ValueError`` for an expression that is not a valid 5-field cron expression or an unknown
+    time zone. A time skipped by a daylight-saving change runs at the first valid time after it.
+    """
+    if len(expression.split()) != SCHEDULE_FIELDS or not croniter.is_valid(expression):
+        raise ValueError(f"scores.schedule {expression!r} is not a 5-field cron expression, e.g. '0 2 * * *'")
+    zone = ZoneInfo(time_zone)
+    # croniter's get_prev is strictly before its start and works in whole seconds: start one second after
+    # the current whole second, so that a schedule due exactly now counts as due.
+    start = now.astimezone(zone).replace(microsecond=0) + timedelta(seconds=1)
+    previous: datetime = croniter(expression, start).get_prev(datetime)
+    return previous.astimezone(now.tzinfo)
+
+
+async def transfer_due(engine: AsyncEngine, settings: Settings, now: datetime) -> bool:
+    """Whether the schedule calls for a transfer: its latest time has passed and no snapshot was generated
+    at or after it. A run missed while no process was up is caught up once, however many were missed; an
+    on-demand transfer after the scheduled time counts as that time's transfer."""
+    due = latest_scheduled_time(settings.scores.schedule, settings.scores.time_zone, now)
+    async with engine.connect() as connection:
+        latest = await connection.scalar(select(func.max(t.score_snapshots.c.generated_at)))
+    return latest is None or latest < due
+
+
+@jobs.job(JOB_NAME, every=JOB_EVERY)
+async def scheduled_transfer(engine: AsyncEngine, now: datetime) -> int:
+    """The scheduled job: transfer when due (see :func:`transfer_due`); returns how many transfers ran."""
+    settings = configured_settings()
+    if not await transfer_due(engine, settings, now):
+        return 0
+    try:
+        report = await transfer_scores(engine, settings, now=now)
+    except TransferBusy:
+        return 0  # an on-demand transfer is running: it satisfies this schedule time when it records
+    return 1 if report.status == "transferred" else 0
+
+
+# --- the DERMS's acknowledgement ------------------------------------------------------------------
+
+
+@inbox.handles(ACK_TYPE)
+async def record_acknowledgement(
+    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
+) -> dict[str, Any]:
+    """Record what the DERMS did with a score file: APPLIED (loaded, or already loaded), STALE (older than
+    its current snapshot) or REJECTED (the file's content is invalid), with the devices it does not know.
+
+    The answer is kept in Asset Hub's inbox with the acknowledgement (and so visible with the message in
+    the bridge); ``score_snapshots`` has no column for it yet. The acknowledgement's ``correlation_id`` is
+    the file id.
+    """
+    file_id = envelope.correlation_id
+    known = await connection.scalar(select(t.score_snapshots.c.file_id).where(t.score_snapshots.c.file_id == file_id))
+    outcome = {
+        "file_id": file_id,
+        "known_file": known is not None,
+        "status": payload.status.value,
+        "detail": payload.detail,
+        "unknown_devices_listed": len(payload.unknown_devices),
+    }
+    log.info("score transfer acknowledged", message_id=envelope.message_id, **outcome)
+    return outcome

@@ -1,0 +1,687 @@
+"""F2 · device-status-check, Asset Hub's end: ask the DERMS for a device's communication status, time the
+question out, take the answer, and run the enrollment device-setup step on it.
+
+**Checks.** :func:`start_status_checks` inserts OPEN checks (``timeout_at`` = now + the program's
+``status_check_timeout_minutes``, or the default :class:`ProgramRules` for a check outside an enrollment)
+and writes one ``device-status-check.v1`` per check (``check_id`` = ``correlation_id``) in the same
+transaction. Agents start one through ``POST /assethub/v1/status-checks`` or the CLI
+(:func:`run_status_check`, which also waits for the answer).
+
+**Answers** (``device-status-check-response.v1``, :func:`handle_status_check_response`): an OPEN check
+answered by its ``timeout_at`` becomes ANSWERED. An answer after ``timeout_at`` is late: it is recorded
+with ``late_answer = true`` and changes no decision — a TIMED_OUT check stays TIMED_OUT, and an OPEN one
+past its time is timed out then and there, exactly as the timeout job would have. A second answer to an
+ANSWERED check (the DERMS may answer again after a fresh reading) replaces the stored one when it is
+newer; it can complete a setup, never fail one.
+
+**Device setup** (job ``enrollment-setup``, every 5 s): every PENDING enrollment moves to DEVICE_SETUP
+(``setup_started_at`` = now) and each of its active devices gets an ENROLLMENT_SETUP check; DEVICE_SETUP
+enrollments whose ``next_check_at`` is due get a check for each device not yet confirmed and not already
+being checked. A device is *confirmed* by a setup check answered on time ONLINE with a
+``last_communication_at`` within the program's ``status_freshness_hours`` of the answer. When every active
+device of an enrollment is confirmed, it becomes ACTIVE and the enrollment sync (F3) is queued. Any other
+answer, or a timeout (job ``status-check-timeouts``, every 5 s), schedules a re-check with backoff — 5 min
+after the device's first failed check, doubling, at most 6 h, never past the end of the setup period
+(``setup_started_at + setup_recheck_period_hours``); a failure at or after the end of the period makes the
+enrollment SETUP_FAILED with the device and the reason. Every state change keeps its transition.
+
+Decisions where flows.md is open: an enrollment with several devices needs each of them confirmed; an
+agent's check is not tied to an enrollment (default rules, no decision); the business clock
+(:mod:`derbridge.infra.clock`) dates checks, answers and transitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.enrollment import DeviceRef, EnrollmentState, plan_transition
+from derbridge.assethub.domain.program import ProgramRules
+from derbridge.assethub.jobs import jobs
+from derbridge.assethub.messages import inbox
+from derbridge.assethub.services import enrollment_sync
+from derbridge.assethub.services.enrollment_requests import chunks, transition_rows
+from derbridge.contracts import device_status_check as contract
+from derbridge.contracts.device_status_check import CheckReason, CommunicationStatus
+from derbridge.contracts.enrollment_sync import SyncChange
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.infra import clock
+from derbridge.infra.ids import new_id
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.problems import ProblemError, not_found
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
+
+FIRST_RECHECK = timedelta(minutes=5)
+"""Delay of the re-check after a device's first failed setup check; it doubles with each failure."""
+MAX_RECHECK = timedelta(hours=6)
+"""The longest delay between two setup checks of a device."""
+SETUP_BATCH = 5000
+"""Enrollments the setup step moves (and re-checks) per run: bounds one transaction; the job runs again."""
+DEFAULT_WAIT_SECONDS = 15.0
+"""How long :func:`run_status_check` waits for the DERMS's answer by default."""
+
+
+class CheckStatus(StrEnum):
+    """Where a status check is."""
+
+    OPEN = "OPEN"
+    """Sent; no answer yet, and its timeout has not passed."""
+    ANSWERED = "ANSWERED"
+    """The DERMS answered in time."""
+    TIMED_OUT = "TIMED_OUT"
+    """No answer in time. A late answer is still recorded (``late_answer``) but decides nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckToStart:
+    """A status check to start: which device, why, for whom, and the enrollment it serves (if any)."""
+
+    device_id: int
+    reason: CheckReason
+    requested_by: str
+    enrollment_id: str | None = None
+
+
+# --- the rules of the setup step (pure) -----------------------------------------------------------------
+
+
+def recheck_delay(failed_checks: int) -> timedelta:
+    """How long to wait before checking a device again after its ``failed_checks``-th failed setup check
+    (1 → 5 min, 2 → 10 min, 3 → 20 min …, at most 6 h)."""
+    if failed_checks < 1:
+        raise ValueError("a re-check follows at least one failed check")
+    # Past 2**7 the cap has long been reached; stopping the doubling there keeps the number small.
+    delay: timedelta = FIRST_RECHECK * 2 ** min(failed_checks - 1, 7)
+    return min(delay, MAX_RECHECK)
+
+
+def setup_deadline(setup_started_at: datetime, rules: ProgramRules) -> datetime:
+    """When the setup period of an enrollment ends: no re-check is scheduled after it."""
+    return setup_started_at + timedelta(hours=rules.setup_recheck_period_hours)
+
+
+def next_setup_check(
+    setup_started_at: datetime, failed_checks: int, rules: ProgramRules, now: datetime
+) -> datetime | None:
+    """When to check again after a failed setup check at ``now``; None when the setup period is over (the
+    enrollment has failed its setup). The last re-check falls on the end of the period."""
+    deadline = setup_deadline(setup_started_at, rules)
+    if now >= deadline:
+        return None
+    return min(now + recheck_delay(failed_checks), deadline)
+
+
+def confirms_online(
+    communication_status: str | None, last_communication_at: datetime | None, answered_at: datetime, rules: ProgramRules
+) -> bool:
+    """True when an answer shows the device ONLINE within the program's freshness window of the answer."""
+    return (
+        communication_status == CommunicationStatus.ONLINE.value
+        and last_communication_at is not None
+        and last_communication_at >= answered_at - timedelta(hours=rules.status_freshness_hours)
+    )
+
+
+def why_not_confirmed(
+    communication_status: str | None, last_communication_at: datetime | None, detail: str | None, rules: ProgramRules
+) -> str:
+    """What an answer that does not confirm the device says, for a transition reason."""
+    seen = last_communication_at.isoformat() if last_communication_at is not None else "never"
+    if communication_status == CommunicationStatus.ONLINE.value:
+        return f"last seen online at {seen}, more than {rules.status_freshness_hours:g} h before the answer"
+    if communication_status == CommunicationStatus.OFFLINE.value:
+        return f"the DERMS reports it OFFLINE (last communication: {seen})"
+    return "the DERMS has no status for it" + (f" ({detail})" if detail else "")
+
+
+# --- starting checks --------------------------------------------------------------------------------------
+
+
+async def start_status_checks(
+    connection: AsyncConnection, checks: Sequence[CheckToStart], *, now: datetime
+) -> list[dict[str, Any]]:
+    """Insert ``checks`` as OPEN checks and write their ``device-status-check.v1`` messages, in the
+    caller's transaction; returns the check rows in the order given. Set-based: a few reads, one insert,
+    one outbox write, whatever the number of checks. An unknown device id is a 404 problem."""
+    if not checks:
+        return []
+    d, e, p, pr, ed = t.devices, t.enrollments, t.programs, t.premises, t.enrollment_devices
+    devices: dict[int, Any] = {}
+    for ids in chunks(sorted({c.device_id for c in checks})):
+        for row in await connection.execute(select(d).where(d.c.device_id.in_(ids))):
+            devices[row.device_id] = row
+    for check in checks:
+        if check.device_id not in devices:
+            raise not_found("device", str(check.device_id))
+
+    rules: dict[str, ProgramRules] = {}
+    division: dict[str, str | None] = {}
+    for enrollment_ids in chunks(sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})):
+        rows = await connection.execute(
+            select(e.c.enrollment_id, p.c.rules, pr.c.division)
+            .select_from(
+                e.outerjoin(p, p.c.program_code == e.c.program_code).outerjoin(
+                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
+                )
+            )
+            .where(e.c.enrollment_id.in_(enrollment_ids))
+        )
+        for row in rows:
+            rules[row.enrollment_id] = ProgramRules.model_validate(row.rules) if row.rules else ProgramRules()
+            division[row.enrollment_id] = row.division
+    # A check outside an enrollment names the division of the device's latest enrollment, if it has one.
+    device_division: dict[int, str | None] = {}
+    for ids in chunks(sorted({c.device_id for c in checks if c.enrollment_id is None})):
+        rows = await connection.execute(
+            select(ed.c.device_id, pr.c.division)
+            .select_from(
+                ed.join(e, e.c.enrollment_id == ed.c.enrollment_id).outerjoin(
+                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
+                )
+            )
+            .where(ed.c.device_id.in_(ids))
+            .order_by(e.c.enrollment_id)
+        )
+        for row in rows:
+            device_division[row.device_id] = row.division
+
+    default_rules = ProgramRules()
+    rows_out: list[dict[str, Any]] = []
+    envelopes: list[Envelope] = []
+    for check in checks:
+        device = devices[check.device_id]
+        enrollment = check.enrollment_id
+        check_rules = rules.get(enrollment, default_rules) if enrollment else default_rules
+        check_id = new_id()
+        rows_out.append(
+            {
+                "check_id": check_id,
+                "device_id": check.device_id,
+                "enrollment_id": enrollment,
+                "reason": check.reason.value,
+                "requested_by": check.requested_by,
+                "status": CheckStatus.OPEN.value,
+                "requested_at": now,
+                "timeout_at": now + timedelta(minutes=check_rules.status_check_timeout_minutes),
+                "answered_at": None,
+                "result": None,
+                "communication_status": None,
+                "last_communication_at": None,
+                "source": None,
+                "detail": None,
+                "late_answer": False,
+            }
+        )
+        envelopes.append(
+            new_envelope(
+                contract.TYPE,
+                contract.StatusCheckRequest(
+                    check_id=check_id,
+                    reason=check.reason,
+                    requested_by=check.requested_by,
+                    device=contract.CheckedDevice(
+                        head_end_system=device.head_end_system,
+                        nic_id=device.nic_id,
+                        device_type=device.device_type,
+                        manufacturer=device.manufacturer,
+                        model=device.model,
+                        division=division.get(enrollment) if enrollment else device_division.get(check.device_id),
+                    ),
+                ),
+                business_key=f"{device.head_end_system}:{device.nic_id}",
+                correlation_id=check_id,
+                occurred_at=now,
+            )
+        )
+    await connection.execute(t.device_status_checks.insert(), rows_out)
+    await write_outbox(connection, t.outbox, envelopes)
+    return rows_out
+
+
+async def start_status_check(
+    connection: AsyncConnection,
+    device_id: int,
+    reason: CheckReason,
+    requested_by: str,
+    enrollment_id: str | None = None,
+    *,
+    now: datetime,
+) -> dict[str, Any]:
+    """Start one status check of ``device_id`` (see :func:`start_status_checks`); returns the check row."""
+    started = await start_status_checks(
+        connection, [CheckToStart(device_id, reason, requested_by, enrollment_id)], now=now
+    )
+    return started[0]
+
+
+async def start_agent_status_check(
+    engine: AsyncEngine, head_end_system: str, nic_id: str, requested_by: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Start an AGENT_TROUBLESHOOT check of the device ``head_end_system:nic_id`` in its own transaction;
+    a 404 problem when Asset Hub does not know the device."""
+    d = t.devices
+    async with engine.begin() as connection:
+        device_id = await connection.scalar(
+            select(d.c.device_id).where(d.c.head_end_system == head_end_system, d.c.nic_id == nic_id)
+        )
+        if device_id is None:
+            raise ProblemError(
+                404,
+                "not-found",
+                "device not found",
+                f"Asset Hub knows no device {head_end_system}:{nic_id}. Check the head-end system and nic id "
+                "(GET /assethub/v1/devices?head_end_system=…); a device is known once an enrollment request "
+                "for it was accepted.",
+            )
+        return await start_status_check(
+            connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now or clock.now()
+        )
+
+
+async def wait_for_status_check(
+    engine: AsyncEngine, check_id: str, *, timeout_seconds: float = DEFAULT_WAIT_SECONDS, poll_seconds: float = 0.25
+) -> dict[str, Any]:
+    """Poll check ``check_id`` until it is no longer OPEN or ``timeout_seconds`` (wall time) have passed;
+    returns the check row as it then is (still OPEN when the DERMS has not answered in time)."""
+    c = t.device_status_checks
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        async with engine.connect() as connection:
+            row = (await connection.execute(select(c).where(c.c.check_id == check_id))).mappings().first()
+        if row is None:
+            raise not_found("status check", check_id)
+        left = deadline - time.monotonic()
+        if row["status"] != CheckStatus.OPEN.value or left <= 0:
+            return dict(row)
+        await asyncio.sleep(min(poll_seconds, left))
+
+
+async def run_status_check(
+    target: Runtime | AsyncEngine,
+    head_end_system: str,
+    nic_id: str,
+    *,
+    requested_by: str = "cli",
+    timeout_seconds: float = DEFAULT_WAIT_SECONDS,
+    poll_seconds: float = 0.25,
+) -> dict[str, Any]:
+    """``derbridge assethub status-check HEAD_END NIC_ID``: start an agent's check of the device and wait
+    (bounded) for the DERMS's answer; returns the check row — ANSWERED with the answer, or still OPEN
+    when no answer came within ``timeout_seconds`` (the bridge must be running to carry it)."""
+    engine = target if isinstance(target, AsyncEngine) else target.async_engine("assethub")
+    check = await start_agent_status_check(engine, head_end_system, nic_id, requested_by)
+    return await wait_for_status_check(
+        engine, check["check_id"], timeout_seconds=timeout_seconds, poll_seconds=poll_seconds
+    )
+
+
+# --- the setup step ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Setup:
+    """What the setup decisions need to know about one enrollment, read set-based."""
+
+    enrollment_id: str
+    state: str
+    setup_started_at: datetime | None
+    next_check_at: datetime | None
+    rules: ProgramRules
+    devices: dict[int, DeviceRef] = field(default_factory=dict)
+    """The enrollment's active (not replaced) devices."""
+    checks: list[Any] = field(default_factory=list)
+    """Its ENROLLMENT_SETUP checks."""
+
+    def confirmed(self, device_id: int) -> bool:
+        return any(
+            c.device_id == device_id
+            and c.status == CheckStatus.ANSWERED.value
+            and c.answered_at is not None
+            and confirms_online(c.communication_status, c.last_communication_at, c.answered_at, self.rules)
+            for c in self.checks
+        )
+
+    def being_checked(self, device_id: int) -> bool:
+        return any(c.device_id == device_id and c.status == CheckStatus.OPEN.value for c in self.checks)
+
+    def failed_checks(self, device_id: int) -> int:
+        return sum(1 for c in self.checks if c.device_id == device_id and c.status != CheckStatus.OPEN.value)
+
+
+async def _setups(
+    connection: AsyncConnection, enrollment_ids: Sequence[str], *, lock: bool = False
+) -> dict[str, _Setup]:
+    """The setup facts of ``enrollment_ids``. With ``lock`` the enrollment rows are locked first (PostgreSQL;
+    SQLite admits one writer anyway): a decision then reads every check committed before it, so two answers
+    for two devices of one enrollment, applied at once, cannot each miss the other's confirmation."""
+    e, p, ed, d, c = t.enrollments, t.programs, t.enrollment_devices, t.devices, t.device_status_checks
+    found: dict[str, _Setup] = {}
+    ids = sorted(set(enrollment_ids))
+    for part in chunks(ids):
+        query = (
+            select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, p.c.rules)
+            .select_from(e.outerjoin(p, p.c.program_code == e.c.program_code))
+            .where(e.c.enrollment_id.in_(part))
+            .order_by(e.c.enrollment_id)
+        )
+        rows = await connection.execute(query.with_for_update(of=e) if lock else query)
+        for row in rows:
+            found[row.enrollment_id] = _Setup(
+                row.enrollment_id,
+                row.state,
+                row.setup_started_at,
+                row.next_check_at,
+                ProgramRules.model_validate(row.rules) if row.rules else ProgramRules(),
+            )
+        rows = await connection.execute(
+            select(ed.c.enrollment_id, ed.c.device_id, d.c.head_end_system, d.c.nic_id)
+            .select_from(ed.join(d, d.c.device_id == ed.c.device_id))
+            .where(ed.c.enrollment_id.in_(part), ed.c.removed_at.is_(None))
+        )
+        for row in rows:
+            found[row.enrollment_id].devices[row.device_id] = DeviceRef(row.head_end_system, row.nic_id)
+        rows = await connection.execute(
+            select(
+                c.c.enrollment_id,
+                c.c.device_id,
+                c.c.status,
+                c.c.communication_status,
+                c.c.last_communication_at,
+                c.c.answered_at,
+            )
+            .where(c.c.enrollment_id.in_(part), c.c.reason == CheckReason.ENROLLMENT_SETUP.value)
+            .order_by(c.c.check_id)
+        )
+        for row in rows:
+            found[row.enrollment_id].checks.append(row)
+    return found
+
+
+def _transition_rows(
+    moves: Sequence[tuple[str, str | None]], from_state: EnrollmentState, to_state: EnrollmentState, now: datetime
+) -> list[dict[str, Any]]:
+    return transition_rows(plan_transition(eid, from_state, to_state, now, reason) for eid, reason in moves)
+
+
+async def _move(
+    connection: AsyncConnection,
+    moves: dict[str, str | None],
+    from_state: EnrollmentState,
+    to_state: EnrollmentState,
+    now: datetime,
+    **values: Any,
+) -> list[str]:
+    """Move the enrollments ``moves`` names from ``from_state`` to ``to_state`` (with each one's reason) and
+    keep the transitions; an enrollment that is no longer in ``from_state`` is left alone. Returns the ids
+    moved."""
+    e = t.enrollments
+    moved: list[str] = []
+    for part in chunks(sorted(moves)):
+        result = await connection.execute(
+            update(e)
+            .where(e.c.enrollment_id.in_(part), e.c.state == from_state.value)
+            .values(state=to_state.value, updated_at=now, **values)
+            .returning(e.c.enrollment_id)
+        )
+        moved += [r.enrollment_id for r in result]
+    if moved:
+        await connection.execute(
+            t.enrollment_transitions.insert(),
+            _transition_rows([(m, moves[m]) for m in sorted(moved)], from_state, to_state, now),
+        )
+    return sorted(moved)
+
+
+def _checks_needed(setups: Sequence[_Setup]) -> list[CheckToStart]:
+    return [
+        CheckToStart(device_id, CheckReason.ENROLLMENT_SETUP, "enrollment-setup", setup.enrollment_id)
+        for setup in setups
+        for device_id in sorted(setup.devices)
+        if not setup.confirmed(device_id) and not setup.being_checked(device_id)
+    ]
+
+
+async def run_setup_step(connection: AsyncConnection, *, now: datetime, limit: int = SETUP_BATCH) -> int:
+    """The device-setup step at ``now``: PENDING enrollments start their setup, due re-checks start; returns
+    how many enrollments had checks started."""
+    e = t.enrollments
+    pending = [
+        r.enrollment_id
+        for r in await connection.execute(
+            select(e.c.enrollment_id)
+            .where(e.c.state == EnrollmentState.PENDING.value)
+            .order_by(e.c.enrollment_id)
+            .limit(limit)
+        )
+    ]
+    started = await _move(
+        connection,
+        dict.fromkeys(pending, "device setup started: checking that the device communicates"),
+        EnrollmentState.PENDING,
+        EnrollmentState.DEVICE_SETUP,
+        now,
+        setup_started_at=now,
+        next_check_at=None,
+    )
+    due = [
+        r.enrollment_id
+        for r in await connection.execute(
+            select(e.c.enrollment_id)
+            .where(e.c.state == EnrollmentState.DEVICE_SETUP.value, e.c.next_check_at <= now)
+            .order_by(e.c.next_check_at, e.c.enrollment_id)
+            .limit(limit)
+        )
+    ]
+    rechecked: list[str] = []
+    for part in chunks(due):
+        result = await connection.execute(
+            update(e)
+            .where(
+                e.c.enrollment_id.in_(part), e.c.state == EnrollmentState.DEVICE_SETUP.value, e.c.next_check_at <= now
+            )
+            .values(next_check_at=None, updated_at=now)
+            .returning(e.c.enrollment_id)
+        )
+        rechecked += [r.enrollment_id for r in result]
+    setups = await _setups(connection, started + rechecked)
+    await start_status_checks(connection, _checks_needed([setups[i] for i in sorted(setups)]), now=now)
+    return len(started) + len(rechecked)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A setup check that did not confirm its device."""
+
+    enrollment_id: str
+    device_id: int
+    why: str
+
+
+async def _after_failures(connection: AsyncConnection, failures: Sequence[_Failure], now: datetime) -> None:
+    """Schedule the re-check of each enrollment with a failed setup check, or fail its setup when the setup
+    period is over. Set-based over all ``failures`` (the timeout job passes many)."""
+    if not failures:
+        return
+    setups = await _setups(connection, [f.enrollment_id for f in failures], lock=True)
+    schedule: dict[str, datetime] = {}
+    failed: dict[str, str | None] = {}
+    for failure in failures:
+        setup = setups.get(failure.enrollment_id)
+        if setup is None or setup.state != EnrollmentState.DEVICE_SETUP.value or failure.enrollment_id in failed:
+            continue
+        started = setup.setup_started_at or now
+        at = next_setup_check(started, max(1, setup.failed_checks(failure.device_id)), setup.rules, now)
+        if at is None:
+            device = setup.devices.get(failure.device_id)
+            failed[failure.enrollment_id] = (
+                f"{device.key if device else failure.device_id}: {failure.why}; not seen online within "
+                f"{setup.rules.status_freshness_hours:g} h of a check during the "
+                f"{setup.rules.setup_recheck_period_hours:g} h setup period that started {started.isoformat()}"
+            )
+        elif setup.next_check_at is None:
+            schedule[failure.enrollment_id] = min(at, schedule.get(failure.enrollment_id, at))
+    await _move(connection, failed, EnrollmentState.DEVICE_SETUP, EnrollmentState.SETUP_FAILED, now, next_check_at=None)
+    planned = [(eid, at) for eid, at in sorted(schedule.items()) if eid not in failed]
+    if planned:
+        e = t.enrollments
+        # Only an enrollment with no re-check planned takes one: the first failure of a round plans it.
+        await connection.execute(
+            update(e)
+            .where(
+                e.c.enrollment_id == bindparam("b_enrollment_id"),
+                e.c.state == EnrollmentState.DEVICE_SETUP.value,
+                e.c.next_check_at.is_(None),
+            )
+            .values(next_check_at=bindparam("b_next_check_at"), updated_at=now),
+            [{"b_enrollment_id": eid, "b_next_check_at": at} for eid, at in planned],
+        )
+
+
+async def _after_confirmation(connection: AsyncConnection, enrollment_id: str, now: datetime) -> bool:
+    """Make the enrollment ACTIVE if every one of its devices is now confirmed online, and queue its
+    enrollment sync (F3); returns whether it became ACTIVE."""
+    setup = (await _setups(connection, [enrollment_id], lock=True)).get(enrollment_id)
+    if setup is None or setup.state != EnrollmentState.DEVICE_SETUP.value or not setup.devices:
+        return False
+    if not all(setup.confirmed(device_id) for device_id in setup.devices):
+        return False
+    seen = ", ".join(sorted(ref.key for ref in setup.devices.values()))
+    moved = await _move(
+        connection,
+        {enrollment_id: f"device setup complete: seen online ({seen})"},
+        EnrollmentState.DEVICE_SETUP,
+        EnrollmentState.ACTIVE,
+        now,
+        next_check_at=None,
+    )
+    if moved:
+        await enrollment_sync.queue_enrollment_sync(connection, moved, change=SyncChange.ENROLLED, now=now)
+    return bool(moved)
+
+
+async def time_out_status_checks(connection: AsyncConnection, *, now: datetime) -> int:
+    """OPEN checks past their ``timeout_at`` become TIMED_OUT; a timed-out setup check counts as a failed
+    one (re-check or setup failure). Returns how many checks timed out."""
+    c = t.device_status_checks
+    timed_out = list(
+        await connection.execute(
+            update(c)
+            .where(c.c.status == CheckStatus.OPEN.value, c.c.timeout_at < now)
+            .values(status=CheckStatus.TIMED_OUT.value)
+            .returning(c.c.check_id, c.c.enrollment_id, c.c.device_id, c.c.reason, c.c.timeout_at)
+        )
+    )
+    await _after_failures(
+        connection,
+        [
+            _Failure(row.enrollment_id, row.device_id, f"no answer from the DERMS by {row.timeout_at.isoformat()}")
+            for row in timed_out
+            if row.reason == CheckReason.ENROLLMENT_SETUP.value and row.enrollment_id is not None
+        ],
+        now,
+    )
+    return len(timed_out)
+
+
+@jobs.job("enrollment-setup", every=timedelta(seconds=5))
+async def enrollment_setup_job(engine: AsyncEngine, now: datetime) -> int:
+    """Job: the device-setup step (see :func:`run_setup_step`)."""
+    async with engine.begin() as connection:
+        return await run_setup_step(connection, now=now)
+
+
+@jobs.job("status-check-timeouts", every=timedelta(seconds=5))
+async def status_check_timeouts_job(engine: AsyncEngine, now: datetime) -> int:
+    """Job: time out unanswered checks (see :func:`time_out_status_checks`)."""
+    async with engine.begin() as connection:
+        return await time_out_status_checks(connection, now=now)
+
+
+# --- answers ------------------------------------------------------------------------------------------------
+
+
+@inbox.handles(contract.RESPONSE_TYPE)
+async def handle_status_check_response(
+    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckResponse
+) -> dict[str, Any]:
+    """Record the DERMS's answer to a check and, for a setup check answered in time, decide the setup."""
+    now = clock.now()
+    c = t.device_status_checks
+    check = (await connection.execute(select(c).where(c.c.check_id == payload.check_id))).first()
+    if check is None:
+        raise ProblemError(
+            422,
+            "unknown-status-check",
+            "Unknown status check",
+            f"Asset Hub has no status check {payload.check_id!r}, so this answer matches no question. Check "
+            "that the DERMS answered the right system, then drop the message.",
+        )
+    answer = {
+        "answered_at": now,
+        "result": payload.result.value,
+        "communication_status": payload.communication_status.value,
+        "last_communication_at": payload.last_communication_at,
+        "source": payload.source,
+        "detail": payload.detail,
+    }
+    is_setup = check.reason == CheckReason.ENROLLMENT_SETUP.value and check.enrollment_id is not None
+    on_time = await connection.execute(
+        update(c)
+        .where(c.c.check_id == check.check_id, c.c.status == CheckStatus.OPEN.value, c.c.timeout_at >= now)
+        .values(status=CheckStatus.ANSWERED.value, late_answer=False, **answer)
+        .returning(c.c.check_id)
+    )
+    if on_time.first() is not None:
+        outcome = "answered"
+        if is_setup:
+            rules = (await _setups(connection, [check.enrollment_id], lock=True))[check.enrollment_id].rules
+            if confirms_online(payload.communication_status.value, payload.last_communication_at, now, rules):
+                await _after_confirmation(connection, check.enrollment_id, now)
+            else:
+                why = why_not_confirmed(
+                    payload.communication_status.value, payload.last_communication_at, payload.detail, rules
+                )
+                await _after_failures(connection, [_Failure(check.enrollment_id, check.device_id, why)], now)
+        return {"check_id": check.check_id, "outcome": outcome}
+
+    # Past its timeout the job may not have run yet: the check times out now, as it would have, and the
+    # answer is kept as late.
+    expired = await connection.execute(
+        update(c)
+        .where(c.c.check_id == check.check_id, c.c.status == CheckStatus.OPEN.value)
+        .values(status=CheckStatus.TIMED_OUT.value, late_answer=True, **answer)
+        .returning(c.c.timeout_at)
+    )
+    expired_row = expired.first()
+    if expired_row is not None:
+        if is_setup:
+            why = f"no answer from the DERMS by {expired_row.timeout_at.isoformat()}"
+            await _after_failures(connection, [_Failure(check.enrollment_id, check.device_id, why)], now)
+        return {"check_id": check.check_id, "outcome": "late"}
+    if check.status == CheckStatus.TIMED_OUT.value:
+        await connection.execute(update(c).where(c.c.check_id == check.check_id).values(late_answer=True, **answer))
+        return {"check_id": check.check_id, "outcome": "late"}
+
+    # A second answer to an answered check (after a fresh reading): kept when it is newer; it may confirm a
+    # device still in setup, but a decision already taken on the first answer stands.
+    newer = payload.last_communication_at is not None and (
+        check.last_communication_at is None or payload.last_communication_at > check.last_communication_at
+    )
+    if not newer:
+        return {"check_id": check.check_id, "outcome": "ignored: not newer than the answer recorded"}
+    await connection.execute(update(c).where(c.c.check_id == check.check_id).values(**answer))
+    if is_setup:
+        await _after_confirmation(connection, check.enrollment_id, now)
+    return {"check_id": check.check_id, "outcome": "updated"}

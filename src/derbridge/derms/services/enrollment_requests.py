@@ -1,0 +1,227 @@
+"""F1 · enrollment-request, the DERMS's end: record an aggregator's requests, forward them to Asset Hub,
+and record Asset Hub's answer to each.
+
+The edge gateway (and, until it exists, anyone with the service credential) posts requests to the DERMS
+API (:mod:`derbridge.derms.api.enrollment_routes`). :func:`record_enrollment_requests` stores each one in
+``enrollment_requests`` keyed by ``(head_end_system, request_id)`` and, in the same transaction, writes one
+``enrollment-request.v1`` message carrying every request that was new. A request sent again is not
+forwarded a second time: the caller gets what is recorded for it. Asset Hub's ``enrollment-response.v1``
+fills in each request's answer (:func:`handle_enrollment_response`); later lifecycle changes of the
+enrollment reach the DERMS by enrollment sync (F3), which keeps ``state`` current.
+
+What the aggregator reads (:func:`request_status`): ``status`` RECEIVED until Asset Hub answered, then
+ACCEPTED (with the enrollment id) or REJECTED (with the reasons); ``state`` the enrollment's lifecycle state
+as the DERMS last heard it (PENDING or REJECTED from the answer, later ones from F3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from derbridge.contracts import enrollment_request as contract
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.derms.adapters import tables as t
+from derbridge.derms.messages import inbox
+from derbridge.infra import clock
+from derbridge.infra.outbox import write_outbox
+from derbridge.infra.upsert import insert_for
+
+CHUNK = 1000
+"""Keys per ``IN (…)`` list: well under the databases' bound-parameter limits."""
+
+
+class RequestStatus(StrEnum):
+    """Where an enrollment request is, as the aggregator sees it."""
+
+    RECEIVED = "RECEIVED"
+    """Recorded and forwarded; Asset Hub has not answered yet."""
+    ACCEPTED = "ACCEPTED"
+    """Asset Hub accepted it: ``enrollment_id`` names the enrollment, ``state`` its lifecycle state."""
+    REJECTED = "REJECTED"
+    """Asset Hub refused it: ``rejections`` say why."""
+
+
+def request_status(row: dict[str, Any]) -> dict[str, Any]:
+    """An ``enrollment_requests`` row as the aggregator reads it (adds ``status``, drops the payload)."""
+    status = RequestStatus(row["answer"]) if row["answer"] is not None else RequestStatus.RECEIVED
+    return {
+        "head_end_system": row["head_end_system"],
+        "request_id": row["request_id"],
+        "status": status.value,
+        "enrollment_id": row["enrollment_id"],
+        "state": row["state"],
+        "rejections": row["rejections"] or [],
+        "message_id": row["message_id"],
+        "received_at": row["received_at"],
+        "answered_at": row["answered_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+STATUS_COLUMNS = [c for c in t.enrollment_requests.c if c.name != "request"]
+"""The columns :func:`request_status` reads: every one but the stored request payload."""
+
+
+@dataclass(frozen=True)
+class RecordedRequests:
+    """What :func:`record_enrollment_requests` did."""
+
+    message_id: str | None
+    """The ``enrollment-request.v1`` written for the new requests; None when every request was a repeat."""
+    new: int
+    """Requests recorded and forwarded by this call."""
+    requests: list[dict[str, Any]]
+    """Every request of the call as recorded (see :func:`request_status`), in the order given."""
+
+    @property
+    def repeated(self) -> int:
+        """Requests already recorded (earlier, or earlier in the same call): not forwarded again."""
+        return len(self.requests) - self.new
+
+
+def _business_key(head_end_system: str, request_ids: Sequence[str]) -> str:
+    # An operator searches the bridge for one request by head_end:request_id; a batch is found by its first
+    # request (each request row also keeps the message id that carried it).
+    key = f"{head_end_system}:{request_ids[0]}"
+    return key if len(request_ids) == 1 else f"{key}+{len(request_ids) - 1}"
+
+
+async def _read(connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str]) -> dict[str, Any]:
+    table = t.enrollment_requests
+    found: dict[str, Any] = {}
+    for start in range(0, len(request_ids), CHUNK):
+        rows = await connection.execute(
+            select(*STATUS_COLUMNS).where(
+                table.c.head_end_system == head_end_system, table.c.request_id.in_(request_ids[start : start + CHUNK])
+            )
+        )
+        for row in rows.mappings():
+            found[row["request_id"]] = request_status(dict(row))
+    return found
+
+
+async def record_enrollment_requests(
+    engine: AsyncEngine,
+    head_end_system: str,
+    requests: Sequence[contract.EnrollmentRequest],
+    *,
+    derms_instance_id: str,
+    now: datetime | None = None,
+) -> RecordedRequests:
+    """Record ``requests`` of ``head_end_system`` and forward the new ones to Asset Hub in one message.
+
+    Idempotent on ``(head_end_system, request_id)``: a request recorded before (or earlier in
+    ``requests``) is neither stored nor forwarded again. The rows and the message commit together.
+    """
+    at = now or clock.now()
+    table = t.enrollment_requests
+    first: dict[str, contract.EnrollmentRequest] = {}
+    for request in requests:
+        first.setdefault(request.request_id, request)
+    envelope: Envelope | None = None
+    async with engine.begin() as connection:
+        insert = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
+            index_elements=[table.c.head_end_system, table.c.request_id]
+        )
+        rows = [
+            {
+                "head_end_system": head_end_system,
+                "request_id": request_id,
+                # The message is built from the rows that turn out to be new, so its id is stamped on
+                # them just after, in the same transaction: no reader ever sees the blank.
+                "message_id": "",
+                "request": request.model_dump(mode="json"),
+                "received_at": at,
+                "updated_at": at,
+            }
+            for request_id, request in first.items()
+        ]
+        # RETURNING names the rows this call inserted: a concurrent call with the same request waits for
+        # ours (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
+        inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
+        new = [request for request_id, request in first.items() if request_id in inserted]
+        if new:
+            envelope = new_envelope(
+                contract.TYPE,
+                contract.EnrollmentRequestBatch(head_end_system=head_end_system, requests=new),
+                business_key=_business_key(head_end_system, [r.request_id for r in new]),
+                occurred_at=at,
+                source_instance=derms_instance_id,
+            )
+            await _stamp_message(connection, head_end_system, inserted, envelope)
+            await write_outbox(connection, t.outbox, [envelope])
+        recorded = await _read(connection, head_end_system, list(first))
+    return RecordedRequests(
+        message_id=envelope.message_id if envelope else None,
+        new=len(new),
+        requests=[recorded[r.request_id] for r in requests],
+    )
+
+
+async def _stamp_message(
+    connection: AsyncConnection, head_end_system: str, request_ids: set[str], envelope: Envelope
+) -> None:
+    table = t.enrollment_requests
+    ordered = sorted(request_ids)
+    for start in range(0, len(ordered), CHUNK):
+        await connection.execute(
+            update(table)
+            .where(table.c.head_end_system == head_end_system, table.c.request_id.in_(ordered[start : start + CHUNK]))
+            .values(message_id=envelope.message_id)
+        )
+
+
+async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, request_id: str) -> dict[str, Any] | None:
+    """One request as the aggregator reads it (see :func:`request_status`), or None when never received."""
+    async with engine.connect() as connection:
+        return (await _read(connection, head_end_system, [request_id])).get(request_id)
+
+
+@inbox.handles(contract.RESPONSE_TYPE)
+async def handle_enrollment_response(
+    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentResponseBatch
+) -> dict[str, Any]:
+    """Record Asset Hub's answer to each request of a batch.
+
+    Only an unanswered request takes an answer: Asset Hub answers a request once (a repeat gets the same
+    first answer), and a late copy must not put back PENDING over a state F3 has moved on since.
+    """
+    now = clock.now()
+    table = t.enrollment_requests
+    if payload.answers:
+        await connection.execute(
+            update(table)
+            .where(
+                table.c.head_end_system == payload.head_end_system,
+                table.c.request_id == bindparam("b_request_id"),
+                table.c.answer.is_(None),
+            )
+            .values(
+                answer=bindparam("b_answer"),
+                enrollment_id=bindparam("b_enrollment_id"),
+                state=bindparam("b_state"),
+                rejections=bindparam("b_rejections"),
+                answered_at=now,
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_request_id": a.request_id,
+                    "b_answer": a.answer.value,
+                    "b_enrollment_id": a.enrollment_id,
+                    "b_state": a.state,
+                    "b_rejections": [r.model_dump(mode="json") for r in a.rejections],
+                }
+                for a in payload.answers
+            ],
+        )
+    accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
+    return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}

@@ -1,0 +1,186 @@
+"""Per-device event outcomes in the DERMS (F7): what the edge reports after an event, stored and forwarded.
+
+The edge normalises the aggregators' reports and hands the DERMS a batch of per-device outcomes
+(:func:`record_outcomes`). The DERMS stores them, one row per event and device — a later report replaces
+the earlier one (origin REPORTED) — and writes them to Asset Hub as ``event-outcome.v1`` messages, in the
+same transaction. The silent devices of an event are given NON_RESPONSIVE when it closes
+(:func:`derbridge.derms.services.events.close_event`, run by the ``event-lifecycle`` job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from derbridge.contracts.event_outcome import DeviceOutcome
+from derbridge.derms.adapters import tables as t
+from derbridge.derms.domain.event import EventStatus, EventWindow, status_at
+from derbridge.derms.services.event_messages import queue_outcomes
+from derbridge.derms.services.events import grace_of
+from derbridge.infra import clock
+from derbridge.infra.problems import FieldError, ProblemError, not_found
+from derbridge.infra.upsert import insert_for
+
+log = structlog.get_logger("derbridge.derms.outcomes")
+
+MAX_OUTCOMES_PER_REPORT = 100_000
+"""The largest batch one report may carry (the contract's limit)."""
+
+MAX_NAMED_ERRORS = 50
+"""A refused report names at most this many offending devices in ``errors`` (the detail gives the count)."""
+
+_OUTCOME_FIELDS = (
+    "outcome",
+    "preemptive_opt_out",
+    "participation_start_at",
+    "participation_end_at",
+    "shed_kw",
+    "error_message",
+    "origin",
+    "reported_at",
+)
+
+
+@dataclass(frozen=True)
+class OutcomesRecorded:
+    """What :func:`record_outcomes` did."""
+
+    event_id: str
+    event_status: EventStatus
+    """The event's status at the time of the report (the clock's view, which the lifecycle job applies)."""
+    accepted: int
+    """How many device outcomes were stored (each replacing any earlier one of its device)."""
+    messages: int
+    """How many ``event-outcome.v1`` messages carry them to Asset Hub."""
+
+
+def _device_errors(indexes: Sequence[int], outcomes: Sequence[DeviceOutcome], message: str) -> list[FieldError]:
+    return [
+        FieldError(
+            field=f"body.outcomes.{i}",
+            message=f"{outcomes[i].head_end_system}:{outcomes[i].nic_id} {message}",
+        )
+        for i in indexes[:MAX_NAMED_ERRORS]
+    ]
+
+
+def _refuse_duplicates(outcomes: Sequence[DeviceOutcome]) -> None:
+    seen: set[tuple[str, str]] = set()
+    repeated: list[int] = []
+    for i, o in enumerate(outcomes):
+        key = (o.head_end_system, o.nic_id)
+        if key in seen:
+            repeated.append(i)
+        seen.add(key)
+    if repeated:
+        raise ProblemError(
+            422,
+            "duplicate-devices",
+            "A device is reported twice",
+            f"{len(repeated)} outcome(s) repeat a device reported earlier in the same batch; send one outcome "
+            "per device (a later report replaces an earlier one).",
+            errors=_device_errors(repeated, outcomes, "appears earlier in this batch"),
+        )
+
+
+async def record_outcomes(
+    engine: AsyncEngine, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime | None = None
+) -> OutcomesRecorded:
+    """Store a batch of per-device outcomes of an event and queue them for Asset Hub, in one transaction.
+
+    Refused, with nothing stored: 404 for an unknown event; 409 for an event that is CANCELLED or has not
+    started yet (SCHEDULED by the clock); 422 when a device is not reserved for the event (each named) or
+    appears twice in the batch. Outcomes are accepted while the event is ACTIVE and after it is COMPLETED:
+    an aggregator's late report replaces the NON_RESPONSIVE the closing gave its device.
+    """
+    now = now or clock.now()
+    if len(outcomes) > MAX_OUTCOMES_PER_REPORT:
+        raise ProblemError(
+            422,
+            "too-many-outcomes",
+            "Too many outcomes in one report",
+            f"A report carries at most {MAX_OUTCOMES_PER_REPORT} outcomes; split this one.",
+        )
+    _refuse_duplicates(outcomes)
+    e, p, r, d, o = t.program_events, t.programs, t.reservations, t.devices, t.outcomes
+    async with engine.begin() as connection:
+        # FOR UPDATE (PostgreSQL; SQLite has one writer anyway) orders this against the event's closing and
+        # against other reports of the same event.
+        event = (
+            await connection.execute(
+                select(e.c.status, e.c.start_at, e.c.end_at, e.c.derms_instance_id, p.c.outcome_grace_hours)
+                .join(p, p.c.program_code == e.c.program_code)
+                .where(e.c.event_id == event_id)
+                .with_for_update(of=e)
+            )
+        ).first()
+        if event is None:
+            raise not_found("event", event_id)
+        status = status_at(
+            EventWindow(event.start_at, event.end_at),
+            EventStatus(event.status),
+            now,
+            grace_of(event.outcome_grace_hours),
+        )
+        if status is EventStatus.CANCELLED:
+            raise ProblemError(
+                409,
+                "event-cancelled",
+                "The event was cancelled",
+                f"Event {event_id} was cancelled before it started: its devices have no outcome to report.",
+            )
+        if status is EventStatus.SCHEDULED:
+            raise ProblemError(
+                409,
+                "event-not-started",
+                "The event has not started",
+                f"Event {event_id} starts at {event.start_at.isoformat()}; report outcomes once it has run.",
+            )
+        reserved = {
+            (row.head_end_system, row.nic_id): row.device_id
+            for row in await connection.execute(
+                select(d.c.head_end_system, d.c.nic_id, r.c.device_id)
+                .join(d, d.c.device_id == r.c.device_id)
+                .where(r.c.event_id == event_id, r.c.status == "RESERVED")
+            )
+        }
+        strangers = [i for i, x in enumerate(outcomes) if (x.head_end_system, x.nic_id) not in reserved]
+        if strangers:
+            raise ProblemError(
+                422,
+                "devices-not-reserved",
+                "Devices not reserved for the event",
+                f"{len(strangers)} of the {len(outcomes)} devices reported were not reserved for event {event_id}; "
+                "nothing was stored. Remove them and send the report again.",
+                errors=_device_errors(strangers, outcomes, "is not reserved for this event"),
+            )
+        statement = insert_for(connection.dialect.name, o)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[o.c.event_id, o.c.device_id],
+                set_={name: statement.excluded[name] for name in _OUTCOME_FIELDS},
+            ),
+            [
+                {
+                    "event_id": event_id,
+                    "device_id": reserved[(x.head_end_system, x.nic_id)],
+                    "outcome": x.outcome.value,
+                    "preemptive_opt_out": x.preemptive_opt_out,
+                    "participation_start_at": x.participation_start_at,
+                    "participation_end_at": x.participation_end_at,
+                    "shed_kw": x.shed_kw,
+                    "error_message": x.error_message,
+                    "origin": "REPORTED",
+                    "reported_at": now,
+                }
+                for x in outcomes
+            ],
+        )
+        messages = await queue_outcomes(connection, event_id, event.derms_instance_id, outcomes, now)
+    log.info("event outcomes recorded", event_id=event_id, outcomes=len(outcomes), messages=messages)
+    return OutcomesRecorded(event_id, status, len(outcomes), messages)

@@ -1,0 +1,160 @@
+"""F2 · device-status-check, the DERMS's end: answer from the latest communication status it stores.
+
+Asset Hub asks with ``device-status-check.v1``; the DERMS answers at once, from ``communication_status``
+(fed by the edge: any report, heartbeat or request from an aggregator about the device), with one
+``device-status-check-response.v1`` in its outbox, written in the inbox transaction:
+
+- a stored ONLINE or OFFLINE status → SUCCESS with that status, its ``last_communication_at`` and the
+  head-end that reported it (``source``);
+- a stored UNKNOWN status → FAILURE / UNKNOWN (the head-end itself does not know), with what is stored;
+- nothing stored → FAILURE / UNKNOWN, saying whether the DERMS knows the device at all.
+
+Freshness is not judged here: Asset Hub applies its program's freshness window to ``last_communication_at``.
+
+**Fresh readings (extension point).** flows.md lets the DERMS also ask the aggregator for a fresh reading
+(an OpenADR event with an OPERATING_STATE report request) and answer a second time when it arrives; the
+first answer never waits for it. That request belongs to the edge gateway: it registers a
+:class:`FreshReadingRequester` with :func:`request_fresh_readings_with`, which the handler calls after the
+first answer, inside the same transaction (so the edge can record its outgoing request atomically with the
+check). When the reading arrives, the edge records it (:mod:`derbridge.derms.services.communication`) and
+calls :func:`answer_status_check` again for the same ``check_id``: Asset Hub takes a newer second answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from derbridge.contracts import device_status_check as contract
+from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import new_envelope
+from derbridge.derms.adapters import tables as t
+from derbridge.derms.messages import inbox
+from derbridge.infra import clock
+from derbridge.infra.outbox import write_outbox
+
+
+class FreshReadingRequester(Protocol):
+    """Asks a device's aggregator for a fresh reading after a status check was answered from storage."""
+
+    async def __call__(
+        self, connection: AsyncConnection, envelope: Envelope, check: contract.StatusCheckRequest, now: datetime
+    ) -> None: ...
+
+
+_fresh_reading_requesters: list[FreshReadingRequester] = []
+
+
+def request_fresh_readings_with(requester: FreshReadingRequester) -> FreshReadingRequester:
+    """Register ``requester`` (the edge gateway's) to run after each status check is first answered."""
+    _fresh_reading_requesters.append(requester)
+    return requester
+
+
+def status_answer(
+    check_id: str, stored: Mapping[str, Any] | None, *, device_known: bool
+) -> contract.StatusCheckResponse:
+    """The answer to check ``check_id`` given the stored communication status (None: nothing stored)."""
+    if stored is None:
+        detail = (
+            "the DERMS knows the device but no head-end has reported its communication status yet"
+            if device_known
+            else "the DERMS does not know this device and no head-end has reported about it"
+        )
+        return contract.StatusCheckResponse(
+            check_id=check_id,
+            result=contract.CheckResult.FAILURE,
+            communication_status=contract.CommunicationStatus.UNKNOWN,
+            detail=detail,
+        )
+    status = contract.CommunicationStatus(stored["communication_status"])
+    known = status is not contract.CommunicationStatus.UNKNOWN
+    return contract.StatusCheckResponse(
+        check_id=check_id,
+        result=contract.CheckResult.SUCCESS if known else contract.CheckResult.FAILURE,
+        communication_status=status,
+        last_communication_at=stored["last_communication_at"],
+        source=stored["source"],
+        detail=None if known else "the head-end reports the device's status as UNKNOWN",
+    )
+
+
+async def answer_status_check(
+    connection: AsyncConnection,
+    check_id: str,
+    head_end_system: str,
+    nic_id: str,
+    *,
+    causation_id: str | None,
+    now: datetime,
+    source_instance: str = "default",
+    target_instance: str = "default",
+) -> contract.StatusCheckResponse:
+    """Answer check ``check_id`` about ``head_end_system:nic_id`` from what is stored now, writing the
+    ``device-status-check-response.v1`` to the DERMS outbox in the caller's transaction."""
+    status = t.communication_status
+    stored = (
+        (
+            await connection.execute(
+                select(status).where(status.c.head_end_system == head_end_system, status.c.nic_id == nic_id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    device_known = stored is not None or (
+        await connection.scalar(
+            select(t.devices.c.device_id).where(
+                t.devices.c.head_end_system == head_end_system, t.devices.c.nic_id == nic_id
+            )
+        )
+        is not None
+    )
+    answer = status_answer(check_id, dict(stored) if stored is not None else None, device_known=device_known)
+    await write_outbox(
+        connection,
+        t.outbox,
+        [
+            new_envelope(
+                contract.RESPONSE_TYPE,
+                answer,
+                business_key=f"{head_end_system}:{nic_id}",
+                correlation_id=check_id,
+                causation_id=causation_id,
+                occurred_at=now,
+                source_instance=source_instance,
+                target_instance=target_instance,
+            )
+        ],
+    )
+    return answer
+
+
+@inbox.handles(contract.TYPE)
+async def handle_status_check(
+    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckRequest
+) -> dict[str, Any]:
+    """Answer a status check at once from the stored status, then let a registered requester ask the
+    aggregator for a fresh reading."""
+    now = clock.now()
+    answer = await answer_status_check(
+        connection,
+        payload.check_id,
+        payload.device.head_end_system,
+        payload.device.nic_id,
+        causation_id=envelope.message_id,
+        now=now,
+        source_instance=envelope.target.instance,
+        target_instance=envelope.source.instance,
+    )
+    for requester in _fresh_reading_requesters:
+        await requester(connection, envelope, payload, now)
+    return {
+        "check_id": payload.check_id,
+        "result": answer.result.value,
+        "communication_status": answer.communication_status.value,
+    }

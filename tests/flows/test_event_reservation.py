@@ -1,0 +1,500 @@
+"""F5 · event-reservation, end to end: an event created through the DERMS API reserves the top-ranked devices,
+and Asset Hub records the event with one RESERVED participation record per device — inline, or through a
+file in the file store above the threshold (claim check). On SQLite and PostgreSQL.
+
+The first part of this module is the set-up the three event flow tests share (F5, F6, F7): a CIS extract
+loaded into both systems, the program created in both through their APIs, ACTIVE devices inserted the way
+enrollment sync (F3) leaves them, and a current DERMS score snapshot the way a score transfer (F4) leaves it.
+Every expected reservation below is worked out by hand from :data:`DEVICES`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from derbridge.assethub.adapters import tables as ah
+from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
+from derbridge.assethub.services import events as assethub_events
+from derbridge.bridge.filestore.factory import build_file_store
+from derbridge.cis.importer import import_extract
+from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.derms.adapters import tables as dm
+from derbridge.derms.adapters.cis_loader import DermsCisLoader
+from derbridge.derms.services import event_messages
+from derbridge.runtime import Runtime
+from derbridge.settings import Settings
+from tests.integration.api_support import assert_problem, cis_row, write_extract
+
+if TYPE_CHECKING:
+    from tests.flows.system import System
+
+pytest_plugins = ["tests.flows.system"]
+
+DERMS = "/derms/v1"
+ASSETHUB = "/assethub/v1"
+BRIDGE = "/bridge/v1"
+PROGRAM = "SUMMER-BYOT"
+SHED_KW = 1.5
+GRACE_HOURS = 2.0
+
+EXTRACT = [
+    cis_row("P-1", "Ada Lovelace", "A-1", "ACTIVE", "PR-1", "SP-1"),
+    cis_row("P-2", "Blaise Pascal", "A-2", "ACTIVE", "PR-2", "SP-2"),
+    cis_row("P-3", "Carl Gauss", "A-3", "ACTIVE", "PR-3", "SP-3"),
+]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A test device: its identity, its score in the current DERMS snapshot, and who knows it."""
+
+    head_end_system: str
+    nic_id: str
+    score: float
+    eligible: bool = True
+    in_assethub: bool = True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.head_end_system, self.nic_id)
+
+
+DEVICES = [
+    Device("ECOBEE", "e-01", 91.0),
+    Device("ECOBEE", "e-02", 75.0),  # tied at 75 with NEST n-02: ECOBEE < NEST
+    Device("NEST", "n-01", 88.0),
+    Device("NEST", "n-02", 75.0),
+    Device("NEST", "n-03", 99.0, eligible=False),  # best score, not eligible: never reserved
+    Device("SENSI", "s-01", 60.0),
+]
+RANKED = [("ECOBEE", "e-01"), ("NEST", "n-01"), ("ECOBEE", "e-02"), ("NEST", "n-02"), ("SENSI", "s-01")]
+"""The candidates in rank order: score descending, ties by (head_end_system, nic_id)."""
+
+
+@contextmanager
+def file_stores(settings: Settings) -> Iterator[None]:
+    """Give both systems the file store of ``settings`` for claim-checked reservation lists (what the
+    application does at start-up), and take it back afterwards."""
+    previous_derms = event_messages.use_reservation_files(event_messages.ReservationFiles.from_settings(settings))
+    previous_assethub = assethub_events.use_file_store(lambda: build_file_store(settings))
+    try:
+        yield
+    finally:
+        event_messages.use_reservation_files(previous_derms)
+        assethub_events.use_file_store(previous_assethub)
+
+
+async def prepare(system: System, tmp_path: Path, devices: Sequence[Device] = DEVICES) -> None:
+    """Customers in both systems (CIS import), PROGRAM in both (their APIs), ``devices`` ACTIVE in the DERMS
+    (devices + AVAILABLE in PROGRAM) and in Asset Hub (unless ``in_assethub`` is false), and a current DERMS
+    score snapshot holding their scores."""
+    runtime: Runtime = system.runtime
+    report = import_extract(
+        write_extract(tmp_path / "cis.csv", EXTRACT),
+        [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))],
+    )
+    assert report.rejected == []
+    created = await system.client.post(
+        f"{ASSETHUB}/programs", json={"program_code": PROGRAM, "name": "Summer BYOT", "status": "ACTIVE"}
+    )
+    assert created.status_code == 201, created.text
+    created = await system.client.post(
+        f"{DERMS}/programs",
+        json={
+            "program_code": PROGRAM,
+            "name": "Summer BYOT",
+            "expected_shed_kw": SHED_KW,
+            "outcome_grace_hours": GRACE_HOURS,
+        },
+    )
+    assert created.status_code == 201, created.text
+    at = datetime(2027, 1, 1, tzinfo=UTC)
+    with runtime.sync_engine("derms").begin() as connection:
+        connection.execute(
+            dm.devices.insert(),
+            [
+                {
+                    "head_end_system": d.head_end_system,
+                    "nic_id": d.nic_id,
+                    "device_type": "THERMOSTAT",
+                    "manufacturer": "Acme",
+                    "model": "T1",
+                    "created_at": at,
+                }
+                for d in devices
+            ],
+        )
+        ids = {(row.head_end_system, row.nic_id): row.device_id for row in connection.execute(select(dm.devices))}
+        connection.execute(
+            dm.device_availability.insert(),
+            [
+                {
+                    "device_id": ids[d.key],
+                    "program_code": PROGRAM,
+                    "enrollment_id": f"enr-{i}",
+                    "cis_account_id": EXTRACT[i % len(EXTRACT)]["cis_account_id"],
+                    "cis_service_point_id": EXTRACT[i % len(EXTRACT)]["cis_service_point_id"],
+                    "availability": "AVAILABLE",
+                    "sequence": 1,
+                    "updated_at": at,
+                }
+                for i, d in enumerate(devices)
+            ],
+        )
+        connection.execute(
+            dm.score_snapshots.insert().values(
+                file_id="scores-1",
+                generated_at=at,
+                scoring_model_version="1",
+                row_count=len(devices),
+                unknown_devices=0,
+                loaded_at=at,
+                is_current=True,
+            )
+        )
+        connection.execute(
+            dm.device_scores.insert(),
+            [
+                {
+                    "file_id": "scores-1",
+                    "program_code": PROGRAM,
+                    "head_end_system": d.head_end_system,
+                    "nic_id": d.nic_id,
+                    "device_id": ids[d.key],
+                    "score": d.score,
+                    "eligible": d.eligible,
+                    "ineligibility_reason": None if d.eligible else "DEVICE_OFFLINE",
+                }
+                for d in devices
+            ],
+        )
+    known = [d for d in devices if d.in_assethub]
+    if known:
+        with runtime.sync_engine("assethub").begin() as connection:
+            connection.execute(
+                ah.devices.insert(),
+                [
+                    {
+                        "head_end_system": d.head_end_system,
+                        "nic_id": d.nic_id,
+                        "device_type": "THERMOSTAT",
+                        "manufacturer": "Acme",
+                        "model": "T1",
+                        "serial_no": f"SN-{d.nic_id}",
+                        "badge_no": None,
+                        "created_at": at,
+                    }
+                    for d in known
+                ],
+            )
+
+
+def event_body(system: System, *, start_in: timedelta, lasts: timedelta, **target: Any) -> dict[str, Any]:
+    """A POST /events body of PROGRAM starting ``start_in`` after the business clock's now."""
+    start = system.clock.now() + start_in
+    return {
+        "program_code": PROGRAM,
+        "event_type": "ECONOMIC",
+        "start_at": start.isoformat(),
+        "end_at": (start + lasts).isoformat(),
+        "created_by": "operator-1",
+    } | target
+
+
+async def create_event(
+    system: System, *, start_in: timedelta = timedelta(hours=1), lasts: timedelta = timedelta(hours=2), **target: Any
+) -> dict[str, Any]:
+    """Create an event through the DERMS API (201 expected) and return it."""
+    response = await system.client.post(
+        f"{DERMS}/events", json=event_body(system, start_in=start_in, lasts=lasts, **target)
+    )
+    assert response.status_code == 201, response.text
+    event: dict[str, Any] = response.json()
+    return event
+
+
+async def get_all(system: System, path: str) -> list[dict[str, Any]]:
+    """Every item of a listing, following its pages."""
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 500} | ({"after": after} if after else {})
+        response = await system.client.get(path, params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items.extend(page["items"])
+        after = page["next_after"]
+        if after is None:
+            return items
+
+
+async def derms_reserved(system: System, event_id: str) -> list[tuple[str, str]]:
+    """The devices the DERMS holds for an event (RESERVED), in rank order, as (head-end, nic)."""
+    async with system.runtime.async_engine("derms").connect() as connection:
+        rows = await connection.execute(
+            select(dm.devices.c.head_end_system, dm.devices.c.nic_id)
+            .join(dm.reservations, dm.reservations.c.device_id == dm.devices.c.device_id)
+            .where(dm.reservations.c.event_id == event_id, dm.reservations.c.status == "RESERVED")
+            .order_by(dm.reservations.c.rank)
+        )
+        return [(r.head_end_system, r.nic_id) for r in rows]
+
+
+async def participations(system: System, event_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Asset Hub's participation records of an event (through its API), by device (head-end, nic)."""
+    records = await get_all(system, f"{ASSETHUB}/events/{event_id}/participations")
+    async with system.runtime.async_engine("assethub").connect() as connection:
+        names = {
+            r.device_id: (r.head_end_system, r.nic_id)
+            for r in await connection.execute(
+                select(ah.devices.c.device_id, ah.devices.c.head_end_system, ah.devices.c.nic_id)
+            )
+        }
+    return {names[r["device_id"]]: r for r in records}
+
+
+async def outbox_payloads(system: System, which: str, message_type: str) -> list[dict[str, Any]]:
+    """The envelopes of ``message_type`` in a system's outbox, in the order they were written."""
+    outbox = dm.outbox if which == "derms" else ah.outbox
+    async with system.runtime.async_engine(which).connect() as connection:  # type: ignore[arg-type]
+        rows = await connection.execute(
+            select(outbox.c.envelope).where(outbox.c.type == message_type).order_by(outbox.c.position)
+        )
+        return [json.loads(r.envelope) for r in rows]
+
+
+async def inbox_answers(system: System, which: str, message_type: str) -> list[dict[str, Any]]:
+    """What a system's handlers answered for the ``message_type`` messages it applied."""
+    inbox = dm.inbox if which == "derms" else ah.inbox
+    async with system.runtime.async_engine(which).connect() as connection:  # type: ignore[arg-type]
+        rows = await connection.execute(select(inbox.c.response).where(inbox.c.type == message_type))
+        return [dict(r.response) for r in rows]
+
+
+@pytest.fixture
+async def fleet(system: System, tmp_path: Path) -> System:
+    """The whole system with the customers, PROGRAM and DEVICES of this module, and file stores configured."""
+    await prepare(system, tmp_path)
+    return system
+
+
+@pytest.fixture(autouse=True)
+def _file_stores(runtime: Runtime) -> Iterator[None]:
+    with file_stores(runtime.settings):
+        yield
+
+
+# --- F5 ---------------------------------------------------------------------------------------------------
+
+
+async def test_a_count_target_reserves_the_top_ranked_devices_in_both_systems(fleet: System) -> None:
+    system = fleet
+    event = await create_event(system, target_devices=3)
+    assert (event["status"], event["candidate_count"], event["reserved_count"]) == ("SCHEDULED", 5, 3)
+    assert (event["shortfall_devices"], event["reserved_kw"]) == (0, pytest.approx(3 * SHED_KW))
+    assert await derms_reserved(system, event["event_id"]) == RANKED[:3]
+    # The event and its message were written together: exactly one reservation message, listing the devices.
+    sent = await outbox_payloads(system, "derms", "event-reservation.v1")
+    assert len(sent) == 1
+    payload = sent[0]["payload"]
+    assert [(d["head_end_system"], d["nic_id"]) for d in payload["devices"]] == RANKED[:3]
+    assert (payload["devices_file"], payload["update"], payload["status"]) == (None, False, "SCHEDULED")
+
+    await system.settle()
+
+    recorded = (await system.client.get(f"{ASSETHUB}/events/{event['event_id']}")).json()
+    assert (recorded["program_code"], recorded["event_type"], recorded["status"]) == (PROGRAM, "ECONOMIC", "SCHEDULED")
+    assert recorded["derms_instance_id"] == "derms-1"
+    assert datetime.fromisoformat(recorded["start_at"]) == datetime.fromisoformat(event["start_at"])
+    held = await participations(system, event["event_id"])
+    assert sorted(held) == sorted(RANKED[:3])
+    assert {r["status"] for r in held.values()} == {"RESERVED"}
+    assert {r["outcome"] for r in held.values()} == {None}
+    reservations = await get_all(system, f"{DERMS}/events/{event['event_id']}/reservations")
+    assert {r["record_id"] for r in reservations} == {r["record_id"] for r in held.values()}
+    assert {datetime.fromisoformat(r["reservation_end_at"]) for r in held.values()} == {
+        datetime.fromisoformat(event["end_at"])
+    }
+    # Asset Hub acknowledged, and the DERMS took the acknowledgement.
+    (ack,) = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
+    assert ack["payload"]["status"] == "APPLIED"
+    assert ack["payload"]["acknowledged_message_id"] == sent[0]["message_id"]
+    assert ack["causation_id"] == sent[0]["message_id"]
+    assert ack["target"]["instance"] == "derms-1"
+    assert await inbox_answers(system, "derms", "event-reservation-ack.v1") == [
+        {"event_id": event["event_id"], "status": "APPLIED", "unknown_devices": 0}
+    ]
+
+
+async def test_a_kw_target_and_a_shortfall_are_reserved_and_recorded(fleet: System) -> None:
+    system = fleet
+    by_kw = await create_event(system, target_kw=4.0)  # 1.5 kW per device: three devices reach 4 kW
+    assert (by_kw["reserved_count"], by_kw["reserved_kw"], by_kw["shortfall_kw"]) == (3, pytest.approx(4.5), 0)
+    assert await derms_reserved(system, by_kw["event_id"]) == RANKED[:3]
+    # An overlapping event finds only the two devices left: a shortfall of 8, reported, not an error.
+    short = await create_event(system, start_in=timedelta(hours=2), target_devices=10)
+    assert (short["candidate_count"], short["reserved_count"], short["shortfall_devices"]) == (2, 2, 8)
+    assert await derms_reserved(system, short["event_id"]) == RANKED[3:]
+
+    await system.settle()
+
+    assert sorted(await participations(system, by_kw["event_id"])) == sorted(RANKED[:3])
+    assert sorted(await participations(system, short["event_id"])) == sorted(RANKED[3:])
+    events = await get_all(system, f"{ASSETHUB}/events")
+    assert sorted(e["event_id"] for e in events) == sorted([by_kw["event_id"], short["event_id"]])
+
+
+async def test_a_device_asset_hub_does_not_know_is_reported_back_not_fatal(system: System, tmp_path: Path) -> None:
+    stranger = Device("HONEYWELL", "h-01", 95.0, in_assethub=False)  # ranked first
+    await prepare(system, tmp_path, [*DEVICES, stranger])
+    event = await create_event(system, target_devices=3)
+    assert await derms_reserved(system, event["event_id"]) == [stranger.key, *RANKED[:2]]
+
+    await system.settle()
+
+    assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:2])
+    (ack,) = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
+    assert ack["payload"]["status"] == "APPLIED"
+    assert ack["payload"]["unknown_devices"] == [{"head_end_system": "HONEYWELL", "nic_id": "h-01"}]
+    assert "HONEYWELL:h-01" in ack["payload"]["detail"]
+    assert await inbox_answers(system, "derms", "event-reservation-ack.v1") == [
+        {"event_id": event["event_id"], "status": "APPLIED", "unknown_devices": 1}
+    ]
+
+
+async def test_an_event_in_the_past_or_in_an_unknown_program_is_refused_and_sends_nothing(fleet: System) -> None:
+    system = fleet
+    past = await system.client.post(
+        f"{DERMS}/events",
+        json=event_body(system, start_in=timedelta(minutes=-1), lasts=timedelta(hours=1), target_devices=1),
+    )
+    assert_problem(past, 422, "validation-error")
+    unknown = await system.client.post(
+        f"{DERMS}/events",
+        json=event_body(system, start_in=timedelta(hours=1), lasts=timedelta(hours=1), target_devices=1)
+        | {"program_code": "NO-SUCH"},
+    )
+    assert_problem(unknown, 422, "unknown-program")
+    assert await outbox_payloads(system, "derms", "event-reservation.v1") == []
+
+
+async def test_a_long_list_travels_as_a_verified_file(fleet: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = fleet
+    monkeypatch.setattr(event_messages, "RESERVATION_FILE_THRESHOLD", 2)
+    event_messages.use_reservation_files(
+        event_messages.ReservationFiles(lambda: build_file_store(system.runtime.settings))  # threshold: the constant
+    )
+    event = await create_event(system, target_devices=4)
+    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+    payload = sent["payload"]
+    assert payload["devices"] == []
+    manifest, location = payload["devices_file"], payload["devices_location"]
+    assert manifest["row_count"] == 4
+    assert location["store"] == "local"
+    assert location["key"].startswith(f"reservations/{event['event_id']}/")
+    stored = system.runtime.settings.data_dir / "files" / location["key"]
+    lines = stored.read_text().splitlines()
+    assert lines[0] == "record_id,head_end_system,nic_id,reservation_start_at,reservation_end_at"
+    assert [tuple(line.split(",")[1:3]) for line in lines[1:]] == RANKED[:4]
+
+    await system.settle()
+
+    held = await participations(system, event["event_id"])
+    assert sorted(held) == sorted(RANKED[:4])
+    assert {r["status"] for r in held.values()} == {"RESERVED"}
+    (ack,) = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
+    assert ack["payload"]["status"] == "APPLIED"
+
+
+async def test_a_corrupted_file_is_refused_whole_and_applied_once_repaired(fleet: System) -> None:
+    system = fleet
+    event_messages.use_reservation_files(
+        event_messages.ReservationFiles(lambda: build_file_store(system.runtime.settings), threshold=2)
+    )
+    event = await create_event(system, target_devices=3)
+    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+    location = FileLocation.model_validate(sent["payload"]["devices_location"])
+    stored = system.runtime.settings.data_dir / "files" / location.key
+    original = stored.read_bytes()
+    stored.write_bytes(original.replace(b"ECOBEE", b"ECOBEF", 1))  # same size, different bytes
+
+    await system.settle()
+
+    dead = (await system.client.get(f"{BRIDGE}/messages", params={"flow": "event-reservation", "state": "dead"})).json()
+    assert [m["message_id"] for m in dead["items"]] == [sent["message_id"]]
+    journey = (await system.client.get(f"{BRIDGE}/messages/{sent['message_id']}")).json()
+    assert journey["last_problem"]["type"].endswith("/file-mismatch")
+    assert "sha256 differs" in journey["last_problem"]["detail"]
+    assert_problem(await system.client.get(f"{ASSETHUB}/events/{event['event_id']}"), 404, "not-found")
+
+    stored.write_bytes(original)  # the operator puts the right file back and replays the message
+    replayed = await system.client.post(f"{BRIDGE}/messages/{sent['message_id']}/replay")
+    assert replayed.status_code == 202, replayed.text
+    await system.settle()
+
+    assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:3])
+
+
+async def test_an_update_releases_the_devices_no_longer_listed(fleet: System) -> None:
+    system = fleet
+    event = await create_event(system, target_devices=3)
+    await system.settle()
+    # What enrollment sync (F3) does when a device becomes unavailable: release its future reservations and
+    # send the event's new list, in one transaction.
+    async with system.runtime.async_engine("derms").begin() as connection:
+        device_id = await connection.scalar(
+            select(dm.devices.c.device_id).where(dm.devices.c.head_end_system == "NEST", dm.devices.c.nic_id == "n-01")
+        )
+        await connection.execute(
+            update(dm.reservations)
+            .where(dm.reservations.c.event_id == event["event_id"], dm.reservations.c.device_id == device_id)
+            .values(status="RELEASED", released_at=system.clock.now(), release_reason="device unavailable")
+        )
+        assert await event_messages.queue_reservation_updates(connection, [event["event_id"]], system.clock.now()) == 1
+    await system.settle()
+
+    held = await participations(system, event["event_id"])
+    assert {k: r["status"] for k, r in held.items()} == {
+        RANKED[0]: "RESERVED",
+        RANKED[1]: "RELEASED",
+        RANKED[2]: "RESERVED",
+    }
+    acks = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
+    assert [a["payload"]["status"] for a in acks] == ["APPLIED", "APPLIED"]
+    assert "0 reserved, 1 released" in acks[1]["payload"]["detail"]
+    async with system.runtime.async_engine("assethub").connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(ah.participation_records)) == 3
+
+
+async def test_a_stale_initial_list_after_an_update_changes_nothing(fleet: System) -> None:
+    system = fleet
+    event = await create_event(system, target_devices=3)
+    (initial,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+    async with system.runtime.async_engine("derms").begin() as connection:
+        await connection.execute(
+            update(dm.reservations)
+            .where(dm.reservations.c.event_id == event["event_id"], dm.reservations.c.rank == 3)
+            .values(status="RELEASED", released_at=system.clock.now(), release_reason="device unavailable")
+        )
+        await event_messages.queue_reservation_updates(connection, [event["event_id"]], system.clock.now())
+    (_, later) = await outbox_payloads(system, "derms", "event-reservation.v1")
+    # The update overtakes the initial list on the way: Asset Hub applies it first, through its inbound API.
+    for envelope in (later, initial):
+        response = await system.client.post(
+            f"{ASSETHUB}/messages", json=envelope, headers={"Idempotency-Key": envelope["message_id"]}
+        )
+        assert response.status_code == 200, response.text
+    assert [a["payload"]["status"] for a in await outbox_payloads(system, "assethub", "event-reservation-ack.v1")] == [
+        "APPLIED",
+        "STALE",
+    ]
+    assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:2])
