@@ -378,7 +378,11 @@ def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
     derms_flows.load()
 
     async def run() -> Any:
+        from derbridge.api.app import configure_flows
+
         runtime = Runtime(settings)
+        configure_flows(runtime, "assethub")
+        configure_flows(runtime, "derms")
         try:
             return await work(runtime)
         finally:
@@ -395,6 +399,35 @@ def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
+
+
+@assethub_app.command("status-check")
+def assethub_status_check(
+    head_end_system: Annotated[str, typer.Argument(help="e.g. ECOBEE")],
+    nic_id: Annotated[str, typer.Argument(help="The device's id at its head end.")],
+    requested_by: Annotated[str, typer.Option(help="Who asks (kept with the check).")] = "cli",
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the DERMS's answer.")] = 15.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the DERMS for a device's latest communication status (F2) and wait for the answer. The bridge
+    must be running (``derbridge up``) to carry the question and the answer."""
+    from derbridge.assethub.services.status_checks import run_status_check
+
+    async def work(runtime: Runtime) -> Any:
+        return await run_status_check(runtime, head_end_system, nic_id, requested_by=requested_by, timeout_seconds=wait)
+
+    check = _system_call(work)
+    if as_json:
+        _print_json(check)
+        return
+    if check["status"] == "OPEN":
+        out.print(f"check {check['check_id']} is still open after {wait:.0f} s: is the bridge running (derbridge up)?")
+        raise typer.Exit(4)
+    out.print(
+        f"check {check['check_id']}: {check['status']} — {check.get('result')} "
+        f"{check.get('communication_status')}, last seen {check.get('last_communication_at')} "
+        f"(source {check.get('source')}){' — ' + str(check['detail']) if check.get('detail') else ''}"
+    )
 
 
 @assethub_app.command("unenroll")
@@ -453,6 +486,90 @@ def assethub_replace_device(
     out.print(
         f"{change.enrollment_id}: device replaced; sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
     )
+
+
+@score_app.command("transfer")
+def score_transfer_now(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Compute every active device's score now and send the file to the DERMS (F4; the bridge delivers)."""
+    from derbridge.assethub.services.score_transfer import transfer_scores
+    from derbridge.infra import clock
+
+    async def work(runtime: Runtime) -> Any:
+        return await transfer_scores(runtime.async_engine("assethub"), runtime.settings, now=clock.now())
+
+    report = _system_call(work)
+    if as_json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+        return
+    if report.status == "nothing-to-score":
+        out.print("no ACTIVE program: nothing to score")
+        return
+    out.print(
+        f"{report.row_count:,} device scores ({report.eligible_count:,} eligible) for {', '.join(report.programs)}: "
+        f"file {report.file_id} sent as message {report.message_id}"
+    )
+
+
+@event_app.command("create")
+def derms_event_create(
+    program: Annotated[str, typer.Option(help="Program code.")],
+    start: Annotated[datetime, typer.Option(help="Start, ISO 8601 (UTC unless an offset is given).")],
+    end: Annotated[datetime, typer.Option(help="End, ISO 8601.")],
+    event_type: Annotated[str, typer.Option("--type", help="ECONOMIC, EMERGENCY or DEVICE_TEST.")] = "ECONOMIC",
+    devices: Annotated[int | None, typer.Option(min=1, help="Target: a number of devices.")] = None,
+    kw: Annotated[float | None, typer.Option(min=0.001, help="Target: kW of expected shed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a program event and reserve the most eligible devices (F5); a shortfall is reported."""
+    from pydantic import ValidationError
+
+    from derbridge.derms.api.schemas import EventIn
+    from derbridge.derms.services.events import create_event
+
+    try:
+        request = EventIn.model_validate(
+            {
+                "program_code": program,
+                "event_type": event_type,
+                "start_at": _aware(start),
+                "end_at": _aware(end),
+                "target_devices": devices,
+                "target_kw": kw,
+                "created_by": "cli",
+            }
+        )
+    except ValidationError as error:
+        err.print(f"[red]bad event:[/] {error}")
+        raise typer.Exit(2) from None
+
+    async def work(runtime: Runtime) -> Any:
+        return await create_event(runtime.async_engine("derms"), request, runtime.settings.derms_instance_id)
+
+    event = _system_call(work)
+    if as_json:
+        _print_json(event)
+        return
+    out.print(
+        f"event {event['event_id']} {event['status']}: reserved {event['reserved_count']:,} of "
+        f"{event['candidate_count']:,} candidates ({event['reserved_kw']:.1f} kW); "
+        f"shortfall {event['shortfall_devices']:,} devices / {event['shortfall_kw']:.1f} kW"
+    )
+
+
+@event_app.command("cancel")
+def derms_event_cancel(
+    event_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why (sent to Asset Hub).")] = "cancelled by operator",
+) -> None:
+    """Cancel an event before its start and release its reservations (F6); refused once it has started."""
+    from derbridge.derms.api.schemas import EventCancel
+    from derbridge.derms.services.events import cancel_event
+
+    async def work(runtime: Runtime) -> Any:
+        return await cancel_event(runtime.async_engine("derms"), event_id, EventCancel(reason_text=reason))
+
+    event = _system_call(work)
+    out.print(f"event {event['event_id']} {event['status']} at {event['cancelled_at']}")
 
 
 # --- messages ---------------------------------------------------------------------------------------
@@ -650,6 +767,10 @@ def demo(
     shutil.rmtree(demo_dir, ignore_errors=True)
     # The demo is the embedded system whatever else is configured: its own SQLite files, sql transport.
     settings = Settings(data_dir=demo_dir, api_token=base.api_token, log_level=base.log_level, log_json=base.log_json)
+    from derbridge.infra.logging import configure_logging
+
+    # The narration is the demo's output; per-message logs would bury it (they stay on for `up`).
+    configure_logging("WARNING", json=base.log_json)
     result = run_demo(settings, customers=customers, seed=seed, console=out)
     if summary is not None:
         summary.write_text(json.dumps(result, indent=2) + "\n")

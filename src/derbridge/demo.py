@@ -41,6 +41,8 @@ from derbridge.sim.generator import ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generat
 DEMO_PROGRAM = "SUMMER-BYOT"
 DEMO_START = datetime(2027, 6, 2, 14, tzinfo=UTC)
 """Business time when the demo begins: after the generated requests (March to May 2027)."""
+SETTLE_TIMEOUT = 900.0
+"""Seconds a stage may take to move its messages before the demo gives up (a stuck bridge, not a slow one)."""
 EVENT_SHARE = 0.2
 """Share of the available devices the demo event asks for."""
 
@@ -182,14 +184,14 @@ class Demo:
                     f"{aggregator.head_end_system} enrollment batch",
                 )
                 sent += len(batch)
-        await self.system.settle()
+        await self.system.settle(timeout=SETTLE_TIMEOUT)
         answers = await self._count_by("derms", dm.enrollment_requests.c.answer)
         return f"{sent:,} requests sent; answered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()))
 
     async def _setup(self) -> str:
         # The setup step checks each device; answers make enrollments ACTIVE, which syncs them to the DERMS.
         for _ in range(3):
-            await self.system.settle(jobs=True)
+            await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
         states = await self._count_by("assethub", ah.enrollments.c.state)
         available = await self._count_rows(
             "derms", dm.device_availability, dm.device_availability.c.availability == "AVAILABLE"
@@ -198,7 +200,7 @@ class Demo:
 
     async def _scores(self) -> str:
         body = _check(await self.system.client.post("/assethub/v1/score-transfers"), "score transfer")
-        await self.system.settle()
+        await self.system.settle(timeout=SETTLE_TIMEOUT)
         async with self.system.runtime.async_engine("derms").connect() as connection:
             current = (
                 await connection.execute(select(dm.score_snapshots).where(dm.score_snapshots.c.is_current.is_(True)))
@@ -230,18 +232,18 @@ class Demo:
             201,
         )
         event_id = event["event_id"]
-        await self.system.settle()
+        await self.system.settle(timeout=SETTLE_TIMEOUT)
         if cancel:
             _check(
                 await client.post(f"/derms/v1/events/{event_id}/cancel", json={"reason_text": "forecast changed"}),
                 "cancelling the event",
             )
-            await self.system.settle()
+            await self.system.settle(timeout=SETTLE_TIMEOUT)
             self.events.append({"event_id": event_id})
             return f"event {event_id[:8]}… reserved {event['reserved_count']:,} devices, then cancelled before start"
         reserved = await self._reserved(event_id)
         self.clock.set(start_at + timedelta(minutes=1))
-        await self.system.settle(jobs=True)
+        await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
         reported = 0
         for aggregator in aggregators:
             mine = [nic for head_end, nic in reserved if head_end == aggregator.head_end_system]
@@ -253,7 +255,7 @@ class Demo:
                 )
                 reported += len(outcomes)
         self.clock.set(end_at + timedelta(hours=24, minutes=1))  # past the closing grace
-        await self.system.settle(jobs=True)
+        await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
         self.events.append({"event_id": event_id})
         return (
             f"event {event_id[:8]}… reserved {event['reserved_count']:,} of {event['candidate_count']:,} "

@@ -41,7 +41,13 @@ class EmbeddedSystem:
         self.runtime = runtime
         self.clock = clock
         self.app = create_app(runtime)
-        self.worker = build_worker(runtime, self.app)
+        # Stepped by its caller, the worker takes bigger batches and never waits on an empty queue: the
+        # caller decides when to look again.
+        self.worker = build_worker(
+            runtime,
+            self.app,
+            bridge_settings=runtime.settings.bridge.model_copy(update={"batch_size": 500, "poll_seconds": 0.001}),
+        )
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),
             base_url="http://derbridge.local",
@@ -66,8 +72,9 @@ class EmbeddedSystem:
         await self.runtime.aclose()
 
     async def run_jobs(self) -> dict[str, int]:
-        """Run every job of both systems once, at the clock's time."""
-        done = {f"assethub:{k}": v for k, v in (await self.assethub_jobs.run_due(force=True)).items()}
+        """Run every job of both systems once, at the clock's time; Asset Hub's by name, the DERMS's as
+        ``derms:<name>``."""
+        done = dict(await self.assethub_jobs.run_due(force=True))
         done |= {f"derms:{k}": v for k, v in (await self.derms_jobs.run_due(force=True)).items()}
         return done
 
@@ -90,8 +97,10 @@ class EmbeddedSystem:
         deadline = time.monotonic() + timeout
         while True:
             moved = sum((await self.run_jobs()).values()) if jobs else 0
-            moved += await self.worker.relay_once()
-            moved += await self.worker.consume_once()
+            while (published := await self.worker.relay_once()) > 0:
+                moved += published
+            while (taken := await self.worker.consume_once()) > 0:
+                moved += taken
             await self.worker.wait_in_flight()
             moved += await self.worker.schedule_once()
             if not moved and not await self.busy():

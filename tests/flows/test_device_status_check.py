@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from sqlalchemy import select
 
 from derbridge.assethub.adapters import tables as ah
@@ -21,8 +22,8 @@ from derbridge.contracts.device_status_check import (
     StatusCheckResponse,
 )
 from derbridge.contracts.registry import new_envelope
+from tests.cis_rows import cis_row
 from tests.flows.test_enrollment_request import (
-    cis_row,
     create_program,
     device,
     load_customers,
@@ -131,6 +132,7 @@ async def test_a_device_seen_online_makes_the_enrollment_active_and_synced(syste
     assert (recorded["status"], recorded["state"]) == ("ACCEPTED", "ACTIVE")
 
 
+@pytest.mark.slow  # some 20 rounds of the whole system over the 72 h setup period
 async def test_an_offline_device_is_rechecked_with_backoff_then_fails_its_setup(system: System, tmp_path: Path) -> None:
     await world(system, tmp_path)
     enrollment_id = await enroll(system, 1)

@@ -32,6 +32,7 @@ from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.derms.services.enrollment_sync import announce_cis_accounts
 from derbridge.infra.ids import new_id
 from derbridge.runtime import Runtime
+from tests.cis_rows import cis_row
 
 if TYPE_CHECKING:
     from tests.flows.system import System
@@ -56,32 +57,7 @@ def write_cis(path: Path, accounts: list[str]) -> Path:
         writer.writeheader()
         for account in accounts:
             n = account.removeprefix("A")
-            writer.writerow(
-                {
-                    "cis_person_id": f"P{n}",
-                    "name": f"Customer {n}",
-                    "email": f"c{n}@example.org",
-                    "home_phone": "555-0100",
-                    "business_phone": "",
-                    "cis_account_id": account,
-                    "account_status": "ACTIVE",
-                    "cis_premise_id": f"PR{n}",
-                    "cis_service_point_id": f"SP{n}",
-                    "division": "NORTH",
-                    "address1": f"{n} Main St",
-                    "address2": "",
-                    "address3": "",
-                    "address4": "",
-                    "city": "Springfield",
-                    "county": "Sangamon",
-                    "state": "IL",
-                    "postal": "62701",
-                    "country": "US",
-                    "time_zone": "America/Chicago",
-                    "latitude": "39.78",
-                    "longitude": "-89.65",
-                }
-            )
+            writer.writerow(cis_row(int(n), cis_account_id=account))
     return path
 
 

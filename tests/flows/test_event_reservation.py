@@ -25,13 +25,17 @@ from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.assethub.services import events as assethub_events
 from derbridge.bridge.filestore.factory import build_file_store
+from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.cis.importer import import_extract
-from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.contracts.device_score_transfer import Compression, FileLocation
+from derbridge.contracts.event_reservation import TYPE as RESERVATION_TYPE
+from derbridge.contracts.event_reservation import EventReservation, EventStatus, EventType
+from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.derms.services import event_messages
 from derbridge.runtime import Runtime
-from derbridge.settings import Settings
+from derbridge.settings import EventSettings, Settings
 from tests.integration.api_support import assert_problem, cis_row, write_extract
 
 if TYPE_CHECKING:
@@ -82,15 +86,20 @@ RANKED = [("ECOBEE", "e-01"), ("NEST", "n-01"), ("ECOBEE", "e-02"), ("NEST", "n-
 
 @contextmanager
 def file_stores(settings: Settings) -> Iterator[None]:
-    """Give both systems the file store of ``settings`` for claim-checked reservation lists (what the
-    application does at start-up), and take it back afterwards."""
-    previous_derms = event_messages.use_reservation_files(event_messages.ReservationFiles.from_settings(settings))
-    previous_assethub = assethub_events.use_file_store(lambda: build_file_store(settings))
+    """Give both systems' event modules the process's settings (their file store for claim-checked
+    reservation lists), as the application does at start, and take them back afterwards."""
+    previous_derms = event_messages.use_settings(settings)
+    previous_assethub = assethub_events.use_settings(settings)
     try:
         yield
     finally:
-        event_messages.use_reservation_files(previous_derms)
-        assethub_events.use_file_store(previous_assethub)
+        event_messages.use_settings(previous_derms)
+        assethub_events.use_settings(previous_assethub)
+
+
+def with_threshold(settings: Settings, threshold: int) -> Settings:
+    """``settings`` with reservation lists longer than ``threshold`` sent as files."""
+    return settings.model_copy(update={"events": EventSettings(reservation_file_threshold=threshold)})
 
 
 async def prepare(system: System, tmp_path: Path, devices: Sequence[Device] = DEVICES) -> None:
@@ -387,12 +396,9 @@ async def test_an_event_in_the_past_or_in_an_unknown_program_is_refused_and_send
     assert await outbox_payloads(system, "derms", "event-reservation.v1") == []
 
 
-async def test_a_long_list_travels_as_a_verified_file(fleet: System, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_long_list_travels_as_a_verified_file(fleet: System) -> None:
     system = fleet
-    monkeypatch.setattr(event_messages, "RESERVATION_FILE_THRESHOLD", 2)
-    event_messages.use_reservation_files(
-        event_messages.ReservationFiles(lambda: build_file_store(system.runtime.settings))  # threshold: the constant
-    )
+    event_messages.use_settings(with_threshold(system.runtime.settings, 3))
     event = await create_event(system, target_devices=4)
     (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
     payload = sent["payload"]
@@ -417,9 +423,7 @@ async def test_a_long_list_travels_as_a_verified_file(fleet: System, monkeypatch
 
 async def test_a_corrupted_file_is_refused_whole_and_applied_once_repaired(fleet: System) -> None:
     system = fleet
-    event_messages.use_reservation_files(
-        event_messages.ReservationFiles(lambda: build_file_store(system.runtime.settings), threshold=2)
-    )
+    event_messages.use_settings(with_threshold(system.runtime.settings, 2))
     event = await create_event(system, target_devices=3)
     (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
     location = FileLocation.model_validate(sent["payload"]["devices_location"])
@@ -498,3 +502,58 @@ async def test_a_stale_initial_list_after_an_update_changes_nothing(fleet: Syste
         "STALE",
     ]
     assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:2])
+
+
+async def test_without_a_file_store_a_long_list_fails_whole(fleet: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    system = fleet
+    monkeypatch.setattr(event_messages, "RESERVATION_FILE_THRESHOLD", 2)
+    event_messages.use_settings(None)  # a process that was not given its settings
+    inline = await create_event(system, target_devices=2)  # at the threshold: still inline
+    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+    assert len(sent["payload"]["devices"]) == 2
+
+    refused = await system.client.post(
+        f"{DERMS}/events",
+        json=event_body(system, start_in=timedelta(hours=1), lasts=timedelta(hours=2), target_devices=3),
+    )
+    assert_problem(refused, 500, "internal-error")
+    # Nothing of the refused event was kept: no event, no reservation, no message.
+    events = await get_all(system, f"{DERMS}/events")
+    assert [e["event_id"] for e in events] == [inline["event_id"]]
+    assert len(await outbox_payloads(system, "derms", "event-reservation.v1")) == 1
+    async with system.runtime.async_engine("derms").connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(dm.reservations)) == 2
+
+
+async def test_a_file_whose_rows_break_the_contract_is_refused_naming_the_line(fleet: System, tmp_path: Path) -> None:
+    system = fleet
+    start = system.clock.now() + timedelta(hours=1)
+    bad = tmp_path / "reservations.csv"
+    bad.write_text(
+        "record_id,head_end_system,nic_id,reservation_start_at,reservation_end_at\n"
+        f"r-1,ECOBEE,e-01,{start.isoformat()},{(start + timedelta(hours=1)).isoformat()}\n"
+        f"r-2,ecobee,e-02,{start.isoformat()},{(start + timedelta(hours=1)).isoformat()}\n"
+    )
+    manifest = describe_file(bad, file_id="bad-file", generated_at=start, compression=Compression.NONE)
+    async with build_file_store(system.runtime.settings) as store:
+        location = await store.put(bad, "reservations/crafted/bad-file.csv")
+    payload = EventReservation(
+        event_id="crafted",
+        derms_instance_id="derms-1",
+        program_code=PROGRAM,
+        event_type=EventType.ECONOMIC,
+        start_at=start,
+        end_at=start + timedelta(hours=1),
+        status=EventStatus.SCHEDULED,
+        devices_file=manifest,
+        devices_location=location,
+    )
+    envelope = new_envelope(RESERVATION_TYPE, payload, business_key="crafted", occurred_at=start)
+    response = await system.client.post(
+        f"{ASSETHUB}/messages",
+        content=envelope.model_dump_json(),
+        headers={"Idempotency-Key": envelope.message_id, "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 422, "invalid-file")
+    assert "line 3, head_end_system" in problem["detail"]
+    assert_problem(await system.client.get(f"{ASSETHUB}/events/crafted"), 404, "not-found")

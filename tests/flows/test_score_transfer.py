@@ -9,17 +9,15 @@ import csv
 import gzip
 import io
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as ah
-from derbridge.assethub.services import score_transfer
 from derbridge.assethub.services.score_transfer import (
     JOB_NAME,
     TRANSFER_LEASE,
@@ -42,7 +40,9 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.services import score_snapshots
 from derbridge.infra.outbox import deserialize, write_outbox
-from tests.flows.system import System
+
+if TYPE_CHECKING:
+    from tests.flows.system import System
 
 pytest_plugins = ["tests.flows.system"]
 
@@ -50,7 +50,7 @@ START = datetime(2027, 6, 1, 12, tzinfo=UTC)  # the system fixture's business cl
 SUMMER, WINTER, PAUSED = "SUMMER-BYOT", "WINTER-BYOT", "PAUSED-BYOT"
 
 # Asset Hub device ids; the DERMS gives the same devices other ids, so a match must go by (head end, nic).
-A, B, C, D, E, F, G, H, I = range(1, 10)
+A, B, C, D, E, F, G, H, S = range(1, 10)
 IDENTITY = {
     A: ("ECOBEE", "A-1"),
     B: ("NEST", "B-1"),
@@ -60,8 +60,9 @@ IDENTITY = {
     F: ("ECOBEE", "F-1"),
     G: ("ECOBEE", "G-1"),
     H: ("ECOBEE", "H-1"),
-    I: ("NEST", "I-1"),
+    S: ("NEST", "S-1"),
 }
+IDENTITY_ID = {identity: device_id for device_id, identity in IDENTITY.items()}
 DERMS_KNOWS = (A, B, C, D, H)  # E is unknown to the DERMS
 
 # What the scores must be, worked out by hand from scoring.md (SUMMER default rules; WINTER weights 0.5/0.5):
@@ -70,7 +71,7 @@ DERMS_KNOWS = (A, B, C, D, H)  # E is unknown to the DERMS
 #   SUMMER C: [NR, NR, NR] seen 1 h ago -> r = 1.4 / 4.628409 = 0.302479 -> 47.7, NON_RESPONSIVE_STREAK
 #   SUMMER E, H: no history, seen 1 h ago -> 100 * (0.525 + 0.25) = 77.5
 #   WINTER A, D: no WINTER history, seen recently -> 100 * (0.5 * 0.7 + 0.5 * 1) = 85.0
-#   Not scored: F (enrollment UNENROLLED), G (replaced by H), I (program SUSPENDED).
+#   Not scored: F (enrollment UNENROLLED), G (replaced by H), S (program SUSPENDED).
 EXPECTED = [
     [SUMMER, "ECOBEE", "A-1", str(A), "81.7", "true", ""],
     [SUMMER, "ECOBEE", "C-1", str(C), "47.7", "false", "NON_RESPONSIVE_STREAK"],
@@ -80,18 +81,6 @@ EXPECTED = [
     [WINTER, "ECOBEE", "A-1", str(A), "85.0", "true", ""],
     [WINTER, "HONEYWELL", "D-1", str(D), "85.0", "true", ""],
 ]
-
-
-@pytest.fixture
-async def scored(system: System) -> AsyncIterator[System]:
-    """The whole system with this flow's process settings given (as the application builder will)."""
-    previous = (
-        score_transfer.use_settings(system.runtime.settings),
-        score_snapshots.use_settings(system.runtime.settings),
-    )
-    yield system
-    score_transfer.use_settings(previous[0])
-    score_snapshots.use_settings(previous[1])
 
 
 def engines(system: System) -> tuple[AsyncEngine, AsyncEngine]:
@@ -199,7 +188,7 @@ async def seed(system: System) -> None:
         enrollment("e-e", SUMMER),
         enrollment("e-f", SUMMER, state="UNENROLLED"),
         enrollment("e-gh", SUMMER),
-        enrollment("e-i", PAUSED),
+        enrollment("e-s", PAUSED),
     ]
     added = START - timedelta(days=60)
     members = [
@@ -214,7 +203,7 @@ async def seed(system: System) -> None:
             ("e-f", F, None),
             ("e-gh", G, START - timedelta(days=5)),  # replaced by H
             ("e-gh", H, None),
-            ("e-i", I, None),
+            ("e-s", S, None),
         ]
     ]
     hour = timedelta(hours=1)
@@ -226,7 +215,7 @@ async def seed(system: System) -> None:
         status_check(E, START - hour),
         status_check(H, START - hour),
         status_check(F, START - hour),
-        status_check(I, START - hour),
+        status_check(S, START - hour),
     ]
     events = [
         event("ev-1", SUMMER, 1, status="CANCELLED"),
@@ -337,8 +326,7 @@ async def sent_envelope(system: System, file_id: str) -> Envelope:
 # ---------------------------------------------------------------- the happy path
 
 
-async def test_transfer_loads_the_snapshot_in_the_derms(scored: System) -> None:
-    system = scored
+async def test_transfer_loads_the_snapshot_in_the_derms(system: System) -> None:
     await seed(system)
     report = await request_transfer(system)
     assert report["status"] == "transferred"
@@ -398,7 +386,7 @@ async def test_transfer_loads_the_snapshot_in_the_derms(scored: System) -> None:
         for p, h, n, _, score, eligible, reason in loaded
     ] == EXPECTED
     assert {(h, n): device_id for _, h, n, device_id, *_ in loaded} == {
-        **{IDENTITY[d]: 100 + d for d in DERMS_KNOWS if d in (A, B, C, D, H)},
+        **{IDENTITY[d]: 100 + d for d in DERMS_KNOWS},
         IDENTITY[E]: None,
     }
 
@@ -419,11 +407,7 @@ async def test_transfer_loads_the_snapshot_in_the_derms(scored: System) -> None:
     assert shown["envelope"]["payload"]["unknown_devices"] == [{"head_end_system": "SENSI", "nic_id": "E-1"}]
 
 
-IDENTITY_ID = {identity: device_id for device_id, identity in IDENTITY.items()}
-
-
-async def test_second_transfer_switches_current_and_keeps_the_first(scored: System) -> None:
-    system = scored
+async def test_second_transfer_switches_current_and_keeps_the_first(system: System) -> None:
     await seed(system)
     first = await request_transfer(system)
     await system.settle()
@@ -440,9 +424,7 @@ async def test_second_transfer_switches_current_and_keeps_the_first(scored: Syst
     assert current["file_id"] == second["file_id"] != first["file_id"]
     _, derms = engines(system)
     async with derms.connect() as connection:
-        snapshots = {
-            r.file_id: r.is_current for r in await connection.execute(select(dm.score_snapshots))
-        }
+        snapshots = {r.file_id: r.is_current for r in await connection.execute(select(dm.score_snapshots))}
     assert snapshots == {first["file_id"]: False, second["file_id"]: True}
     b_now = [row for row in await derms_scores(system, second["file_id"]) if row[2] == "B-1"]
     assert b_now == [(SUMMER, "NEST", "B-1", 100 + B, 77.5, True, None)]
@@ -451,8 +433,7 @@ async def test_second_transfer_switches_current_and_keeps_the_first(scored: Syst
     assert [a["status"] for a in await acknowledgements(system)] == ["APPLIED", "APPLIED"]
 
 
-async def test_same_inputs_give_the_same_file(scored: System) -> None:
-    system = scored
+async def test_same_inputs_give_the_same_file(system: System) -> None:
     await seed(system)
     assethub, _ = engines(system)
     one = await transfer_scores(assethub, system.runtime.settings, now=START)
@@ -461,16 +442,16 @@ async def test_same_inputs_give_the_same_file(scored: System) -> None:
     assert (one.sha256, one.byte_size) == (two.sha256, two.byte_size)
     assert one.location is not None
     assert two.location is not None
-    assert stored_path(system, one.model_dump(mode="json")).read_bytes() == stored_path(
-        system, two.model_dump(mode="json")
-    ).read_bytes()
+    assert (
+        stored_path(system, one.model_dump(mode="json")).read_bytes()
+        == stored_path(system, two.model_dump(mode="json")).read_bytes()
+    )
 
 
 # ---------------------------------------------------------------- idempotence, staleness, bad files
 
 
-async def test_the_same_file_is_never_loaded_twice(scored: System) -> None:
-    system = scored
+async def test_the_same_file_is_never_loaded_twice(system: System) -> None:
     await seed(system)
     report = await request_transfer(system)
     await system.settle()
@@ -509,8 +490,7 @@ async def test_the_same_file_is_never_loaded_twice(scored: System) -> None:
     assert "nothing reloaded" in acks[1]["detail"]
 
 
-async def test_an_older_file_is_stale(scored: System) -> None:
-    system = scored
+async def test_an_older_file_is_stale(system: System) -> None:
     await seed(system)
     assethub, derms = engines(system)
     newer = await transfer_scores(assethub, system.runtime.settings, now=START)
@@ -528,6 +508,36 @@ async def test_an_older_file_is_stale(scored: System) -> None:
     assert [a["status"] for a in acks] == ["APPLIED", "STALE"]
     assert acks[1]["file_id"] == older.file_id
     assert "before the current snapshot" in acks[1]["detail"]
+
+
+async def test_files_delivered_together_are_loaded_in_order(system: System) -> None:
+    # The bridge may deliver several messages in one batch, applied in one transaction (one savepoint each):
+    # each file is staged and loaded on its own, and the order of generation decides what is current.
+    await seed(system)
+    assethub, derms = engines(system)
+    settings = system.runtime.settings
+    first = await transfer_scores(assethub, settings, now=START)
+    second = await transfer_scores(assethub, settings, now=START + timedelta(hours=1))
+    newest = await transfer_scores(assethub, settings, now=START + timedelta(hours=3))
+    older = await transfer_scores(assethub, settings, now=START + timedelta(hours=2))
+    await system.settle()
+
+    current = await current_snapshot(system)
+    assert current is not None
+    assert current["file_id"] == newest.file_id
+    async with derms.connect() as connection:
+        loaded = set((await connection.execute(select(dm.score_snapshots.c.file_id))).scalars())
+    assert loaded == {first.file_id, second.file_id, newest.file_id}
+    for report in (first, second, newest):
+        assert report.file_id is not None
+        assert len(await derms_scores(system, report.file_id)) == 7
+    statuses = {a["file_id"]: a["status"] for a in await acknowledgements(system)}
+    assert statuses == {
+        first.file_id: "APPLIED",
+        second.file_id: "APPLIED",
+        newest.file_id: "APPLIED",
+        older.file_id: "STALE",
+    }
 
 
 def flip_a_byte(path: Path) -> None:
@@ -553,9 +563,8 @@ def remove(path: Path) -> None:
     ],
 )
 async def test_a_damaged_file_is_not_loaded_and_is_retried_from_the_same_file(
-    scored: System, damage: Any, reason: str
+    system: System, damage: Any, reason: str
 ) -> None:
-    system = scored
     await seed(system)
     first = await request_transfer(system)
     await system.settle()
@@ -587,12 +596,15 @@ async def test_a_damaged_file_is_not_loaded_and_is_retried_from_the_same_file(
         await asyncio.sleep(0.1)
         await system.settle()
     assert len(await derms_scores(system, second["file_id"])) == 7
-    [message] = await bridge_messages(system, correlation_id=second["file_id"], state="delivered", type=TYPE)
+    [message] = [
+        m
+        for m in await bridge_messages(system, correlation_id=second["file_id"], state="delivered")
+        if m["type"] == TYPE
+    ]
     assert message["attempts"] >= 2
 
 
-async def test_a_file_that_matches_its_manifest_but_breaks_the_rules_is_rejected(scored: System) -> None:
-    system = scored
+async def test_a_file_that_matches_its_manifest_but_breaks_the_rules_is_rejected(system: System) -> None:
     await seed(system)
     first = await request_transfer(system)
     await system.settle()
@@ -675,14 +687,19 @@ def test_score_file_checks(tmp_path: Path, rows: list[list[str]], expected: str)
 # ---------------------------------------------------------------- one at a time, nothing to do
 
 
-async def test_one_transfer_at_a_time(scored: System) -> None:
-    system = scored
+async def test_one_transfer_at_a_time(system: System) -> None:
     await seed(system)
     assethub, _ = engines(system)
     async with assethub.begin() as connection:
         await connection.execute(
             insert(ah.job_leases),
-            [{"name": TRANSFER_LEASE, "owner": "another-process", "lease_until": datetime.now(UTC) + timedelta(minutes=5)}],
+            [
+                {
+                    "name": TRANSFER_LEASE,
+                    "owner": "another-process",
+                    "lease_until": datetime.now(UTC) + timedelta(minutes=5),
+                }
+            ],
         )
     response = await system.client.post("/assethub/v1/score-transfers")
     assert response.status_code == 409
@@ -705,8 +722,7 @@ async def test_one_transfer_at_a_time(scored: System) -> None:
     assert lease.last_run_at is not None
 
 
-async def test_nothing_to_score_without_an_active_program(scored: System) -> None:
-    system = scored
+async def test_nothing_to_score_without_an_active_program(system: System) -> None:
     report = await request_transfer(system)
     assert report["status"] == "nothing-to-score"
     assert report["file_id"] is None
@@ -715,8 +731,7 @@ async def test_nothing_to_score_without_an_active_program(scored: System) -> Non
         assert await connection.scalar(select(func.count()).select_from(ah.outbox)) == 0
 
 
-async def test_an_active_program_without_devices_sends_an_empty_snapshot(scored: System) -> None:
-    system = scored
+async def test_an_active_program_without_devices_sends_an_empty_snapshot(system: System) -> None:
     await create_program(system, SUMMER)
     report = await request_transfer(system)
     assert (report["status"], report["row_count"], report["programs"]) == ("transferred", 0, [SUMMER])
@@ -729,8 +744,7 @@ async def test_an_active_program_without_devices_sends_an_empty_snapshot(scored:
 # ---------------------------------------------------------------- the schedule
 
 
-async def test_scheduled_job_transfers_once_per_scheduled_time(scored: System) -> None:
-    system = scored
+async def test_scheduled_job_transfers_once_per_scheduled_time(system: System) -> None:
     await seed(system)
     # 12:00 UTC is after today's 02:00 in Chicago (07:00 UTC), and nothing was sent since: due now.
     assert (await system.run_jobs())[JOB_NAME] == 1

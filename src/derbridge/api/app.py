@@ -49,7 +49,24 @@ _DESCRIPTIONS = {
 }
 
 
+def configure_flows(runtime: Runtime, system: Literal["assethub", "derms"]) -> None:
+    """Give the flows that need them (file store, thresholds, schedule) this process's settings: their
+    message handlers and jobs receive only a connection or an engine."""
+    if system == "assethub":
+        from derbridge.assethub.services import events as assethub_events
+        from derbridge.assethub.services import score_transfer
+
+        score_transfer.use_settings(runtime.settings)
+        assethub_events.use_settings(runtime.settings)
+    else:
+        from derbridge.derms.services import event_messages, score_snapshots
+
+        event_messages.use_settings(runtime.settings)
+        score_snapshots.use_settings(runtime.settings)
+
+
 def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastAPI:
+    configure_flows(runtime, system)
     title, description = _DESCRIPTIONS[system]
     app = FastAPI(title=title, version=__version__, description=description)
     app.state.engine = runtime.async_engine(system)

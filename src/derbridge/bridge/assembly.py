@@ -14,6 +14,7 @@ from derbridge.bridge.transport.base import Transport
 from derbridge.bridge.transport.sql import SqlTransport
 from derbridge.bridge.worker import BridgeWorker
 from derbridge.runtime import Runtime
+from derbridge.settings import BridgeSettings
 
 TARGET_SYSTEMS = ("assethub", "derms")
 
@@ -56,12 +57,13 @@ def build_worker(
     in_process: ASGIApp | None,
     transport: Transport | None = None,
     in_process_systems: Sequence[str] = TARGET_SYSTEMS,
+    bridge_settings: BridgeSettings | None = None,
 ) -> BridgeWorker:
     """A worker that relays the configured outboxes and delivers to the configured targets."""
     from derbridge.assethub.adapters.tables import outbox as assethub_outbox
     from derbridge.derms.adapters.tables import outbox as derms_outbox
 
-    settings = runtime.settings.bridge
+    settings = bridge_settings or runtime.settings.bridge
     transport = transport or build_transport(runtime)
     outboxes = {"assethub": assethub_outbox, "derms": derms_outbox}
     relays = [

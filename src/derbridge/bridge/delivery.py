@@ -16,7 +16,9 @@ Outcome classes (architecture.md):
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -26,6 +28,9 @@ import httpx
 from derbridge.contracts.envelope import Envelope
 from derbridge.infra.outbox import serialize
 from derbridge.infra.problems import PROBLEM_BASE
+
+BATCH_CHUNK = 200
+"""Messages per batch call: enough to spread the call's cost, small enough to keep transactions short."""
 
 RETRYABLE_4XX = frozenset({408, 425, 429})
 """4xx answers that say "not now" rather than "never"."""
@@ -66,8 +71,14 @@ def classify_response(response: httpx.Response, duration_ms: int = 0) -> Attempt
     if 200 <= status < 300:
         body = _problem(response) or {}
         return AttemptResult(Outcome.DELIVERED, status, str(body.get("status", "applied")), None, None, duration_ms)
-    problem = _problem(response)
-    detail = str((problem or {}).get("detail") or response.reason_phrase or f"HTTP {status}")
+    return classify_problem(status, _problem(response), response.reason_phrase, duration_ms)
+
+
+def classify_problem(
+    status: int, problem: dict[str, Any] | None, reason: str | None = None, duration_ms: int = 0
+) -> AttemptResult:
+    """The outcome of a refusal with ``status`` and its problem detail (one message's, or a whole call's)."""
+    detail = str((problem or {}).get("detail") or reason or f"HTTP {status}")
     if status >= 500 or status in RETRYABLE_4XX:
         return AttemptResult(Outcome.RETRY, status, detail, problem, None, duration_ms)
     if (
@@ -108,6 +119,60 @@ class Deliverer:
         except httpx.HTTPError as error:
             return classify_error(error, int((time.perf_counter() - started) * 1000))
         return classify_response(response, int((time.perf_counter() - started) * 1000))
+
+    async def deliver_many(self, envelopes: Sequence[Envelope]) -> list[AttemptResult]:
+        """Deliver many envelopes with one call per target system and chunk (``POST …/messages/batch``);
+        the target applies each alone (a savepoint) and answers each. Results come back in order."""
+        results: dict[str, AttemptResult] = {}
+        by_system: dict[str, list[Envelope]] = {}
+        for envelope in envelopes:
+            by_system.setdefault(envelope.target.system.value, []).append(envelope)
+
+        async def deliver_system(system: str, batch: list[Envelope]) -> None:
+            client = self._clients.get(system)
+            for start in range(0, len(batch), BATCH_CHUNK):
+                chunk = batch[start : start + BATCH_CHUNK]
+                if client is None:
+                    for envelope in chunk:
+                        results[envelope.message_id] = AttemptResult(
+                            Outcome.DEAD, None, f"no route to the system {system!r}: configure bridge.targets"
+                        )
+                    continue
+                results.update(await self._post_batch(client, system, chunk))
+
+        await asyncio.gather(*(deliver_system(system, batch) for system, batch in by_system.items()))
+        return [results[e.message_id] for e in envelopes]
+
+    async def _post_batch(
+        self, client: httpx.AsyncClient, system: str, chunk: list[Envelope]
+    ) -> dict[str, AttemptResult]:
+        body = '{"messages":[' + ",".join(serialize(e) for e in chunk) + "]}"
+        started = time.perf_counter()
+        try:
+            response = await client.post(f"/{system}/v1/messages/batch", content=body, headers=self._headers)
+        except httpx.HTTPError as error:
+            failed = classify_error(error, int((time.perf_counter() - started) * 1000))
+            return {e.message_id: failed for e in chunk}
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            whole = classify_response(response, duration_ms)
+            return {e.message_id: whole for e in chunk}
+        answers = {item["message_id"]: item for item in response.json()["results"]}
+        results: dict[str, AttemptResult] = {}
+        for envelope in chunk:
+            item = answers.get(envelope.message_id)
+            if item is None:  # the target skipped it: treat as not delivered, try again
+                results[envelope.message_id] = AttemptResult(Outcome.RETRY, None, "no answer for this message")
+            elif item["status_code"] == 200:
+                answer = item.get("answer") or {}
+                results[envelope.message_id] = AttemptResult(
+                    Outcome.DELIVERED, 200, str(answer.get("status", "applied")), None, None, duration_ms
+                )
+            else:
+                results[envelope.message_id] = classify_problem(
+                    int(item["status_code"]), item.get("problem"), None, duration_ms
+                )
+        return results
 
     async def close(self) -> None:
         """Close every client."""

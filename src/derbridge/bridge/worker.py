@@ -69,7 +69,8 @@ class BridgeWorker:
         self.queues = flow_queues(settings.queue_prefix)
         self._rng = rng or random.Random()  # jitter, not security: the default generator is right
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._delivery_slots = asyncio.Semaphore(settings.concurrency)
+        # Batches in flight each make one call per target; the bound keeps a slow target from piling up calls.
+        self._delivery_slots = asyncio.Semaphore(max(1, settings.concurrency // 4))
 
     # --- one message -------------------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ class BridgeWorker:
                 chosen[envelope.message_id] = envelope
             else:
                 log.debug("duplicate copy acknowledged", message_id=envelope.message_id, state=state.state)
-        results = await asyncio.gather(*(self._attempt(e) for e in chosen.values()))
+        results = await self._attempt_all(list(chosen.values()))
         settlements: list[tuple[str, int, Settlement]] = []
         for envelope, result in zip(chosen.values(), results, strict=True):
             attempt = tracked[envelope.message_id].attempts + 1
@@ -121,13 +122,20 @@ class BridgeWorker:
         await self.tracker.settle(settlements)
         await self.transport.ack(deliveries)
 
-    async def _attempt(self, envelope: Envelope) -> AttemptResult:
-        try:
-            route(envelope)
-        except RouteError as error:
-            return AttemptResult(Outcome.DEAD, None, str(error), error.problem)
+    async def _attempt_all(self, envelopes: list[Envelope]) -> list[AttemptResult]:
+        """Route every envelope (a contract breach is dead at once), then deliver the rest in batches."""
+        refused: dict[str, AttemptResult] = {}
+        routable: list[Envelope] = []
+        for envelope in envelopes:
+            try:
+                route(envelope)
+                routable.append(envelope)
+            except RouteError as error:
+                refused[envelope.message_id] = AttemptResult(Outcome.DEAD, None, str(error), error.problem)
         async with self._delivery_slots:
-            return await self.deliverer.deliver(envelope)
+            delivered = await self.deliverer.deliver_many(routable) if routable else []
+        outcomes = dict(zip((e.message_id for e in routable), delivered, strict=True)) | refused
+        return [outcomes[e.message_id] for e in envelopes]
 
     def _settlement(self, result: AttemptResult, attempt: int) -> Settlement:
         """The state an attempt leads to: retries back off until they give up, parks back off slowly."""

@@ -16,6 +16,8 @@ from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, cr
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from derbridge.infra.sqlite_inline import inline_connect
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (auto-increment); PostgreSQL wants BIGINT.
@@ -93,6 +95,11 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_sqlite_transaction(connection: Any) -> None:
+    # The inline connection is in autocommit mode; SQLAlchemy's transaction starts the database's.
+    connection.exec_driver_sql("BEGIN")
+
+
 def create_sync_engine(url: str) -> Engine:
     """A synchronous engine (CLI, bulk loads, migrations)."""
     target = sync_url(url)
@@ -109,16 +116,23 @@ def create_async_db_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         _prepare_sqlite_file(target)
+        database = target.database or ":memory:"
+
+        async def connect() -> Any:
+            return inline_connect(database, SQLITE_BUSY_TIMEOUT_MS / 1000)
+
         # One connection per process: SQLite lets one writer in at a time, and connections of one process
         # competing for the write lock fall into SQLite's busy handler, which sleeps in steps of up to 100 ms.
-        # Queueing on one connection in asyncio is far faster. Other processes still wait on busy_timeout.
+        # Queueing on one connection in asyncio is far faster. The connection runs inline (see
+        # infra/sqlite_inline.py): no thread hand-off per call.
         engine = create_async_engine(
             target,
-            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            async_creator=connect,
             pool_size=1,
             max_overflow=0,
             pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         return engine
     return create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -15,21 +15,27 @@ What the bridge reads from the answer:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.contracts.registry import BY_TYPE
 from derbridge.infra.db import utcnow
-from derbridge.infra.problems import PROBLEM_RESPONSES, FieldError, ProblemError
+from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, FieldError, ProblemError
 from derbridge.infra.upsert import insert_for
 from derbridge.infra.web import require_service_token
+
+log = structlog.get_logger("derbridge.inbound")
+
+MAX_BATCH = 1000
+"""Messages one batch delivery may carry."""
 
 Handler = Callable[[AsyncConnection, Envelope, Any], Awaitable[dict[str, Any]]]
 """``handler(connection, envelope, payload) -> result``: applies the message inside the open transaction."""
@@ -73,8 +79,8 @@ class Inbox:
 
         return register
 
-    async def receive(self, engine: AsyncEngine, envelope: Envelope) -> InboundResult:
-        """Apply ``envelope`` once; a repeat returns the stored answer."""
+    def _prepare(self, envelope: Envelope) -> tuple[Handler, BaseModel]:
+        """The handler and the validated payload of ``envelope``, or a 422 problem."""
         handler = self.handlers.get(envelope.type)
         contract = BY_TYPE.get(envelope.type)
         if handler is None or contract is None or contract.target is not self.system:
@@ -86,7 +92,7 @@ class Inbox:
                 errors=[FieldError(field="body.type", message="not accepted by this system")],
             )
         try:
-            payload = contract.payload.model_validate(envelope.payload)
+            return handler, contract.payload.model_validate(envelope.payload)
         except ValidationError as error:
             raise ProblemError(
                 422,
@@ -99,30 +105,106 @@ class Inbox:
                 ],
             ) from None
 
+    async def _apply(
+        self, connection: AsyncConnection, envelope: Envelope, handler: Handler, payload: BaseModel
+    ) -> InboundResult:
+        """Claim the message id, then apply — inside the caller's transaction (or savepoint)."""
         table = self.table
-        async with engine.begin() as connection:
-            # Claim the message id first: a concurrent duplicate blocks here (PostgreSQL) or waits for the
-            # write lock (SQLite) until this transaction ends, then sees the row and answers from it.
-            claim = insert_for(connection.dialect.name, table).values(
-                message_id=envelope.message_id,
-                type=envelope.type,
-                source=envelope.source.system.value,
-                received_at=utcnow(),
-            )
-            # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT that did nothing.
-            claimed = await connection.execute(
-                claim.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(table.c.message_id)
-            )
-            if claimed.first() is None:
-                stored = await connection.scalar(
-                    select(table.c.response).where(table.c.message_id == envelope.message_id)
-                )
-                return InboundResult(status="already-applied", message_id=envelope.message_id, result=stored or {})
-            result = await handler(connection, envelope, payload)
-            await connection.execute(
-                update(table).where(table.c.message_id == envelope.message_id).values(status_code=200, response=result)
-            )
+        # Claim the message id first: a concurrent duplicate blocks here (PostgreSQL) or waits for the
+        # write lock (SQLite) until this transaction ends, then sees the row and answers from it.
+        claim = insert_for(connection.dialect.name, table).values(
+            message_id=envelope.message_id,
+            type=envelope.type,
+            source=envelope.source.system.value,
+            received_at=utcnow(),
+        )
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT that did nothing.
+        claimed = await connection.execute(
+            claim.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(table.c.message_id)
+        )
+        if claimed.first() is None:
+            stored = await connection.scalar(select(table.c.response).where(table.c.message_id == envelope.message_id))
+            return InboundResult(status="already-applied", message_id=envelope.message_id, result=stored or {})
+        result = await handler(connection, envelope, payload)
+        await connection.execute(
+            update(table).where(table.c.message_id == envelope.message_id).values(status_code=200, response=result)
+        )
         return InboundResult(status="applied", message_id=envelope.message_id, result=result)
+
+    async def receive(self, engine: AsyncEngine, envelope: Envelope) -> InboundResult:
+        """Apply ``envelope`` once; a repeat returns the stored answer."""
+        handler, payload = self._prepare(envelope)
+        async with engine.begin() as connection:
+            return await self._apply(connection, envelope, handler, payload)
+
+    async def receive_many(self, engine: AsyncEngine, envelopes: Sequence[Envelope]) -> list[BatchItem]:
+        """Apply many messages in one transaction, each in its own savepoint: one message's refusal or
+        failure rolls back that message alone, and every message gets its own answer (in order)."""
+        items: list[BatchItem] = []
+        async with engine.begin() as connection:
+            for envelope in envelopes:
+                try:
+                    handler, payload = self._prepare(envelope)
+                    async with connection.begin_nested():
+                        applied = await self._apply(connection, envelope, handler, payload)
+                    items.append(BatchItem(message_id=envelope.message_id, status_code=200, answer=applied))
+                except MissingPrerequisite as missing:
+                    items.append(_problem_item(envelope, _missing(missing)))
+                except ProblemError as problem:
+                    items.append(_problem_item(envelope, problem))
+                except Exception:  # one message's failure must not fail its neighbours: answered 500, retried
+                    log.exception("message failed", message_id=envelope.message_id, type=envelope.type)
+                    items.append(
+                        _problem_item(
+                            envelope,
+                            ProblemError(500, "internal-error", "Internal error", "The message failed; retry later."),
+                        )
+                    )
+        return items
+
+
+class BatchItem(BaseModel):
+    """The answer to one message of a batch: 200 with its answer, or a problem with its status code."""
+
+    message_id: str
+    status_code: int
+    answer: InboundResult | None = None
+    problem: dict[str, Any] | None = None
+
+
+class MessageBatch(BaseModel):
+    """Messages for one system, applied in one transaction (each alone in a savepoint)."""
+
+    messages: list[Envelope] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchAnswer(BaseModel):
+    """One answer per message, in the order sent."""
+
+    results: list[BatchItem]
+
+
+def _missing(missing: MissingPrerequisite) -> ProblemError:
+    return ProblemError(
+        409,
+        "missing-prerequisite",
+        "A prerequisite has not arrived yet",
+        missing.detail,
+        extensions={"wake_on": missing.wake_on},
+    )
+
+
+def _problem_item(envelope: Envelope, problem: ProblemError) -> BatchItem:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + problem.kind,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+    }
+    if problem.errors:
+        body["errors"] = [e.model_dump() for e in problem.errors]
+    body |= problem.extensions
+    return BatchItem(message_id=envelope.message_id, status_code=problem.status, problem=body)
 
 
 def inbound_router(inbox: Inbox) -> APIRouter:
@@ -148,12 +230,13 @@ def inbound_router(inbox: Inbox) -> APIRouter:
         try:
             return await inbox.receive(engine, envelope)
         except MissingPrerequisite as missing:
-            raise ProblemError(
-                409,
-                "missing-prerequisite",
-                "A prerequisite has not arrived yet",
-                missing.detail,
-                extensions={"wake_on": missing.wake_on},
-            ) from None
+            raise _missing(missing) from None
+
+    @router.post("/messages/batch", tags=["messages"])
+    async def receive_messages(request: Request, batch: MessageBatch) -> BatchAnswer:
+        """Apply many messages from the bridge in one transaction, exactly once per ``message_id`` each;
+        every message gets its own answer (200, or the problem that a single delivery would have got)."""
+        engine: AsyncEngine = request.app.state.engine
+        return BatchAnswer(results=await inbox.receive_many(engine, batch.messages))
 
     return router

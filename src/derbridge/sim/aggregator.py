@@ -17,7 +17,7 @@ import csv
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +105,6 @@ def load_aggregator(path: Path) -> Aggregator:
 
 
 def _request(row: dict[str, str]) -> dict[str, Any]:
-    start = row["start_date"]
-    try:
-        start_date: str | None = date.fromisoformat(start).isoformat() if start else None
-        raw_start = None
-    except ValueError:
-        start_date, raw_start = None, start  # sent as the aggregator has it: Asset Hub refuses it
     return {
         "request_id": row["request_id"],
         "requested_at": row["requested_at"],
@@ -120,7 +114,8 @@ def _request(row: dict[str, str]) -> dict[str, Any]:
         "program": {
             "program_code": row["program_code"],
             "cis_service_agreement_id": row["cis_service_agreement_id"] or None,
-            "start_date": start_date,
+            # Sent as the aggregator has it, even when it is not a date: Asset Hub refuses that request.
+            "start_date": row["start_date"] or None,
         },
         "location": {
             k: (row[k] or None) if k in {"address2", "address3", "address4", "county"} else row[k]
@@ -129,7 +124,6 @@ def _request(row: dict[str, str]) -> dict[str, Any]:
         "devices": [],
         "installation_method": row["installation_method"],
         "asset_ownership": row["asset_ownership"],
-        "raw_start_date": raw_start,
     }
 
 

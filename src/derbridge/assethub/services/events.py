@@ -27,21 +27,25 @@ import asyncio
 import csv
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import ValidationError
-from sqlalchemy import RowMapping, bindparam, select
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from sqlalchemy import BigInteger, ColumnElement, RowMapping, String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.messages import inbox
-from derbridge.bridge.filestore.base import FileNotInStore, FileStore
+from derbridge.bridge.filestore.base import FileNotInStore
+from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
-from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
+from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity, HeadEnd, Id
 from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
@@ -50,6 +54,7 @@ from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
 from derbridge.infra.upsert import insert_for
+from derbridge.settings import Settings
 
 log = structlog.get_logger("derbridge.assethub.events")
 
@@ -57,8 +62,8 @@ RESERVED, RELEASED, CANCELLED = "RESERVED", "RELEASED", "CANCELLED"
 """Participation record statuses: held for the event, let go before it started, event cancelled."""
 
 LOOKUP_CHUNK = 5_000
-"""Devices resolved per query (``nic_id IN (…)`` of one head-end): well under every driver's parameter
-limit, and few round trips for a list of 100,000."""
+"""Devices looked up per query on SQLite (``nic_id IN (…)`` of one head-end): well under its parameter
+limit, and few round trips for a list of 100,000. PostgreSQL takes them all in one array parameter."""
 
 RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
 """The header a reservation file must have: the contract's ``ReservedDevice`` fields, in order."""
@@ -72,66 +77,80 @@ _OUTCOME_FIELDS = (
     "error_message",
 )
 
+V = TypeVar("V")
+
 Key = tuple[str, str]
 """A device as messages name it: ``(head_end_system, nic_id)``."""
+
+Reserved = tuple[str, str, str, datetime, datetime]
+"""A reserved device as a row: ``(record_id, head_end_system, nic_id, reservation_start_at,
+reservation_end_at)`` — the fields of the contract's ``ReservedDevice``, in its order."""
+
+_RESERVED_ROWS: TypeAdapter[list[Reserved]] = TypeAdapter(list[tuple[Id, HeadEnd, Id, AwareDatetime, AwareDatetime]])
+"""Validates a reservation file's rows with the contract's field types at once (a model per row costs ten
+times more on a list of 100,000)."""
 
 
 # --- the file store for claim-checked reservation lists ---------------------------------------------------
 
-_file_store: Callable[[], FileStore] | None = None
+_settings: Settings | None = None
 
 
 class FileStoreNotConfigured(RuntimeError):
-    """A reservation list arrived as a file but this process was given no file store."""
+    """A reservation list arrived as a file but this process was given no settings to find the file store."""
 
 
-def use_file_store(factory: Callable[[], FileStore] | None) -> Callable[[], FileStore] | None:
-    """Make ``factory`` the way this process opens the file store holding reservation files; returns the
-    previous one (to restore). Handlers receive no settings, so the application sets this at start-up, e.g.
-    ``use_file_store(lambda: build_file_store(settings))``."""
-    global _file_store
-    previous, _file_store = _file_store, factory
+def use_settings(settings: Settings | None) -> Settings | None:
+    """Give this process's settings (the file store of claim-checked reservation lists) to the event
+    handlers; returns the previous ones (None: none), so that a test can restore them.
+
+    Message handlers receive only a connection; whoever builds the Asset Hub application calls this once at
+    start. Without it, inline reservation lists still apply; a list sent as a file is retried (500) until
+    the process is configured.
+    """
+    global _settings
+    previous, _settings = _settings, settings
     return previous
 
 
-def _read_reservation_file(path: Path) -> list[event_reservation.ReservedDevice]:
+def _read_reservation_file(path: Path) -> list[Reserved]:
+    """The rows of a reservation file, validated against the contract's field types (line numbers counted
+    as in the file: the header is line 1)."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = tuple(next(reader, ()))
         if header != RESERVATION_FILE_COLUMNS:
             raise ValueError(f"line 1: the header is {list(header)}, expected {list(RESERVATION_FILE_COLUMNS)}")
-        devices: list[event_reservation.ReservedDevice] = []
+        records: list[list[str]] = []
+        lines: list[int] = []
         for record in reader:
-            if not record:
-                continue
-            try:
-                devices.append(
-                    event_reservation.ReservedDevice.model_validate(
-                        dict(zip(RESERVATION_FILE_COLUMNS, record, strict=True))
-                    )
-                )
-            except (ValueError, ValidationError) as error:
-                raise ValueError(f"line {reader.line_num}: {error}") from None
-    return devices
+            if record:
+                records.append(record)
+                lines.append(reader.line_num)
+    try:
+        return _RESERVED_ROWS.validate_python(records)
+    except ValidationError as error:
+        first = error.errors()[0]
+        line = lines[int(first["loc"][0])] if first["loc"] else 2
+        column = RESERVATION_FILE_COLUMNS[int(first["loc"][1])] if len(first["loc"]) > 1 else "row"
+        raise ValueError(f"line {line}, {column}: {first['msg']}") from None
 
 
-async def _fetch_devices(
-    event_id: str, manifest: FileManifest, location: FileLocation
-) -> list[event_reservation.ReservedDevice]:
+async def _fetch_devices(event_id: str, manifest: FileManifest, location: FileLocation) -> list[Reserved]:
     """The reserved devices of a claim-checked list: fetched, verified against the manifest, then read.
 
     A file that is missing, not the one its manifest describes, or unreadable is refused (the message goes
     to the dead letters with the reason; an operator fixes the file and replays it). A store that cannot be
     reached raises on, so that the bridge retries.
     """
-    if _file_store is None:
+    if _settings is None:
         raise FileStoreNotConfigured(
-            f"the reservation list of event {event_id} is in a file and no file store was configured (use_file_store)"
+            f"the reservation list of event {event_id} is in a file and this process has no settings (use_settings)"
         )
     with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
         path = Path(directory) / "reservations.csv"
         try:
-            async with _file_store() as store:
+            async with build_file_store(_settings) as store:
                 await store.fetch(location, path)
         except FileNotInStore as missing:
             raise ProblemError(
@@ -167,6 +186,24 @@ async def _fetch_devices(
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
+def _chunks(connection: AsyncConnection, values: list[V]) -> Iterator[list[V]]:
+    """``values`` in lookup-sized pieces: one piece on PostgreSQL (a single array parameter), pieces of
+    :data:`LOOKUP_CHUNK` on SQLite (one parameter per value)."""
+    size = max(len(values), 1) if connection.dialect.name == "postgresql" else LOOKUP_CHUNK
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _among(
+    connection: AsyncConnection, column: ColumnElement[Any], values: list[Any], item_type: TypeEngine[Any]
+) -> ColumnElement[bool]:
+    """``column`` is one of ``values``: ``= ANY(array)`` on PostgreSQL, where an ``IN`` of thousands of
+    parameters costs more to plan than to run; ``IN (…)`` on SQLite."""
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam("among", values, type_=ARRAY(item_type)))
+    return column.in_(values)
+
+
 async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[Key, int]:
     """Asset Hub's ``device_id`` of each device it knows among ``keys`` (unknown ones are absent)."""
     by_head_end: dict[str, list[str]] = defaultdict(list)
@@ -175,10 +212,10 @@ async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[
     d = t.devices
     found: dict[Key, int] = {}
     for head_end, nics in by_head_end.items():
-        for i in range(0, len(nics), LOOKUP_CHUNK):
+        for chunk in _chunks(connection, nics):
             rows = await connection.execute(
                 select(d.c.nic_id, d.c.device_id).where(
-                    d.c.head_end_system == head_end, d.c.nic_id.in_(nics[i : i + LOOKUP_CHUNK])
+                    d.c.head_end_system == head_end, _among(connection, d.c.nic_id, chunk, String())
                 )
             )
             found.update(((head_end, nic), device_id) for nic, device_id in rows.tuples())
@@ -261,9 +298,13 @@ async def apply_reservation(
         await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.STALE, stale)
         return {"event_id": event_id, "status": AckStatus.STALE.value, "detail": stale}
 
-    devices = payload.devices
     if payload.devices_file is not None and payload.devices_location is not None:
         devices = await _fetch_devices(event_id, payload.devices_file, payload.devices_location)
+    else:
+        devices = [
+            (x.record_id, x.head_end_system, x.nic_id, x.reservation_start_at, x.reservation_end_at)
+            for x in payload.devices
+        ]
 
     e = t.program_events
     fields = {
@@ -281,28 +322,30 @@ async def apply_reservation(
     else:
         await connection.execute(e.update().where(e.c.event_id == event_id).values(**fields))
 
-    keys = [(x.head_end_system, x.nic_id) for x in devices]
+    keys = [(head_end, nic) for _, head_end, nic, _, _ in devices]
     ids = await _device_ids(connection, keys)
     unknown = [k for k in keys if k not in ids]
     p = t.participation_records
-    held = {
-        row.device_id: (row.record_id, row.status)
-        for row in await connection.execute(
-            select(p.c.device_id, p.c.record_id, p.c.status).where(p.c.event_id == event_id)
-        )
-    }
+    held: dict[int, tuple[str, str]] = {}
+    if event is not None:  # a new event has no records yet
+        held = {
+            row.device_id: (row.record_id, row.status)
+            for row in await connection.execute(
+                select(p.c.device_id, p.c.record_id, p.c.status).where(p.c.event_id == event_id)
+            )
+        }
     listed = {ids[k] for k in keys if k in ids}
     new_rows = [
         {
-            "record_id": x.record_id,
+            "record_id": record_id,
             "event_id": event_id,
-            "device_id": ids[(x.head_end_system, x.nic_id)],
+            "device_id": ids[(head_end, nic)],
             "status": RESERVED,
-            "reservation_start_at": x.reservation_start_at,
-            "reservation_end_at": x.reservation_end_at,
+            "reservation_start_at": start_at,
+            "reservation_end_at": end_at,
         }
-        for x in devices
-        if (x.head_end_system, x.nic_id) in ids and ids[(x.head_end_system, x.nic_id)] not in held
+        for record_id, head_end, nic, start_at, end_at in devices
+        if (head_end, nic) in ids and ids[(head_end, nic)] not in held
     ]
     if new_rows:
         await connection.execute(insert_for(connection.dialect.name, p).on_conflict_do_nothing(), new_rows)
@@ -385,6 +428,23 @@ def _same_outcome(record: RowMapping, values: dict[str, Any]) -> bool:
     return all(record[name] == values[name] for name in _OUTCOME_FIELDS)
 
 
+async def _records(connection: AsyncConnection, event_id: str, device_ids: Iterable[int]) -> dict[int, RowMapping]:
+    """The participation records of ``event_id`` for ``device_ids`` (those it has), by device id.
+
+    Only the devices of the batch are read, through the (event_id, device_id) index: an event of 100,000
+    devices reported in ten batches is read once in all, not ten times."""
+    p = t.participation_records
+    found: dict[int, RowMapping] = {}
+    for chunk in _chunks(connection, list(device_ids)):
+        rows = await connection.execute(
+            select(
+                p.c.record_id, p.c.device_id, p.c.status, p.c.outcome_reported_at, *(p.c[f] for f in _OUTCOME_FIELDS)
+            ).where(p.c.event_id == event_id, _among(connection, p.c.device_id, chunk, BigInteger()))
+        )
+        found.update((row["device_id"], row) for row in rows.mappings())
+    return found
+
+
 @inbox.handles(event_outcome.TYPE)
 async def apply_outcomes(
     connection: AsyncConnection, envelope: Envelope, payload: event_outcome.EventOutcomeBatch
@@ -403,22 +463,9 @@ async def apply_outcomes(
     now = clock.now()
     reported_at = envelope.occurred_at
     p = t.participation_records
-    records = {
-        row["device_id"]: row
-        for row in (
-            await connection.execute(
-                select(
-                    p.c.record_id,
-                    p.c.device_id,
-                    p.c.status,
-                    p.c.outcome_reported_at,
-                    *(p.c[f] for f in _OUTCOME_FIELDS),
-                ).where(p.c.event_id == event_id)
-            )
-        ).mappings()
-    }
     keys = [(x.head_end_system, x.nic_id) for x in payload.outcomes]
     ids = await _device_ids(connection, keys)
+    records = await _records(connection, event_id, ids.values())
     writes: list[dict[str, Any]] = []
     corrections: list[dict[str, Any]] = []
     no_record: list[Key] = []

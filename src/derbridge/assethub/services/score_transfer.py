@@ -34,7 +34,6 @@ import gzip
 import io
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,7 +48,22 @@ import structlog
 from croniter import croniter  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
@@ -174,6 +188,14 @@ def configured_settings() -> Settings:
 
 
 # --- reading --------------------------------------------------------------------------------------
+#
+# A million devices and their histories are millions of rows: they are read as columns, not as row
+# objects. Every value read is an integer or a string (times as integer microseconds since the epoch, outcome
+# classes and program indexes computed by the query), so no datetime object is ever built, and the driver's
+# rows become Arrow columns partition by partition. The reads run inside the caller's (read) transaction.
+
+NAT = np.iinfo(np.int64).min
+"""The int64 value numpy reads as ``NaT``: "never", for a device with no known communication."""
 
 
 @dataclass(frozen=True)
@@ -189,11 +211,58 @@ class _Rows:
     last_communication_at: NDArray[np.datetime64]
 
 
-def _datetimes(values: Sequence[datetime | None]) -> NDArray[np.datetime64]:
-    """Aware datetimes (None: NaT) as the naive UTC ``datetime64[us]`` the scoring model reads."""
-    array = pa.array(values, type=pa.timestamp("us", tz="UTC"))
-    converted: NDArray[np.datetime64] = array.to_numpy(zero_copy_only=False).astype("datetime64[us]")
-    return converted
+def _epoch_us(dialect: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``column`` (a UTCDateTime) as integer microseconds since the epoch, computed by the database."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
+    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC): whole seconds from strftime, then the fraction.
+    return cast(func.strftime("%s", column), Integer) * 1_000_000 + cast(func.substr(column, 21, 6), Integer)
+
+
+def _program_index(codes: list[str], column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The position of ``column``'s program code in ``codes``, as the query's integer."""
+    return case({code: index for index, code in enumerate(codes)}, value=column, else_=-1)
+
+
+async def _read_columns(connection: AsyncConnection, query: Select[Any], types: dict[str, pa.DataType]) -> pa.Table:
+    """The result of ``query`` as a table whose columns are named and typed by ``types`` (in query order).
+
+    The driver's cursor is read directly, in partitions of :data:`READ_PARTITION` rows turned into Arrow
+    columns at once: no SQLAlchemy row objects. On PostgreSQL it is a server-side cursor in binary format;
+    ``cursor_tuple_fraction = 1`` tells the planner the whole result is wanted, not its first rows (a cursor
+    otherwise gets a plan tuned for the first 10 %).
+    """
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    names = list(types)
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    parts: list[pa.RecordBatch] = []
+
+    def add(rows: list[tuple[Any, ...]]) -> None:
+        columns = zip(*rows, strict=True)
+        arrays = [pa.array(values, type=kind) for values, kind in zip(columns, types.values(), strict=True)]
+        parts.append(pa.record_batch(arrays, names=names))
+
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
+        async with driver.cursor(name=f"scores_{new_id().replace('-', '')}", binary=True) as cursor:
+            await cursor.execute(sql)
+            while rows := await cursor.fetchmany(READ_PARTITION):
+                add(rows)
+    else:
+        # The SQLite driver connection answers the aiosqlite calls (infra/sqlite_inline.py).
+        cursor = await driver.execute(sql)
+        try:
+            while rows := await cursor.fetchmany(READ_PARTITION):
+                add(rows)
+        finally:
+            await cursor.close()
+    return pa.Table.from_batches(parts, schema=pa.schema(list(types.items())))
+
+
+def _int64(table: pa.Table, name: str, null: int = 0) -> NDArray[np.int64]:
+    values: NDArray[np.int64] = table.column(name).fill_null(null).to_numpy().astype(np.int64, copy=False)
+    return values
 
 
 def _row_key(program_index: NDArray[np.intp], device_id: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -203,148 +272,117 @@ def _row_key(program_index: NDArray[np.intp], device_id: NDArray[np.int64]) -> N
 
 async def _read_programs(connection: AsyncConnection) -> tuple[list[str], list[ProgramRules]]:
     result = await connection.execute(
-        select(t.programs.c.program_code, t.programs.c.rules)
-        .where(t.programs.c.status == ProgramStatus.ACTIVE.value)
-        .order_by(t.programs.c.program_code)
+        select(t.programs.c.program_code, t.programs.c.rules).where(t.programs.c.status == ProgramStatus.ACTIVE.value)
     )
-    programs = sorted((row.program_code, ProgramRules.model_validate(row.rules)) for row in result)
+    programs = sorted(((row.program_code, ProgramRules.model_validate(row.rules)) for row in result), key=_first)
     return [code for code, _ in programs], [rules for _, rules in programs]
 
 
-def _active_memberships() -> Any:
-    """(program_code, device_id) of every device currently in an ACTIVE enrollment of an ACTIVE program."""
-    e, ed, p = t.enrollments, t.enrollment_devices, t.programs
-    return (
-        select(e.c.program_code, ed.c.device_id)
-        .join(ed, and_(ed.c.enrollment_id == e.c.enrollment_id, ed.c.removed_at.is_(None)))
-        .join(p, and_(p.c.program_code == e.c.program_code, p.c.status == ProgramStatus.ACTIVE.value))
-        .where(e.c.state == EnrollmentState.ACTIVE.value)
-        .distinct()
-        .subquery("membership")
-    )
+def _first(item: tuple[str, ProgramRules]) -> str:
+    return item[0]
 
 
 async def _read_rows(connection: AsyncConnection, codes: list[str], rules: list[ProgramRules]) -> _Rows:
-    membership = _active_memberships()
-    checks = t.device_status_checks
+    """Every device of every ACTIVE enrollment of the ACTIVE programs ``codes``, with its last communication."""
+    e, ed, d, checks = t.enrollments, t.enrollment_devices, t.devices, t.device_status_checks
+    dialect = connection.dialect.name
+    members = await _read_columns(
+        connection,
+        select(_program_index(codes, e.c.program_code), d.c.device_id, d.c.head_end_system, d.c.nic_id)
+        .select_from(e)
+        .join(ed, and_(ed.c.enrollment_id == e.c.enrollment_id, ed.c.removed_at.is_(None)))
+        .join(d, d.c.device_id == ed.c.device_id)
+        .where(e.c.state == EnrollmentState.ACTIVE.value, e.c.program_code.in_(codes)),
+        {"program": pa.int64(), "device_id": pa.int64(), "head_end_system": pa.string(), "nic_id": pa.string()},
+    )
     # Any answer carries the device's last communication as the DERMS knew it then; the latest is what
     # Asset Hub knows now.
-    last_seen = (
-        select(checks.c.device_id, func.max(checks.c.last_communication_at).label("last_communication_at"))
+    seen = await _read_columns(
+        connection,
+        select(checks.c.device_id, _epoch_us(dialect, func.max(checks.c.last_communication_at)))
         .where(checks.c.last_communication_at.is_not(None))
-        .group_by(checks.c.device_id)
-        .subquery("last_seen")
+        .group_by(checks.c.device_id),
+        {"device_id": pa.int64(), "last_us": pa.int64()},
     )
-    query = (
-        select(
-            membership.c.program_code,
-            t.devices.c.device_id,
-            t.devices.c.head_end_system,
-            t.devices.c.nic_id,
-            last_seen.c.last_communication_at,
-        )
-        .select_from(membership)
-        .join(t.devices, t.devices.c.device_id == membership.c.device_id)
-        .outerjoin(last_seen, last_seen.c.device_id == membership.c.device_id)
-    )
-    index_of = {code: i for i, code in enumerate(codes)}
-    programs: list[NDArray[np.intp]] = []
-    devices: list[NDArray[np.int64]] = []
-    head_ends: list[pa.Array] = []
-    nics: list[pa.Array] = []
-    seen: list[NDArray[np.datetime64]] = []
-    stream = await connection.stream(query)
-    async for part in stream.partitions(READ_PARTITION):
-        code_col, device_col, head_end_col, nic_col, seen_col = zip(*part, strict=True)
-        programs.append(np.fromiter((index_of[c] for c in code_col), dtype=np.intp, count=len(part)))
-        devices.append(np.fromiter(device_col, dtype=np.int64, count=len(part)))
-        head_ends.append(pa.array(head_end_col, type=pa.string()))
-        nics.append(pa.array(nic_col, type=pa.string()))
-        seen.append(_datetimes(seen_col))
-    program_index = np.concatenate(programs) if programs else np.zeros(0, dtype=np.intp)
-    device_id = np.concatenate(devices) if devices else np.zeros(0, dtype=np.int64)
-    # Rows in (program, device) order: the order the history is matched in, independent of the database.
-    order = np.argsort(_row_key(program_index, device_id), kind="stable")
+    program_index = _int64(members, "program").astype(np.intp)
+    device_id = _int64(members, "device_id")
+    # One row per (program, device), in key order: the order the history is matched in. (An enrollment
+    # rule keeps a device out of two ACTIVE enrollments of one program; unique() makes sure.)
+    _, first_of_key = np.unique(_row_key(program_index, device_id), return_index=True)
+    program_index, device_id = program_index[first_of_key], device_id[first_of_key]
+    seen_device = _int64(seen, "device_id")
+    seen_order = np.argsort(seen_device)
+    seen_device, seen_us = seen_device[seen_order], _int64(seen, "last_us")[seen_order]
+    at = np.minimum(np.searchsorted(seen_device, device_id), max(len(seen_device) - 1, 0))
+    known = (seen_device[at] == device_id) if len(seen_device) else np.zeros(len(device_id), dtype=np.bool_)
+    last_us = np.where(known, seen_us[at] if len(seen_device) else NAT, NAT)
+    take = pa.array(first_of_key)
     return _Rows(
         program_codes=codes,
         rules=rules,
-        program_index=program_index[order],
-        device_id=device_id[order],
-        head_end_system=pa.chunked_array(head_ends, type=pa.string()).combine_chunks().take(order),
-        nic_id=pa.chunked_array(nics, type=pa.string()).combine_chunks().take(order),
-        last_communication_at=(np.concatenate(seen) if seen else np.zeros(0, dtype="datetime64[us]"))[order],
+        program_index=program_index,
+        device_id=device_id,
+        head_end_system=members.column("head_end_system").take(take).combine_chunks(),
+        nic_id=members.column("nic_id").take(take).combine_chunks(),
+        last_communication_at=last_us.view("datetime64[us]"),
     )
 
 
 async def _read_history(connection: AsyncConnection, rows: _Rows) -> ScoringInput:
     """Every participation of the scored devices in their programs' events, as the model's columns."""
-    pr, ev, p = t.participation_records, t.program_events, t.programs
+    pr, ev = t.participation_records, t.program_events
     outcome_class = case(
         {name: int(code) for name, code in OUTCOME_CLASSES.items()},
         value=pr.c.outcome,
         else_=int(EventClass.PENDING),
     )
-    cancelled = or_(ev.c.status == "CANCELLED", pr.c.status == "CANCELLED")
-    query = (
+    table = await _read_columns(
+        connection,
         select(
-            ev.c.program_code,
+            _program_index(rows.program_codes, ev.c.program_code),
             pr.c.device_id,
-            ev.c.start_at,
+            _epoch_us(connection.dialect.name, ev.c.start_at),
             outcome_class,
-            func.coalesce(pr.c.preemptive_opt_out, False),
-            case((cancelled, True), else_=False),
+            case((pr.c.preemptive_opt_out.is_(True), 1), else_=0),
+            case((or_(ev.c.status == "CANCELLED", pr.c.status == "CANCELLED"), 1), else_=0),
         )
         .join(ev, ev.c.event_id == pr.c.event_id)
-        .join(p, and_(p.c.program_code == ev.c.program_code, p.c.status == ProgramStatus.ACTIVE.value))
+        .where(ev.c.program_code.in_(rows.program_codes))
         # Newest first per device; the event id (time-ordered) breaks ties between events starting together.
-        .order_by(pr.c.device_id, ev.c.start_at.desc(), ev.c.event_id.desc())
+        .order_by(pr.c.device_id, ev.c.start_at.desc(), ev.c.event_id.desc()),
+        {
+            "program": pa.int64(),
+            "device_id": pa.int64(),
+            "start_us": pa.int64(),
+            "outcome": pa.int8(),
+            "opt_out": pa.int8(),
+            "cancelled": pa.int8(),
+        },
     )
-    index_of = {code: i for i, code in enumerate(rows.program_codes)}
-    keys: list[NDArray[np.int64]] = []
-    starts: list[NDArray[np.datetime64]] = []
-    outcomes: list[NDArray[np.int8]] = []
-    opt_outs: list[NDArray[np.bool_]] = []
-    cancels: list[NDArray[np.bool_]] = []
-    stream = await connection.stream(query)
-    async for part in stream.partitions(READ_PARTITION):
-        code_col, device_col, start_col, outcome_col, opt_col, cancel_col = zip(*part, strict=True)
-        count = len(part)
-        program = np.fromiter((index_of[c] for c in code_col), dtype=np.intp, count=count)
-        keys.append(_row_key(program, np.fromiter(device_col, dtype=np.int64, count=count)))
-        starts.append(_datetimes(start_col))
-        outcomes.append(np.fromiter(outcome_col, dtype=np.int8, count=count))
-        opt_outs.append(np.fromiter(opt_col, dtype=np.bool_, count=count))
-        cancels.append(np.fromiter(cancel_col, dtype=np.bool_, count=count))
-
     n = len(rows.device_id)
-    if keys:
-        key = np.concatenate(keys)
-        row_keys = _row_key(rows.program_index, rows.device_id)
-        found = np.searchsorted(row_keys, key)
-        found_clipped = np.minimum(found, max(n - 1, 0))
-        member = (found < n) & (row_keys[found_clipped] == key) if n else np.zeros(len(key), dtype=np.bool_)
-        # Group by row; a stable sort keeps each row's entries newest first, as the query returned them.
-        order = np.argsort(found[member], kind="stable")
-        history_row = found[member][order].astype(np.intp)
-        history_class = classify_events(
-            np.concatenate(outcomes)[member][order],
-            np.concatenate(opt_outs)[member][order],
-            np.concatenate(cancels)[member][order],
-        )
-        history_event_at = np.concatenate(starts)[member][order]
-    else:
-        history_row = np.zeros(0, dtype=np.intp)
-        history_class = np.zeros(0, dtype=np.int8)
-        history_event_at = np.zeros(0, dtype="datetime64[us]")
+    key = _row_key(_int64(table, "program").astype(np.intp), _int64(table, "device_id"))
+    row_keys = _row_key(rows.program_index, rows.device_id)
+    found = np.searchsorted(row_keys, key)
+    at = np.minimum(found, max(n - 1, 0))
+    member = (row_keys[at] == key) if n else np.zeros(len(key), dtype=np.bool_)
+    # Group by row; a stable sort keeps each row's entries newest first, as the query returned them.
+    order = np.flatnonzero(member)[np.argsort(found[member], kind="stable")]
+
+    def column(name: str) -> NDArray[Any]:
+        values: NDArray[Any] = table.column(name).to_numpy()[order]
+        return values
+
     return ScoringInput(
         program_index=rows.program_index,
         # Only ACTIVE enrollments of ACTIVE programs are read: both conditions hold for every row here.
         enrollment_active=np.ones(n, dtype=np.bool_),
         program_active=np.ones(n, dtype=np.bool_),
         last_communication_at=rows.last_communication_at,
-        history_row=history_row,
-        history_class=history_class,
-        history_event_at=history_event_at,
+        history_row=found[order].astype(np.intp),
+        history_class=classify_events(
+            column("outcome").astype(np.int8), column("opt_out").astype(np.bool_), column("cancelled").astype(np.bool_)
+        ),
+        history_event_at=column("start_us").astype(np.int64).view("datetime64[us]"),
     )
 
 
@@ -383,7 +421,10 @@ def _file_table(rows: _Rows, result: ScoringResult, computed_at: datetime) -> pa
 
 def _write_file(table: pa.Table, path: Path) -> None:
     # mtime=0 and no file name in the gzip header: the same rows give the same bytes, whenever written.
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+    with (
+        path.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out,
+    ):
         pa_csv.write_csv(table, out)
 
 

@@ -509,12 +509,19 @@ class _Failure:
     why: str
 
 
-async def _after_failures(connection: AsyncConnection, failures: Sequence[_Failure], now: datetime) -> None:
+async def _after_failures(
+    connection: AsyncConnection,
+    failures: Sequence[_Failure],
+    now: datetime,
+    setups: dict[str, _Setup] | None = None,
+) -> None:
     """Schedule the re-check of each enrollment with a failed setup check, or fail its setup when the setup
-    period is over. Set-based over all ``failures`` (the timeout job passes many)."""
+    period is over. Set-based over all ``failures`` (the timeout job passes many); ``setups`` are the
+    enrollments' facts when the caller has already read them (locked)."""
     if not failures:
         return
-    setups = await _setups(connection, [f.enrollment_id for f in failures], lock=True)
+    if setups is None:
+        setups = await _setups(connection, [f.enrollment_id for f in failures], lock=True)
     schedule: dict[str, datetime] = {}
     failed: dict[str, str | None] = {}
     for failure in failures:
@@ -549,18 +556,18 @@ async def _after_failures(connection: AsyncConnection, failures: Sequence[_Failu
         )
 
 
-async def _after_confirmation(connection: AsyncConnection, enrollment_id: str, now: datetime) -> bool:
-    """Make the enrollment ACTIVE if every one of its devices is now confirmed online, and queue its
-    enrollment sync (F3); returns whether it became ACTIVE."""
-    setup = (await _setups(connection, [enrollment_id], lock=True)).get(enrollment_id)
-    if setup is None or setup.state != EnrollmentState.DEVICE_SETUP.value or not setup.devices:
+async def _after_confirmation(connection: AsyncConnection, setup: _Setup, now: datetime) -> bool:
+    """Make the enrollment of ``setup`` (read, locked, after the confirming answer was stored) ACTIVE if
+    every one of its devices is now confirmed online, and queue its enrollment sync (F3); returns whether
+    it became ACTIVE."""
+    if setup.state != EnrollmentState.DEVICE_SETUP.value or not setup.devices:
         return False
     if not all(setup.confirmed(device_id) for device_id in setup.devices):
         return False
     seen = ", ".join(sorted(ref.key for ref in setup.devices.values()))
     moved = await _move(
         connection,
-        {enrollment_id: f"device setup complete: seen online ({seen})"},
+        {setup.enrollment_id: f"device setup complete: seen online ({seen})"},
         EnrollmentState.DEVICE_SETUP,
         EnrollmentState.ACTIVE,
         now,
@@ -619,15 +626,6 @@ async def handle_status_check_response(
     """Record the DERMS's answer to a check and, for a setup check answered in time, decide the setup."""
     now = clock.now()
     c = t.device_status_checks
-    check = (await connection.execute(select(c).where(c.c.check_id == payload.check_id))).first()
-    if check is None:
-        raise ProblemError(
-            422,
-            "unknown-status-check",
-            "Unknown status check",
-            f"Asset Hub has no status check {payload.check_id!r}, so this answer matches no question. Check "
-            "that the DERMS answered the right system, then drop the message.",
-        )
     answer = {
         "answered_at": now,
         "result": payload.result.value,
@@ -636,38 +634,41 @@ async def handle_status_check_response(
         "source": payload.source,
         "detail": payload.detail,
     }
-    is_setup = check.reason == CheckReason.ENROLLMENT_SETUP.value and check.enrollment_id is not None
-    on_time = await connection.execute(
-        update(c)
-        .where(c.c.check_id == check.check_id, c.c.status == CheckStatus.OPEN.value, c.c.timeout_at >= now)
-        .values(status=CheckStatus.ANSWERED.value, late_answer=False, **answer)
-        .returning(c.c.check_id)
-    )
-    if on_time.first() is not None:
-        outcome = "answered"
-        if is_setup:
-            rules = (await _setups(connection, [check.enrollment_id], lock=True))[check.enrollment_id].rules
-            if confirms_online(payload.communication_status.value, payload.last_communication_at, now, rules):
-                await _after_confirmation(connection, check.enrollment_id, now)
-            else:
-                why = why_not_confirmed(
-                    payload.communication_status.value, payload.last_communication_at, payload.detail, rules
-                )
-                await _after_failures(connection, [_Failure(check.enrollment_id, check.device_id, why)], now)
-        return {"check_id": check.check_id, "outcome": outcome}
+    # The common case first, in one statement: an OPEN check answered by its timeout.
+    on_time = (
+        await connection.execute(
+            update(c)
+            .where(c.c.check_id == payload.check_id, c.c.status == CheckStatus.OPEN.value, c.c.timeout_at >= now)
+            .values(status=CheckStatus.ANSWERED.value, late_answer=False, **answer)
+            .returning(c.c.reason, c.c.enrollment_id, c.c.device_id)
+        )
+    ).first()
+    if on_time is not None:
+        if on_time.reason == CheckReason.ENROLLMENT_SETUP.value and on_time.enrollment_id is not None:
+            await _decide_setup(connection, on_time.enrollment_id, on_time.device_id, payload, now)
+        return {"check_id": payload.check_id, "outcome": "answered"}
 
-    # Past its timeout the job may not have run yet: the check times out now, as it would have, and the
-    # answer is kept as late.
-    expired = await connection.execute(
-        update(c)
-        .where(c.c.check_id == check.check_id, c.c.status == CheckStatus.OPEN.value)
-        .values(status=CheckStatus.TIMED_OUT.value, late_answer=True, **answer)
-        .returning(c.c.timeout_at)
-    )
-    expired_row = expired.first()
-    if expired_row is not None:
+    # Locked: the timeout job may be timing this very check out; what is read here then stays true.
+    check = (await connection.execute(select(c).where(c.c.check_id == payload.check_id).with_for_update())).first()
+    if check is None:
+        raise ProblemError(
+            422,
+            "unknown-status-check",
+            "Unknown status check",
+            f"Asset Hub has no status check {payload.check_id!r}, so this answer matches no question. Check "
+            "that the DERMS answered the right system, then drop the message.",
+        )
+    is_setup = check.reason == CheckReason.ENROLLMENT_SETUP.value and check.enrollment_id is not None
+    if check.status == CheckStatus.OPEN.value:
+        # Past its timeout, before the timeout job ran: the check times out now, as it would have, and the
+        # answer is kept as late.
+        await connection.execute(
+            update(c)
+            .where(c.c.check_id == check.check_id)
+            .values(status=CheckStatus.TIMED_OUT.value, late_answer=True, **answer)
+        )
         if is_setup:
-            why = f"no answer from the DERMS by {expired_row.timeout_at.isoformat()}"
+            why = f"no answer from the DERMS by {check.timeout_at.isoformat()}"
             await _after_failures(connection, [_Failure(check.enrollment_id, check.device_id, why)], now)
         return {"check_id": check.check_id, "outcome": "late"}
     if check.status == CheckStatus.TIMED_OUT.value:
@@ -683,5 +684,28 @@ async def handle_status_check_response(
         return {"check_id": check.check_id, "outcome": "ignored: not newer than the answer recorded"}
     await connection.execute(update(c).where(c.c.check_id == check.check_id).values(**answer))
     if is_setup:
-        await _after_confirmation(connection, check.enrollment_id, now)
+        setup = (await _setups(connection, [check.enrollment_id], lock=True)).get(check.enrollment_id)
+        if setup is not None:
+            await _after_confirmation(connection, setup, now)
     return {"check_id": check.check_id, "outcome": "updated"}
+
+
+async def _decide_setup(
+    connection: AsyncConnection,
+    enrollment_id: str,
+    device_id: int,
+    payload: contract.StatusCheckResponse,
+    now: datetime,
+) -> None:
+    """After a setup check of ``device_id`` was answered in time: confirm it (and maybe activate the
+    enrollment) or count it as failed (re-check or setup failure)."""
+    setups = await _setups(connection, [enrollment_id], lock=True)
+    setup = setups.get(enrollment_id)
+    if setup is None:
+        return
+    status, seen = payload.communication_status.value, payload.last_communication_at
+    if confirms_online(status, seen, now, setup.rules):
+        await _after_confirmation(connection, setup, now)
+    else:
+        why = why_not_confirmed(status, seen, payload.detail, setup.rules)
+        await _after_failures(connection, [_Failure(enrollment_id, device_id, why)], now, setups)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import select
@@ -43,9 +43,13 @@ from derbridge.settings import Settings
 log = structlog.get_logger("derbridge.derms.events")
 
 RESERVATION_FILE_THRESHOLD = 5_000
-"""Reservation lists longer than this travel as a file (claim check) unless :class:`ReservationFiles` says
-otherwise (``events.reservation_file_threshold`` in the settings). The contract caps an inline list at
-10,000 devices, so this must stay at or below that."""
+"""Reservation lists longer than this travel as a file (claim check). The default of the setting
+``events.reservation_file_threshold``, which rules once the process's settings are given
+(:func:`use_settings`)."""
+
+INLINE_MAX = 10_000
+"""The most devices an ``event-reservation.v1`` message may list inline (the contract's limit): a larger
+threshold setting is capped to it."""
 
 OUTCOME_BATCH_SIZE = 10_000
 """At most this many device outcomes per ``event-outcome.v1`` message: a batch stays well under the
@@ -77,41 +81,63 @@ class ReservationFiles:
         return cls(lambda: build_file_store(settings), settings.events.reservation_file_threshold)
 
     def limit(self) -> int:
-        """The longest list that still travels inside the message."""
-        return self.threshold if self.threshold is not None else RESERVATION_FILE_THRESHOLD
+        """The longest list that still travels inside the message (never more than the contract allows)."""
+        return min(self.threshold if self.threshold is not None else RESERVATION_FILE_THRESHOLD, INLINE_MAX)
 
 
+_settings: Settings | None = None
 _configured: ReservationFiles | None = None
 
 
-def use_reservation_files(files: ReservationFiles | None) -> ReservationFiles | None:
-    """Make ``files`` this process's reservation file configuration; returns the previous one (to restore).
+def use_settings(settings: Settings | None) -> Settings | None:
+    """Give this process's settings (file store, threshold) to the event messages; returns the previous
+    ones (None: none), so that a test can restore them.
 
-    Messages are also written from places that receive no settings (the F3 handler calls
-    :func:`queue_reservation_updates` inside the inbox transaction), so the application sets this once at
-    start-up, as it sets the business clock.
+    Messages are also written where no settings are at hand (the F3 handler calls
+    :func:`queue_reservation_updates` inside the inbox transaction), so whoever builds the DERMS application
+    calls this once at start. Without it, lists up to :data:`RESERVATION_FILE_THRESHOLD` still travel
+    inline; a longer one fails with :class:`FileStoreNotConfigured`.
     """
-    global _configured
-    previous, _configured = _configured, files
+    global _settings, _configured
+    previous, _settings = _settings, settings
+    _configured = ReservationFiles.from_settings(settings) if settings is not None else None
     return previous
 
 
 def _limit(files: ReservationFiles | None) -> int:
-    return files.limit() if files is not None else RESERVATION_FILE_THRESHOLD
+    return files.limit() if files is not None else min(RESERVATION_FILE_THRESHOLD, INLINE_MAX)
 
 
-def _write_reservation_file(path: Path, rows: Sequence[Any]) -> None:
+class ReservedRow(NamedTuple):
+    """A device an event holds, as its message lists it (the fields of the contract's ``ReservedDevice``)."""
+
+    record_id: str
+    head_end_system: str
+    nic_id: str
+    reservation_start_at: datetime
+    reservation_end_at: datetime
+
+
+def _write_reservation_file(path: Path, rows: Sequence[ReservedRow]) -> None:
+    # An event's reservations share a handful of distinct times: format each once, not twice per row.
+    formatted: dict[datetime, str] = {}
+
+    def z(value: datetime) -> str:
+        text = formatted.get(value)
+        if text is None:
+            text = formatted[value] = utc_z(value)
+        return text
+
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(RESERVATION_FILE_COLUMNS)
         writer.writerows(
-            (r.record_id, r.head_end_system, r.nic_id, utc_z(r.reservation_start_at), utc_z(r.reservation_end_at))
-            for r in rows
+            (r.record_id, r.head_end_system, r.nic_id, z(r.reservation_start_at), z(r.reservation_end_at)) for r in rows
         )
 
 
 async def _claim_check(
-    rows: Sequence[Any], event_id: str, now: datetime, files: ReservationFiles | None
+    rows: Sequence[ReservedRow], event_id: str, now: datetime, files: ReservationFiles | None
 ) -> tuple[FileManifest, FileLocation]:
     """Write ``rows`` as a reservation file, put it in the file store, and return its manifest and location.
 
@@ -122,7 +148,7 @@ async def _claim_check(
     if files is None:
         raise FileStoreNotConfigured(
             f"event {event_id} reserves {len(rows)} devices, more than travel in a message, and no file store "
-            "was configured (use_reservation_files)"
+            "was configured (use_settings)"
         )
     file_id = new_id()
     with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
@@ -136,6 +162,23 @@ async def _claim_check(
     return manifest, location
 
 
+async def _held(connection: AsyncConnection, event_id: str) -> list[ReservedRow]:
+    """The devices an event holds (RESERVED), in rank order."""
+    rows = await connection.execute(
+        select(
+            t.reservations.c.record_id,
+            t.devices.c.head_end_system,
+            t.devices.c.nic_id,
+            t.reservations.c.reservation_start_at,
+            t.reservations.c.reservation_end_at,
+        )
+        .join(t.devices, t.devices.c.device_id == t.reservations.c.device_id)
+        .where(t.reservations.c.event_id == event_id, t.reservations.c.status == "RESERVED")
+        .order_by(t.reservations.c.rank)
+    )
+    return [ReservedRow(*row) for row in rows.tuples()]
+
+
 async def reservation_envelope(
     connection: AsyncConnection,
     event_id: str,
@@ -143,28 +186,17 @@ async def reservation_envelope(
     update: bool,
     now: datetime,
     files: ReservationFiles | None = None,
+    held: Sequence[ReservedRow] | None = None,
 ) -> Envelope:
     """The F5 message of an event with the devices it holds now (``update`` after some were released).
 
-    ``files`` defaults to the process's configuration (:func:`use_reservation_files`); it is needed only
-    when the list is longer than the threshold.
+    ``files`` defaults to the process's configuration (:func:`use_settings`); it is needed only when the
+    list is longer than the threshold. ``held``: the devices the event holds, in rank order, when the caller
+    has them at hand (it just reserved them); otherwise they are read.
     """
     files = files or _configured
     event = (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id))).one()
-    rows = (
-        await connection.execute(
-            select(
-                t.reservations.c.record_id,
-                t.devices.c.head_end_system,
-                t.devices.c.nic_id,
-                t.reservations.c.reservation_start_at,
-                t.reservations.c.reservation_end_at,
-            )
-            .join(t.devices, t.devices.c.device_id == t.reservations.c.device_id)
-            .where(t.reservations.c.event_id == event_id, t.reservations.c.status == "RESERVED")
-            .order_by(t.reservations.c.rank)
-        )
-    ).all()
+    rows = held if held is not None else await _held(connection, event_id)
     devices: list[event_reservation.ReservedDevice] = []
     manifest: FileManifest | None = None
     location: FileLocation | None = None
@@ -205,10 +237,15 @@ async def reservation_envelope(
 
 
 async def queue_reservation(
-    connection: AsyncConnection, event_id: str, now: datetime, files: ReservationFiles | None = None
+    connection: AsyncConnection,
+    event_id: str,
+    now: datetime,
+    files: ReservationFiles | None = None,
+    held: Sequence[ReservedRow] | None = None,
 ) -> Envelope:
-    """Write the F5 message of a newly created event (in the transaction that created it)."""
-    envelope = await reservation_envelope(connection, event_id, update=False, now=now, files=files)
+    """Write the F5 message of a newly created event (in the transaction that created it); ``held`` as in
+    :func:`reservation_envelope`."""
+    envelope = await reservation_envelope(connection, event_id, update=False, now=now, files=files, held=held)
     await write_outbox(connection, t.outbox, [envelope])
     return envelope
 

@@ -39,6 +39,7 @@ from derbridge.derms.domain.reservation import Candidate, ReservationPlan, selec
 from derbridge.derms.jobs import jobs
 from derbridge.derms.services.event_messages import (
     ReservationFiles,
+    ReservedRow,
     queue_cancellation,
     queue_outcomes,
     queue_reservation,
@@ -164,7 +165,7 @@ async def create_event(
 
     The event, its reservations and its ``event-reservation.v1`` message commit together. ``files`` says
     where a reservation list too long for a message goes (default: the process's configuration, see
-    :func:`~derbridge.derms.services.event_messages.use_reservation_files`).
+    :func:`~derbridge.derms.services.event_messages.use_settings`).
     """
     now = now or clock.now()
     if request.start_at <= now:
@@ -208,27 +209,31 @@ async def create_event(
         event_id = new_id()
         event = _event_row(event_id, derms_instance_id, request, plan, now)
         await connection.execute(t.program_events.insert(), [event])
-        if plan.reserved:
+        held = [
+            ReservedRow(new_id(), c.head_end_system, c.nic_id, request.start_at, request.end_at) for c in plan.reserved
+        ]
+        if held:
             await connection.execute(
                 t.reservations.insert(),
                 [
                     {
-                        "record_id": new_id(),
+                        "record_id": row.record_id,
                         "event_id": event_id,
                         "device_id": c.device_id,
                         "rank": rank,
                         "score": c.score,
                         "expected_shed_kw": c.expected_shed_kw,
-                        "reservation_start_at": request.start_at,
-                        "reservation_end_at": request.end_at,
+                        "reservation_start_at": row.reservation_start_at,
+                        "reservation_end_at": row.reservation_end_at,
                         "status": "RESERVED",
                         "released_at": None,
                         "release_reason": None,
                     }
-                    for rank, c in enumerate(plan.reserved, start=1)
+                    for rank, (c, row) in enumerate(zip(plan.reserved, held, strict=True), start=1)
                 ],
             )
-        await queue_reservation(connection, event_id, now, files)
+        # The message lists what was just stored, in rank order: no need to read it back.
+        await queue_reservation(connection, event_id, now, files, held)
     return event
 
 
@@ -311,7 +316,7 @@ async def advance_lifecycle(engine: AsyncEngine, now: datetime) -> int:
         closing: list[str] = []
         for row in live:
             steps = transitions_due(
-                EventWindow(row.start_at, row.end_at), EventStatus(row.status), now, grace_of(0)
+                EventWindow(row.start_at, row.end_at), EventStatus(row.status), now, grace_of(row.outcome_grace_hours)
             )
             if EventStatus.ACTIVE in steps:
                 starting.append(row.event_id)

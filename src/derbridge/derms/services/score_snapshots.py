@@ -69,6 +69,7 @@ MAX_ID_LENGTH = 64
 MAX_REASON_LENGTH = 32
 COPY_CHUNK = 1024 * 1024
 STAGE = "score_stage"
+"""The temporary staging table's name (qualified per database by :func:`_stage_table`)."""
 
 _COLUMN_TYPES: dict[str, pa.DataType] = {
     "program_code": pa.string(),
@@ -154,27 +155,33 @@ def read_score_file(path: Path, compression: Compression, programs: list[str]) -
 
     eligible = column("eligible")
     reason = column("ineligibility_reason")
+
+    def missing_or_longer(values: pa.Array, limit: int) -> pa.Array:
+        return pc.invert(pc.less_equal(pc.utf8_length(values), limit))  # null stays null: counted as bad
+
+    score = column("score")
+    # Each check is true (or null, read as true) on a bad row; Kleene logic keeps "false and null" false.
     checks: list[tuple[pa.Array, str]] = [
         (
             pc.invert(pc.is_in(column("program_code"), value_set=pa.array(programs, pa.string()))),
             "a program_code missing or not among the manifest's programs",
         ),
         (
-            pc.invert(pc.utf8_length(column("head_end_system")) <= MAX_ID_LENGTH),
+            missing_or_longer(column("head_end_system"), MAX_ID_LENGTH),
             f"no head_end_system, or a longer one than {MAX_ID_LENGTH} characters",
         ),
         (
-            pc.invert(pc.utf8_length(column("nic_id")) <= MAX_ID_LENGTH),
+            missing_or_longer(column("nic_id"), MAX_ID_LENGTH),
             f"no nic_id, or a longer one than {MAX_ID_LENGTH} characters",
         ),
         (
-            pc.invert(pc.and_(pc.greater_equal(column("score"), 0.0), pc.less_equal(column("score"), 100.0))),
+            pc.invert(pc.and_kleene(pc.greater_equal(score, 0.0), pc.less_equal(score, 100.0))),
             "a score missing or outside 0 to 100",
         ),
         (pc.is_null(eligible), "eligible missing (true or false)"),
-        (pc.and_(eligible, pc.is_valid(reason)), "an ineligibility_reason on an eligible device"),
+        (pc.and_kleene(eligible, pc.is_valid(reason)), "an ineligibility_reason on an eligible device"),
         (
-            pc.and_(pc.invert(eligible), pc.invert(pc.utf8_length(reason) <= MAX_REASON_LENGTH)),
+            pc.and_kleene(pc.invert(eligible), missing_or_longer(reason, MAX_REASON_LENGTH)),
             f"an ineligible device without an ineligibility_reason (or one longer than {MAX_REASON_LENGTH} characters)",
         ),
     ]
@@ -197,13 +204,25 @@ def read_score_file(path: Path, compression: Compression, programs: list[str]) -
 # --- loading ----------------------------------------------------------------------------------------
 
 
+def _stage_table(connection: AsyncConnection) -> str:
+    # Qualified with the temporary schema, so that no statement below can ever reach a permanent table.
+    return f"pg_temp.{STAGE}" if connection.dialect.name == "postgresql" else f"temp.{STAGE}"
+
+
 async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
-    """Put the rows in a temporary table of this connection: ``COPY`` on PostgreSQL, ``executemany`` else."""
+    """Put the rows in a temporary table of this connection: ``COPY`` on PostgreSQL, ``executemany`` else.
+
+    The table is dropped again by :func:`_load` in the same transaction: the inbox may apply several
+    messages in one transaction (one savepoint each), and the next load must find no table of that name. A
+    table left by a load that was rolled back is dropped first.
+    """
     columns = ", ".join(rows.column_names)
+    stage = _stage_table(connection)
+    await connection.execute(text(f"DROP TABLE IF EXISTS {stage}"))
     if connection.dialect.name == "postgresql":
         await connection.execute(
             text(
-                f"CREATE TEMP TABLE {STAGE} (program_code text, head_end_system text, nic_id text, "
+                f"CREATE TEMP TABLE {stage} (program_code text, head_end_system text, nic_id text, "
                 "score double precision, eligible boolean, ineligibility_reason text) ON COMMIT DROP"
             )
         )
@@ -213,22 +232,22 @@ async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
         raw = await connection.get_raw_connection()
         async with (
             raw.driver_connection.cursor() as cursor,  # type: ignore[union-attr]
-            cursor.copy(f"COPY {STAGE} ({columns}) FROM STDIN (FORMAT csv)") as copy,
+            cursor.copy(f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv)") as copy,
         ):
             for start in range(0, len(payload), COPY_CHUNK):
                 await copy.write(payload[start : start + COPY_CHUNK])
         return
-    # SQLite: a temporary table lives on the connection, so drop any left by a rolled-back load first.
-    await connection.execute(text(f"DROP TABLE IF EXISTS temp.{STAGE}"))
     await connection.execute(
         text(
-            f"CREATE TEMP TABLE {STAGE} (program_code TEXT, head_end_system TEXT, nic_id TEXT, score REAL, "
+            f"CREATE TEMP TABLE {stage} (program_code TEXT, head_end_system TEXT, nic_id TEXT, score REAL, "
             "eligible BOOLEAN, ineligibility_reason TEXT)"
         )
     )
+    if rows.num_rows == 0:
+        return  # an empty executemany would run the statement once, without parameters
     values = list(zip(*(column.to_pylist() for column in rows.columns), strict=True))
     await connection.exec_driver_sql(
-        f"INSERT INTO temp.{STAGE} ({columns}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"INSERT INTO {stage} ({columns}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
         values,
     )
 
@@ -236,19 +255,19 @@ async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
 async def _load(connection: AsyncConnection, file_id: str, rows: pa.Table) -> tuple[int, list[DeviceIdentity]]:
     """Load the staged rows as ``file_id``'s scores; returns the unknown devices' row count and a sample."""
     await _stage(connection, rows)
+    stage = _stage_table(connection)
     d, s = t.devices, t.device_scores
     await connection.execute(
         text(
             f"INSERT INTO {s.name} (file_id, program_code, head_end_system, nic_id, device_id, score, eligible, "  # noqa: S608
             "ineligibility_reason) "
             "SELECT :file_id, st.program_code, st.head_end_system, st.nic_id, d.device_id, st.score, st.eligible, "
-            f"st.ineligibility_reason FROM {STAGE} st LEFT JOIN {d.name} d "
+            f"st.ineligibility_reason FROM {stage} st LEFT JOIN {d.name} d "
             "ON d.head_end_system = st.head_end_system AND d.nic_id = st.nic_id"
         ),
         {"file_id": file_id},
     )
-    if connection.dialect.name == "sqlite":
-        await connection.execute(text(f"DROP TABLE temp.{STAGE}"))
+    await connection.execute(text(f"DROP TABLE {stage}"))
     unknown = s.c.device_id.is_(None)
     count = await connection.scalar(select(func.count()).select_from(s).where(s.c.file_id == file_id, unknown))
     sample = await connection.execute(
