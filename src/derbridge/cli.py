@@ -491,13 +491,16 @@ def assethub_replace_device(
 @score_app.command("transfer")
 def score_transfer_now(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Compute every active device's score now and send the file to the DERMS (F4; the bridge delivers)."""
-    from derbridge.assethub.services.score_transfer import transfer_scores
-    from derbridge.infra import clock
+    from derbridge.assethub.services.score_transfer import TransferBusy, transfer_now
 
     async def work(runtime: Runtime) -> Any:
-        return await transfer_scores(runtime.async_engine("assethub"), runtime.settings, now=clock.now())
+        return await transfer_now(runtime)
 
-    report = _system_call(work)
+    try:
+        report = _system_call(work)
+    except TransferBusy:
+        err.print("another score transfer is running (in this or another process); try again when it ends")
+        raise typer.Exit(1) from None
     if as_json:
         sys.stdout.write(report.model_dump_json() + "\n")
         return
