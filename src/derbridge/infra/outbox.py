@@ -11,7 +11,6 @@ Both systems add the same two tables to their own metadata with :func:`add_messa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -86,8 +85,3 @@ async def write_outbox(connection: AsyncConnection, outbox: Table, envelopes: Se
     """Write ``envelopes`` to ``outbox`` inside the caller's transaction (the one making the change)."""
     if envelopes:
         await connection.execute(insert(outbox), outbox_rows(envelopes))
-
-
-def dumps(value: Any) -> str:
-    """Compact, key-sorted JSON (stable bytes for the same value)."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
