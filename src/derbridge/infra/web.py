@@ -11,6 +11,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
@@ -193,3 +194,16 @@ class _RequestTimer:
 def instrument(app: FastAPI, system: str) -> None:
     """Time every request of ``app`` by route template and status (no ids in labels: bounded series)."""
     app.add_middleware(_RequestTimer, system=system)
+
+
+def system_engine(request: Request) -> AsyncEngine:
+    """The database engine of the system whose application serves the request (``app.state.engine``)."""
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+SystemEngine = Annotated[AsyncEngine, Depends(system_engine)]
+"""A route parameter: the serving system's database engine."""
+
+Paging = Annotated[PageParams, Depends(page_params)]
+"""A route parameter: the keyset paging of a listing (``limit``, ``after``)."""

@@ -9,12 +9,10 @@ the bridge: ``derbridge messages list --state parked --business-key ENROLLMENT_I
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.services import enrollment_sync as service
@@ -22,17 +20,12 @@ from derbridge.assethub.services.enrollment_sync import DeviceKey, EnrollmentCha
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.infra.listing import get_one
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import NO_NUL, IdPath, require_service_token
+from derbridge.infra.web import NO_NUL, IdPath, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+Engine = SystemEngine
 
 
 class UnenrollIn(BaseModel):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
@@ -27,22 +26,16 @@ from derbridge.infra.web import (
     IntIdPath,
     IntIdQuery,
     Page,
-    PageParams,
-    page_params,
+    Paging,
+    SystemEngine,
     require_service_token,
 )
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
-Paging = Annotated[PageParams, Depends(page_params)]
 Id = IdPath
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+Engine = SystemEngine
 
 
 # --- CIS copy -------------------------------------------------------------------------------------

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import APIRouter, Depends
 
 from derbridge.assethub.services import score_transfer
 from derbridge.infra import clock
 from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
-from derbridge.infra.web import require_service_token
+from derbridge.infra.web import SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
 @router.post("/score-transfers", status_code=202, tags=["scores"])
-async def start_score_transfer(engine: Annotated[AsyncEngine, Depends(_engine)]) -> score_transfer.TransferReport:
+async def start_score_transfer(engine: SystemEngine) -> score_transfer.TransferReport:
     """Score every device of every ACTIVE enrollment in an ACTIVE program now, store the score file and send
     its manifest to the DERMS. 202: the snapshot is recorded in Asset Hub and the message is on its way;
     the DERMS loads it asynchronously and acknowledges (see the bridge's messages of flow

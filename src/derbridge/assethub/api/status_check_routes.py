@@ -4,27 +4,19 @@ with ``GET /assethub/v1/status-checks/{check_id}`` (in :mod:`derbridge.assethub.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.api.schemas import StatusCheck
 from derbridge.assethub.services import status_checks as service
 from derbridge.contracts.common import HeadEnd
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import NO_NUL, require_service_token
+from derbridge.infra.web import NO_NUL, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+Engine = SystemEngine
 
 
 class AgentStatusCheckIn(BaseModel):

@@ -24,7 +24,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.common import HeadEnd, Id, ProgramCode
@@ -33,21 +32,22 @@ from derbridge.derms.services import enrollment_requests as service
 from derbridge.derms.services.enrollment_requests import RequestStatus
 from derbridge.infra.listing import list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
-from derbridge.infra.web import NO_NUL, IdPath, Page, PageParams, page_params, require_service_token
+from derbridge.infra.web import (
+    NO_NUL,
+    IdPath,
+    Page,
+    Paging,
+    SystemEngine,
+    require_service_token,
+)
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
-Paging = Annotated[PageParams, Depends(page_params)]
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RAW_MAX = 32  # contract.EnrollmentRequest.raw_start_date's length
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+Engine = SystemEngine
 
 
 def parse_start_date(value: JsonValue) -> tuple[date | None, str | None]:

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome
 from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.services import outcomes
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import IdPath, require_service_token
+from derbridge.infra.web import IdPath, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
@@ -35,15 +32,8 @@ class OutcomeReceipt(BaseModel):
     messages: int = Field(description="event-outcome messages written for Asset Hub.")
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
 @router.post("/events/{event_id}/outcomes", tags=["events"])
-async def report_outcomes(
-    engine: Annotated[AsyncEngine, Depends(_engine)], event_id: IdPath, report: OutcomeReport
-) -> OutcomeReceipt:
+async def report_outcomes(engine: SystemEngine, event_id: IdPath, report: OutcomeReport) -> OutcomeReceipt:
     """Record per-device outcomes of an event that has started (ACTIVE or COMPLETED) and forward them to Asset
     Hub. A later report for a device replaces the earlier one. 404 for an unknown event, 409 for a cancelled
     or not yet started one, 422 naming each device not reserved for the event or repeated in the batch."""

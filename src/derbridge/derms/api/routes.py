@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.cis.extract import AccountStatus
 from derbridge.derms.adapters import tables as t
@@ -28,23 +27,17 @@ from derbridge.infra.web import (
     IdPath,
     IntIdPath,
     Page,
-    PageParams,
-    page_params,
+    Paging,
+    SystemEngine,
     require_service_token,
 )
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
-Paging = Annotated[PageParams, Depends(page_params)]
 Id = IdPath
 Filter = FilterQuery
 
 
-def _engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
-Engine = Annotated[AsyncEngine, Depends(_engine)]
+Engine = SystemEngine
 
 
 # --- CIS copy -------------------------------------------------------------------------------------
