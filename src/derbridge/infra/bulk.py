@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 Row = tuple[Any, ...]
 
@@ -79,3 +80,27 @@ def bulk_upsert(
         f"INSERT INTO {target} ({column_sql}) VALUES ({placeholders}) {on_conflict}",
         list(rows),
     )
+
+
+COPY_CHUNK = 1024 * 1024
+"""Bytes handed to ``COPY`` per write: large enough to amortise the call, small enough to bound memory."""
+
+
+async def copy_arrow_table(connection: AsyncConnection, target: str, columns: str, data: Any) -> None:
+    """Stream a ``pyarrow.Table`` into ``target (columns)`` on PostgreSQL with ``COPY … FROM STDIN (FORMAT
+    csv)`` — the Arrow CSV writer formats the rows in C, no Python object per row. ``target`` and
+    ``columns`` are already quoted SQL."""
+    import io
+
+    import pyarrow.csv as pa_csv
+
+    buffer = io.BytesIO()
+    pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
+    payload = buffer.getbuffer()
+    raw = await connection.get_raw_connection()
+    async with (
+        raw.driver_connection.cursor() as cursor,  # type: ignore[union-attr]
+        cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy,
+    ):
+        for start in range(0, len(payload), COPY_CHUNK):
+            await copy.write(payload[start : start + COPY_CHUNK])

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import tempfile
 import time
 from dataclasses import dataclass
@@ -96,6 +95,7 @@ from derbridge.contracts.device_score_transfer import (
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
+from derbridge.infra.bulk import copy_arrow_table
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
@@ -130,7 +130,6 @@ GZIP_LEVEL = 6
 READ_PARTITION = 100_000
 """Rows fetched and converted to columns at a time, so that memory holds columns, not millions of rows."""
 
-COPY_CHUNK = 1024 * 1024
 
 SCHEDULE_FIELDS = 5
 
@@ -464,16 +463,7 @@ async def _insert_rows(connection: AsyncConnection, table: Table, data: pa.Table
     columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in data.column_names)
     target = connection.dialect.identifier_preparer.quote(table.name)
     if connection.dialect.name == "postgresql":
-        buffer = io.BytesIO()
-        pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
-        payload = buffer.getbuffer()
-        raw = await connection.get_raw_connection()
-        async with (
-            raw.driver_connection.cursor() as cursor,  # type: ignore[union-attr]
-            cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy,
-        ):
-            for start in range(0, len(payload), COPY_CHUNK):
-                await copy.write(payload[start : start + COPY_CHUNK])
+        await copy_arrow_table(connection, target, columns, data)
         return
     placeholders = ", ".join("?" for _ in data.column_names)
     values = list(zip(*(column.to_pylist() for column in data.columns), strict=True))

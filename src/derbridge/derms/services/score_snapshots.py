@@ -31,7 +31,6 @@ The DERMS keeps loaded files' rows for every snapshot; the stored file itself st
 from __future__ import annotations
 
 import asyncio
-import io
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +54,7 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.messages import inbox
 from derbridge.infra import clock
+from derbridge.infra.bulk import copy_arrow_table
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
@@ -67,7 +67,6 @@ UNKNOWN_DEVICES_LISTED = 1000
 
 MAX_ID_LENGTH = 64
 MAX_REASON_LENGTH = 32
-COPY_CHUNK = 1024 * 1024
 STAGE = "score_stage"
 """The temporary staging table's name (qualified per database by :func:`_stage_table`)."""
 
@@ -226,16 +225,7 @@ async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
                 "score double precision, eligible boolean, ineligibility_reason text) ON COMMIT DROP"
             )
         )
-        buffer = io.BytesIO()
-        pa_csv.write_csv(rows, buffer, pa_csv.WriteOptions(include_header=False))
-        payload = buffer.getbuffer()
-        raw = await connection.get_raw_connection()
-        async with (
-            raw.driver_connection.cursor() as cursor,  # type: ignore[union-attr]
-            cursor.copy(f"COPY {stage} ({columns}) FROM STDIN (FORMAT csv)") as copy,
-        ):
-            for start in range(0, len(payload), COPY_CHUNK):
-                await copy.write(payload[start : start + COPY_CHUNK])
+        await copy_arrow_table(connection, stage, columns, rows)
         return
     await connection.execute(
         text(
