@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench bench-quick bench-ci clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "derbridge needs Python >= 3.11 on PATH" >&2; exit 1; }
@@ -24,6 +24,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Benchmarks (docs/performance.md): one JSON object per scenario on stdout. PostgreSQL and RabbitMQ runs
+# use DERBRIDGE_BENCH_POSTGRES_URL / DERBRIDGE_BENCH_AMQP_URL (or the test URLs) when set.
+bench: $(STAMP)
+	$(BIN)/derbridge bench
+
+bench-quick: $(STAMP)
+	$(BIN)/derbridge bench --quick
+
+# What CI runs: the whole quick mode takes over 3 minutes on the 2-core machine, so CI keeps the scenarios
+# that cover every backend (F4 on SQLite and PostgreSQL, the bridge on sql/SQLite, sql/PostgreSQL, amqp).
+bench-ci: $(STAMP)
+	$(BIN)/derbridge bench --quick --json f4-score-transfer bridge-throughput
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

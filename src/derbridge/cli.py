@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from derbridge import __version__
+from derbridge.edge.cli import edge_app as _edge_app
 from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
 
@@ -51,6 +52,7 @@ contracts_app = typer.Typer(help="The message contracts between the systems.", n
 app.add_typer(contracts_app, name="contracts")
 messages_app = typer.Typer(help="Messages between the systems: find, follow, replay, count.", no_args_is_help=True)
 app.add_typer(messages_app, name="messages")
+app.add_typer(_edge_app, name="edge")
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
 err = Console(stderr=True, soft_wrap=True)
@@ -797,6 +799,45 @@ def demo(
             access_log=False,
         )
     if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[
+        list[str] | None, typer.Argument(help="Scenarios to run (default: all). See docs/performance.md.")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Every size divided by ten (what CI runs).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Only the JSON objects on stdout, one per line.")] = False,
+) -> None:
+    """The benchmarks of quality.md, each in a fresh process on throw-away databases, each with its baseline
+    measured in the same run: one JSON object per scenario and backend. PostgreSQL and RabbitMQ runs need
+    DERBRIDGE_BENCH_POSTGRES_URL / DERBRIDGE_BENCH_AMQP_URL (or the test URLs); without them they are
+    reported as skipped."""
+    from derbridge.bench.run import failed, plan, run_all
+
+    try:
+        planned = plan(scenario)
+    except KeyError as error:
+        err.print(f"[red]{error.args[0]}[/]")
+        raise typer.Exit(2) from error
+
+    def emit(data: dict[str, Any]) -> None:
+        print(json.dumps(data, ensure_ascii=False), flush=True)
+        if as_json:
+            return
+        if "error" in data or "skipped" in data:
+            err.print(f"[yellow]{data['scenario']} ({data['backend']}): {data.get('error') or data['skipped']}[/]")
+            return
+        ratio = f", ratio {data['ratio']:.2f} to the baseline" if data.get("ratio") is not None else ""
+        err.print(
+            f"[green]✓[/] {data['scenario']} ({data['database']}/{data['transport']}): {data['seconds']:.2f} s, "
+            f"{data['rate']:,.0f} {data['unit']}/s{ratio}, peak {data['peak_rss_mb']:,.0f} MB — target {data['target']}"
+        )
+
+    err.print(f"running {len(planned)} benchmark(s){' (quick)' if quick else ''}; progress on stderr")
+    results = run_all(scenario, quick=quick, emit=emit)
+    if any(True for _ in failed(results)):
         raise typer.Exit(1)
 
 

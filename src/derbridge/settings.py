@@ -98,6 +98,21 @@ class EventSettings(BaseModel):
     """Reservation lists longer than this travel as a file (claim check) rather than in the message."""
 
 
+class EdgeSettings(BaseModel):
+    """The OpenADR 3.1 edge gateway (VTN) for aggregators (see docs/edge.md)."""
+
+    token_secret: SecretStr | None = None
+    """HS256 key of the access tokens. Unset: made once into ``DATA_DIR/edge-token-secret`` (mode 0600)."""
+    token_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    allow_http_callbacks: bool = False
+    """The spec demands HTTPS webhook callbacks; allow plain HTTP only for a lab or a test on loopback."""
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(12, ge=1, le=100)
+    """After this many failed deliveries a notification is given up (``failed``) and logged."""
+    webhook_backoff_seconds: float = Field(2.0, gt=0)
+    webhook_backoff_cap_seconds: float = Field(3600.0, gt=0)
+
+
 class ServerSettings(BaseModel):
     """The HTTP server of ``derbridge up``. It binds loopback unless told otherwise."""
 
@@ -124,6 +139,7 @@ class Settings(BaseSettings):
     scores: ScoreSettings = Field(default_factory=ScoreSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     api_token: SecretStr | None = None
     """Service credential every API call must carry (``Authorization: Bearer …``). Unset: one is made on
     first use and kept in ``DATA_DIR/api-token`` (mode 0600), where the CLI and local tools read it."""
@@ -181,6 +197,8 @@ class Settings(BaseSettings):
         for system in ("assethub", "derms", "bridge"):
             data[system]["database_url"] = mask_url(self.database_url(system))
         data["bridge"]["amqp_url"] = mask_url(self.bridge.amqp_url.get_secret_value())
+        if self.edge.token_secret is not None:
+            data["edge"]["token_secret"] = "**********"  # noqa: S105 - the mask, not a secret
         if self.files.sftp_password is not None:
             data["files"]["sftp_password"] = "**********"  # noqa: S105 - the mask, not a password
         return data

@@ -138,6 +138,13 @@ def create_app(
         if system in components:
             root.mount(f"/{system}/v1", _system_app(runtime, system))
             mounted.append(system)
+    if "derms" in components:
+        # The edge gateway (OpenADR 3.1 VTN) is the DERMS's gateway: it serves wherever the DERMS does, on
+        # the DERMS database; its jobs run with the DERMS's (see docs/edge.md).
+        from derbridge.edge.api import PREFIX as EDGE_PREFIX
+        from derbridge.edge.api import create_edge_app
+
+        root.mount(EDGE_PREFIX, create_edge_app(runtime))
     if transport is not None:
         root.mount(
             "/bridge/v1",

@@ -43,6 +43,7 @@ def metadata_of(system: System) -> MetaData:
         return assethub_metadata
     if system == "derms":
         from derbridge.derms.adapters.tables import metadata as derms_metadata
+        from derbridge.edge import tables as _edge_tables  # noqa: F401 - the edge's tables live in the DERMS database
 
         return derms_metadata
     from derbridge.bridge.tables import metadata as bridge_metadata

@@ -1,0 +1,335 @@
+"""The given state a scenario starts from, built before its clock starts.
+
+Inputs come from the synthetic utility (:func:`derbridge.sim.generator.generate_utility`), so devices,
+accounts and NIC ids look like production's. Two ways to reach a state:
+
+* through the flows (CIS import, programs, heartbeats: the real code, used where it is quick), and
+* :func:`seed_enrolled_devices`, which writes a program's ACTIVE enrollments straight into both systems'
+  tables in bulk — what a million devices enrolled over several seasons look like — because walking a
+  million devices through F1, F2 and F3 would take far longer than the benchmark they prepare. It writes
+  exactly the rows those flows leave: Asset Hub's devices, ACTIVE enrollments with their devices and an
+  answered status check each (the device's last communication); the DERMS's devices and their
+  availability. Nothing of the flow being measured is seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import Connection, Table
+
+from derbridge.assethub.adapters import tables as ah
+from derbridge.derms.adapters import tables as dm
+from derbridge.infra.bulk import db_timestamp
+from derbridge.infra.ids import new_id
+from derbridge.runtime import Runtime
+from derbridge.sim.generator import AGGREGATORS_DIR, ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generate_utility
+
+PROGRAM = "SUMMER-BYOT"
+DEVICES_PER_CUSTOMER = 1.2
+"""Accepted devices per generated customer, a little under what the generator makes (about 1.23)."""
+SEED = 20_270_601
+
+
+def generate(customers: int, out_dir: Path) -> Any:
+    """A synthetic utility of ``customers`` customers under ``out_dir`` (its report)."""
+    return generate_utility(customers, SEED, out_dir, program_code=PROGRAM)
+
+
+def customers_for_devices(devices: int) -> int:
+    """Customers to generate for at least ``devices`` accepted devices."""
+    return math.ceil(devices / DEVICES_PER_CUSTOMER) + 10
+
+
+def accepted_devices(utility_dir: Path, count: int | None = None) -> pa.Table:
+    """The devices of the accepted requests (one row each, first ``count``), from the inventories, as
+    columns: ``head_end_system, nic_id, device_type, manufacturer, model, serial_no, request_id,
+    cis_person_id, cis_account_id, cis_premise_id, cis_service_point_id``."""
+    columns = [
+        "head_end_system",
+        "nic_id",
+        "device_type",
+        "manufacturer",
+        "model",
+        "serial_no",
+        "request_id",
+        "cis_person_id",
+        "cis_account_id",
+        "cis_premise_id",
+        "cis_service_point_id",
+        "expected_result",
+    ]
+    convert = pa_csv.ConvertOptions(
+        include_columns=columns, column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=False
+    )
+    parts = [
+        pa_csv.read_csv(path, convert_options=convert) for path in sorted((utility_dir / AGGREGATORS_DIR).glob("*.csv"))
+    ]
+    table = pa.concat_tables(parts)
+    table = table.filter(pc.equal(table.column("expected_result"), "ACCEPTED")).drop_columns(["expected_result"])
+    # A device appears once per head end (the generator's ids are unique; requests that repeat one are
+    # the rejected ones, filtered out above).
+    if count is not None:
+        if table.num_rows < count:
+            raise ValueError(f"the utility has {table.num_rows:,} accepted devices, {count:,} are needed")
+        table = table.slice(0, count)
+    return table.combine_chunks()
+
+
+async def create_programs(client: httpx.AsyncClient) -> None:
+    """The program, ACTIVE in Asset Hub and known to the DERMS, through their APIs (as the demo does)."""
+    for path, body in (
+        (
+            "/assethub/v1/programs",
+            {
+                "program_code": PROGRAM,
+                "name": "Summer bring-your-own-thermostat",
+                "status": "ACTIVE",
+                "enrollment_opens_at": ENROLLMENT_OPENS.isoformat(),
+                "enrollment_closes_at": (ENROLLMENT_CLOSES + timedelta(days=120)).isoformat(),
+                "eligible_device_types": ["THERMOSTAT", "WATER_HEATER"],
+            },
+        ),
+        ("/derms/v1/programs", {"program_code": PROGRAM, "name": "Summer bring-your-own-thermostat"}),
+    ):
+        response = await client.post(path, json=body)
+        if response.status_code not in (201, 409):
+            raise RuntimeError(f"creating the program at {path}: {response.status_code} {response.text[:300]}")
+
+
+async def report_online(client: httpx.AsyncClient, devices: pa.Table, now: datetime) -> None:
+    """Every device reports ONLINE a minute ago, through the DERMS's API (as the edge will)."""
+    heads = devices.column("head_end_system").to_pylist()
+    nics = devices.column("nic_id").to_pylist()
+    seen = (now - timedelta(minutes=1)).isoformat()
+    reports = [
+        {
+            "head_end_system": head,
+            "nic_id": nic,
+            "communication_status": "ONLINE",
+            "last_communication_at": seen,
+            "source": head,
+        }
+        for head, nic in zip(heads, nics, strict=True)
+    ]
+    for start in range(0, len(reports), 50_000):
+        response = await client.post(
+            "/derms/v1/communication-status/batch", json={"reports": reports[start : start + 50_000]}
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"heartbeats: {response.status_code} {response.text[:300]}")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What :func:`seed_enrolled_devices` wrote."""
+
+    devices: int
+
+
+def _write(connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Bulk-insert plain tuples: ``executemany`` on SQLite, ``COPY`` on PostgreSQL."""
+    if connection.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        names = ", ".join(columns)
+        connection.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)  # noqa: S608
+        return
+    raw = connection.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+
+
+def seed_enrolled_devices(runtime: Runtime, devices: pa.Table, now: datetime) -> Seeded:
+    """Write ``devices`` (from :func:`accepted_devices`) as ACTIVE, AVAILABLE, recently seen members of
+    :data:`PROGRAM` into both systems, in bulk (the module docstring says why). The program must exist."""
+    n = devices.num_rows
+    col = {name: devices.column(name).to_pylist() for name in devices.column_names}
+    ids = list(range(1, n + 1))
+    enrollment_ids = [new_id() for _ in range(n)]
+    check_ids = [new_id() for _ in range(n)]
+    with runtime.sync_engine("assethub").begin() as connection:
+        at = db_timestamp(connection, now - timedelta(days=30))
+        seen = db_timestamp(connection, now - timedelta(hours=1))
+        _write(
+            connection,
+            ah.devices,
+            (
+                "device_id",
+                "head_end_system",
+                "nic_id",
+                "device_type",
+                "manufacturer",
+                "model",
+                "serial_no",
+                "created_at",
+            ),
+            list(
+                zip(
+                    ids,
+                    col["head_end_system"],
+                    col["nic_id"],
+                    col["device_type"],
+                    col["manufacturer"],
+                    col["model"],
+                    col["serial_no"],
+                    [at] * n,
+                    strict=True,
+                )
+            ),
+        )
+        _write(
+            connection,
+            ah.enrollments,
+            (
+                "enrollment_id",
+                "head_end_system",
+                "request_id",
+                "program_code",
+                "cis_person_id",
+                "cis_account_id",
+                "cis_premise_id",
+                "cis_service_point_id",
+                "state",
+                "rejections",
+                "requested_at",
+                "created_at",
+                "updated_at",
+                "sync_sequence",
+            ),
+            list(
+                zip(
+                    enrollment_ids,
+                    col["head_end_system"],
+                    # One enrollment per device here: a request of two devices becomes two enrollments.
+                    [f"{r}-{i}" for i, r in enumerate(col["request_id"])],
+                    [PROGRAM] * n,
+                    col["cis_person_id"],
+                    col["cis_account_id"],
+                    col["cis_premise_id"],
+                    col["cis_service_point_id"],
+                    ["ACTIVE"] * n,
+                    ["[]"] * n,
+                    [at] * n,
+                    [at] * n,
+                    [at] * n,
+                    [1] * n,
+                    strict=True,
+                )
+            ),
+        )
+        _write(
+            connection,
+            ah.enrollment_devices,
+            ("enrollment_id", "device_id", "sequence", "added_at"),
+            list(zip(enrollment_ids, ids, [1] * n, [at] * n, strict=True)),
+        )
+        _write(
+            connection,
+            ah.device_status_checks,
+            (
+                "check_id",
+                "device_id",
+                "enrollment_id",
+                "reason",
+                "requested_by",
+                "status",
+                "requested_at",
+                "timeout_at",
+                "answered_at",
+                "result",
+                "communication_status",
+                "last_communication_at",
+                "source",
+                "late_answer",
+            ),
+            list(
+                zip(
+                    check_ids,
+                    ids,
+                    enrollment_ids,
+                    ["ENROLLMENT_SETUP"] * n,
+                    ["enrollment-setup"] * n,
+                    ["ANSWERED"] * n,
+                    [seen] * n,
+                    [seen] * n,
+                    [seen] * n,
+                    ["SUCCESS"] * n,
+                    ["ONLINE"] * n,
+                    [seen] * n,
+                    col["head_end_system"],
+                    [False] * n,
+                    strict=True,
+                )
+            ),
+        )
+    with runtime.sync_engine("derms").begin() as connection:
+        at = db_timestamp(connection, now - timedelta(days=30))
+        _write(
+            connection,
+            dm.devices,
+            ("device_id", "head_end_system", "nic_id", "device_type", "manufacturer", "model", "created_at"),
+            list(
+                zip(
+                    ids,
+                    col["head_end_system"],
+                    col["nic_id"],
+                    col["device_type"],
+                    col["manufacturer"],
+                    col["model"],
+                    [at] * n,
+                    strict=True,
+                )
+            ),
+        )
+        _write(
+            connection,
+            dm.device_availability,
+            (
+                "device_id",
+                "program_code",
+                "enrollment_id",
+                "cis_account_id",
+                "cis_service_point_id",
+                "availability",
+                "sequence",
+                "updated_at",
+            ),
+            list(
+                zip(
+                    ids,
+                    [PROGRAM] * n,
+                    enrollment_ids,
+                    col["cis_account_id"],
+                    col["cis_service_point_id"],
+                    ["AVAILABLE"] * n,
+                    [1] * n,
+                    [at] * n,
+                    strict=True,
+                )
+            ),
+        )
+    for engine_system in ("assethub", "derms"):
+        engine = runtime.sync_engine(engine_system)
+        if engine.dialect.name == "postgresql":
+            # Explicit ids bypassed the sequences: move them past the seeded rows, and give the planner
+            # statistics as a database that grew over seasons would have.
+            with engine.begin() as connection:
+                connection.exec_driver_sql(
+                    f"SELECT setval(pg_get_serial_sequence('devices', 'device_id'), {n + 1}, false)"
+                )
+            with engine.connect() as connection:
+                connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+        else:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE")
+    return Seeded(devices=n)

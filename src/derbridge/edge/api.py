@@ -1,0 +1,708 @@
+"""The VTN's HTTP API: OpenADR 3.1.0 (``openadr3.yaml``) mounted at ``/openadr3/3.1.0``, plus one
+extension, ``POST /resources/batch`` (bulk onboarding).
+
+Routers only translate HTTP: the bearer token to a :class:`~derbridge.edge.auth.Principal` and its scope
+check, the body to a request model, and the call to :class:`~derbridge.edge.vtn.Vtn`. Every error is a
+``problem`` object as the spec defines it (``application/json``; ``instance`` the absolute request URL):
+401 without a valid token, 403 without the operation's scope, 400 for a body or query the spec's schemas
+refuse (the spec's code for a missing required property), 404 for an object the caller may not see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from derbridge import __version__
+from derbridge.edge import auth, webhooks
+from derbridge.edge.auth import CredentialsRefused, Principal, TokenRefused
+from derbridge.edge.domain import Scope, ScopeRefused, satisfies
+from derbridge.edge.schemas import (
+    AuthServerInfo,
+    ClientCredentialResponse,
+    Event,
+    EventRequest,
+    NotifiersResponse,
+    ObjectID,
+    ObjectType,
+    Program,
+    ProgramRequest,
+    Report,
+    ReportRequest,
+    Resource,
+    ResourceBatchIn,
+    ResourceBatchOut,
+    ResourceRequest,
+    Subscription,
+    SubscriptionRequest,
+    Target,
+    Ven,
+    VenRequest,
+)
+from derbridge.edge.store import Query as ListQuery
+from derbridge.edge.store import get_object, list_objects
+from derbridge.edge.vtn import Vtn
+from derbridge.infra.db import utcnow
+from derbridge.infra.problems import PROBLEM_BASE, ProblemError
+from derbridge.runtime import Runtime
+
+PREFIX = "/openadr3/3.1.0"
+MAX_LIMIT = 50
+
+
+class Problem(BaseModel):
+    """The spec's ``problem``."""
+
+    type: str = "about:blank"
+    title: str | None = None
+    status: int | None = None
+    detail: str | None = None
+    instance: str | None = None
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": HTTPStatus(code).phrase} for code in (400, 401, 403, 404, 409, 500)
+}
+
+
+def _problem(request: Request, status: int, kind: str, title: str, detail: str | None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": str(request.url),
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+    headers = {"WWW-Authenticate": 'Bearer realm="openadr3"'} if status == 401 else None
+    return JSONResponse({k: v for k, v in body.items() if v is not None}, status_code=status, headers=headers)
+
+
+def install_problems(app: FastAPI) -> None:
+    """Every error of the VTN as the spec's ``problem`` (validation: 400)."""
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", "is invalid"))}
+            for e in exc.errors()[:50]
+        ]
+        fields = ", ".join(e["field"] for e in errors[:5])
+        return _problem(request, 400, "bad-request", "Bad Request", f"Correct these fields: {fields}.", errors=errors)
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        status = 400 if exc.status == 422 else exc.status
+        errors = [e.model_dump() for e in exc.errors] if exc.errors else None
+        return _problem(request, status, exc.kind, exc.title, exc.detail, errors=errors)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+        return _problem(request, exc.status_code, "http-error", phrase, str(exc.detail))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        webhooks.log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+        return _problem(request, 500, "internal-error", "Internal Server Error", "The VTN failed; it has been logged.")
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def _refuse(status: int, title: str, detail: str) -> ProblemError:
+    return ProblemError(status, title.lower().replace(" ", "-"), title, detail)
+
+
+def requires(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the caller's principal, once its token is valid (401) and holds ``scope`` (403)."""
+
+    async def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise _refuse(
+                401, "Unauthorized", "Send an access token: Authorization: Bearer <token> (see /auth/server)."
+            )
+        state = request.app.state
+        try:
+            caller = await auth.verify_token(state.engine, state.token_key, token.strip())
+        except TokenRefused:
+            raise _refuse(401, "Unauthorized", "The access token is not valid (expired, forged or revoked).") from None
+        if not satisfies(caller.scopes, scope):
+            raise _refuse(403, "Forbidden", f"This operation needs the scope {scope.value}.")
+        return caller
+
+    return principal
+
+
+def vtn_of(request: Request) -> Vtn:
+    """The VTN service of this application."""
+    vtn: Vtn = request.app.state.vtn
+    return vtn
+
+
+VtnDep = Annotated[Vtn, Depends(vtn_of)]
+Skip = Annotated[int, Query(ge=0, le=2**31 - 1, description="number of records to skip for pagination.")]
+Limit = Annotated[int, Query(ge=0, le=MAX_LIMIT, description="maximum number of records to return.")]
+Targets = Annotated[list[Target] | None, Query(description="Indicates targets")]
+IdQuery = Annotated[ObjectID | None, Query()]
+
+
+def _page(equals: dict[str, str | None], targets: list[str] | None, skip: int, limit: int) -> ListQuery:
+    return ListQuery(equals=equals, targets=targets, skip=skip, limit=limit)
+
+
+ReadTargets = Annotated[Principal, Depends(requires(Scope.READ_TARGETS))]
+ReadVenObjects = Annotated[Principal, Depends(requires(Scope.READ_VEN_OBJECTS))]
+WritePrograms = Annotated[Principal, Depends(requires(Scope.WRITE_PROGRAMS))]
+WriteEvents = Annotated[Principal, Depends(requires(Scope.WRITE_EVENTS))]
+WriteReports = Annotated[Principal, Depends(requires(Scope.WRITE_REPORTS))]
+WriteSubscriptions = Annotated[Principal, Depends(requires(Scope.WRITE_SUBSCRIPTIONS))]
+WriteVens = Annotated[Principal, Depends(requires(Scope.WRITE_VENS))]
+
+router = APIRouter(responses=PROBLEMS)
+
+
+# --- programs ----------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/programs",
+    tags=["programs"],
+    operation_id="searchAllPrograms",
+    response_model=list[Program],
+    response_model_exclude_none=True,
+)
+async def search_all_programs(
+    vtn: VtnDep, who: ReadTargets, targets: Targets = None, skip: Skip = 0, limit: Limit = MAX_LIMIT
+) -> Any:
+    """List the programs visible to the caller (by targets for a VEN)."""
+    return await vtn.render(await list_objects(vtn.engine, who, ObjectType.PROGRAM, _page({}, targets, skip, limit)))
+
+
+@router.post(
+    "/programs",
+    status_code=201,
+    tags=["programs"],
+    operation_id="createProgram",
+    response_model=Program,
+    response_model_exclude_none=True,
+)
+async def create_program(vtn: VtnDep, who: WritePrograms, body: ProgramRequest) -> Any:
+    """Create a program (programName unique in the VTN: 409 otherwise)."""
+    return (await vtn.render([await vtn.create_program(body)]))[0]
+
+
+@router.get(
+    "/programs/{programID}",
+    tags=["programs"],
+    operation_id="searchProgramByProgramId",
+    response_model=Program,
+    response_model_exclude_none=True,
+)
+async def search_program(vtn: VtnDep, who: ReadTargets, programID: ObjectID) -> Any:
+    """One program."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.PROGRAM, programID)]))[0]
+
+
+@router.put(
+    "/programs/{programID}",
+    tags=["programs"],
+    operation_id="updateProgram",
+    response_model=Program,
+    response_model_exclude_none=True,
+)
+async def update_program(vtn: VtnDep, who: WritePrograms, programID: ObjectID, body: ProgramRequest) -> Any:
+    """Replace a program (409 for one the DERMS mirrors)."""
+    return (await vtn.render([await vtn.update_program(who, programID, body)]))[0]
+
+
+@router.delete(
+    "/programs/{programID}",
+    tags=["programs"],
+    operation_id="deleteProgram",
+    response_model=Program,
+    response_model_exclude_none=True,
+)
+async def delete_program(vtn: VtnDep, who: WritePrograms, programID: ObjectID) -> Any:
+    """Delete a program (409 for one the DERMS mirrors)."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.PROGRAM, programID)]))[0]
+
+
+# --- events ------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/events",
+    tags=["events"],
+    operation_id="searchAllEvents",
+    response_model=list[Event],
+    response_model_exclude_none=True,
+)
+async def search_all_events(
+    vtn: VtnDep,
+    who: ReadTargets,
+    programID: IdQuery = None,
+    targets: Targets = None,
+    skip: Skip = 0,
+    limit: Limit = MAX_LIMIT,
+    active: bool | None = None,
+) -> Any:
+    """The events visible to the caller: a VEN sees the events the DERMS addressed to it, with only its own
+    resources as targets, and the business logic's events by targets. ``active`` drops events that are over."""
+    rows = await list_objects(vtn.engine, who, ObjectType.EVENT, _page({"program_id": programID}, targets, skip, limit))
+    if active:
+        now = utcnow()
+        rows = [r for r in rows if not _over(r.body, now)]
+    return await vtn.render(rows)
+
+
+def _over(body: dict[str, Any], now: datetime) -> bool:
+    from derbridge.edge.domain import parse_duration
+
+    period = body.get("intervalPeriod") or {}
+    start, duration = period.get("start"), period.get("duration")
+    if not start or not duration:
+        return False
+    try:
+        begins = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if begins.tzinfo is None or begins.year <= 1:
+        return False
+    return begins + parse_duration(str(duration)) < now
+
+
+@router.post(
+    "/events",
+    status_code=201,
+    tags=["events"],
+    operation_id="createEvent",
+    response_model=Event,
+    response_model_exclude_none=True,
+)
+async def create_event(vtn: VtnDep, who: WriteEvents, body: EventRequest) -> Any:
+    """Create an event of the business logic."""
+    return (await vtn.render([await vtn.create_event(who, body)]))[0]
+
+
+@router.get(
+    "/events/{eventID}",
+    tags=["events"],
+    operation_id="searchEventsByID",
+    response_model=Event,
+    response_model_exclude_none=True,
+)
+async def search_event(vtn: VtnDep, who: ReadTargets, eventID: ObjectID) -> Any:
+    """One event."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.EVENT, eventID)]))[0]
+
+
+@router.put(
+    "/events/{eventID}",
+    tags=["events"],
+    operation_id="updateEvent",
+    response_model=Event,
+    response_model_exclude_none=True,
+)
+async def update_event(vtn: VtnDep, who: WriteEvents, eventID: ObjectID, body: EventRequest) -> Any:
+    """Replace an event (409 for one the DERMS mirrors)."""
+    return (await vtn.render([await vtn.update_event(who, eventID, body)]))[0]
+
+
+@router.delete(
+    "/events/{eventID}",
+    tags=["events"],
+    operation_id="deleteEvent",
+    response_model=Event,
+    response_model_exclude_none=True,
+)
+async def delete_event(vtn: VtnDep, who: WriteEvents, eventID: ObjectID) -> Any:
+    """Delete an event (409 for one the DERMS mirrors: cancel it in the DERMS)."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.EVENT, eventID)]))[0]
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/reports",
+    tags=["reports"],
+    operation_id="searchAllReports",
+    response_model=list[Report],
+    response_model_exclude_none=True,
+)
+async def search_all_reports(
+    vtn: VtnDep,
+    who: ReadVenObjects,
+    programID: IdQuery = None,
+    eventID: IdQuery = None,
+    clientName: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    skip: Skip = 0,
+    limit: Limit = MAX_LIMIT,
+) -> Any:
+    """The caller's reports (all of them for the business logic)."""
+    query = _page({"program_id": programID, "event_id": eventID, "name": None}, None, skip, limit)
+    rows = await list_objects(vtn.engine, who, ObjectType.REPORT, query)
+    if clientName is not None:
+        rows = [r for r in rows if r.body.get("clientName") == clientName]
+    return await vtn.render(rows)
+
+
+@router.post(
+    "/reports",
+    status_code=201,
+    tags=["reports"],
+    operation_id="createReport",
+    response_model=Report,
+    response_model_exclude_none=True,
+)
+async def create_report(vtn: VtnDep, who: WriteReports, body: ReportRequest) -> Any:
+    """A VEN's report: outcomes reach the DERMS (F7); every resource named is heard from."""
+    return (await vtn.render([await vtn.create_report(who, body)]))[0]
+
+
+@router.get(
+    "/reports/{reportID}",
+    tags=["reports"],
+    operation_id="searchReportsByReportID",
+    response_model=Report,
+    response_model_exclude_none=True,
+)
+async def search_report(vtn: VtnDep, who: ReadVenObjects, reportID: ObjectID) -> Any:
+    """One report."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.REPORT, reportID)]))[0]
+
+
+@router.put(
+    "/reports/{reportID}",
+    tags=["reports"],
+    operation_id="updateReport",
+    response_model=Report,
+    response_model_exclude_none=True,
+)
+async def update_report(vtn: VtnDep, who: WriteReports, reportID: ObjectID, body: ReportRequest) -> Any:
+    """Replace a report; its outcomes replace those sent before."""
+    return (await vtn.render([await vtn.update_report(who, reportID, body)]))[0]
+
+
+@router.delete(
+    "/reports/{reportID}",
+    tags=["reports"],
+    operation_id="deleteReport",
+    response_model=Report,
+    response_model_exclude_none=True,
+)
+async def delete_report(vtn: VtnDep, who: WriteReports, reportID: ObjectID) -> Any:
+    """Delete a report (the outcomes it carried stay recorded in the DERMS)."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.REPORT, reportID)]))[0]
+
+
+# --- subscriptions -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/subscriptions",
+    tags=["subscriptions"],
+    operation_id="searchSubscriptions",
+    response_model=list[Subscription],
+    response_model_exclude_none=True,
+)
+async def search_subscriptions(
+    vtn: VtnDep,
+    who: ReadVenObjects,
+    programID: IdQuery = None,
+    clientName: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    objects: Annotated[list[ObjectType] | None, Query()] = None,
+    skip: Skip = 0,
+    limit: Limit = MAX_LIMIT,
+) -> Any:
+    """The caller's subscriptions (all for the business logic)."""
+    query = _page({"program_id": programID, "name": clientName}, None, skip, limit)
+    rows = await list_objects(vtn.engine, who, ObjectType.SUBSCRIPTION, query)
+    if objects:
+        wanted = {o.value for o in objects}
+        rows = [r for r in rows if any(wanted & set(op["objects"]) for op in r.body.get("objectOperations", []))]
+    return await vtn.render(rows)
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    tags=["subscriptions"],
+    operation_id="createSubscription",
+    response_model=Subscription,
+    response_model_exclude_none=True,
+)
+async def create_subscription(vtn: VtnDep, who: WriteSubscriptions, body: SubscriptionRequest) -> Any:
+    """Subscribe to notifications; each callback URL must pass the echo challenge."""
+    return (await vtn.render([await vtn.create_subscription(who, body)]))[0]
+
+
+@router.get(
+    "/subscriptions/{subscriptionID}",
+    tags=["subscriptions"],
+    operation_id="searchSubscriptionByID",
+    response_model=Subscription,
+    response_model_exclude_none=True,
+)
+async def search_subscription(vtn: VtnDep, who: ReadVenObjects, subscriptionID: ObjectID) -> Any:
+    """One subscription."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.SUBSCRIPTION, subscriptionID)]))[0]
+
+
+@router.put(
+    "/subscriptions/{subscriptionID}",
+    tags=["subscriptions"],
+    operation_id="updateSubscription",
+    response_model=Subscription,
+    response_model_exclude_none=True,
+)
+async def update_subscription(
+    vtn: VtnDep, who: WriteSubscriptions, subscriptionID: ObjectID, body: SubscriptionRequest
+) -> Any:
+    """Replace a subscription."""
+    return (await vtn.render([await vtn.update_subscription(who, subscriptionID, body)]))[0]
+
+
+@router.delete(
+    "/subscriptions/{subscriptionID}",
+    tags=["subscriptions"],
+    operation_id="deleteSubscription",
+    response_model=Subscription,
+    response_model_exclude_none=True,
+)
+async def delete_subscription(vtn: VtnDep, who: WriteSubscriptions, subscriptionID: ObjectID) -> Any:
+    """Delete a subscription."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.SUBSCRIPTION, subscriptionID)]))[0]
+
+
+# --- vens --------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/vens", tags=["vens"], operation_id="searchVens", response_model=list[Ven], response_model_exclude_none=True
+)
+async def search_vens(
+    vtn: VtnDep,
+    who: ReadVenObjects,
+    venName: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    targets: Targets = None,
+    skip: Skip = 0,
+    limit: Limit = MAX_LIMIT,
+) -> Any:
+    """The caller's vens (all for the business logic)."""
+    return await vtn.render(
+        await list_objects(vtn.engine, who, ObjectType.VEN, _page({"name": venName}, targets, skip, limit))
+    )
+
+
+@router.post(
+    "/vens",
+    status_code=201,
+    tags=["vens"],
+    operation_id="createVen",
+    response_model=Ven,
+    response_model_exclude_none=True,
+)
+async def create_ven(vtn: VtnDep, who: WriteVens, body: VenRequest) -> Any:
+    """Create a ven (venName unique in the VTN)."""
+    return (await vtn.render([await vtn.create_ven(who, body)]))[0]
+
+
+@router.get(
+    "/vens/{venID}", tags=["vens"], operation_id="searchVenByID", response_model=Ven, response_model_exclude_none=True
+)
+async def search_ven(vtn: VtnDep, who: ReadVenObjects, venID: ObjectID) -> Any:
+    """One ven."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.VEN, venID)]))[0]
+
+
+@router.put(
+    "/vens/{venID}", tags=["vens"], operation_id="updateVen", response_model=Ven, response_model_exclude_none=True
+)
+async def update_ven(vtn: VtnDep, who: WriteVens, venID: ObjectID, body: VenRequest) -> Any:
+    """Replace a ven."""
+    return (await vtn.render([await vtn.update_ven(who, venID, body)]))[0]
+
+
+@router.delete(
+    "/vens/{venID}", tags=["vens"], operation_id="deleteVen", response_model=Ven, response_model_exclude_none=True
+)
+async def delete_ven(vtn: VtnDep, who: WriteVens, venID: ObjectID) -> Any:
+    """Delete a ven and its resources."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.VEN, venID)]))[0]
+
+
+# --- resources ---------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/resources",
+    tags=["resources"],
+    operation_id="searchVenResources",
+    response_model=list[Resource],
+    response_model_exclude_none=True,
+)
+async def search_resources(
+    vtn: VtnDep,
+    who: ReadVenObjects,
+    resourceName: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    venID: IdQuery = None,
+    targets: Targets = None,
+    skip: Skip = 0,
+    limit: Limit = MAX_LIMIT,
+) -> Any:
+    """The caller's resources, each enrollment resource with its ENROLLMENT_* status attributes."""
+    query = _page({"name": resourceName, "ven_id": venID}, targets, skip, limit)
+    return await vtn.render(await list_objects(vtn.engine, who, ObjectType.RESOURCE, query))
+
+
+@router.post(
+    "/resources",
+    status_code=201,
+    tags=["resources"],
+    operation_id="createResource",
+    response_model=Resource,
+    response_model_exclude_none=True,
+)
+async def create_resource(vtn: VtnDep, who: WriteVens, body: ResourceRequest) -> Any:
+    """Register a resource; with enrollment attributes it is an enrollment request (F1)."""
+    return (await vtn.render(await vtn.create_resources(who, [body])))[0]
+
+
+@router.post(
+    "/resources/batch",
+    status_code=201,
+    tags=["resources", "derbridge extension"],
+    operation_id="createResourceBatch",
+    response_model=ResourceBatchOut,
+    response_model_exclude_none=True,
+)
+async def create_resource_batch(vtn: VtnDep, who: WriteVens, body: ResourceBatchIn) -> Any:
+    """derbridge extension — bulk onboarding: up to 5,000 resources in one transaction (all or none), their
+    enrollment requests forwarded in one F1 message."""
+    return {"resources": await vtn.render(await vtn.create_resources(who, body.resources))}
+
+
+@router.get(
+    "/resources/{resourceID}",
+    tags=["resources"],
+    operation_id="searchVenResourceByID",
+    response_model=Resource,
+    response_model_exclude_none=True,
+)
+async def search_resource(vtn: VtnDep, who: ReadVenObjects, resourceID: ObjectID) -> Any:
+    """One resource with its enrollment status."""
+    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.RESOURCE, resourceID)]))[0]
+
+
+@router.put(
+    "/resources/{resourceID}",
+    tags=["resources"],
+    operation_id="updateVenResource",
+    response_model=Resource,
+    response_model_exclude_none=True,
+)
+async def update_resource(vtn: VtnDep, who: WriteVens, resourceID: ObjectID, body: ResourceRequest) -> Any:
+    """Replace a resource (its enrollment attributes may not change)."""
+    return (await vtn.render([await vtn.update_resource(who, resourceID, body)]))[0]
+
+
+@router.delete(
+    "/resources/{resourceID}",
+    tags=["resources"],
+    operation_id="deleteVenResource",
+    response_model=Resource,
+    response_model_exclude_none=True,
+)
+async def delete_resource(vtn: VtnDep, who: WriteVens, resourceID: ObjectID) -> Any:
+    """Delete a resource."""
+    return (await vtn.render([await vtn.delete(who, ObjectType.RESOURCE, resourceID)]))[0]
+
+
+# --- notifiers and auth ------------------------------------------------------------------------------
+
+
+@router.get("/notifiers", tags=["notifiers"], operation_id="listAllNotifiers", response_model=NotifiersResponse)
+async def list_notifiers(who: Annotated[Principal, Depends(requires(Scope.READ_TARGETS))]) -> Any:
+    """The notifier bindings: webhooks only (no MQTT broker)."""
+    return {"WEBHOOK": True}
+
+
+@router.get("/auth/server", tags=["Auth"], operation_id="getAuthServerInfo", response_model=AuthServerInfo)
+async def auth_server(request: Request) -> Any:
+    """Where to get a token: this VTN's ``/auth/token``."""
+    return {"tokenURL": str(request.url_for("fetch_token"))}
+
+
+@router.post(
+    "/auth/token", tags=["Auth"], operation_id="fetchToken", name="fetch_token", response_model=ClientCredentialResponse
+)
+async def fetch_token(
+    request: Request,
+    grant_type: Annotated[str, Form(max_length=64)],
+    client_id: Annotated[str, Form(min_length=1, max_length=4096)],
+    client_secret: Annotated[str, Form(min_length=1, max_length=4096)],
+    scope: Annotated[str | None, Form(max_length=4096)] = None,
+) -> Any:
+    """OAuth2 client credentials: a bearer token for a client's id and secret. Refusals carry the OAuth2
+    ``error`` code beside the problem fields."""
+    if grant_type != "client_credentials":
+        return _problem(
+            request,
+            400,
+            "unsupported-grant-type",
+            "Bad Request",
+            "Only client_credentials is supported.",
+            error="unsupported_grant_type",
+        )
+    state = request.app.state
+    try:
+        token, scopes = await auth.issue_token(
+            state.engine, state.token_key, state.token_ttl, client_id, client_secret, scope, utcnow()
+        )
+    except CredentialsRefused:
+        return _problem(
+            request, 401, "invalid-client", "Unauthorized", "Wrong client id or secret.", error="invalid_client"
+        )
+    except ScopeRefused as refused:
+        return _problem(request, 400, "invalid-scope", "Bad Request", str(refused), error="invalid_scope")
+    return {"access_token": token, "token_type": "Bearer", "expires_in": state.token_ttl, "scope": " ".join(scopes)}
+
+
+def create_edge_app(runtime: Runtime) -> FastAPI:
+    """The VTN as its own application (its own OpenAPI document at ``/openadr3/3.1.0/openapi.json``)."""
+    settings = runtime.settings
+    webhooks.use_settings(settings.edge)
+    app = FastAPI(
+        title="derbridge edge gateway (OpenADR 3.1.0 VTN)",
+        version=__version__,
+        description="OpenADR 3.1.0 VTN for aggregators, with the DERMS as its business logic. See docs/edge.md.",
+    )
+    engine = runtime.async_engine("derms")
+    app.state.engine = engine
+    app.state.token_key = auth.token_key(settings)
+    app.state.token_ttl = settings.edge.token_ttl_seconds
+    app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge))
+    install_problems(app)
+    app.include_router(router)
+    return app
+
+
+def load() -> None:
+    """Register the edge's jobs (webhook delivery, DERMS mirror) on the DERMS's job registry."""
+    from derbridge.edge import mirror  # noqa: F401 - registers edge-mirror
+
+
+load()

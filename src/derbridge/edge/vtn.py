@@ -1,0 +1,536 @@
+"""The VTN's use cases: one function per operation of ``openadr3.yaml``, each one unit of work, with the
+rules of each object type and the mapping to the DERMS (docs/edge.md):
+
+- a resource with enrollment attributes is an enrollment request (F1), recorded by the DERMS's
+  :func:`~derbridge.derms.services.enrollment_requests.record_enrollment_requests`; the resource then shows
+  the request's status, state, enrollment id and rejections as VTN-written attributes;
+- a VEN's write about a resource, and every report, records the resource's communication status
+  (:mod:`derbridge.derms.services.communication`); an ``OPERATING_STATE`` payload gives its state;
+- a report on an event the DERMS called carries per-resource outcomes to
+  :func:`~derbridge.derms.services.outcomes.record_outcomes` (F7);
+- events mirror the DERMS's program events (:mod:`derbridge.edge.mirror`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from derbridge.contracts import enrollment_request as f1
+from derbridge.contracts.event_outcome import DeviceOutcome
+from derbridge.derms.adapters import tables as dm
+from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatus
+from derbridge.derms.services import enrollment_requests as f1_service
+from derbridge.derms.services.communication import record_communication_statuses
+from derbridge.derms.services.outcomes import record_outcomes
+from derbridge.edge import domain, store
+from derbridge.edge.auth import Principal
+from derbridge.edge.schemas import (
+    BlResourceRequest,
+    BlVenRequest,
+    EventRequest,
+    ObjectType,
+    ProgramRequest,
+    ReportRequest,
+    SubscriptionRequest,
+    VenResourceRequest,
+    VenVenRequest,
+    dump,
+)
+from derbridge.edge.store import NewObject, Row, conflict, represent
+from derbridge.edge.tables import edge_objects as o
+from derbridge.edge.webhooks import CallbackChecker
+from derbridge.infra import clock
+from derbridge.infra.ids import new_id
+from derbridge.infra.problems import FieldError, ProblemError
+
+NIC_MAX = 64
+
+
+def bad_request(detail: str, errors: Sequence[tuple[str, str]] = ()) -> ProblemError:
+    """A 400 naming the fields at fault."""
+    return ProblemError(
+        400,
+        "bad-request",
+        "Bad Request",
+        detail,
+        errors=[FieldError(field=f, message=m) for f, m in errors] or None,
+    )
+
+
+def forbidden(detail: str) -> ProblemError:
+    """A 403: this client may not do that."""
+    return ProblemError(403, "forbidden", "Forbidden", detail)
+
+
+@dataclass
+class Vtn:
+    """The VTN over the DERMS database: every operation of the API."""
+
+    engine: AsyncEngine
+    derms_instance_id: str
+    callbacks: CallbackChecker
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    async def render(self, rows: Sequence[Row]) -> list[dict[str, Any]]:
+        """Objects as the API answers them; enrollment resources with their status attributes."""
+        enrolling = [
+            r
+            for r in rows
+            if r.object_type is ObjectType.RESOURCE
+            and r.head_end_system
+            and domain.is_enrollment(r.body.get("attributes"))
+        ]
+        statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        if enrolling:
+            table = dm.enrollment_requests
+            keys = [(r.head_end_system, r.id) for r in enrolling]
+            async with self.engine.connect() as connection:
+                for start in range(0, len(keys), 500):
+                    found = await connection.execute(
+                        select(*f1_service.STATUS_COLUMNS).where(
+                            tuple_(table.c.head_end_system, table.c.request_id).in_(keys[start : start + 500])
+                        )
+                    )
+                    for mapping in found.mappings():
+                        statuses[(mapping["head_end_system"], mapping["request_id"])] = f1_service.request_status(
+                            dict(mapping)
+                        )
+        return [
+            represent(r, extra_attributes=domain.status_attributes(statuses.get((r.head_end_system or "", r.id))))
+            for r in rows
+        ]
+
+    # --- programs and events (business logic) ------------------------------------------------------
+
+    async def create_program(self, request: ProgramRequest) -> Row:
+        """A program of the business logic."""
+        new = _program(request)
+        async with self.engine.begin() as connection:
+            return (await store.insert_objects(connection, [new], clock.now()))[0]
+
+    async def update_program(self, principal: Principal, program_id: str, request: ProgramRequest) -> Row:
+        """Replace a program; one the DERMS mirrors may not be changed here."""
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, ObjectType.PROGRAM, program_id)
+            _not_mirrored(row)
+            return await store.replace_object(connection, row, _program(request), clock.now())
+
+    async def create_event(self, principal: Principal, request: EventRequest) -> Row:
+        """An event of the business logic (sent to VENs as is; the DERMS does not know it)."""
+        async with self.engine.begin() as connection:
+            await self._program_exists(connection, principal, request.programID)
+            return (await store.insert_objects(connection, [_event(request)], clock.now()))[0]
+
+    async def update_event(self, principal: Principal, event_id: str, request: EventRequest) -> Row:
+        """Replace an event; one the DERMS mirrors may not be changed here (cancel it in the DERMS)."""
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, ObjectType.EVENT, event_id)
+            _not_mirrored(row)
+            await self._program_exists(connection, principal, request.programID)
+            return await store.replace_object(connection, row, _event(request), clock.now())
+
+    async def _program_exists(self, connection: AsyncConnection, principal: Principal, program_id: str) -> None:
+        try:
+            await store.get_in(connection, principal, ObjectType.PROGRAM, program_id)
+        except ProblemError:
+            raise bad_request(f"No program {program_id!r}.", [("body.programID", "names no program")]) from None
+
+    async def delete(self, principal: Principal, object_type: ObjectType, object_id: str) -> Row:
+        """Delete an object (a ven with its resources). Mirrored programs and events are the DERMS's."""
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, object_type, object_id)
+            if object_type in (ObjectType.PROGRAM, ObjectType.EVENT):
+                _not_mirrored(row)
+            doomed = [row]
+            if object_type is ObjectType.VEN:
+                doomed += await store.children_of_ven(connection, row.id)
+            await store.delete_objects(connection, doomed)
+            return row
+
+    # --- vens ---------------------------------------------------------------------------------------
+
+    async def create_ven(self, principal: Principal, request: BlVenRequest | VenVenRequest) -> Row:
+        """A ven: a VEN registers itself (clientID from its token); the business logic names the client
+        and may grant targets."""
+        new = self._ven(principal, request, None)
+        async with self.engine.begin() as connection:
+            if new.head_end_system is None:
+                new.head_end_system = await store.client_head_end(connection, new.client_id or "")
+            return (await store.insert_objects(connection, [new], clock.now()))[0]
+
+    async def update_ven(self, principal: Principal, ven_id: str, request: BlVenRequest | VenVenRequest) -> Row:
+        """Replace a ven. A VEN keeps the targets the business logic granted."""
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, ObjectType.VEN, ven_id)
+            new = self._ven(principal, request, row)
+            if principal.is_ven:
+                new.targets = row.targets
+            else:
+                new.head_end_system = await store.client_head_end(connection, new.client_id or "")
+            return await store.replace_object(connection, row, new, clock.now())
+
+    def _ven(self, principal: Principal, request: BlVenRequest | VenVenRequest, row: Row | None) -> NewObject:
+        if principal.is_ven:
+            if not isinstance(request, VenVenRequest):
+                raise forbidden("A VEN registers itself with VEN_VEN_REQUEST; only the business logic grants targets.")
+            client_id, targets, head_end = principal.client_id, (row.targets if row else []), principal.head_end_system
+        else:
+            if not isinstance(request, BlVenRequest):
+                raise bad_request(
+                    "The business logic writes vens with BL_VEN_REQUEST, naming the VEN's clientID.",
+                    [("body.objectType", "must be BL_VEN_REQUEST")],
+                )
+            client_id, targets, head_end = request.clientID, list(request.targets or []), None
+        body = dump(request)
+        body.pop("objectType", None)
+        body["clientID"] = client_id
+        return NewObject(
+            ObjectType.VEN,
+            body,
+            _dedupe(targets),
+            client_id=client_id,
+            name=request.venName,
+            unique_key=request.venName,
+            head_end_system=head_end,
+        )
+
+    # --- resources and enrollment (F1) --------------------------------------------------------------
+
+    async def create_resources(
+        self, principal: Principal, requests: Sequence[BlResourceRequest | VenResourceRequest]
+    ) -> list[Row]:
+        """Resources of vens visible to the caller, in one transaction; those with enrollment attributes are
+        enrollment requests, forwarded to Asset Hub by the DERMS in one F1 message per head-end."""
+        now = clock.now()
+        async with self.engine.begin() as connection:
+            vens: dict[str, Row] = {}
+            news: list[NewObject] = []
+            for i, request in enumerate(requests):
+                if request.venID not in vens:
+                    vens[request.venID] = await self._ven_for(connection, principal, request.venID, i, len(requests))
+                news.append(await self._resource(connection, principal, request, vens[request.venID], None, i))
+            enrollments = self._enrollments(news, requests, now)
+            rows = await store.insert_objects(connection, news, now)
+        await self._forward(enrollments)
+        await self._heard_from(principal, rows, now)
+        return rows
+
+    async def update_resource(
+        self, principal: Principal, resource_id: str, request: BlResourceRequest | VenResourceRequest
+    ) -> Row:
+        """Replace a resource. Its venID stays; its enrollment attributes may not change once sent."""
+        now = clock.now()
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, ObjectType.RESOURCE, resource_id)
+            if request.venID != row.ven_id:
+                raise conflict(
+                    f"A resource stays under its ven ({row.ven_id}); create a new one under {request.venID}."
+                )
+            ven = await store.get_in(connection, principal, ObjectType.VEN, request.venID)
+            new = await self._resource(connection, principal, request, ven, row, None)
+            before = domain.enrollment_attributes(row.body.get("attributes"))
+            if before and domain.enrollment_attributes(new.body.get("attributes")) != before:
+                raise conflict(
+                    "The enrollment attributes of a resource were sent as an enrollment request and cannot change; "
+                    "register a new resource for a new request."
+                )
+            enrollments = {} if before else self._enrollments([new], [request], now)
+            changed = await store.replace_object(connection, row, new, now)
+        await self._forward(enrollments)
+        await self._heard_from(principal, [changed], now)
+        return changed
+
+    async def _ven_for(self, connection: AsyncConnection, principal: Principal, ven_id: str, i: int, n: int) -> Row:
+        try:
+            return await store.get_in(connection, principal, ObjectType.VEN, ven_id)
+        except ProblemError:
+            field = "body.venID" if n == 1 else f"body.resources.{i}.venID"
+            raise ProblemError(
+                404,
+                "not-found",
+                "Not Found",
+                f"No ven {ven_id!r} is visible to this client.",
+                errors=[FieldError(field=field, message="names no ven of this client")],
+            ) from None
+
+    async def _resource(
+        self,
+        connection: AsyncConnection,
+        principal: Principal,
+        request: BlResourceRequest | VenResourceRequest,
+        ven: Row,
+        row: Row | None,
+        index: int | None,
+    ) -> NewObject:
+        prefix = "body" if index is None else f"body.resources.{index}"
+        if principal.is_ven:
+            if not isinstance(request, VenResourceRequest):
+                raise forbidden(
+                    "A VEN registers resources with VEN_RESOURCE_REQUEST; only the business logic grants targets."
+                )
+            client_id, targets = principal.client_id, list(row.targets if row else [])
+        else:
+            if not isinstance(request, BlResourceRequest):
+                raise bad_request(
+                    "The business logic writes resources with BL_RESOURCE_REQUEST.",
+                    [(f"{prefix}.objectType", "must be BL_RESOURCE_REQUEST")],
+                )
+            if request.clientID != ven.client_id:
+                raise bad_request(
+                    "A resource belongs to its ven's client.",
+                    [(f"{prefix}.clientID", f"must be the ven's clientID {ven.client_id!r}")],
+                )
+            client_id, targets = request.clientID, list(request.targets or [])
+        # The VTN grants each resource its own name, so that an event can target it by name.
+        targets = _dedupe([*targets, request.resourceName])
+        attributes = domain.client_attributes(dump(request).get("attributes"))
+        head_end = ven.head_end_system
+        values = domain.attribute_map(attributes)
+        nic = values.get("NIC_ID", [request.resourceName])[0]
+        if not isinstance(nic, str) or not 0 < len(nic) <= NIC_MAX or "/" in nic or nic != nic.strip():
+            raise bad_request(
+                "The device's NIC id is not valid.",
+                [(f"{prefix}.attributes.NIC_ID", "1-64 characters, no '/' or spaces at the ends")],
+            )
+        body = dump(request)
+        body.pop("objectType", None)
+        body["clientID"] = client_id
+        body["attributes"] = attributes
+        if not attributes:
+            body.pop("attributes")
+        return NewObject(
+            ObjectType.RESOURCE,
+            body,
+            targets,
+            id=row.id if row else new_id(),
+            client_id=client_id,
+            ven_id=ven.id,
+            name=request.resourceName,
+            unique_key=f"{ven.id}/{request.resourceName}",
+            head_end_system=head_end,
+            nic_id=nic,
+        )
+
+    def _enrollments(
+        self, news: Sequence[NewObject], requests: Sequence[Any], now: datetime
+    ) -> dict[str, list[f1.EnrollmentRequest]]:
+        by_head_end: dict[str, list[f1.EnrollmentRequest]] = {}
+        errors: list[tuple[str, str]] = []
+        for i, new in enumerate(news):
+            attributes = new.body.get("attributes")
+            if not domain.is_enrollment(attributes):
+                continue
+            prefix = "body.attributes" if len(news) == 1 else f"body.resources.{i}.attributes"
+            if new.head_end_system is None:
+                errors.append((prefix, "the ven's client has no head-end system: it cannot enroll devices"))
+                continue
+            try:
+                request = domain.enrollment_request(new.id or "", new.head_end_system, attributes, now)
+            except domain.EnrollmentAttributesInvalid as invalid:
+                errors += [(f"{prefix}.{field}", message) for field, message in invalid.errors]
+                continue
+            by_head_end.setdefault(new.head_end_system, []).append(request)
+        if errors:
+            raise bad_request("The enrollment attributes do not make an enrollment request; see errors.", errors[:100])
+        return by_head_end
+
+    async def _forward(self, enrollments: dict[str, list[f1.EnrollmentRequest]]) -> None:
+        # After the resources commit: the DERMS records the requests (idempotent on head-end and the
+        # resource id as request id) and writes the F1 message in its own transaction.
+        for head_end, requests in enrollments.items():
+            await f1_service.record_enrollment_requests(
+                self.engine, head_end, requests, derms_instance_id=self.derms_instance_id
+            )
+
+    async def _heard_from(
+        self, principal: Principal, rows: Sequence[Row], now: datetime, states: dict[str, str | None] | None = None
+    ) -> None:
+        """Record that the aggregator just spoke about these resources (their communication status)."""
+        if not principal.is_ven:
+            return
+        reports = [
+            CommunicationReport(
+                head_end_system=principal.head_end_system,
+                nic_id=r.nic_id,
+                communication_status=CommunicationStatus.ONLINE,
+                last_communication_at=now,
+                operating_state=(states or {}).get(r.id),
+                source=principal.head_end_system,
+            )
+            for r in rows
+            if r.nic_id is not None and r.head_end_system == principal.head_end_system
+        ]
+        await record_communication_statuses(self.engine, reports)
+
+    # --- reports (outcomes, F7) -----------------------------------------------------------------------
+
+    async def create_report(self, principal: Principal, request: ReportRequest) -> Row:
+        """A VEN's report on an event: outcomes to the DERMS when the DERMS called the event, then stored."""
+        return await self._report(principal, request, None)
+
+    async def update_report(self, principal: Principal, report_id: str, request: ReportRequest) -> Row:
+        """Replace a report: its outcomes replace the ones it sent before."""
+        return await self._report(principal, request, report_id)
+
+    async def _report(self, principal: Principal, request: ReportRequest, report_id: str | None) -> Row:
+        now = clock.now()
+        body = dump(request)
+        async with self.engine.connect() as connection:
+            try:
+                event = await store.get_in(connection, principal, ObjectType.EVENT, request.eventID)
+            except ProblemError:
+                raise ProblemError(
+                    404,
+                    "not-found",
+                    "Not Found",
+                    f"No event {request.eventID!r} is visible to this client.",
+                    errors=[FieldError(field="body.eventID", message="names no event of this client")],
+                ) from None
+            names = [r["resourceName"] for r in body["resources"]]
+            mine = await _resources_named(connection, principal, names, event.client_id and event.ven_id)
+        unknown = [
+            (f"body.resources.{i}.resourceName", f"{n!r} is not a resource of this client")
+            for i, n in enumerate(names)
+            if n not in mine
+        ]
+        if unknown:
+            raise bad_request("The report names resources this client has not registered.", unknown[:50])
+        parsed: list[domain.ResourceReport] = []
+        errors: list[tuple[str, str]] = []
+        for i, resource in enumerate(body["resources"]):
+            try:
+                parsed.append(domain.read_resource_report(i, resource, None))
+            except domain.ReportPayloadsInvalid as invalid:
+                errors += [(f"body.{field}", message) for field, message in invalid.errors]
+        if errors:
+            raise bad_request("The report's payloads are not valid; see errors.", errors[:50])
+        outcomes = [
+            DeviceOutcome(
+                head_end_system=principal.head_end_system, nic_id=mine[p.resource_name].nic_id or "", **p.outcome
+            )
+            for p in parsed
+            if p.outcome is not None
+        ]
+        if outcomes and event.event_id is not None and event.derms_key is not None:
+            try:
+                await record_outcomes(self.engine, event.event_id, outcomes, now)
+            except ProblemError as refused:
+                if refused.status == 422:
+                    refused.status = 400
+                raise
+        body["clientID"] = principal.client_id
+        new = NewObject(
+            ObjectType.REPORT,
+            body,
+            [],
+            client_id=principal.client_id,
+            program_id=event.program_id,
+            event_id=event.id,
+            name=request.reportName,
+        )
+        async with self.engine.begin() as connection:
+            if report_id is None:
+                row = (await store.insert_objects(connection, [new], now))[0]
+            else:
+                old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
+                row = await store.replace_object(connection, old, new, now)
+        states = {mine[p.resource_name].id: p.operating_state for p in parsed}
+        await self._heard_from(principal, [mine[n] for n in dict.fromkeys(names)], now, states)
+        return row
+
+    # --- subscriptions -----------------------------------------------------------------------------
+
+    async def create_subscription(self, principal: Principal, request: SubscriptionRequest) -> Row:
+        """A subscription of the caller, once each callback URL proved it is live and the caller's."""
+        new = await self._subscription(principal, request)
+        async with self.engine.begin() as connection:
+            return (await store.insert_objects(connection, [new], clock.now()))[0]
+
+    async def update_subscription(
+        self, principal: Principal, subscription_id: str, request: SubscriptionRequest
+    ) -> Row:
+        """Replace a subscription (its callbacks checked again)."""
+        async with self.engine.connect() as connection:
+            await store.get_in(connection, principal, ObjectType.SUBSCRIPTION, subscription_id)
+        new = await self._subscription(principal, request)
+        async with self.engine.begin() as connection:
+            row = await store.get_in(connection, principal, ObjectType.SUBSCRIPTION, subscription_id)
+            return await store.replace_object(connection, row, new, clock.now())
+
+    async def _subscription(self, principal: Principal, request: SubscriptionRequest) -> NewObject:
+        if request.programID is not None:
+            async with self.engine.connect() as connection:
+                try:
+                    await store.get_in(connection, principal, ObjectType.PROGRAM, request.programID)
+                except ProblemError:
+                    raise bad_request(
+                        f"No program {request.programID!r}.", [("body.programID", "names no program")]
+                    ) from None
+        errors: list[tuple[str, str]] = []
+        for i, operation in enumerate(request.objectOperations):
+            problem = await self.callbacks.check(operation.callbackUrl)
+            if problem is not None:
+                errors.append((f"body.objectOperations.{i}.callbackUrl", problem))
+        if errors:
+            raise bad_request("A callback URL was refused; see errors.", errors)
+        body = dump(request)
+        body["clientID"] = principal.client_id
+        return NewObject(
+            ObjectType.SUBSCRIPTION,
+            body,
+            list(request.targets or []),
+            client_id=principal.client_id,
+            program_id=request.programID,
+            name=request.clientName,
+        )
+
+
+async def _resources_named(
+    connection: AsyncConnection, principal: Principal, names: Sequence[str], ven_id: str | None
+) -> dict[str, Row]:
+    """The caller's resources by name (under ``ven_id`` when the event is addressed to one ven)."""
+    statement = select(o).where(
+        o.c.object_type == ObjectType.RESOURCE.value, o.c.name.in_(set(names)), o.c.client_id == principal.client_id
+    )
+    if ven_id is not None:
+        statement = statement.where(o.c.ven_id == ven_id)
+    rows = [Row.of(m) for m in (await connection.execute(statement.order_by(o.c.id))).mappings()]
+    return store.by_names(rows)
+
+
+def _not_mirrored(row: Row) -> None:
+    if row.derms_key is not None:
+        raise conflict(
+            f"{row.object_type.value.lower()} {row.id} mirrors the DERMS; change it there "
+            "(an event is withdrawn by cancelling it in the DERMS)."
+        )
+
+
+def _dedupe(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _program(request: ProgramRequest) -> NewObject:
+    body = dump(request)
+    return NewObject(
+        ObjectType.PROGRAM,
+        body,
+        _dedupe(request.targets or []),
+        name=request.programName,
+        unique_key=request.programName,
+    )
+
+
+def _event(request: EventRequest) -> NewObject:
+    body = dump(request)
+    body.setdefault("intervals", [])
+    return NewObject(
+        ObjectType.EVENT, body, _dedupe(request.targets or []), program_id=request.programID, name=request.eventName
+    )

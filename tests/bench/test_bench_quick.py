@@ -1,0 +1,119 @@
+"""The benchmarks keep working: a couple of cheap scenarios in quick mode, checked for the shape of what
+they print. Nothing here looks at a figure — speed is what the benchmarks report, never what a test asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from derbridge.bench.core import Baseline, Result
+from derbridge.bench.run import plan, run_isolated, run_one
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _assert_result_shape(data: dict[str, object], scenario: str) -> None:
+    assert data["scenario"] == scenario
+    assert data["quick"] is True
+    assert data["database"] in {"sqlite", "postgresql"}
+    assert data["transport"] in {"sql", "amqp"}
+    assert isinstance(data["sizes"], dict)
+    assert data["sizes"]
+    assert all(isinstance(v, int) and v > 0 for v in data["sizes"].values())
+    for key in ("seconds", "rate", "peak_rss_mb", "ratio"):
+        assert isinstance(data[key], float | int), key
+        assert data[key] > 0, key
+    baseline = data["baseline"]
+    assert isinstance(baseline, dict)
+    assert set(baseline) == {"what", "seconds", "rate"}
+    assert isinstance(baseline["what"], str)
+    assert baseline["what"]
+    assert isinstance(data["target"], str)
+    assert data["target"]
+
+
+def test_the_cli_prints_one_json_object_per_scenario_and_backend(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_") or k.startswith("DERBRIDGE_TEST_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "derbridge", "bench", "cis-import", "--quick", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = completed.stdout.splitlines()
+    assert len(lines) == 1, completed.stdout
+    data = json.loads(lines[0])
+    _assert_result_shape(data, "cis-import")
+    assert data["sizes"]["customers"] == 100_000
+    assert data["child_peak_rss_mb"] >= data["peak_rss_mb"] > 0
+
+
+def test_a_scenario_runs_in_its_own_process_with_its_baseline() -> None:
+    data = run_isolated("bridge-throughput", "sqlite", quick=True)
+    assert "error" not in data, data
+    _assert_result_shape(data, "bridge-throughput")
+    assert data["sizes"] == {"messages": 5_000}
+    assert "raw queue table" in data["baseline"]["what"]
+
+
+def test_an_unknown_scenario_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="f4-score-transfer"):
+        plan(["f9-teleport"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_") or k.startswith("DERBRIDGE_TEST_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "derbridge", "bench", "f9-teleport", "--quick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "unknown scenario" in completed.stderr
+    assert completed.stdout == ""
+
+
+def test_every_backend_quality_md_names_is_planned() -> None:
+    planned = plan(None)
+    assert ("f4-score-transfer", "postgres") in planned
+    assert ("bridge-throughput", "postgres") in planned
+    assert ("bridge-throughput", "amqp") in planned
+    assert len(set(planned)) == len(planned)
+
+
+def test_a_backend_without_its_server_is_reported_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DERBRIDGE_BENCH_POSTGRES_URL", "DERBRIDGE_TEST_POSTGRES_URL"):
+        monkeypatch.delenv(name, raising=False)
+    data = run_one("f4-score-transfer", "postgres", quick=True)
+    assert data["scenario"] == "f4-score-transfer"
+    assert "DERBRIDGE_BENCH_POSTGRES_URL" in data["skipped"]
+
+
+def test_the_ratio_is_the_baselines_time_over_ours() -> None:
+    result = Result(
+        scenario="x",
+        database="sqlite",
+        transport="sql",
+        sizes={"rows": 10},
+        seconds=4.0,
+        rate=2.5,
+        unit="rows",
+        target="none",
+        baseline=Baseline(what="bare", seconds=1.0, rate=10.0),
+    )
+    assert result.as_json()["ratio"] == 0.25
+    result.baseline = None
+    assert result.as_json()["ratio"] is None
