@@ -23,6 +23,7 @@ from derbridge import __version__
 from derbridge.edge.cli import edge_app as _edge_app
 from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
+from derbridge.sim.cli import sim_app as _sim_app
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime
@@ -53,6 +54,7 @@ app.add_typer(contracts_app, name="contracts")
 messages_app = typer.Typer(help="Messages between the systems: find, follow, replay, count.", no_args_is_help=True)
 app.add_typer(messages_app, name="messages")
 app.add_typer(_edge_app, name="edge")
+app.add_typer(_sim_app, name="sim")
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
 err = Console(stderr=True, soft_wrap=True)

@@ -1,20 +1,29 @@
 """``derbridge demo``: the whole loop on the embedded default, narrated stage by stage.
 
-A synthetic utility is generated; its CIS extract goes into both systems; simulated aggregators enroll
-their devices through the DERMS's API and report their devices' communication; Asset Hub validates the
-requests, checks each device (F2) and syncs the active enrollments (F3); scores are computed and
-transferred (F4); an event is created, reserved (F5), run and closed with outcomes (F7); a second event is
-created and cancelled (F6); scores are computed again from the new history. Every message goes through the
-bridge (sql transport, SQLite). Business time is simulated, so a day of events takes seconds.
+A synthetic utility is generated; its CIS extract goes into both systems; simulated aggregators — real
+OpenADR 3.1 VENs on the ``openadr3`` client (:mod:`derbridge.sim.ven`), each an edge client made as
+``derbridge edge client add`` makes one — take a token, register their VEN, onboard their devices through
+the VTN's bulk ``/resources/batch`` (enrollment requests, F1) and heartbeat on the program's status event;
+Asset Hub validates the requests, checks each device (F2) and syncs the active enrollments (F3); scores are
+computed and transferred (F4); an event is created, reserved (F5), reaches the aggregators as OpenADR
+events, which they answer with outcome reports (F7) before it closes; a second event is created and
+cancelled (F6) and the aggregators see it withdrawn; scores are computed again from the new history. Every
+message goes through the bridge (sql transport, SQLite). Business time is simulated, so a day of events
+takes seconds.
+
+The ``openadr3`` client is synchronous HTTP, so the embedded system is also served on a loopback port by
+uvicorn in the demo's event loop, and the VENs' calls run in a worker thread (:func:`asyncio.to_thread`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,12 +40,15 @@ from derbridge.cis.importer import import_extract
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+from derbridge.edge.auth import add_client
+from derbridge.edge.domain import Role
 from derbridge.embedded import EmbeddedSystem
 from derbridge.infra.clock import SimulatedClock
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from derbridge.sim.aggregator import Aggregator, event_outcomes, heartbeats, load_aggregators
+from derbridge.sim.aggregator import Aggregator, load_aggregators
 from derbridge.sim.generator import ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generate_utility
+from derbridge.sim.ven import SimulatedVen
 
 DEMO_PROGRAM = "SUMMER-BYOT"
 DEMO_START = datetime(2027, 6, 2, 14, tzinfo=UTC)
@@ -45,6 +57,30 @@ SETTLE_TIMEOUT = 900.0
 """Seconds a stage may take to move its messages before the demo gives up (a stuck bridge, not a slow one)."""
 EVENT_SHARE = 0.2
 """Share of the available devices the demo event asks for."""
+
+
+@contextlib.asynccontextmanager
+async def loopback(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port in this event loop (for the synchronous ``openadr3`` client);
+    yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", access_log=False)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # the server could not start: raise why
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 class DemoFailure(RuntimeError):
@@ -96,9 +132,11 @@ class Demo:
         runtime = Runtime(self.settings)
         aggregators = load_aggregators(utility_dir / "aggregators")
         clock = SimulatedClock(DEMO_START)
-        async with EmbeddedSystem(runtime, clock) as system:
+        async with EmbeddedSystem(runtime, clock) as system, loopback(system.app) as base:
             self.system = system
             self.clock = clock
+            self.base = base
+            self.vens: list[SimulatedVen] = []
 
             async def cis() -> str:
                 loaders = [
@@ -115,14 +153,17 @@ class Demo:
 
             await self.stage("CIS import", cis)
             await self.stage("programs", self._programs)
-            await self.stage("heartbeats", lambda: self._heartbeats(aggregators))
-            await self.stage("enrollment requests", lambda: self._enroll(aggregators))
+            await self.stage("edge: VENs", lambda: self._vens(aggregators))
+            await self.stage("enrollment requests", self._enroll)
+            await self.stage("heartbeats & answers", self._heartbeats)
             await self.stage("device setup & sync", self._setup)
             await self.stage("score transfer", self._scores)
-            await self.stage("event: reserve", lambda: self._event(aggregators, cancel=False))
-            await self.stage("event: cancel", lambda: self._event(aggregators, cancel=True))
+            await self.stage("event: reserve", lambda: self._event(cancel=False))
+            await self.stage("event: cancel", lambda: self._event(cancel=True))
             await self.stage("score transfer again", self._scores)
             summary = await self._summary(time.perf_counter() - started)
+            for ven in self.vens:
+                ven.close()
         runtime.close_sync()
         self._print(summary)
         return summary
@@ -155,38 +196,45 @@ class Demo:
             201,
             409,
         )
-        return f"{DEMO_PROGRAM} active in both systems"
+        # The edge mirrors the program (and its status event) for the aggregators.
+        await self.system.run_jobs()
+        return f"{DEMO_PROGRAM} active in both systems and on the VTN"
 
-    async def _heartbeats(self, aggregators: list[Aggregator]) -> str:
-        total = 0
+    async def _vens(self, aggregators: list[Aggregator]) -> str:
+        # Each aggregator is an edge client (as `derbridge edge client add` makes it), then a VEN.
+        engine = self.system.runtime.sync_engine("derms")
         for aggregator in aggregators:
-            reports = heartbeats(aggregator, self.clock.now(), self.rng)
-            for start in range(0, len(reports), 50_000):
-                body = _check(
-                    await self.system.client.post(
-                        "/derms/v1/communication-status/batch", json={"reports": reports[start : start + 50_000]}
-                    ),
-                    f"{aggregator.head_end_system} heartbeats",
-                )
-                total += int(body["recorded"])
-        return f"{total:,} devices reported online"
+            head_end = aggregator.head_end_system
+            made = await asyncio.to_thread(add_client, engine, f"{head_end} (demo)", head_end, Role.VEN)
+            ven = SimulatedVen(
+                self.base,
+                made.client_id,
+                made.client_secret,
+                aggregator,
+                random.Random(self.rng.random()),
+            )
+            await asyncio.to_thread(ven.connect)
+            self.vens.append(ven)
+        return f"{len(self.vens)} aggregators hold a token and a VEN on the VTN"
 
-    async def _enroll(self, aggregators: list[Aggregator]) -> str:
+    async def _enroll(self) -> str:
+        # Bulk onboarding: every device a resource with its enrollment attributes, 1,000 per call.
         sent = 0
-        for aggregator in aggregators:
-            for start in range(0, len(aggregator.requests), 5_000):
-                batch = aggregator.requests[start : start + 5_000]
-                _check(
-                    await self.system.client.post(
-                        "/derms/v1/enrollment-requests/batch",
-                        json={"head_end_system": aggregator.head_end_system, "requests": batch},
-                    ),
-                    f"{aggregator.head_end_system} enrollment batch",
-                )
-                sent += len(batch)
+        for ven in self.vens:
+            sent += await asyncio.to_thread(ven.onboard)
+        requests = await self._count_rows("derms", dm.enrollment_requests)
+        return f"{sent:,} resources onboarded through /resources/batch; {requests:,} enrollment requests forwarded"
+
+    async def _heartbeats(self) -> str:
+        reported = 0
+        for ven in self.vens:
+            reported += await asyncio.to_thread(ven.heartbeat)
         await self.system.settle(timeout=SETTLE_TIMEOUT)
+        offline = sum(1 for ven in self.vens for d in ven.aggregator.devices.values() if d.offline)
         answers = await self._count_by("derms", dm.enrollment_requests.c.answer)
-        return f"{sent:,} requests sent; answered: " + ", ".join(f"{k} {v:,}" for k, v in sorted(answers.items()))
+        return f"{reported:,} devices reported ({offline:,} offline); answered: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(answers.items())
+        )
 
     async def _setup(self) -> str:
         # The setup step checks each device; answers make enrollments ACTIVE, which syncs them to the DERMS.
@@ -209,7 +257,7 @@ class Demo:
             raise DemoFailure(f"the DERMS has no current score snapshot after the transfer: {body}")
         return f"{current.row_count:,} device scores loaded as snapshot {current.file_id[:8]}…"
 
-    async def _event(self, aggregators: list[Aggregator], *, cancel: bool) -> str:
+    async def _event(self, *, cancel: bool) -> str:
         client = self.system.client
         available = await self._count_rows(
             "derms", dm.device_availability, dm.device_availability.c.availability == "AVAILABLE"
@@ -238,28 +286,28 @@ class Demo:
                 await client.post(f"/derms/v1/events/{event_id}/cancel", json={"reason_text": "forecast changed"}),
                 "cancelling the event",
             )
-            await self.system.settle(timeout=SETTLE_TIMEOUT)
+            await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)  # the mirror withdraws it
+            seen = [await asyncio.to_thread(ven.program_events) for ven in self.vens]
+            if any(e["eventName"].endswith(event_id) for events in seen for e in events):
+                raise DemoFailure(f"an aggregator still sees cancelled event {event_id} on the VTN")
             self.events.append({"event_id": event_id})
-            return f"event {event_id[:8]}… reserved {event['reserved_count']:,} devices, then cancelled before start"
-        reserved = await self._reserved(event_id)
+            return (
+                f"event {event_id[:8]}… reserved {event['reserved_count']:,} devices, then cancelled before start; "
+                "withdrawn from the VTN"
+            )
         self.clock.set(start_at + timedelta(minutes=1))
-        await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
+        await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)  # the mirror sends it to the VENs
         reported = 0
-        for aggregator in aggregators:
-            mine = [nic for head_end, nic in reserved if head_end == aggregator.head_end_system]
-            outcomes = event_outcomes(aggregator, mine, start_at, end_at, self.rng)
-            if outcomes:
-                _check(
-                    await client.post(f"/derms/v1/events/{event_id}/outcomes", json={"outcomes": outcomes}),
-                    f"{aggregator.head_end_system} outcomes",
-                )
-                reported += len(outcomes)
+        for ven in self.vens:
+            for vtn_event in await asyncio.to_thread(ven.program_events):
+                if vtn_event["eventName"].endswith(event_id):
+                    reported += await asyncio.to_thread(ven.report_outcomes, vtn_event)
         self.clock.set(end_at + timedelta(hours=24, minutes=1))  # past the closing grace
         await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
         self.events.append({"event_id": event_id})
         return (
             f"event {event_id[:8]}… reserved {event['reserved_count']:,} of {event['candidate_count']:,} "
-            f"candidates; {reported:,} outcomes reported, the rest closed NON_RESPONSIVE"
+            f"candidates; {reported:,} outcomes reported through the VTN, the rest closed NON_RESPONSIVE"
         )
 
     # --- reading the systems -----------------------------------------------------------------------

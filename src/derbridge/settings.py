@@ -106,6 +106,9 @@ class EdgeSettings(BaseModel):
     token_ttl_seconds: int = Field(3600, ge=60, le=86_400)
     allow_http_callbacks: bool = False
     """The spec demands HTTPS webhook callbacks; allow plain HTTP only for a lab or a test on loopback."""
+    allow_private_callbacks: bool = False
+    """Callbacks resolving to loopback, private, link-local or other non-global addresses are refused (a VEN
+    must not make the VTN call into the utility's own network); allow them only for a lab or a local test."""
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
     webhook_max_attempts: int = Field(12, ge=1, le=100)
     """After this many failed deliveries a notification is given up (``failed``) and logged."""

@@ -24,6 +24,7 @@ pytest_plugins = ["tests.flows.system"]
 @pytest.fixture
 async def vtn(system: System) -> AsyncIterator[str]:
     system.runtime.settings.edge.allow_http_callbacks = True
+    system.runtime.settings.edge.allow_private_callbacks = True
     async with serve(system.app) as base:
         try:
             yield base

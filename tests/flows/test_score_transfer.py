@@ -18,6 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as ah
+from derbridge.assethub.adapters.participation_summaries import rebuild_summaries
 from derbridge.assethub.services.score_transfer import (
     JOB_NAME,
     TRANSFER_LEASE,
@@ -240,6 +241,8 @@ async def seed(system: System) -> None:
         await connection.execute(insert(ah.device_status_checks), checks)
         await connection.execute(insert(ah.program_events), events)
         await connection.execute(insert(ah.participation_records), records)
+        # Records inserted directly, not through the F5/F7 handlers: summarise them as those handlers would.
+        await rebuild_summaries(connection)
     async with derms.begin() as connection:
         await connection.execute(
             insert(dm.devices),

@@ -565,7 +565,9 @@ async def search_resources(
 ) -> Any:
     """The caller's resources, each enrollment resource with its ENROLLMENT_* status attributes."""
     query = _page({"name": resourceName, "ven_id": venID}, targets, skip, limit)
-    return await vtn.render(await list_objects(vtn.engine, who, ObjectType.RESOURCE, query))
+    rows = await list_objects(vtn.engine, who, ObjectType.RESOURCE, query)
+    await vtn.heard_about(who, rows)
+    return await vtn.render(rows)
 
 
 @router.post(
@@ -604,7 +606,9 @@ async def create_resource_batch(vtn: VtnDep, who: WriteVens, body: ResourceBatch
 )
 async def search_resource(vtn: VtnDep, who: ReadVenObjects, resourceID: ObjectID) -> Any:
     """One resource with its enrollment status."""
-    return (await vtn.render([await get_object(vtn.engine, who, ObjectType.RESOURCE, resourceID)]))[0]
+    row = await get_object(vtn.engine, who, ObjectType.RESOURCE, resourceID)
+    await vtn.heard_about(who, [row])
+    return (await vtn.render([row]))[0]
 
 
 @router.put(
@@ -701,8 +705,12 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
 
 
 def load() -> None:
-    """Register the edge's jobs (webhook delivery, DERMS mirror) on the DERMS's job registry."""
-    from derbridge.edge import mirror  # noqa: F401 - registers edge-mirror
+    """Register the edge's jobs (webhook delivery, DERMS mirror) on the DERMS's job registry, and its hooks
+    into the DERMS services (F1 answers notify subscribers; status checks may ask for a fresh reading)."""
+    from derbridge.edge import enrollment_status, fresh_readings, mirror  # noqa: F401 - registers edge-mirror
+
+    enrollment_status.load()
+    fresh_readings.load()
 
 
 load()

@@ -9,6 +9,7 @@ two payload vocabularies the edge defines on top of OpenADR (docs/edge.md):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -326,6 +327,11 @@ ERROR_MESSAGE = "ERROR_MESSAGE"
 OPERATING_STATE = "OPERATING_STATE"
 """The spec's payload type: the resource's operating state (an enumeration string, e.g. NORMAL)."""
 
+COMMUNICATION_STATUS = "COMMUNICATION_STATUS"
+"""String ONLINE, OFFLINE or UNKNOWN: whether the head-end reaches the device (default for a resource named
+in a report: ONLINE). An offline device is said so in a status report."""
+COMMUNICATION_STATUSES = frozenset({"ONLINE", "OFFLINE", "UNKNOWN"})
+
 OUTCOME_PAYLOADS = frozenset({PARTICIPATION, OVERRIDE, OPT_OUT, SHED_KW, ERROR_MESSAGE})
 _REPORTABLE = {o.value for o in Outcome if o is not Outcome.CANCELLED}
 
@@ -347,6 +353,8 @@ class ResourceReport:
     """The F7 outcome fields (``outcome``, ``preemptive_opt_out``, ``shed_kw`` …) or None when the
     resource carried no outcome payload."""
     operating_state: str | None
+    communication_status: str | None = None
+    """ONLINE, OFFLINE or UNKNOWN when the report said (``COMMUNICATION_STATUS``), else None."""
 
 
 def _one(values: list[Any], kind: type | tuple[type, ...], field: str, errors: list[tuple[str, str]]) -> Any:
@@ -367,6 +375,7 @@ def read_resource_report(
     errors: list[tuple[str, str]] = []
     outcome: dict[str, Any] = {}
     state: str | None = None
+    reach: str | None = None
     period: Mapping[str, Any] | None = resource.get("intervalPeriod") or default_period
     for i, interval in enumerate(resource.get("intervals") or []):
         where = f"resources.{index}.intervals.{i}"
@@ -399,10 +408,16 @@ def read_resource_report(
             value = _one(payloads[OPERATING_STATE], str, f"{where}.{OPERATING_STATE}", errors)
             if value is not None:
                 state = value[:32]
+        if COMMUNICATION_STATUS in payloads:
+            value = _one(payloads[COMMUNICATION_STATUS], str, f"{where}.{COMMUNICATION_STATUS}", errors)
+            if value is not None and value not in COMMUNICATION_STATUSES:
+                errors.append((f"{where}.{COMMUNICATION_STATUS}", f"must be one of {sorted(COMMUNICATION_STATUSES)}"))
+            elif value is not None:
+                reach = value
     if errors:
         raise ReportPayloadsInvalid(errors)
     if not outcome:
-        return ResourceReport(str(resource["resourceName"]), None, state)
+        return ResourceReport(str(resource["resourceName"]), None, state, reach)
     override = outcome.pop("override", False)
     if "outcome" not in outcome:
         outcome["outcome"] = Outcome.IN_FLIGHT_OVERRIDE.value if override else Outcome.SUCCESSFUL_PARTICIPATION.value
@@ -411,7 +426,7 @@ def read_resource_report(
         outcome["participation_start_at"] = start
         if start is not None and period.get("duration"):
             outcome["participation_end_at"] = start + parse_duration(str(period["duration"]))
-    return ResourceReport(str(resource["resourceName"]), outcome, state)
+    return ResourceReport(str(resource["resourceName"]), outcome, state, reach)
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -449,3 +464,55 @@ def iso_duration(seconds: float) -> str:
     text += f"{minutes}M" if minutes else ""
     text += f"{secs}S" if secs or text == "PT" else ""
     return text
+
+
+# --- events that ask for readings rather than outcomes --------------------------------------------------
+
+STATUS_EVENT_KEY = "status/"
+"""``derms_key`` prefix of a program's standing status event: VENs report ``OPERATING_STATE`` and
+``COMMUNICATION_STATUS`` of their resources on it (heartbeats)."""
+CHECK_EVENT_KEY = "check/"
+"""``derms_key`` prefix of an event asking one resource for a fresh reading for a status check (F2)."""
+READING_REPORTS = (OPERATING_STATE, COMMUNICATION_STATUS)
+
+
+def is_reading_event(derms_key: str | None) -> bool:
+    """True for the VTN's events that ask for status readings (outcomes may not be reported on them)."""
+    return derms_key is not None and derms_key.startswith((STATUS_EVENT_KEY, CHECK_EVENT_KEY))
+
+
+def reading_descriptors(repeat: int) -> list[dict[str, Any]]:
+    """The ``reportDescriptors`` of a reading event: an ``OPERATING_STATE`` and a ``COMMUNICATION_STATUS``
+    reading per resource, reported ``repeat`` times (-1: again and again — a heartbeat)."""
+    return [
+        {
+            "payloadType": kind,
+            "readingType": "DIRECT_READ",
+            "aggregate": False,
+            "startInterval": -1,
+            "numIntervals": -1,
+            "historical": False,
+            "frequency": -1,
+            "repeat": repeat,
+            "reportIntervals": "INTERVALS",
+        }
+        for kind in READING_REPORTS
+    ]
+
+
+def check_event_key(check_id: str, reply_from: str, reply_to: str) -> str:
+    """The ``derms_key`` of a fresh-reading event: the check and the instances its answer travels between."""
+    return CHECK_EVENT_KEY + json.dumps([check_id, reply_from, reply_to], separators=(",", ":"))
+
+
+def parse_check_event_key(derms_key: str | None) -> tuple[str, str, str] | None:
+    """``(check_id, reply_from, reply_to)`` of a fresh-reading event, or None for any other event."""
+    if derms_key is None or not derms_key.startswith(CHECK_EVENT_KEY):
+        return None
+    try:
+        parts = json.loads(derms_key[len(CHECK_EVENT_KEY) :])
+    except ValueError:
+        return None
+    if not isinstance(parts, list) or len(parts) != 3 or not all(isinstance(p, str) and p for p in parts):
+        return None
+    return parts[0], parts[1], parts[2]

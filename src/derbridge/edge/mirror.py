@@ -2,7 +2,10 @@
 
 The ``edge-mirror`` job (every 5 s, under the DERMS's job lease) brings the VTN in line with the DERMS:
 
-- each DERMS program is a VTN program named by its program code (``derms_key`` = the code);
+- each DERMS program is a VTN program named by its program code (``derms_key`` = the code), with a
+  standing, untargeted **status event** (``derms_key`` ``status/<code>``) whose ``reportDescriptors`` ask
+  every VEN for ``OPERATING_STATE`` and ``COMMUNICATION_STATUS`` of its resources, again and again: the
+  aggregators' heartbeats are reports on it;
 - each live DERMS event (SCHEDULED or ACTIVE) becomes **one OpenADR event per aggregator ven** holding
   reserved devices, addressed to that ven's client, its ``targets`` the ``resourceName`` of each reserved
   resource (the VTN grants every resource its own name as a target). The event carries the window
@@ -95,6 +98,34 @@ async def mirror_programs(engine: AsyncEngine, now: datetime) -> dict[str, str]:
         if news:
             for row in await store.insert_objects(connection, news, now):
                 have[row.derms_key or ""] = row.id
+        # Each program's standing status event: VENs heartbeat on it (OPERATING_STATE, COMMUNICATION_STATUS).
+        statuses = {
+            r.derms_key
+            for r in await connection.execute(
+                select(o.c.derms_key).where(
+                    o.c.object_type == ObjectType.EVENT.value, o.c.derms_key.like(domain.STATUS_EVENT_KEY + "%")
+                )
+            )
+        }
+        beats = [
+            NewObject(
+                ObjectType.EVENT,
+                {
+                    "programID": have[code],
+                    "eventName": f"{code} status",
+                    "intervals": [],
+                    "reportDescriptors": domain.reading_descriptors(repeat=-1),
+                },
+                [],
+                program_id=have[code],
+                name=f"{code} status",
+                derms_key=domain.STATUS_EVENT_KEY + code,
+            )
+            for code in codes
+            if domain.STATUS_EVENT_KEY + code not in statuses
+        ]
+        if beats:
+            await store.insert_objects(connection, beats, now)
     return have
 
 

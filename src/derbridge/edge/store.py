@@ -371,6 +371,15 @@ async def queue_notifications(connection: AsyncConnection, operation: Operation,
     return len(queued)
 
 
+async def any_subscription_to(connection: AsyncConnection, object_type: ObjectType) -> bool:
+    """True when a subscription names ``object_type`` (a cheap test before building notifications)."""
+    for (body,) in await connection.execute(select(o.c.body).where(o.c.object_type == ObjectType.SUBSCRIPTION.value)):
+        for operations in body.get("objectOperations") or []:
+            if object_type.value in operations.get("objects", []):
+                return True
+    return False
+
+
 def _program_of(row: Row) -> str | None:
     return row.id if row.object_type is ObjectType.PROGRAM else row.program_id
 

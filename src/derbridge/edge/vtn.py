@@ -26,9 +26,9 @@ from derbridge.contracts.event_outcome import DeviceOutcome
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatus
 from derbridge.derms.services import enrollment_requests as f1_service
-from derbridge.derms.services.communication import record_communication_statuses
-from derbridge.derms.services.outcomes import record_outcomes
-from derbridge.edge import domain, store
+from derbridge.derms.services.communication import record_communication_statuses_in, touch_communication
+from derbridge.derms.services.outcomes import record_outcomes_in
+from derbridge.edge import domain, fresh_readings, store
 from derbridge.edge.auth import Principal
 from derbridge.edge.schemas import (
     BlResourceRequest,
@@ -218,8 +218,8 @@ class Vtn:
                 news.append(await self._resource(connection, principal, request, vens[request.venID], None, i))
             enrollments = self._enrollments(news, requests, now)
             rows = await store.insert_objects(connection, news, now)
-        await self._forward(enrollments)
-        await self._heard_from(principal, rows, now)
+            await self._forward(connection, enrollments)
+            await _heard_from(connection, principal, rows, now)
         return rows
 
     async def update_resource(
@@ -243,8 +243,8 @@ class Vtn:
                 )
             enrollments = {} if before else self._enrollments([new], [request], now)
             changed = await store.replace_object(connection, row, new, now)
-        await self._forward(enrollments)
-        await self._heard_from(principal, [changed], now)
+            await self._forward(connection, enrollments)
+            await _heard_from(connection, principal, [changed], now)
         return changed
 
     async def _ven_for(self, connection: AsyncConnection, principal: Principal, ven_id: str, i: int, n: int) -> Row:
@@ -341,33 +341,22 @@ class Vtn:
             raise bad_request("The enrollment attributes do not make an enrollment request; see errors.", errors[:100])
         return by_head_end
 
-    async def _forward(self, enrollments: dict[str, list[f1.EnrollmentRequest]]) -> None:
-        # After the resources commit: the DERMS records the requests (idempotent on head-end and the
-        # resource id as request id) and writes the F1 message in its own transaction.
+    async def _forward(self, connection: AsyncConnection, enrollments: dict[str, list[f1.EnrollmentRequest]]) -> None:
+        # In the resources' transaction: the DERMS records the requests (idempotent on head-end and the
+        # resource id as request id) and writes the F1 message, so a failure of either leaves neither.
         for head_end, requests in enrollments.items():
-            await f1_service.record_enrollment_requests(
-                self.engine, head_end, requests, derms_instance_id=self.derms_instance_id
+            await f1_service.record_enrollment_requests_in(
+                connection, head_end, requests, derms_instance_id=self.derms_instance_id
             )
 
-    async def _heard_from(
-        self, principal: Principal, rows: Sequence[Row], now: datetime, states: dict[str, str | None] | None = None
-    ) -> None:
-        """Record that the aggregator just spoke about these resources (their communication status)."""
+    async def heard_about(self, principal: Principal, rows: Sequence[Row]) -> None:
+        """A VEN read these resources: their last communication time moves to now (one statement)."""
         if not principal.is_ven:
             return
-        reports = [
-            CommunicationReport(
-                head_end_system=principal.head_end_system,
-                nic_id=r.nic_id,
-                communication_status=CommunicationStatus.ONLINE,
-                last_communication_at=now,
-                operating_state=(states or {}).get(r.id),
-                source=principal.head_end_system,
-            )
-            for r in rows
-            if r.nic_id is not None and r.head_end_system == principal.head_end_system
-        ]
-        await record_communication_statuses(self.engine, reports)
+        nic_ids = [r.nic_id for r in rows if r.nic_id is not None and r.head_end_system == principal.head_end_system]
+        if nic_ids:
+            async with self.engine.begin() as connection:
+                await touch_communication(connection, principal.head_end_system, nic_ids, clock.now())
 
     # --- reports (outcomes, F7) -----------------------------------------------------------------------
 
@@ -382,7 +371,9 @@ class Vtn:
     async def _report(self, principal: Principal, request: ReportRequest, report_id: str | None) -> Row:
         now = clock.now()
         body = dump(request)
-        async with self.engine.connect() as connection:
+        # One unit of work: the outcomes (F7), the report, the communication status it implies and the
+        # answer to a status check it completes commit together, or none of them does.
+        async with self.engine.begin() as connection:
             try:
                 event = await store.get_in(connection, principal, ObjectType.EVENT, request.eventID)
             except ProblemError:
@@ -395,54 +386,59 @@ class Vtn:
                 ) from None
             names = [r["resourceName"] for r in body["resources"]]
             mine = await _resources_named(connection, principal, names, event.client_id and event.ven_id)
-        unknown = [
-            (f"body.resources.{i}.resourceName", f"{n!r} is not a resource of this client")
-            for i, n in enumerate(names)
-            if n not in mine
-        ]
-        if unknown:
-            raise bad_request("The report names resources this client has not registered.", unknown[:50])
-        parsed: list[domain.ResourceReport] = []
-        errors: list[tuple[str, str]] = []
-        for i, resource in enumerate(body["resources"]):
-            try:
-                parsed.append(domain.read_resource_report(i, resource, None))
-            except domain.ReportPayloadsInvalid as invalid:
-                errors += [(f"body.{field}", message) for field, message in invalid.errors]
-        if errors:
-            raise bad_request("The report's payloads are not valid; see errors.", errors[:50])
-        outcomes = [
-            DeviceOutcome(
-                head_end_system=principal.head_end_system, nic_id=mine[p.resource_name].nic_id or "", **p.outcome
+            unknown = [
+                (f"body.resources.{i}.resourceName", f"{n!r} is not a resource of this client")
+                for i, n in enumerate(names)
+                if n not in mine
+            ]
+            if unknown:
+                raise bad_request("The report names resources this client has not registered.", unknown[:50])
+            parsed: list[domain.ResourceReport] = []
+            errors: list[tuple[str, str]] = []
+            for i, resource in enumerate(body["resources"]):
+                try:
+                    parsed.append(domain.read_resource_report(i, resource, None))
+                except domain.ReportPayloadsInvalid as invalid:
+                    errors += [(f"body.{field}", message) for field, message in invalid.errors]
+            if errors:
+                raise bad_request("The report's payloads are not valid; see errors.", errors[:50])
+            outcomes = [
+                DeviceOutcome(
+                    head_end_system=principal.head_end_system, nic_id=mine[p.resource_name].nic_id or "", **p.outcome
+                )
+                for p in parsed
+                if p.outcome is not None
+            ]
+            if outcomes and domain.is_reading_event(event.derms_key):
+                raise bad_request(
+                    "This event asks for status readings, not outcomes; report outcomes on the program event.",
+                    [("body.resources", "carries outcome payloads")],
+                )
+            if outcomes and event.event_id is not None and event.derms_key is not None:
+                try:
+                    await record_outcomes_in(connection, event.event_id, outcomes, now)
+                except ProblemError as refused:
+                    if refused.status == 422:
+                        refused.status = 400
+                    raise
+            body["clientID"] = principal.client_id
+            new = NewObject(
+                ObjectType.REPORT,
+                body,
+                [],
+                client_id=principal.client_id,
+                program_id=event.program_id,
+                event_id=event.id,
+                name=request.reportName,
             )
-            for p in parsed
-            if p.outcome is not None
-        ]
-        if outcomes and event.event_id is not None and event.derms_key is not None:
-            try:
-                await record_outcomes(self.engine, event.event_id, outcomes, now)
-            except ProblemError as refused:
-                if refused.status == 422:
-                    refused.status = 400
-                raise
-        body["clientID"] = principal.client_id
-        new = NewObject(
-            ObjectType.REPORT,
-            body,
-            [],
-            client_id=principal.client_id,
-            program_id=event.program_id,
-            event_id=event.id,
-            name=request.reportName,
-        )
-        async with self.engine.begin() as connection:
             if report_id is None:
                 row = (await store.insert_objects(connection, [new], now))[0]
             else:
                 old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
                 row = await store.replace_object(connection, old, new, now)
-        states = {mine[p.resource_name].id: p.operating_state for p in parsed}
-        await self._heard_from(principal, [mine[n] for n in dict.fromkeys(names)], now, states)
+            said = {mine[p.resource_name].id: p for p in parsed}
+            await _heard_from(connection, principal, [mine[n] for n in dict.fromkeys(names)], now, said)
+            await fresh_readings.answer_if_requested(connection, event, [mine[n] for n in dict.fromkeys(names)], now)
         return row
 
     # --- subscriptions -----------------------------------------------------------------------------
@@ -503,6 +499,37 @@ async def _resources_named(
         statement = statement.where(o.c.ven_id == ven_id)
     rows = [Row.of(m) for m in (await connection.execute(statement.order_by(o.c.id))).mappings()]
     return store.by_names(rows)
+
+
+async def _heard_from(
+    connection: AsyncConnection,
+    principal: Principal,
+    rows: Sequence[Row],
+    now: datetime,
+    said: dict[str, domain.ResourceReport] | None = None,
+) -> None:
+    """Record, in the caller's transaction, that the aggregator just spoke about these resources: ONLINE
+    now, unless its report gave a COMMUNICATION_STATUS; an OPERATING_STATE gives the state."""
+    if not principal.is_ven:
+        return
+    reports = []
+    for r in rows:
+        if r.nic_id is None or r.head_end_system != principal.head_end_system:
+            continue
+        report = (said or {}).get(r.id)
+        reports.append(
+            CommunicationReport(
+                head_end_system=principal.head_end_system,
+                nic_id=r.nic_id,
+                communication_status=CommunicationStatus(
+                    (report.communication_status if report else None) or CommunicationStatus.ONLINE.value
+                ),
+                last_communication_at=now,
+                operating_state=report.operating_state if report else None,
+                source=principal.head_end_system,
+            )
+        )
+    await record_communication_statuses_in(connection, reports)
 
 
 def _not_mirrored(row: Row) -> None:

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +57,10 @@ class CallbackChecker:
         allowed = {"https", "http"} if self.settings.allow_http_callbacks else {"https"}
         if parts.scheme not in allowed or not parts.hostname:
             return "must be an https URL" if "http" not in allowed else "must be an http or https URL"
+        if not self.settings.allow_private_callbacks:
+            refused = await non_global_address(parts.hostname)
+            if refused is not None:
+                return refused
         echo = secrets.token_urlsafe(16)
         separator = "&" if parts.query else "?"
         try:
@@ -68,6 +74,20 @@ class CallbackChecker:
         if text != echo:
             return "did not send back the echo value"
         return None
+
+
+async def non_global_address(host: str) -> str | None:
+    """Why ``host`` may not be a callback (it resolves to a loopback, private, link-local, multicast or
+    reserved address, or does not resolve), or None when every address it resolves to is global."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return "does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_multicast:
+            return f"resolves to a non-public address ({address}); callbacks must reach a public host"
+    return None
 
 
 def backoff(attempts: int, settings: EdgeSettings) -> timedelta:

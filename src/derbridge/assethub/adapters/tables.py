@@ -256,6 +256,18 @@ participation_corrections = Table(
     Column("corrected_at", UTCDateTime, nullable=False),
 )
 
+participation_summaries = Table(
+    "participation_summaries",
+    metadata,
+    # Each device's history in each program, assembled from participation_records for scoring (F4): see
+    # adapters/participation_summaries.py. Derived data, recomputed set-based whenever records change. The
+    # key starts with device_id: refreshes select by device; the scoring read looks up (device, program).
+    Column("device_id", BigIntPK, primary_key=True),
+    Column("program_code", String(ID), primary_key=True),
+    Column("classes", Text, nullable=False),
+    Column("starts_us", Text, nullable=False),
+)
+
 score_snapshots = Table(
     "score_snapshots",
     metadata,
@@ -272,7 +284,9 @@ score_snapshots = Table(
 device_scores = Table(
     "device_scores",
     metadata,
-    Column("file_id", String(36), ForeignKey("score_snapshots.file_id"), primary_key=True),
+    # No foreign key to score_snapshots: the rows are written only by the transfer, in the transaction that
+    # inserts their snapshot, and a per-row check costs seconds on a million rows (flows/device-score-transfer.md).
+    Column("file_id", String(36), primary_key=True),
     Column("program_code", String(ID), primary_key=True),
     Column("device_id", BigIntPK, primary_key=True),
     Column("score", Float, nullable=False),

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.participation_summaries import refresh_event_summaries, refresh_summaries
 from derbridge.assethub.messages import inbox
 from derbridge.bridge.filestore.base import FileNotInStore
 from derbridge.bridge.filestore.factory import build_file_store
@@ -358,6 +359,13 @@ async def apply_reservation(
         await connection.execute(
             p.update().where(p.c.record_id == bindparam("b_record_id")).values(status=RELEASED), released
         )
+    # The devices' scoring histories (participation_summaries) follow in the same transaction: every device
+    # of the event when what the history keeps of the event changed, else the devices just added. (A release
+    # changes no history: a released reservation still counts as a call, as it does read from the records.)
+    if event is not None and _history_changed(event, fields):
+        await refresh_event_summaries(connection, event_id)
+    else:
+        await refresh_summaries(connection, [device_id for device_id in listed if device_id not in held])
     detail = f"{len(new_rows)} reserved, {len(released)} released, {len(unknown)} unknown device(s)"
     if unknown:
         detail += f": {_named(unknown)}"
@@ -377,6 +385,16 @@ async def apply_reservation(
         "released": len(released),
         "unknown_devices": len(unknown),
     }
+
+
+def _history_changed(event: RowMapping, fields: dict[str, Any]) -> bool:
+    """Whether an update changes what a device's history keeps of the event: its program, its start, or
+    whether it is cancelled."""
+    return bool(
+        event["program_code"] != fields["program_code"]
+        or event["start_at"] != fields["start_at"]
+        or (event["status"] == CANCELLED) != (fields["status"] == CANCELLED)
+    )
 
 
 # --- F6 · event-cancellation ------------------------------------------------------------------------------
@@ -404,6 +422,7 @@ async def apply_cancellation(
     records = await connection.execute(
         p.update().where(p.c.event_id == event_id, p.c.status != CANCELLED).values(status=CANCELLED)
     )
+    await refresh_event_summaries(connection, event_id)  # cancelled: the event leaves every device's history
     detail = f"event cancelled with {records.rowcount} participation record(s)"
     await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail)
     log.info("event cancellation applied", event_id=event_id, records=records.rowcount)
@@ -471,6 +490,7 @@ async def apply_outcomes(
     no_record: list[Key] = []
     not_held: list[Key] = []
     unchanged = stale = 0
+    changed_devices: list[int] = []
     for key, x in zip(keys, payload.outcomes, strict=True):
         device_id = ids.get(key)
         record = records.get(device_id) if device_id is not None else None
@@ -497,6 +517,7 @@ async def apply_outcomes(
                     "corrected_at": now,
                 }
             )
+        changed_devices.append(record["device_id"])
         writes.append(
             {f"b_{k}": v for k, v in values.items()}
             | {"b_record_id": record["record_id"], "b_outcome_reported_at": reported_at}
@@ -510,6 +531,7 @@ async def apply_outcomes(
         )
     if corrections:
         await connection.execute(t.participation_corrections.insert(), corrections)
+    await refresh_summaries(connection, changed_devices)  # new and corrected outcomes reach the histories
     recorded = len(writes) - len(corrections)
     detail = (
         f"{recorded} recorded, {len(corrections)} corrected, {unchanged} unchanged, {stale} older than the one held, "

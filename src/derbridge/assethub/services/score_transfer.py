@@ -48,28 +48,24 @@ from croniter import croniter  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
-    Integer,
     Select,
     Table,
     and_,
     case,
-    cast,
     func,
     insert,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.participation_summaries import STARTS_SEPARATOR, cancelled, epoch_us, outcome_class
 from derbridge.assethub.domain.enrollment import EnrollmentState
 from derbridge.assethub.domain.program import ProgramRules, ProgramStatus
 from derbridge.assethub.domain.scoring import (
-    OUTCOME_CLASSES,
     REASONS,
     SCORING_MODEL_VERSION,
     EventClass,
@@ -95,7 +91,7 @@ from derbridge.contracts.device_score_transfer import (
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
-from derbridge.infra.bulk import copy_arrow_table
+from derbridge.infra.bulk import arrow_rows, copy_arrow_table
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
@@ -128,7 +124,14 @@ GZIP_LEVEL = 6
 """zlib's default level: about a tenth of the CSV's size at ~50 MB/s on one core."""
 
 READ_PARTITION = 100_000
-"""Rows fetched and converted to columns at a time, so that memory holds columns, not millions of rows."""
+"""Rows fetched and converted to columns at a time (SQLite), so that memory holds columns, not millions of
+rows."""
+
+WRITE_PARTITION = 100_000
+"""Rows turned into tuples and written per ``executemany`` (SQLite)."""
+
+READ_BLOCK_BYTES = 16 * 1024 * 1024
+"""Bytes of ``COPY … TO STDOUT`` output pyarrow parses per block (PostgreSQL)."""
 
 
 SCHEDULE_FIELDS = 5
@@ -198,8 +201,11 @@ NAT = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
-class _Rows:
-    """The rows to score (one per device and program) and what the file needs besides the scores."""
+class ScoredRows:
+    """The rows to score (one per device and program) and what the file needs besides the scores.
+
+    ``classes`` and ``starts_us`` are each row's participation summary (None when the history is read from
+    the records instead)."""
 
     program_codes: list[str]
     rules: list[ProgramRules]
@@ -208,14 +214,14 @@ class _Rows:
     head_end_system: pa.Array
     nic_id: pa.Array
     last_communication_at: NDArray[np.datetime64]
+    classes: pa.Array | None = None
+    starts_us: pa.Array | None = None
 
 
-def _epoch_us(dialect: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
-    """``column`` (a UTCDateTime) as integer microseconds since the epoch, computed by the database."""
-    if dialect == "postgresql":
-        return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
-    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC): whole seconds from strftime, then the fraction.
-    return cast(func.strftime("%s", column), Integer) * 1_000_000 + cast(func.substr(column, 21, 6), Integer)
+HistorySource = Literal["summaries", "records"]
+"""Where a transfer reads the devices' histories from: ``participation_summaries`` (one row per device and
+program, what transfers use) or ``participation_records`` (every record; the reference the summaries are
+tested against)."""
 
 
 def _program_index(codes: list[str], column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -226,36 +232,40 @@ def _program_index(codes: list[str], column: ColumnElement[Any]) -> ColumnElemen
 async def _read_columns(connection: AsyncConnection, query: Select[Any], types: dict[str, pa.DataType]) -> pa.Table:
     """The result of ``query`` as a table whose columns are named and typed by ``types`` (in query order).
 
-    The driver's cursor is read directly, in partitions of :data:`READ_PARTITION` rows turned into Arrow
-    columns at once: no SQLAlchemy row objects. On PostgreSQL it is a server-side cursor in binary format;
-    ``cursor_tuple_fraction = 1`` tells the planner the whole result is wanted, not its first rows (a cursor
-    otherwise gets a plan tuned for the first 10 %).
+    PostgreSQL: ``COPY (query) TO STDOUT (FORMAT csv)``, parsed by pyarrow's CSV reader in C — no Python
+    object per row or value (NULL is an unquoted empty field, an empty string a quoted one). SQLite: the
+    driver's cursor, read in partitions of :data:`READ_PARTITION` rows turned into Arrow columns at once.
     """
     sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     names = list(types)
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    parts: list[pa.RecordBatch] = []
-
-    def add(rows: list[tuple[Any, ...]]) -> None:
-        columns = zip(*rows, strict=True)
-        arrays = [pa.array(values, type=kind) for values, kind in zip(columns, types.values(), strict=True)]
-        parts.append(pa.record_batch(arrays, names=names))
-
     if connection.dialect.name == "postgresql":
-        await connection.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
-        async with driver.cursor(name=f"scores_{new_id().replace('-', '')}", binary=True) as cursor:
-            await cursor.execute(sql)
-            while rows := await cursor.fetchmany(READ_PARTITION):
-                add(rows)
-    else:
-        # The SQLite driver connection answers the aiosqlite calls (infra/sqlite_inline.py).
-        cursor = await driver.execute(sql)
-        try:
-            while rows := await cursor.fetchmany(READ_PARTITION):
-                add(rows)
-        finally:
-            await cursor.close()
+        received = bytearray()
+        async with driver.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            async for block in copy:
+                received += block
+        if not received:
+            return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
+        return pa_csv.read_csv(
+            pa.BufferReader(received),
+            read_options=pa_csv.ReadOptions(column_names=names, block_size=READ_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+            ),
+        )
+    parts: list[pa.RecordBatch] = []
+    # The SQLite driver connection answers the aiosqlite calls (infra/sqlite_inline.py).
+    cursor = await driver.execute(sql)
+    try:
+        # The rows (tuples) become one struct array in C, whose fields are the columns: no transposition of a
+        # hundred thousand tuples in Python.
+        row_type = pa.struct(list(types.items()))
+        while rows := await cursor.fetchmany(READ_PARTITION):
+            parts.append(pa.RecordBatch.from_struct_array(pa.array(rows, type=row_type)))
+    finally:
+        await cursor.close()
     return pa.Table.from_batches(parts, schema=pa.schema(list(types.items())))
 
 
@@ -281,10 +291,12 @@ def _first(item: tuple[str, ProgramRules]) -> str:
     return item[0]
 
 
-async def _read_rows(connection: AsyncConnection, codes: list[str], rules: list[ProgramRules]) -> _Rows:
-    """Every device of every ACTIVE enrollment of the ACTIVE programs ``codes``, with its last communication."""
-    e, ed, d, checks = t.enrollments, t.enrollment_devices, t.devices, t.device_status_checks
-    dialect = connection.dialect.name
+async def _read_rows(
+    connection: AsyncConnection, codes: list[str], rules: list[ProgramRules], *, with_summaries: bool
+) -> ScoredRows:
+    """Every device of every ACTIVE enrollment of the ACTIVE programs ``codes``, with its last communication
+    and (``with_summaries``) its participation summary in the program."""
+    e, ed, d, summaries = t.enrollments, t.enrollment_devices, t.devices, t.participation_summaries
     members = await _read_columns(
         connection,
         select(_program_index(codes, e.c.program_code), d.c.device_id, d.c.head_end_system, d.c.nic_id)
@@ -294,56 +306,142 @@ async def _read_rows(connection: AsyncConnection, codes: list[str], rules: list[
         .where(e.c.state == EnrollmentState.ACTIVE.value, e.c.program_code.in_(codes)),
         {"program": pa.int64(), "device_id": pa.int64(), "head_end_system": pa.string(), "nic_id": pa.string()},
     )
-    # Any answer carries the device's last communication as the DERMS knew it then; the latest is what
-    # Asset Hub knows now.
-    seen = await _read_columns(
-        connection,
-        select(checks.c.device_id, _epoch_us(dialect, func.max(checks.c.last_communication_at)))
-        .where(checks.c.last_communication_at.is_not(None))
-        .group_by(checks.c.device_id),
-        {"device_id": pa.int64(), "last_us": pa.int64()},
-    )
     program_index = _int64(members, "program").astype(np.intp)
     device_id = _int64(members, "device_id")
     # One row per (program, device), in key order: the order the history is matched in. (An enrollment
     # rule keeps a device out of two ACTIVE enrollments of one program; unique() makes sure.)
-    _, first_of_key = np.unique(_row_key(program_index, device_id), return_index=True)
+    row_keys, first_of_key = np.unique(_row_key(program_index, device_id), return_index=True)
     program_index, device_id = program_index[first_of_key], device_id[first_of_key]
-    seen_device = _int64(seen, "device_id")
-    seen_order = np.argsort(seen_device)
-    seen_device, seen_us = seen_device[seen_order], _int64(seen, "last_us")[seen_order]
+    seen_device, seen_us = await _read_last_communication(connection)
     at = np.minimum(np.searchsorted(seen_device, device_id), max(len(seen_device) - 1, 0))
     known = (seen_device[at] == device_id) if len(seen_device) else np.zeros(len(device_id), dtype=np.bool_)
     last_us = np.where(known, seen_us[at] if len(seen_device) else NAT, NAT)
     take = pa.array(first_of_key)
-    return _Rows(
+
+    def taken(name: str) -> pa.Array:
+        return members.column(name).take(take).combine_chunks()
+
+    classes = starts_us = None
+    if with_summaries:
+        # Read on their own and matched here by key: a sequential scan of the summaries and a numpy search
+        # cost a fraction of a million index lookups in a join (SQLite).
+        kept = await _read_columns(
+            connection,
+            select(
+                _program_index(codes, summaries.c.program_code),
+                summaries.c.device_id,
+                summaries.c.classes,
+                summaries.c.starts_us,
+            ).where(summaries.c.program_code.in_(codes)),
+            {"program": pa.int64(), "device_id": pa.int64(), "classes": pa.string(), "starts_us": pa.string()},
+        )
+        kept_keys = _row_key(_int64(kept, "program").astype(np.intp), _int64(kept, "device_id"))
+        order = np.argsort(kept_keys)
+        kept_keys = kept_keys[order]
+        at = np.minimum(np.searchsorted(kept_keys, row_keys), max(len(kept_keys) - 1, 0))
+        found = (kept_keys[at] == row_keys) if len(kept_keys) else np.zeros(len(row_keys), dtype=np.bool_)
+        # A row without a summary (no history in the program) takes a null: no entries.
+        where = pa.array(order[at] if len(kept_keys) else np.zeros(len(row_keys), np.int64), mask=~found)
+        classes = kept.column("classes").take(where).combine_chunks()
+        starts_us = kept.column("starts_us").take(where).combine_chunks()
+
+    return ScoredRows(
         program_codes=codes,
         rules=rules,
         program_index=program_index,
         device_id=device_id,
-        head_end_system=members.column("head_end_system").take(take).combine_chunks(),
-        nic_id=members.column("nic_id").take(take).combine_chunks(),
+        head_end_system=taken("head_end_system"),
+        nic_id=taken("nic_id"),
         last_communication_at=last_us.view("datetime64[us]"),
+        classes=classes,
+        starts_us=starts_us,
     )
 
 
-async def _read_history(connection: AsyncConnection, rows: _Rows) -> ScoringInput:
+async def _read_last_communication(connection: AsyncConnection) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each device's latest known communication (microseconds since the epoch), by device id ascending.
+
+    Any answer carries the device's last communication as the DERMS knew it then; the latest is what Asset Hub
+    knows now. PostgreSQL groups and converts (its ``COPY`` output is cheap); on SQLite the raw values are
+    read and reduced with numpy (``strftime`` per group costs more there than the whole reduction here).
+    """
+    checks = t.device_status_checks
+    if connection.dialect.name == "postgresql":
+        seen = await _read_columns(
+            connection,
+            select(checks.c.device_id, epoch_us("postgresql", func.max(checks.c.last_communication_at)))
+            .where(checks.c.last_communication_at.is_not(None))
+            .group_by(checks.c.device_id),
+            {"device_id": pa.int64(), "last_us": pa.int64()},
+        )
+        devices, moments = _int64(seen, "device_id"), _int64(seen, "last_us")
+    else:
+        seen = await _read_columns(
+            connection,
+            select(checks.c.device_id, checks.c.last_communication_at).where(
+                checks.c.last_communication_at.is_not(None)
+            ),
+            {"device_id": pa.int64(), "at": pa.string()},
+        )
+        devices = _int64(seen, "device_id")
+        # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff', naive UTC: Arrow parses it as such, to the microsecond.
+        moments = seen.column("at").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy().astype(np.int64)
+    order = np.lexsort((moments, devices))  # by device, then time: the last of each device is its latest
+    devices, moments = devices[order], moments[order]
+    last = np.ones(len(devices), dtype=np.bool_)
+    np.not_equal(devices[1:], devices[:-1], out=last[:-1])
+    return devices[last], moments[last]
+
+
+def _history_from_summaries(rows: ScoredRows) -> ScoringInput:
+    """The model's columns from each row's participation summary (no summary: no history).
+
+    The summary holds exactly the entries the record-based read gives the model, minus the cancelled ones
+    (which count nowhere), in the same order: so the model computes the same values, bit for bit.
+    Raises ``ValueError`` when a summary is malformed (the model's own checks catch a wrong order).
+    """
+    if rows.classes is None or rows.starts_us is None:
+        raise ValueError("the rows were read without their participation summaries")
+    n = len(rows.device_id)
+    classes = rows.classes.fill_null("").cast(pa.binary())
+    lengths = pc.binary_length(classes).to_numpy(zero_copy_only=False).astype(np.int64)
+    # The classes of every row, one byte each, concatenated: the array's own data buffer, no copy per row.
+    _, offset_buffer, data = classes.buffers()
+    codes = np.empty(0, np.int16)
+    if n and data is not None:
+        offsets = np.frombuffer(offset_buffer, dtype=np.int32)[classes.offset : classes.offset + n + 1]
+        codes = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]].astype(np.int16) - ord("0")
+    if len(codes) and (codes.min() < 0 or codes.max() >= len(EventClass)):
+        raise ValueError("a participation summary holds a class that is not an EventClass code")
+    with_history = pc.greater(pa.array(lengths), 0)
+    starts = pc.list_flatten(pc.split_pattern(rows.starts_us.filter(with_history), STARTS_SEPARATOR))
+    start_us = pc.cast(starts, pa.int64()).to_numpy(zero_copy_only=False) if len(starts) else np.empty(0, np.int64)
+    if len(start_us) != len(codes):
+        raise ValueError(f"participation summaries hold {len(codes)} classes but {len(start_us)} start times")
+    return ScoringInput(
+        program_index=rows.program_index,
+        # Only ACTIVE enrollments of ACTIVE programs are read: both conditions hold for every row here.
+        enrollment_active=np.ones(n, dtype=np.bool_),
+        program_active=np.ones(n, dtype=np.bool_),
+        last_communication_at=rows.last_communication_at,
+        history_row=np.repeat(np.arange(n, dtype=np.intp), lengths),
+        history_class=codes.astype(np.int8),
+        history_event_at=start_us.astype(np.int64).view("datetime64[us]"),
+    )
+
+
+async def _history_from_records(connection: AsyncConnection, rows: ScoredRows) -> ScoringInput:
     """Every participation of the scored devices in their programs' events, as the model's columns."""
     pr, ev = t.participation_records, t.program_events
-    outcome_class = case(
-        {name: int(code) for name, code in OUTCOME_CLASSES.items()},
-        value=pr.c.outcome,
-        else_=int(EventClass.PENDING),
-    )
     table = await _read_columns(
         connection,
         select(
             _program_index(rows.program_codes, ev.c.program_code),
             pr.c.device_id,
-            _epoch_us(connection.dialect.name, ev.c.start_at),
-            outcome_class,
+            epoch_us(connection.dialect.name, ev.c.start_at),
+            outcome_class(),
             case((pr.c.preemptive_opt_out.is_(True), 1), else_=0),
-            case((or_(ev.c.status == "CANCELLED", pr.c.status == "CANCELLED"), 1), else_=0),
+            case((cancelled(), 1), else_=0),
         )
         .join(ev, ev.c.event_id == pr.c.event_id)
         .where(ev.c.program_code.in_(rows.program_codes))
@@ -373,7 +471,6 @@ async def _read_history(connection: AsyncConnection, rows: _Rows) -> ScoringInpu
 
     return ScoringInput(
         program_index=rows.program_index,
-        # Only ACTIVE enrollments of ACTIVE programs are read: both conditions hold for every row here.
         enrollment_active=np.ones(n, dtype=np.bool_),
         program_active=np.ones(n, dtype=np.bool_),
         last_communication_at=rows.last_communication_at,
@@ -385,6 +482,24 @@ async def _read_history(connection: AsyncConnection, rows: _Rows) -> ScoringInpu
     )
 
 
+async def read_scoring_data(
+    connection: AsyncConnection, *, history: HistorySource = "summaries"
+) -> tuple[ScoredRows, ScoringInput] | None:
+    """What a transfer scores, read in the caller's (read) transaction: the rows and the model's columns.
+
+    None when no program is ACTIVE. ``history`` says where the devices' histories come from; both sources
+    give the model the same columns (``tests/flows/test_participation_summaries.py`` holds them to it).
+    """
+    codes, rules = await _read_programs(connection)
+    if not codes:
+        return None
+    if history == "summaries":
+        rows = await _read_rows(connection, codes, rules, with_summaries=True)
+        return rows, await asyncio.to_thread(_history_from_summaries, rows)
+    rows = await _read_rows(connection, codes, rules, with_summaries=False)
+    return rows, await _history_from_records(connection, rows)
+
+
 # --- the score file -------------------------------------------------------------------------------
 
 
@@ -394,7 +509,7 @@ def _reasons(result: ScoringResult) -> pa.Array:
     return pa.DictionaryArray.from_arrays(indices, pa.array([r.value for r in REASONS])).cast(pa.string())
 
 
-def _file_table(rows: _Rows, result: ScoringResult, computed_at: datetime) -> pa.Table:
+def _file_table(rows: ScoredRows, result: ScoringResult, computed_at: datetime) -> pa.Table:
     """The score file's rows, in the file's order: ``(program_code, head_end_system, nic_id)``."""
     n = len(rows.device_id)
     table = pa.table(
@@ -435,7 +550,7 @@ def file_key(file_id: str, generated_at: datetime) -> str:
 # --- recording ------------------------------------------------------------------------------------
 
 
-def _score_rows(file_id: str, rows: _Rows, result: ScoringResult) -> pa.Table:
+def _score_rows(file_id: str, rows: ScoredRows, result: ScoringResult) -> pa.Table:
     """The ``device_scores`` rows, in the table's column order."""
     return pa.table(
         {
@@ -466,8 +581,11 @@ async def _insert_rows(connection: AsyncConnection, table: Table, data: pa.Table
         await copy_arrow_table(connection, target, columns, data)
         return
     placeholders = ", ".join("?" for _ in data.column_names)
-    values = list(zip(*(column.to_pylist() for column in data.columns), strict=True))
-    await connection.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({placeholders})", values)  # noqa: S608
+    # One executemany per slice of WRITE_PARTITION rows, in the one transaction: the same statement and speed,
+    # while memory holds a slice's Python tuples, not a million of them.
+    for start in range(0, data.num_rows, WRITE_PARTITION):
+        values = await asyncio.to_thread(arrow_rows, data.slice(start, WRITE_PARTITION))
+        await connection.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({placeholders})", values)  # noqa: S608
 
 
 # --- the lease ------------------------------------------------------------------------------------
@@ -558,11 +676,11 @@ async def _transfer(engine: AsyncEngine, settings: Settings, now: datetime, owne
             # One consistent view across the reads: the history matches the enrollments it is read for.
             await connection.execution_options(isolation_level="REPEATABLE READ")
         async with connection.begin():
-            codes, rules = await _read_programs(connection)
-            if not codes:
-                return TransferReport(status="nothing-to-score", generated_at=now, seconds=seconds)
-            rows = await _read_rows(connection, codes, rules)
-            inputs = await _read_history(connection, rows)
+            data = await read_scoring_data(connection)
+    if data is None:
+        return TransferReport(status="nothing-to-score", generated_at=now, seconds=seconds)
+    rows, inputs = data
+    codes, rules = rows.program_codes, rows.rules
     lap("read")
 
     result = await asyncio.to_thread(score_devices, inputs, rules, now)

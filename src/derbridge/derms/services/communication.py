@@ -8,10 +8,11 @@ deliver late and out of order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatusIn
@@ -60,6 +61,13 @@ async def record_communication_status(
 async def record_communication_statuses(engine: AsyncEngine, reports: Sequence[CommunicationReport]) -> int:
     """Store many reports in one statement (``executemany`` of the same conditional upsert); returns how
     many were given. The newest report per device wins, whatever the order they arrive in."""
+    async with engine.begin() as connection:
+        return await record_communication_statuses_in(connection, reports)
+
+
+async def record_communication_statuses_in(connection: AsyncConnection, reports: Sequence[CommunicationReport]) -> int:
+    """:func:`record_communication_statuses` in the caller's transaction (the edge's report and the status
+    it implies commit together)."""
     if not reports:
         return 0
     table = t.communication_status
@@ -76,12 +84,32 @@ async def record_communication_statuses(engine: AsyncEngine, reports: Sequence[C
         }
         for r in reports
     ]
-    async with engine.begin() as connection:
-        insert = insert_for(connection.dialect.name, table)
-        statement = insert.on_conflict_do_update(
-            index_elements=[table.c.head_end_system, table.c.nic_id],
-            set_={k: insert.excluded[k] for k in rows[0] if k not in {"head_end_system", "nic_id"}},
-            where=insert.excluded.last_communication_at >= table.c.last_communication_at,
-        )
-        await connection.execute(statement, rows)
+    insert = insert_for(connection.dialect.name, table)
+    statement = insert.on_conflict_do_update(
+        index_elements=[table.c.head_end_system, table.c.nic_id],
+        set_={k: insert.excluded[k] for k in rows[0] if k not in {"head_end_system", "nic_id"}},
+        where=insert.excluded.last_communication_at >= table.c.last_communication_at,
+    )
+    await connection.execute(statement, rows)
     return len(rows)
+
+
+async def touch_communication(
+    connection: AsyncConnection, head_end_system: str, nic_ids: Sequence[str], at: datetime
+) -> None:
+    """Move the last communication time of these devices of ``head_end_system`` to ``at`` where they are
+    stored ONLINE and older — one statement. A request about a device tells that its head-end still
+    reaches it; it says nothing about a device stored OFFLINE or UNKNOWN, and creates no status."""
+    if not nic_ids:
+        return
+    table = t.communication_status
+    await connection.execute(
+        update(table)
+        .where(
+            table.c.head_end_system == head_end_system,
+            table.c.nic_id.in_(sorted(set(nic_ids))),
+            table.c.communication_status == "ONLINE",
+            table.c.last_communication_at < at,
+        )
+        .values(last_communication_at=at, updated_at=utcnow())
+    )

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -121,44 +121,59 @@ async def record_enrollment_requests(
     Idempotent on ``(head_end_system, request_id)``: a request recorded before (or earlier in
     ``requests``) is neither stored nor forwarded again. The rows and the message commit together.
     """
+    async with engine.begin() as connection:
+        return await record_enrollment_requests_in(
+            connection, head_end_system, requests, derms_instance_id=derms_instance_id, now=now
+        )
+
+
+async def record_enrollment_requests_in(
+    connection: AsyncConnection,
+    head_end_system: str,
+    requests: Sequence[contract.EnrollmentRequest],
+    *,
+    derms_instance_id: str,
+    now: datetime | None = None,
+) -> RecordedRequests:
+    """:func:`record_enrollment_requests` in the caller's transaction: the edge gateway writes its resources
+    and records their requests in one unit of work, so a failure of either leaves neither."""
     at = now or clock.now()
     table = t.enrollment_requests
     first: dict[str, contract.EnrollmentRequest] = {}
     for request in requests:
         first.setdefault(request.request_id, request)
     envelope: Envelope | None = None
-    async with engine.begin() as connection:
-        insert = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
-            index_elements=[table.c.head_end_system, table.c.request_id]
+    insert = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
+        index_elements=[table.c.head_end_system, table.c.request_id]
+    )
+    rows = [
+        {
+            "head_end_system": head_end_system,
+            "request_id": request_id,
+            # The message is built from the rows that turn out to be new, so its id is stamped on
+            # them just after, in the same transaction: no reader ever sees the blank.
+            "message_id": "",
+            "request": request.model_dump(mode="json"),
+            "received_at": at,
+            "updated_at": at,
+        }
+        for request_id, request in first.items()
+    ]
+    # RETURNING names the rows this call inserted: a concurrent call with the same request waits for
+    # ours (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
+    inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
+    new = [request for request_id, request in first.items() if request_id in inserted]
+    if new:
+        envelope = new_envelope(
+            contract.TYPE,
+            contract.EnrollmentRequestBatch(head_end_system=head_end_system, requests=new),
+            business_key=_business_key(head_end_system, [r.request_id for r in new]),
+            occurred_at=at,
+            source_instance=derms_instance_id,
         )
-        rows = [
-            {
-                "head_end_system": head_end_system,
-                "request_id": request_id,
-                # The message is built from the rows that turn out to be new, so its id is stamped on
-                # them just after, in the same transaction: no reader ever sees the blank.
-                "message_id": "",
-                "request": request.model_dump(mode="json"),
-                "received_at": at,
-                "updated_at": at,
-            }
-            for request_id, request in first.items()
-        ]
-        # RETURNING names the rows this call inserted: a concurrent call with the same request waits for
-        # ours (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
-        inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
-        new = [request for request_id, request in first.items() if request_id in inserted]
-        if new:
-            envelope = new_envelope(
-                contract.TYPE,
-                contract.EnrollmentRequestBatch(head_end_system=head_end_system, requests=new),
-                business_key=_business_key(head_end_system, [r.request_id for r in new]),
-                occurred_at=at,
-                source_instance=derms_instance_id,
-            )
-            await _stamp_message(connection, head_end_system, inserted, envelope)
-            await write_outbox(connection, t.outbox, [envelope])
-        recorded = await _read(connection, head_end_system, list(first))
+        await _stamp_message(connection, head_end_system, inserted, envelope)
+        await write_outbox(connection, t.outbox, [envelope])
+    recorded = await _read(connection, head_end_system, list(first))
     return RecordedRequests(
         message_id=envelope.message_id if envelope else None,
         new=len(new),
@@ -183,6 +198,24 @@ async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, requ
     """One request as the aggregator reads it (see :func:`request_status`), or None when never received."""
     async with engine.connect() as connection:
         return (await _read(connection, head_end_system, [request_id])).get(request_id)
+
+
+class AnswersListener(Protocol):
+    """Told, in the inbox transaction, which requests of a head-end just took Asset Hub's answer."""
+
+    async def __call__(
+        self, connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str], now: datetime
+    ) -> None: ...
+
+
+_answer_listeners: list[AnswersListener] = []
+
+
+def on_requests_answered(listener: AnswersListener) -> AnswersListener:
+    """Register ``listener`` (the edge gateway's: it tells the aggregator's subscribers that the resource's
+    enrollment status changed) to run after each batch of answers is recorded, in the same transaction."""
+    _answer_listeners.append(listener)
+    return listener
 
 
 @inbox.handles(contract.RESPONSE_TYPE)
@@ -223,5 +256,7 @@ async def handle_enrollment_response(
                 for a in payload.answers
             ],
         )
+        for listener in _answer_listeners:
+            await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
     accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
     return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome
 from derbridge.derms.adapters import tables as t
@@ -98,6 +98,15 @@ async def record_outcomes(
     appears twice in the batch. Outcomes are accepted while the event is ACTIVE and after it is COMPLETED:
     an aggregator's late report replaces the NON_RESPONSIVE the closing gave its device.
     """
+    async with engine.begin() as connection:
+        return await record_outcomes_in(connection, event_id, outcomes, now)
+
+
+async def record_outcomes_in(
+    connection: AsyncConnection, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime | None = None
+) -> OutcomesRecorded:
+    """:func:`record_outcomes` in the caller's transaction (the edge stores the report that carried them in
+    the same unit of work). A refusal raises before anything is written."""
     now = now or clock.now()
     if len(outcomes) > MAX_OUTCOMES_PER_REPORT:
         raise ProblemError(
@@ -108,79 +117,78 @@ async def record_outcomes(
         )
     _refuse_duplicates(outcomes)
     e, p, r, d, o = t.program_events, t.programs, t.reservations, t.devices, t.outcomes
-    async with engine.begin() as connection:
-        # FOR UPDATE (PostgreSQL; SQLite has one writer anyway) orders this against the event's closing and
-        # against other reports of the same event.
-        event = (
-            await connection.execute(
-                select(e.c.status, e.c.start_at, e.c.end_at, e.c.derms_instance_id, p.c.outcome_grace_hours)
-                .join(p, p.c.program_code == e.c.program_code)
-                .where(e.c.event_id == event_id)
-                .with_for_update(of=e)
-            )
-        ).first()
-        if event is None:
-            raise not_found("event", event_id)
-        status = status_at(
-            EventWindow(event.start_at, event.end_at),
-            EventStatus(event.status),
-            now,
-            grace_of(event.outcome_grace_hours),
-        )
-        if status is EventStatus.CANCELLED:
-            raise ProblemError(
-                409,
-                "event-cancelled",
-                "The event was cancelled",
-                f"Event {event_id} was cancelled before it started: its devices have no outcome to report.",
-            )
-        if status is EventStatus.SCHEDULED:
-            raise ProblemError(
-                409,
-                "event-not-started",
-                "The event has not started",
-                f"Event {event_id} starts at {event.start_at.isoformat()}; report outcomes once it has run.",
-            )
-        reserved = {
-            (row.head_end_system, row.nic_id): row.device_id
-            for row in await connection.execute(
-                select(d.c.head_end_system, d.c.nic_id, r.c.device_id)
-                .join(d, d.c.device_id == r.c.device_id)
-                .where(r.c.event_id == event_id, r.c.status == "RESERVED")
-            )
-        }
-        strangers = [i for i, x in enumerate(outcomes) if (x.head_end_system, x.nic_id) not in reserved]
-        if strangers:
-            raise ProblemError(
-                422,
-                "devices-not-reserved",
-                "Devices not reserved for the event",
-                f"{len(strangers)} of the {len(outcomes)} devices reported were not reserved for event {event_id}; "
-                "nothing was stored. Remove them and send the report again.",
-                errors=_device_errors(strangers, outcomes, "is not reserved for this event"),
-            )
-        statement = insert_for(connection.dialect.name, o)
+    # FOR UPDATE (PostgreSQL; SQLite has one writer anyway) orders this against the event's closing and
+    # against other reports of the same event.
+    event = (
         await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[o.c.event_id, o.c.device_id],
-                set_={name: statement.excluded[name] for name in _OUTCOME_FIELDS},
-            ),
-            [
-                {
-                    "event_id": event_id,
-                    "device_id": reserved[(x.head_end_system, x.nic_id)],
-                    "outcome": x.outcome.value,
-                    "preemptive_opt_out": x.preemptive_opt_out,
-                    "participation_start_at": x.participation_start_at,
-                    "participation_end_at": x.participation_end_at,
-                    "shed_kw": x.shed_kw,
-                    "error_message": x.error_message,
-                    "origin": "REPORTED",
-                    "reported_at": now,
-                }
-                for x in outcomes
-            ],
+            select(e.c.status, e.c.start_at, e.c.end_at, e.c.derms_instance_id, p.c.outcome_grace_hours)
+            .join(p, p.c.program_code == e.c.program_code)
+            .where(e.c.event_id == event_id)
+            .with_for_update(of=e)
         )
-        messages = await queue_outcomes(connection, event_id, event.derms_instance_id, outcomes, now)
+    ).first()
+    if event is None:
+        raise not_found("event", event_id)
+    status = status_at(
+        EventWindow(event.start_at, event.end_at),
+        EventStatus(event.status),
+        now,
+        grace_of(event.outcome_grace_hours),
+    )
+    if status is EventStatus.CANCELLED:
+        raise ProblemError(
+            409,
+            "event-cancelled",
+            "The event was cancelled",
+            f"Event {event_id} was cancelled before it started: its devices have no outcome to report.",
+        )
+    if status is EventStatus.SCHEDULED:
+        raise ProblemError(
+            409,
+            "event-not-started",
+            "The event has not started",
+            f"Event {event_id} starts at {event.start_at.isoformat()}; report outcomes once it has run.",
+        )
+    reserved = {
+        (row.head_end_system, row.nic_id): row.device_id
+        for row in await connection.execute(
+            select(d.c.head_end_system, d.c.nic_id, r.c.device_id)
+            .join(d, d.c.device_id == r.c.device_id)
+            .where(r.c.event_id == event_id, r.c.status == "RESERVED")
+        )
+    }
+    strangers = [i for i, x in enumerate(outcomes) if (x.head_end_system, x.nic_id) not in reserved]
+    if strangers:
+        raise ProblemError(
+            422,
+            "devices-not-reserved",
+            "Devices not reserved for the event",
+            f"{len(strangers)} of the {len(outcomes)} devices reported were not reserved for event {event_id}; "
+            "nothing was stored. Remove them and send the report again.",
+            errors=_device_errors(strangers, outcomes, "is not reserved for this event"),
+        )
+    statement = insert_for(connection.dialect.name, o)
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=[o.c.event_id, o.c.device_id],
+            set_={name: statement.excluded[name] for name in _OUTCOME_FIELDS},
+        ),
+        [
+            {
+                "event_id": event_id,
+                "device_id": reserved[(x.head_end_system, x.nic_id)],
+                "outcome": x.outcome.value,
+                "preemptive_opt_out": x.preemptive_opt_out,
+                "participation_start_at": x.participation_start_at,
+                "participation_end_at": x.participation_end_at,
+                "shed_kw": x.shed_kw,
+                "error_message": x.error_message,
+                "origin": "REPORTED",
+                "reported_at": now,
+            }
+            for x in outcomes
+        ],
+    )
+    messages = await queue_outcomes(connection, event_id, event.derms_instance_id, outcomes, now)
     log.info("event outcomes recorded", event_id=event_id, outcomes=len(outcomes), messages=messages)
     return OutcomesRecorded(event_id, status, len(outcomes), messages)

@@ -18,11 +18,11 @@ together or not at all. In order:
    manifest, scores within 0 to 100, a reason exactly when not eligible, no device twice in a program. A file
    that matches its manifest but breaks these rules was written wrong by the sender: retrying cannot help,
    so it is acknowledged REJECTED with the first bad line, and nothing is loaded.
-5. **Load** every row into ``device_scores`` set-based — staged with ``COPY`` (PostgreSQL) or one
-   ``executemany`` (SQLite), then one ``INSERT … SELECT`` resolving ``device_id`` by
-   ``(head_end_system, nic_id)``. Rows for devices the DERMS does not know are kept with no ``device_id``
-   (they can never be reserved), counted in the snapshot's ``unknown_devices`` and listed in the
-   acknowledgement; they are not an error.
+5. **Load** every row into ``device_scores`` set-based, resolving ``device_id`` by ``(head_end_system,
+   nic_id)`` — PostgreSQL: staged with ``COPY``, then one ``INSERT … SELECT … LEFT JOIN devices``; SQLite:
+   one ``executemany`` whose statement looks the device up itself. Rows for devices the DERMS does not know
+   are kept with no ``device_id`` (they can never be reserved), counted in the snapshot's
+   ``unknown_devices`` and listed in the acknowledgement; they are not an error.
 6. **Switch**: the new snapshot becomes the only current one, in the same transaction.
 
 The DERMS keeps loaded files' rows for every snapshot; the stored file itself stays in the file store.
@@ -54,7 +54,7 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.messages import inbox
 from derbridge.infra import clock
-from derbridge.infra.bulk import copy_arrow_table
+from derbridge.infra.bulk import arrow_rows, copy_arrow_table
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
@@ -67,6 +67,8 @@ UNKNOWN_DEVICES_LISTED = 1000
 
 MAX_ID_LENGTH = 64
 MAX_REASON_LENGTH = 32
+WRITE_PARTITION = 100_000
+"""Rows turned into tuples and written per ``executemany`` (SQLite)."""
 STAGE = "score_stage"
 """The temporary staging table's name (qualified per database by :func:`_stage_table`)."""
 
@@ -208,8 +210,8 @@ def _stage_table(connection: AsyncConnection) -> str:
     return f"pg_temp.{STAGE}" if connection.dialect.name == "postgresql" else f"temp.{STAGE}"
 
 
-async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
-    """Put the rows in a temporary table of this connection: ``COPY`` on PostgreSQL, ``executemany`` else.
+async def _stage(connection: AsyncConnection, rows: pa.Table) -> str:
+    """Put the rows in a temporary table of this connection with ``COPY`` (PostgreSQL); returns its name.
 
     The table is dropped again by :func:`_load` in the same transaction: the inbox may apply several
     messages in one transaction (one savepoint each), and the next load must find no table of that name. A
@@ -218,46 +220,60 @@ async def _stage(connection: AsyncConnection, rows: pa.Table) -> None:
     columns = ", ".join(rows.column_names)
     stage = _stage_table(connection)
     await connection.execute(text(f"DROP TABLE IF EXISTS {stage}"))
-    if connection.dialect.name == "postgresql":
-        await connection.execute(
-            text(
-                f"CREATE TEMP TABLE {stage} (program_code text, head_end_system text, nic_id text, "
-                "score double precision, eligible boolean, ineligibility_reason text) ON COMMIT DROP"
-            )
-        )
-        await copy_arrow_table(connection, stage, columns, rows)
-        return
     await connection.execute(
         text(
-            f"CREATE TEMP TABLE {stage} (program_code TEXT, head_end_system TEXT, nic_id TEXT, score REAL, "
-            "eligible BOOLEAN, ineligibility_reason TEXT)"
+            f"CREATE TEMP TABLE {stage} (program_code text, head_end_system text, nic_id text, "
+            "score double precision, eligible boolean, ineligibility_reason text) ON COMMIT DROP"
         )
     )
+    await copy_arrow_table(connection, stage, columns, rows)
+    # The planner must know the stage holds a million rows, not the default guess: else it plans the join
+    # with the devices for a tenth of that and spills the hash to disk in batches.
+    await connection.execute(text(f"ANALYZE {stage}"))
+    return stage
+
+
+async def _insert_scores(connection: AsyncConnection, file_id: str, rows: pa.Table) -> None:
+    """Insert the rows as ``file_id``'s scores, each with the DERMS's ``device_id`` of its (head end, nic).
+
+    PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT … SELECT … LEFT JOIN devices``. SQLite:
+    one ``executemany`` straight into ``device_scores``, the device id looked up by a subquery on the
+    devices' unique (head end, nic) index in the same statement — no staging table written and read back.
+    """
+    d, s = t.devices, t.device_scores
+    if connection.dialect.name == "postgresql":
+        stage = await _stage(connection, rows)
+        await connection.execute(
+            text(
+                f"INSERT INTO {s.name} (file_id, program_code, head_end_system, nic_id, device_id, score, eligible, "  # noqa: S608
+                "ineligibility_reason) "
+                "SELECT :file_id, st.program_code, st.head_end_system, st.nic_id, d.device_id, st.score, st.eligible, "
+                f"st.ineligibility_reason FROM {stage} st LEFT JOIN {d.name} d "
+                "ON d.head_end_system = st.head_end_system AND d.nic_id = st.nic_id"
+            ),
+            {"file_id": file_id},
+        )
+        await connection.execute(text(f"DROP TABLE {stage}"))
+        return
     if rows.num_rows == 0:
         return  # an empty executemany would run the statement once, without parameters
-    values = list(zip(*(column.to_pylist() for column in rows.columns), strict=True))
-    await connection.exec_driver_sql(
-        f"INSERT INTO {stage} ({columns}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
-        values,
+    with_file = rows.add_column(0, "file_id", pa.repeat(pa.scalar(file_id), rows.num_rows))
+    # ?1 file, ?2 program, ?3 head end, ?4 nic, ?5 score, ?6 eligible, ?7 reason (numbered: ?3 and ?4 twice).
+    statement = (
+        f"INSERT INTO {s.name} (file_id, program_code, head_end_system, nic_id, device_id, score, eligible, "  # noqa: S608
+        "ineligibility_reason) VALUES (?1, ?2, ?3, ?4, "
+        f"(SELECT device_id FROM {d.name} WHERE head_end_system = ?3 AND nic_id = ?4), ?5, ?6, ?7)"
     )
+    # A slice at a time, in the one transaction: memory holds a slice's Python tuples, not a million.
+    for start in range(0, with_file.num_rows, WRITE_PARTITION):
+        values = await asyncio.to_thread(arrow_rows, with_file.slice(start, WRITE_PARTITION))
+        await connection.exec_driver_sql(statement, values)
 
 
 async def _load(connection: AsyncConnection, file_id: str, rows: pa.Table) -> tuple[int, list[DeviceIdentity]]:
-    """Load the staged rows as ``file_id``'s scores; returns the unknown devices' row count and a sample."""
-    await _stage(connection, rows)
-    stage = _stage_table(connection)
-    d, s = t.devices, t.device_scores
-    await connection.execute(
-        text(
-            f"INSERT INTO {s.name} (file_id, program_code, head_end_system, nic_id, device_id, score, eligible, "  # noqa: S608
-            "ineligibility_reason) "
-            "SELECT :file_id, st.program_code, st.head_end_system, st.nic_id, d.device_id, st.score, st.eligible, "
-            f"st.ineligibility_reason FROM {stage} st LEFT JOIN {d.name} d "
-            "ON d.head_end_system = st.head_end_system AND d.nic_id = st.nic_id"
-        ),
-        {"file_id": file_id},
-    )
-    await connection.execute(text(f"DROP TABLE {stage}"))
+    """Load the rows as ``file_id``'s scores; returns the unknown devices' row count and a sample."""
+    await _insert_scores(connection, file_id, rows)
+    s = t.device_scores
     unknown = s.c.device_id.is_(None)
     count = await connection.scalar(select(func.count()).select_from(s).where(s.c.file_id == file_id, unknown))
     sample = await connection.execute(

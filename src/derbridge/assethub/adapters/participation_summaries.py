@@ -1,0 +1,207 @@
+"""The participation summary: each device's participation history in each program, one row per (device, program).
+
+Scoring (F4) needs, for every scored device, its history in the program newest first: each event's
+:class:`~derbridge.assethub.domain.scoring.EventClass` and start. Read from ``participation_records`` that is
+every record of every device (three million rows for a million devices with three events each), joined to
+its event and sorted. ``participation_summaries`` keeps the same history already assembled, one row per
+device and program, so that a transfer reads one row per scored device:
+
+- ``classes``: one character per event of the history, newest first: the event's ``EventClass`` code
+  (``'0'`` PENDING, ``'1'`` SUCCESSFUL_PARTICIPATION, … ``'5'`` NON_RESPONSIVE). Cancelled events and
+  participations count nowhere in the model, so they are left out.
+- ``starts_us``: the events' starts in the same order, as integer microseconds since the epoch, separated
+  by commas.
+
+Newest first means by the event's start, ties broken by the event id, descending: the order the
+record-based read uses, so both give the model the same columns, value for value.
+
+The summary is derived data, never edited in place: :func:`refresh_summaries` recomputes the rows of the
+devices a change touched from their records, in the same transaction as the change (F5 apply, F6, F7 apply
+call it), set-based: one ``DELETE`` and one ``INSERT … SELECT`` per chunk of devices. Recomputing rather than
+patching keeps it right whatever order outcomes, corrections, releases and cancellations arrive in.
+:func:`rebuild_summaries` recomputes every row (the migration that introduced the table uses the same SQL).
+"""
+
+# Identifiers in the SQL below come from Table metadata; values are bound or are integers of this module.
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
+
+from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.scoring import OUTCOME_CLASSES, EventClass
+
+CANCELLED = "CANCELLED"
+
+REFRESH_CHUNK: Final[int] = 5_000
+"""Devices refreshed per statement on SQLite (``device_id IN (…)``, one parameter each: well under SQLite's
+limit). PostgreSQL takes them all in one array parameter."""
+
+STARTS_SEPARATOR: Final[str] = ","
+
+
+def epoch_us(dialect: str, column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``column`` (a UTCDateTime) as integer microseconds since the epoch, computed by the database."""
+    if dialect == "postgresql":
+        return cast(func.extract("epoch", column) * 1_000_000, BigInteger)
+    # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC): whole seconds from strftime, then the fraction.
+    # strftime gets the text without its fraction: SQLite rounds times to the millisecond, so '…:59.9996'
+    # would otherwise count as the next second and the result be a second late.
+    whole_seconds = func.strftime("%s", func.substr(column, 1, 19))
+    return cast(whole_seconds, Integer) * 1_000_000 + cast(func.substr(column, 21, 6), Integer)
+
+
+def outcome_class() -> ColumnElement[Any]:
+    """The :class:`EventClass` code of a record's reported outcome (PENDING when none or unknown)."""
+    pr = t.participation_records
+    return case(
+        {name: int(code) for name, code in OUTCOME_CLASSES.items()},
+        value=pr.c.outcome,
+        else_=int(EventClass.PENDING),
+    )
+
+
+def cancelled() -> ColumnElement[bool]:
+    """The record's event or participation was cancelled (it counts nowhere)."""
+    pr, ev = t.participation_records, t.program_events
+    return or_(ev.c.status == CANCELLED, pr.c.status == CANCELLED)
+
+
+def _class_char() -> ColumnElement[Any]:
+    """The :class:`EventClass` code of a record that is not cancelled, as one character.
+
+    The same rules as :func:`~derbridge.assethub.domain.scoring.classify_events`: an outcome CANCELLED counts
+    nowhere (left out by the caller's filter, like a cancelled event or participation); otherwise a
+    pre-emptive opt-out wins over the outcome reported with it; otherwise the outcome's class.
+    """
+    pr = t.participation_records
+    return case(
+        (pr.c.preemptive_opt_out.is_(True), str(int(EventClass.PREEMPTIVE_OPT_OUT))),
+        *((pr.c.outcome == name, str(int(code))) for name, code in OUTCOME_CLASSES.items()),
+        else_=str(int(EventClass.PENDING)),
+    )
+
+
+def _summaries_of(dialect: str, devices: ColumnElement[bool] | None) -> Select[Any]:
+    """``(program_code, device_id, classes, starts_us)`` recomputed from the records of the devices that
+    ``devices`` selects (every device when None)."""
+    pr, ev = t.participation_records, t.program_events
+    counted = and_(
+        ~cancelled(),
+        or_(pr.c.outcome.is_(None), pr.c.outcome != CANCELLED),
+    )
+    where = counted if devices is None else and_(devices, counted)
+    start = cast(epoch_us(dialect, ev.c.start_at), String)
+    newest_first = (ev.c.start_at.desc(), ev.c.event_id.desc())
+    if dialect == "postgresql":
+        return (
+            select(
+                ev.c.program_code,
+                pr.c.device_id,
+                func.string_agg(_class_char(), aggregate_order_by(literal_column("''"), *newest_first)),
+                func.string_agg(start, aggregate_order_by(literal_column(f"'{STARTS_SEPARATOR}'"), *newest_first)),
+            )
+            .join(ev, ev.c.event_id == pr.c.event_id)
+            .where(where)
+            .group_by(ev.c.program_code, pr.c.device_id)
+        )
+    # SQLite before 3.44 has no ORDER BY inside an aggregate; as a window function, group_concat adds the rows
+    # of its frame in the window's order, so the last row of each partition holds the whole ordered history.
+    partition = (ev.c.program_code, pr.c.device_id)
+    frame = {"partition_by": partition, "order_by": newest_first, "rows": (None, 0)}
+    inner = (
+        select(
+            ev.c.program_code.label("program_code"),
+            pr.c.device_id.label("device_id"),
+            func.group_concat(_class_char(), "").over(**frame).label("classes"),  # type: ignore[arg-type]
+            func.group_concat(start, STARTS_SEPARATOR).over(**frame).label("starts_us"),  # type: ignore[arg-type]
+            func.row_number().over(**frame).label("position"),  # type: ignore[arg-type]
+            func.count().over(partition_by=partition).label("entries"),
+        )
+        .join(ev, ev.c.event_id == pr.c.event_id)
+        .where(where)
+        .subquery()
+    )
+    return select(inner.c.program_code, inner.c.device_id, inner.c.classes, inner.c.starts_us).where(
+        inner.c.position == inner.c.entries
+    )
+
+
+Devices = Callable[[ColumnElement[Any]], ColumnElement[bool]]
+"""Which devices to recompute, as a test on a ``device_id`` column (of the summary or of the records)."""
+
+
+async def _replace(connection: AsyncConnection, devices: Devices) -> None:
+    """Delete the summaries of ``devices`` and insert them again from their records."""
+    s, pr = t.participation_summaries, t.participation_records
+    dialect = connection.dialect.name
+    await connection.execute(delete(s).where(devices(s.c.device_id)))
+    recomputed = _summaries_of(dialect, devices(pr.c.device_id))
+    await connection.execute(insert(s).from_select(["program_code", "device_id", "classes", "starts_us"], recomputed))
+
+
+async def refresh_summaries(connection: AsyncConnection, device_ids: Iterable[int]) -> None:
+    """Recompute the summaries of ``device_ids`` (in every program) from their records, in the open transaction.
+
+    Call it after writing participation records or outcomes of these devices, in the same transaction.
+    """
+    ids = sorted(set(device_ids))
+    if not ids:
+        return
+    if connection.dialect.name == "postgresql":
+        await _replace(connection, lambda column: column == any_(bindparam("devices", ids, type_=ARRAY(BigInteger()))))
+        return
+    for start in range(0, len(ids), REFRESH_CHUNK):
+        chunk = ids[start : start + REFRESH_CHUNK]
+        await _replace(connection, lambda column, chunk=chunk: column.in_(chunk))  # type: ignore[misc]
+
+
+async def refresh_event_summaries(connection: AsyncConnection, event_id: str) -> None:
+    """Recompute the summaries of every device with a participation record of ``event_id``.
+
+    For a change of the event itself (its start, program or status) or of all its records (a cancellation).
+    """
+    of_event = t.participation_records.alias("of_event")
+    await _replace(
+        connection,
+        lambda column: column.in_(select(of_event.c.device_id).where(of_event.c.event_id == event_id)),
+    )
+
+
+def rebuild_statements(dialect: str) -> list[Executable]:
+    """The statements that recompute every summary from every record (also run by the migration that added
+    the table, on its synchronous connection)."""
+    s = t.participation_summaries
+    return [
+        delete(s),
+        insert(s).from_select(["program_code", "device_id", "classes", "starts_us"], _summaries_of(dialect, None)),
+    ]
+
+
+async def rebuild_summaries(connection: AsyncConnection) -> None:
+    """Recompute every summary from every record (after a bulk load that bypassed the flows' handlers)."""
+    for statement in rebuild_statements(connection.dialect.name):
+        await connection.execute(statement)

@@ -1,0 +1,131 @@
+"""``derbridge sim aggregator``: one simulated aggregator as an OpenADR VEN against a running VTN
+(``derbridge up``), on the wall clock. See :mod:`derbridge.sim.ven` for what it does."""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
+
+import typer
+from rich.console import Console
+
+from derbridge.edge import domain
+from derbridge.sim.aggregator import load_aggregator
+from derbridge.sim.ven import SimulatedVen, VenFailure
+
+sim_app = typer.Typer(help="Simulators that drive a running derbridge from outside.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    """The webhook receiver: answers the echo challenge, queues each notification."""
+
+    inbox: queue.Queue[dict[str, Any]]
+    token: str | None
+
+    def do_GET(self) -> None:
+        echo = parse_qs(urlsplit(self.path).query).get("echo", [""])[0]
+        self._answer(200 if echo else 400, echo)
+
+    def do_POST(self) -> None:
+        if self.token and self.headers.get("Authorization") != f"Bearer {self.token}":
+            self._answer(401, "")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            self.inbox.put(json.loads(self.rfile.read(length) or b"{}"))
+        except ValueError:
+            self._answer(400, "")
+            return
+        self._answer(200, "")
+
+    def _answer(self, status: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _over(event: dict[str, Any], now: datetime) -> bool:
+    period = event.get("intervalPeriod") or {}
+    if not period.get("start"):
+        return False
+    start = datetime.fromisoformat(str(period["start"]).replace("Z", "+00:00"))
+    return start + domain.parse_duration(str(period.get("duration") or "PT0S")) <= now
+
+
+@sim_app.command("aggregator")
+def aggregator(
+    vtn: Annotated[
+        str, typer.Option(help="The server's base URL, e.g. http://127.0.0.1:8080 (the VTN is under /openadr3/3.1.0).")
+    ],
+    client_id: Annotated[str, typer.Option(help="The edge client's id (derbridge edge client add).")],
+    client_secret: Annotated[str, typer.Option(help="The edge client's secret.", envvar="DERBRIDGE_SIM_SECRET")],
+    inventory: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="aggregators/<HEAD_END>.csv.")],
+    callback_url: Annotated[
+        str | None,
+        typer.Option(help="Subscribe to webhooks at this URL (it must reach --listen); without it, poll only."),
+    ] = None,
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the webhook receiver.")] = "127.0.0.1:8765",
+    hook_token: Annotated[str | None, typer.Option(help="Bearer token the VTN must send with webhooks.")] = None,
+    poll_seconds: Annotated[float, typer.Option(min=0.1, help="Seconds between polls for events.")] = 30.0,
+    heartbeat_seconds: Annotated[float, typer.Option(min=1, help="Seconds between heartbeats.")] = 300.0,
+    seed: Annotated[int, typer.Option(help="Random seed of the devices' behaviour.")] = 42,
+    once: Annotated[bool, typer.Option("--once", help="Onboard, heartbeat, report what is due, and stop.")] = False,
+) -> None:
+    """Run one simulated aggregator: token, VEN, bulk onboarding of the inventory, heartbeats, events by
+    polling (and webhook), outcome reports after each event ends. Ctrl-C stops it."""
+    ven = SimulatedVen(vtn, client_id, client_secret, load_aggregator(inventory), random.Random(seed))
+    inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+    server: ThreadingHTTPServer | None = None
+    try:
+        ven.connect()
+        onboarded = ven.onboard()
+        err.print(f"{ven.ven_name}: VEN {ven.ven_id}, {onboarded:,} resources onboarded")
+        if callback_url is not None and not once:
+            host, _, port = listen.rpartition(":")
+            handler = type("Hooks", (_Hooks,), {"inbox": inbox, "token": hook_token})
+            server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), handler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            err.print(f"subscription {ven.subscribe(callback_url, hook_token)}: webhooks at {callback_url}")
+        next_beat = 0.0
+        while True:
+            if time.monotonic() >= next_beat:
+                beats = ven.heartbeat()
+                err.print(f"heartbeat: {beats:,} devices")
+                next_beat = time.monotonic() + heartbeat_seconds
+            now = datetime.now(UTC)
+            for event in ven.program_events():
+                if event["id"] not in ven.reported_events and _over(event, now):
+                    err.print(f"event {event['id']}: {ven.report_outcomes(event):,} outcomes reported")
+            if once:
+                statuses = ven.enrollment_statuses()
+                typer.echo(json.dumps({"ven_id": ven.ven_id, "onboarded": onboarded, "enrollment": statuses}))
+                return
+            try:
+                note = inbox.get(timeout=poll_seconds)
+                err.print(f"webhook: {note.get('operation')} {note.get('objectType')}")
+            except queue.Empty:
+                pass
+    except VenFailure as failure:
+        err.print(f"[red]{failure}[/]")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.shutdown()
+        ven.close()
