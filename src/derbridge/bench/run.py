@@ -63,7 +63,8 @@ def run_isolated(name: str, backend: Backend, *, quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     child = subprocess.Popen(args, stdout=subprocess.PIPE, env=_child_env())  # noqa: S603 - our own module
     assert child.stdout is not None
-    output = child.stdout.read()
+    with child.stdout:
+        output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     lines = [line for line in output.decode().splitlines() if line.startswith("{")]

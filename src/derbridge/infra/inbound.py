@@ -22,14 +22,14 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.contracts.registry import BY_TYPE
 from derbridge.infra.db import utcnow
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, FieldError, ProblemError
-from derbridge.infra.upsert import insert_for
+from derbridge.infra.upsert import frozen, insert_for
 from derbridge.infra.web import require_service_token
 
 log = structlog.get_logger("derbridge.inbound")
@@ -39,6 +39,16 @@ MAX_BATCH = 1000
 
 Handler = Callable[[AsyncConnection, Envelope, Any], Awaitable[dict[str, Any]]]
 """``handler(connection, envelope, payload) -> result``: applies the message inside the open transaction."""
+
+BatchHandler = Callable[[AsyncConnection, Sequence[tuple[Envelope, Any]]], Awaitable[list[dict[str, Any]]]]
+"""``handler(connection, [(envelope, payload), …]) -> [result, …]``: applies a run of messages of one type
+set-based, with exactly the effect of applying them one by one in that order, and returns one result per
+message. It raises :class:`NotBatchable` for a run it cannot apply that way (an uncommon case): the inbox
+then applies the run's messages one by one."""
+
+
+class NotBatchable(Exception):
+    """A batch handler declines a run of messages; the inbox applies them one by one instead."""
 
 
 class MissingPrerequisite(Exception):
@@ -67,6 +77,7 @@ class Inbox:
     system: SystemName
     table: Table
     handlers: dict[str, Handler] = field(default_factory=dict)
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
 
     def handles(self, message_type: str) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of ``message_type``."""
@@ -75,6 +86,18 @@ class Inbox:
             if message_type not in BY_TYPE:
                 raise ValueError(f"no contract for message type {message_type!r}")
             self.handlers[message_type] = handler
+            return handler
+
+        return register
+
+    def handles_batch(self, message_type: str) -> Callable[[BatchHandler], BatchHandler]:
+        """Register the decorated function as the set-based handler of runs of ``message_type`` messages in
+        a batch delivery (the type keeps its one-message handler for single deliveries and fallbacks)."""
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            if message_type not in BY_TYPE:
+                raise ValueError(f"no contract for message type {message_type!r}")
+            self.batch_handlers[message_type] = handler
             return handler
 
         return register
@@ -112,15 +135,9 @@ class Inbox:
         table = self.table
         # Claim the message id first: a concurrent duplicate blocks here (PostgreSQL) or waits for the
         # write lock (SQLite) until this transaction ends, then sees the row and answers from it.
-        claim = insert_for(connection.dialect.name, table).values(
-            message_id=envelope.message_id,
-            type=envelope.type,
-            source=envelope.source.system.value,
-            received_at=utcnow(),
-        )
-        # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT that did nothing.
         claimed = await connection.execute(
-            claim.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(table.c.message_id)
+            frozen(connection.dialect, ("inbox-claim", table.fullname), lambda dialect: _claim(dialect, table)),
+            _claim_values(envelope),
         )
         if claimed.first() is None:
             stored = await connection.scalar(select(table.c.response).where(table.c.message_id == envelope.message_id))
@@ -138,29 +155,141 @@ class Inbox:
             return await self._apply(connection, envelope, handler, payload)
 
     async def receive_many(self, engine: AsyncEngine, envelopes: Sequence[Envelope]) -> list[BatchItem]:
-        """Apply many messages in one transaction, each in its own savepoint: one message's refusal or
-        failure rolls back that message alone, and every message gets its own answer (in order)."""
+        """Apply many messages in one transaction: every message gets its own answer (in order), and one
+        message's refusal or failure rolls back that message alone. A run of consecutive messages of a type
+        with a batch handler is applied set-based in one savepoint; when that fails or is declined, the
+        run is applied again one message at a time, each in its own savepoint."""
         items: list[BatchItem] = []
         async with engine.begin() as connection:
-            for envelope in envelopes:
-                try:
-                    handler, payload = self._prepare(envelope)
-                    async with connection.begin_nested():
-                        applied = await self._apply(connection, envelope, handler, payload)
-                    items.append(BatchItem(message_id=envelope.message_id, status_code=200, answer=applied))
-                except MissingPrerequisite as missing:
-                    items.append(_problem_item(envelope, _missing(missing)))
-                except ProblemError as problem:
-                    items.append(_problem_item(envelope, problem))
-                except Exception:  # one message's failure must not fail its neighbours: answered 500, retried
-                    log.exception("message failed", message_id=envelope.message_id, type=envelope.type)
-                    items.append(
-                        _problem_item(
-                            envelope,
-                            ProblemError(500, "internal-error", "Internal error", "The message failed; retry later."),
-                        )
-                    )
+            for run in _runs(envelopes):
+                batch_handler = self.batch_handlers.get(run[0].type)
+                if batch_handler is not None and len(run) > 1:
+                    answered = await self._apply_run(connection, run, batch_handler)
+                    if answered is not None:
+                        items += answered
+                        continue
+                for envelope in run:
+                    items.append(await self._apply_alone(connection, envelope))
         return items
+
+    async def _apply_alone(self, connection: AsyncConnection, envelope: Envelope) -> BatchItem:
+        """Apply one message of a batch in its own savepoint; its answer, or the problem it met."""
+        try:
+            handler, payload = self._prepare(envelope)
+            async with connection.begin_nested():
+                applied = await self._apply(connection, envelope, handler, payload)
+            return BatchItem(message_id=envelope.message_id, status_code=200, answer=applied)
+        except MissingPrerequisite as missing:
+            return _problem_item(envelope, _missing(missing))
+        except ProblemError as problem:
+            return _problem_item(envelope, problem)
+        except Exception:  # one message's failure must not fail its neighbours: answered 500, retried
+            log.exception("message failed", message_id=envelope.message_id, type=envelope.type)
+            return _problem_item(
+                envelope, ProblemError(500, "internal-error", "Internal error", "The message failed; retry later.")
+            )
+
+    async def _apply_run(
+        self, connection: AsyncConnection, run: Sequence[Envelope], handler: BatchHandler
+    ) -> list[BatchItem] | None:
+        """Apply ``run`` set-based in one savepoint; None (and nothing applied) when it must go one by one:
+        a message is invalid, a message id repeats, or the handler declines or fails."""
+        if len({e.message_id for e in run}) != len(run):
+            return None
+        try:
+            prepared = [(envelope, self._prepare(envelope)[1]) for envelope in run]
+        except ProblemError:
+            return None
+        table = self.table
+        try:
+            async with connection.begin_nested():
+                claim = frozen(connection.dialect, ("inbox-claim", table.fullname), lambda d: _claim(d, table))
+                fresh: list[tuple[Envelope, Any]] = []
+                repeated: list[str] = []
+                for envelope, payload in prepared:
+                    claimed = await connection.execute(claim, _claim_values(envelope))
+                    if claimed.first() is None:
+                        repeated.append(envelope.message_id)
+                    else:
+                        fresh.append((envelope, payload))
+                results = await handler(connection, fresh) if fresh else []
+                if len(results) != len(fresh):
+                    raise RuntimeError(f"a batch handler answered {len(results)} of {len(fresh)} messages")
+                if fresh:
+                    await connection.execute(
+                        update(table)
+                        .where(table.c.message_id == bindparam("b_message_id"))
+                        .values(status_code=200, response=bindparam("b_response")),
+                        [
+                            {"b_message_id": envelope.message_id, "b_response": result}
+                            for (envelope, _), result in zip(fresh, results, strict=True)
+                        ],
+                    )
+                stored: dict[str, Any] = {}
+                if repeated:
+                    rows = await connection.execute(
+                        select(table.c.message_id, table.c.response).where(table.c.message_id.in_(repeated))
+                    )
+                    stored = {row.message_id: row.response for row in rows}
+        except (NotBatchable, ProblemError, MissingPrerequisite) as declined:
+            # A message the run cannot take set-based, or one the system refuses: one by one, each message
+            # then gets its own answer.
+            log.debug("batch declined", type=run[0].type, messages=len(run), reason=str(declined))
+            return None
+        except Exception:  # the run is applied again one by one, where each message gets its own answer
+            log.warning("batch failed; applying its messages one by one", type=run[0].type, exc_info=True)
+            return None
+        answers = dict(zip((e.message_id for e, _ in fresh), results, strict=True))
+        return [
+            BatchItem(
+                message_id=envelope.message_id,
+                status_code=200,
+                answer=InboundResult(
+                    status="applied" if envelope.message_id in answers else "already-applied",
+                    message_id=envelope.message_id,
+                    result=answers[envelope.message_id]
+                    if envelope.message_id in answers
+                    else stored.get(envelope.message_id) or {},
+                ),
+            )
+            for envelope in run
+        ]
+
+
+def _runs(envelopes: Sequence[Envelope]) -> list[list[Envelope]]:
+    """``envelopes`` cut into runs of consecutive messages of the same type, in order."""
+    runs: list[list[Envelope]] = []
+    for envelope in envelopes:
+        if runs and runs[-1][0].type == envelope.type:
+            runs[-1].append(envelope)
+        else:
+            runs.append([envelope])
+    return runs
+
+
+def _claim(dialect_name: str, table: Table) -> Any:
+    """Record a message id in ``table`` unless it is there; RETURNING, not rowcount: psycopg reports -1 for
+    an ``INSERT … ON CONFLICT`` that did nothing."""
+    return (
+        insert_for(dialect_name, table)
+        .values(
+            message_id=bindparam("message_id"),
+            type=bindparam("type"),
+            source=bindparam("source"),
+            received_at=bindparam("received_at"),
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.message_id])
+        .returning(table.c.message_id)
+    )
+
+
+def _claim_values(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "message_id": envelope.message_id,
+        "type": envelope.type,
+        "source": envelope.source.system.value,
+        "received_at": utcnow(),
+    }
 
 
 class BatchItem(BaseModel):

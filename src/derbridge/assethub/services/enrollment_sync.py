@@ -30,7 +30,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import Row, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
@@ -60,6 +60,7 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
 from derbridge.infra.ids import new_id
+from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import FieldError, ProblemError, not_found
 from derbridge.infra.upsert import insert_for
@@ -807,3 +808,63 @@ async def apply_enrollment_sync_ack(
         "state": state.value,
         "latest": latest.rowcount == 1,
     }
+
+
+@inbox.handles_batch(contract.ACK_TYPE)
+async def apply_enrollment_sync_acks(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, Acknowledgement]]
+) -> list[dict[str, Any]]:
+    """:func:`apply_enrollment_sync_ack` for a run of acknowledgements, set-based: one read, two
+    ``executemany`` updates. A run acknowledging one sync twice, or an unknown sync, is declined
+    (:class:`NotBatchable`) and applied one by one."""
+    s, e = t.enrollment_syncs, t.enrollments
+    acknowledged = [p.acknowledged_message_id for _, p in messages]
+    if len(set(acknowledged)) != len(acknowledged):
+        raise NotBatchable("a sync is acknowledged twice in the run")
+    syncs = {
+        row.message_id: row
+        for part in _chunks(acknowledged)
+        for row in await connection.execute(
+            select(s.c.message_id, s.c.sync_id, s.c.enrollment_id, s.c.sequence, e.c.sync_sequence)
+            .join(e, e.c.enrollment_id == s.c.enrollment_id)
+            .where(s.c.message_id.in_(part))
+        )
+    }
+    if len(syncs) != len(acknowledged):
+        raise NotBatchable("an acknowledgement names an unknown sync")
+    now = clock.now()
+    rows = [(syncs[p.acknowledged_message_id], p, _STATE_OF_ACK[p.status]) for _, p in messages]
+    await connection.execute(
+        update(s)
+        .where(s.c.sync_id == bindparam("b_sync_id"))
+        .values(state=bindparam("b_state"), detail=bindparam("b_detail"), acknowledged_at=now),
+        [{"b_sync_id": sync.sync_id, "b_state": state.value, "b_detail": p.detail} for sync, p, state in rows],
+    )
+    # Only the acknowledgement of an enrollment's latest sync moves its sync_state; each enrollment has one
+    # latest sync, acknowledged at most once in the run, so the order of the run does not matter here.
+    latest = [(sync, p, state) for sync, p, state in rows if sync.sync_sequence == sync.sequence]
+    if latest:
+        await connection.execute(
+            update(e)
+            .where(e.c.enrollment_id == bindparam("b_enrollment_id"), e.c.sync_sequence == bindparam("b_sequence"))
+            .values(sync_state=bindparam("b_state"), sync_detail=bindparam("b_detail")),
+            [
+                {
+                    "b_enrollment_id": sync.enrollment_id,
+                    "b_sequence": sync.sequence,
+                    "b_state": state.value,
+                    "b_detail": p.detail,
+                }
+                for sync, p, state in latest
+            ],
+        )
+    return [
+        {
+            "enrollment_id": sync.enrollment_id,
+            "sync_id": sync.sync_id,
+            "sequence": sync.sequence,
+            "state": state.value,
+            "latest": sync.sync_sequence == sync.sequence,
+        }
+        for sync, p, state in rows
+    ]

@@ -57,6 +57,7 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
 from derbridge.infra.ids import new_id
+from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError, not_found
 
@@ -560,22 +561,30 @@ async def _after_confirmation(connection: AsyncConnection, setup: _Setup, now: d
     """Make the enrollment of ``setup`` (read, locked, after the confirming answer was stored) ACTIVE if
     every one of its devices is now confirmed online, and queue its enrollment sync (F3); returns whether
     it became ACTIVE."""
-    if setup.state != EnrollmentState.DEVICE_SETUP.value or not setup.devices:
-        return False
-    if not all(setup.confirmed(device_id) for device_id in setup.devices):
-        return False
-    seen = ", ".join(sorted(ref.key for ref in setup.devices.values()))
+    return bool(await _activate(connection, [setup], now))
+
+
+async def _activate(connection: AsyncConnection, setups: Sequence[_Setup], now: datetime) -> list[str]:
+    """Make ACTIVE each enrollment of ``setups`` (read, locked, after the confirming answers were stored)
+    that is in DEVICE_SETUP with every one of its devices confirmed online, and queue their enrollment syncs
+    (F3), set-based; returns the ids activated."""
+    moves: dict[str, str | None] = {
+        setup.enrollment_id: "device setup complete: seen online ("
+        + ", ".join(sorted(ref.key for ref in setup.devices.values()))
+        + ")"
+        for setup in setups
+        if setup.state == EnrollmentState.DEVICE_SETUP.value
+        and setup.devices
+        and all(setup.confirmed(device_id) for device_id in setup.devices)
+    }
+    if not moves:
+        return []
     moved = await _move(
-        connection,
-        {setup.enrollment_id: f"device setup complete: seen online ({seen})"},
-        EnrollmentState.DEVICE_SETUP,
-        EnrollmentState.ACTIVE,
-        now,
-        next_check_at=None,
+        connection, moves, EnrollmentState.DEVICE_SETUP, EnrollmentState.ACTIVE, now, next_check_at=None
     )
     if moved:
         await enrollment_sync.queue_enrollment_sync(connection, moved, change=SyncChange.ENROLLED, now=now)
-    return bool(moved)
+    return moved
 
 
 async def time_out_status_checks(connection: AsyncConnection, *, now: datetime) -> int:
@@ -688,6 +697,88 @@ async def handle_status_check_response(
         if setup is not None:
             await _after_confirmation(connection, setup, now)
     return {"check_id": check.check_id, "outcome": "updated"}
+
+
+@inbox.handles_batch(contract.RESPONSE_TYPE)
+async def handle_status_check_responses(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckResponse]]
+) -> list[dict[str, Any]]:
+    """:func:`handle_status_check_response` for a run of answers, set-based, when every answer is the common
+    case — an OPEN check answered by its timeout, no check answered twice in the run. Anything else is declined (:class:`NotBatchable`) and applied one by
+    one. The effect is that of applying the answers one by one in order: a failure plans the re-check from
+    the first failed device of an enrollment, and an enrollment whose devices the run confirms all becomes
+    ACTIVE with its sync queued."""
+    now = clock.now()
+    c = t.device_status_checks
+    check_ids = [p.check_id for _, p in messages]
+    if len(set(check_ids)) != len(check_ids):
+        raise NotBatchable("a check is answered twice in the run")
+    checks = {
+        row.check_id: row
+        for part in chunks(sorted(check_ids))
+        for row in await connection.execute(
+            select(c.c.check_id, c.c.status, c.c.timeout_at, c.c.reason, c.c.enrollment_id, c.c.device_id)
+            .where(c.c.check_id.in_(part))
+            .with_for_update()
+        )
+    }
+    for check_id in check_ids:
+        check = checks.get(check_id)
+        if check is None or check.status != CheckStatus.OPEN.value or check.timeout_at < now:
+            raise NotBatchable(f"check {check_id} is unknown, answered or late")
+    await connection.execute(
+        update(c)
+        .where(c.c.check_id == bindparam("b_check_id"), c.c.status == CheckStatus.OPEN.value)
+        .values(
+            status=CheckStatus.ANSWERED.value,
+            late_answer=False,
+            answered_at=now,
+            result=bindparam("b_result"),
+            communication_status=bindparam("b_communication_status"),
+            last_communication_at=bindparam("b_last_communication_at"),
+            source=bindparam("b_source"),
+            detail=bindparam("b_detail"),
+        ),
+        [
+            {
+                "b_check_id": p.check_id,
+                "b_result": p.result.value,
+                "b_communication_status": p.communication_status.value,
+                "b_last_communication_at": p.last_communication_at,
+                "b_source": p.source,
+                "b_detail": p.detail,
+            }
+            for _, p in messages
+        ],
+    )
+    setup_answers = [
+        (checks[p.check_id], p)
+        for _, p in messages
+        if checks[p.check_id].reason == CheckReason.ENROLLMENT_SETUP.value and checks[p.check_id].enrollment_id
+    ]
+    if setup_answers:
+        setups = await _setups(connection, [check.enrollment_id for check, _ in setup_answers], lock=True)
+        confirmed: set[str] = set()
+        failures: dict[str, _Failure] = {}  # the first failure of each enrollment, as one by one would plan
+        for check, p in setup_answers:
+            setup = setups.get(check.enrollment_id)
+            if setup is None:
+                continue
+            status, seen = p.communication_status.value, p.last_communication_at
+            if confirms_online(status, seen, now, setup.rules):
+                confirmed.add(check.enrollment_id)
+            elif check.enrollment_id not in failures:
+                why = why_not_confirmed(status, seen, p.detail, setup.rules)
+                failures[check.enrollment_id] = _Failure(check.enrollment_id, check.device_id, why)
+        # One by one, a failed device stays unconfirmed for the rest of the run (setup checks only the
+        # unconfirmed devices), so an enrollment with a failure in the run is never activated by it: its
+        # confirmations only store their answers. Were a failed device confirmed by an earlier check, the
+        # order would matter: one by one then.
+        if any(setups[f.enrollment_id].confirmed(f.device_id) for f in failures.values()):
+            raise NotBatchable("a device failed in the run is confirmed by an earlier check")
+        await _after_failures(connection, list(failures.values()), now, setups)
+        await _activate(connection, [setups[e] for e in sorted(confirmed - failures.keys())], now)
+    return [{"check_id": p.check_id, "outcome": "answered"} for _, p in messages]
 
 
 async def _decide_setup(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,7 +25,17 @@ from derbridge.bridge.tables import queue_messages as q
 from derbridge.bridge.transport.base import Delivery, Transport, TransportError
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
-from derbridge.infra.upsert import insert_for
+from derbridge.infra.upsert import frozen, insert_for
+
+
+def _publish_statement(dialect_name: str) -> Any:
+    """Enqueue a message unless the queue already holds it (a relay repeating a publish)."""
+    columns = ("queue", "message_id", "body", "enqueued_at", "deliveries")
+    return (
+        insert_for(dialect_name, q)
+        .values({name: bindparam(name) for name in columns})
+        .on_conflict_do_nothing(index_elements=[q.c.queue, q.c.message_id])
+    )
 
 
 class SqlTransport(Transport):
@@ -64,10 +74,7 @@ class SqlTransport(Transport):
         ]
         try:
             async with self._engine.begin() as connection:
-                statement = insert_for(connection.dialect.name, q).on_conflict_do_nothing(
-                    index_elements=[q.c.queue, q.c.message_id]
-                )
-                await connection.execute(statement, rows)
+                await connection.execute(frozen(connection.dialect, ("queue-publish",), _publish_statement), rows)
         except DBAPIError as error:
             raise TransportError(f"publishing to {queue} failed: {error}") from error
         self._published.set()

@@ -30,11 +30,11 @@ all. In order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.bridge.tracking import Tracker
@@ -57,10 +57,10 @@ from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.messages import inbox
 from derbridge.derms.services.event_messages import queue_reservation_updates
 from derbridge.infra import clock
-from derbridge.infra.inbound import MissingPrerequisite
+from derbridge.infra.inbound import MissingPrerequisite, NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import FieldError, ProblemError
-from derbridge.infra.upsert import insert_for
+from derbridge.infra.upsert import frozen, insert_for
 from derbridge.runtime import Runtime
 
 LIVE_EVENT_STATUSES: Final = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
@@ -181,7 +181,14 @@ async def _log_and_acknowledge(
             at=now,
         )
     )
-    ack = new_envelope(
+    await write_outbox(connection, t.outbox, [_ack(envelope, payload, status, detail, now)])
+
+
+def _ack(
+    envelope: Envelope, payload: contract.EnrollmentSync, status: AckStatus, detail: str, now: datetime
+) -> Envelope:
+    """The ``enrollment-sync-ack.v1`` answering ``envelope``."""
+    return new_envelope(
         contract.ACK_TYPE,
         Acknowledgement(acknowledged_message_id=envelope.message_id, status=status, detail=detail),
         business_key=payload.subscription.subscription_id,
@@ -191,7 +198,6 @@ async def _log_and_acknowledge(
         source_instance=envelope.target.instance,
         target_instance=envelope.source.instance,
     )
-    await write_outbox(connection, t.outbox, [ack])
 
 
 def _short(detail: str) -> str:
@@ -199,15 +205,51 @@ def _short(detail: str) -> str:
     return detail if len(detail) <= DETAIL_LIMIT else detail[: DETAIL_LIMIT - 1] + "…"
 
 
+def _device_upsert(dialect_name: str) -> Any:
+    """Insert a device, or update its description when its ``(head_end_system, nic_id)`` is known."""
+    d = t.devices
+    columns = ("head_end_system", "nic_id", "device_type", "manufacturer", "model", "created_at")
+    statement = insert_for(dialect_name, d).values({name: bindparam(name) for name in columns})
+    return statement.on_conflict_do_update(
+        index_elements=[d.c.head_end_system, d.c.nic_id],
+        set_={name: statement.excluded[name] for name in ("device_type", "manufacturer", "model")},
+    )
+
+
+_AVAILABILITY_COLUMNS = (
+    "device_id",
+    "program_code",
+    "enrollment_id",
+    "cis_account_id",
+    "cis_service_point_id",
+    "availability",
+    "sequence",
+    "updated_at",
+)
+
+
+def _availability_upsert(dialect_name: str, *, only_holder: bool = False) -> Any:
+    """Write a device's availability in a program; with ``only_holder``, leave the row alone when another
+    enrollment holds the device."""
+    a = t.device_availability
+    statement = insert_for(dialect_name, a).values({name: bindparam(name) for name in _AVAILABILITY_COLUMNS})
+    return statement.on_conflict_do_update(
+        index_elements=[a.c.device_id, a.c.program_code],
+        set_={name: statement.excluded[name] for name in _AVAILABILITY_COLUMNS[2:]},
+        where=(a.c.enrollment_id == bindparam("enrollment_id")) if only_holder else None,
+    )
+
+
 async def _upsert_devices(
     connection: AsyncConnection, devices: list[contract.SyncedDevice], now: datetime
 ) -> dict[tuple[str, str], int]:
     """Upsert the message's devices by ``(head_end_system, nic_id)``; their DERMS ids by key."""
     d = t.devices
-    # One multi-row statement, rows in key order: concurrent upserts of overlapping devices then lock them
-    # in the same order on PostgreSQL and cannot deadlock.
+    # Rows in key order: concurrent upserts of overlapping devices then lock them in the same order on
+    # PostgreSQL and cannot deadlock.
     ordered = sorted(devices, key=lambda x: (x.head_end_system, x.nic_id))
-    statement = insert_for(connection.dialect.name, d).values(
+    await connection.execute(
+        frozen(connection.dialect, ("derms-device-upsert",), _device_upsert),
         [
             {
                 "head_end_system": x.head_end_system,
@@ -218,17 +260,7 @@ async def _upsert_devices(
                 "created_at": now,
             }
             for x in ordered
-        ]
-    )
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=[d.c.head_end_system, d.c.nic_id],
-            set_={
-                "device_type": statement.excluded.device_type,
-                "manufacturer": statement.excluded.manufacturer,
-                "model": statement.excluded.model,
-            },
-        )
+        ],
     )
     rows = await connection.execute(
         select(d.c.device_id, d.c.head_end_system, d.c.nic_id).where(
@@ -283,28 +315,18 @@ async def _set_availability(
         (row(x) for x in payload.devices if x.availability is contract.DeviceAvailability.UNAVAILABLE),
         key=lambda r: r["device_id"],
     )
-    statement = insert_for(connection.dialect.name, a)
-    changes = {
-        name: getattr(statement.excluded, name)
-        for name in (
-            "enrollment_id",
-            "cis_account_id",
-            "cis_service_point_id",
-            "availability",
-            "sequence",
-            "updated_at",
-        )
-    }
     if available:
         await connection.execute(
-            statement.on_conflict_do_update(index_elements=[a.c.device_id, a.c.program_code], set_=changes), available
+            frozen(connection.dialect, ("derms-availability-upsert",), _availability_upsert), available
         )
     held_elsewhere = {r["device_id"] for r in unavailable if owners.get(r["device_id"], enrollment_id) != enrollment_id}
     if unavailable:
         # Conditional on the holder: the row of a device another enrollment holds now stays as it is.
         await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[a.c.device_id, a.c.program_code], set_=changes, where=a.c.enrollment_id == enrollment_id
+            frozen(
+                connection.dialect,
+                ("derms-availability-upsert-if-holder",),
+                lambda dialect: _availability_upsert(dialect, only_holder=True),
             ),
             unavailable,
         )
@@ -419,3 +441,171 @@ async def apply_enrollment_sync(
         "released_reservations": released,
         "updated_events": sorted(events),
     }
+
+
+@inbox.handles_batch(contract.TYPE)
+async def apply_enrollment_syncs(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentSync]]
+) -> list[dict[str, Any]]:
+    """:func:`apply_enrollment_sync` for a run of syncs, set-based, in the common case: ENROLLED syncs of
+    distinct enrollments and devices, every prerequisite present, none stale. Anything else (a sync to
+    refuse, park or record as stale, an unenrollment or replacement, which may release reservations) is
+    declined (:class:`NotBatchable`) and applied one by one. The effect and the answers are those of
+    applying the syncs one by one."""
+    now = clock.now()
+    enrollments = [p.subscription.subscription_id for _, p in messages]
+    keys = [(x.head_end_system, x.nic_id) for _, p in messages for x in p.devices]
+    if len(set(enrollments)) != len(enrollments) or len(set(keys)) != len(keys):
+        raise NotBatchable("an enrollment or a device appears twice in the run")
+    for envelope, payload in messages:
+        if (
+            envelope.sequence is None
+            or envelope.business_key != payload.subscription.subscription_id
+            or payload.change is not contract.SyncChange.ENROLLED
+            or not payload.devices
+            or any(x.availability is not contract.DeviceAvailability.AVAILABLE for x in payload.devices)
+        ):
+            raise NotBatchable("not an ordered ENROLLED sync of available devices")
+    await _check_all_prerequisites(connection, [p for _, p in messages])
+    for enrollment_id in sorted(enrollments):
+        await _lock_enrollment(connection, enrollment_id)
+    applied = await _applied_sequences(connection, enrollments)
+    for envelope, payload in messages:
+        assert envelope.sequence is not None  # checked above
+        if decide_sync(applied.get(payload.subscription.subscription_id), envelope.sequence) is SyncDecision.STALE:
+            raise NotBatchable("a stale sync")
+
+    await connection.execute(
+        frozen(connection.dialect, ("derms-device-upsert",), _device_upsert),
+        [
+            {
+                "head_end_system": x.head_end_system,
+                "nic_id": x.nic_id,
+                "device_type": x.device_type,
+                "manufacturer": x.manufacturer,
+                "model": x.model,
+                "created_at": now,
+            }
+            for x in sorted((x for _, p in messages for x in p.devices), key=lambda x: (x.head_end_system, x.nic_id))
+        ],
+    )
+    d = t.devices
+    device_ids = {
+        (r.head_end_system, r.nic_id): r.device_id
+        for r in await connection.execute(
+            select(d.c.device_id, d.c.head_end_system, d.c.nic_id).where(
+                tuple_(d.c.head_end_system, d.c.nic_id).in_(sorted(keys))
+            )
+        )
+    }
+    await connection.execute(
+        frozen(connection.dialect, ("derms-availability-upsert",), _availability_upsert),
+        sorted(
+            (
+                {
+                    "device_id": device_ids[(x.head_end_system, x.nic_id)],
+                    "program_code": p.subscription.program_code,
+                    "enrollment_id": p.subscription.subscription_id,
+                    "cis_account_id": p.subscription.cis_account_id,
+                    "cis_service_point_id": p.location.cis_service_point_id,
+                    "availability": x.availability.value,
+                    "sequence": envelope.sequence,
+                    "updated_at": now,
+                }
+                for envelope, p in messages
+                for x in p.devices
+            ),
+            key=lambda row: (row["device_id"], row["program_code"]),
+        ),
+    )
+    r = t.enrollment_requests
+    await connection.execute(
+        update(r)
+        .where(r.c.enrollment_id == bindparam("b_enrollment_id"))
+        .values(state=_ENROLLMENT_STATE_AFTER[SyncChange.ENROLLED], updated_at=now),
+        [{"b_enrollment_id": enrollment_id} for enrollment_id in enrollments],
+    )
+    logs: list[dict[str, Any]] = []
+    acks: list[Envelope] = []
+    results: list[dict[str, Any]] = []
+    for envelope, payload in messages:
+        detail = _short(
+            f"{len(payload.devices)} device(s) available, 0 unavailable in {payload.subscription.program_code}; "
+            "0 reservation(s) released"
+        )
+        enrollment_id = payload.subscription.subscription_id
+        logs.append(
+            {
+                "message_id": envelope.message_id,
+                "enrollment_id": enrollment_id,
+                "sequence": envelope.sequence,
+                "change": payload.change.value,
+                "result": AckStatus.APPLIED.value,
+                "detail": detail,
+                "at": now,
+            }
+        )
+        acks.append(_ack(envelope, payload, AckStatus.APPLIED, detail, now))
+        results.append(
+            {
+                "enrollment_id": enrollment_id,
+                "sequence": envelope.sequence,
+                "change": payload.change.value,
+                "result": AckStatus.APPLIED.value,
+                "detail": detail,
+                "released_reservations": 0,
+                "updated_events": [],
+            }
+        )
+    await connection.execute(t.enrollment_sync_log.insert(), logs)
+    await write_outbox(connection, t.outbox, acks)
+    return results
+
+
+async def _check_all_prerequisites(connection: AsyncConnection, payloads: Sequence[contract.EnrollmentSync]) -> None:
+    """Decline the run (one by one then parks what must wait) unless every sync's customer, location and
+    program are in the DERMS, as :func:`_check_prerequisites` would find them."""
+    accounts = sorted({p.subscription.cis_account_id for p in payloads})
+    points = sorted({p.location.cis_service_point_id for p in payloads})
+    programs = sorted({p.subscription.program_code for p in payloads})
+    c, loc, prog = t.customers, t.locations, t.programs
+    found_accounts = set(
+        (await connection.execute(select(c.c.cis_account_id).where(c.c.cis_account_id.in_(accounts)))).scalars()
+    )
+    found_points = {
+        row.cis_service_point_id: (row.cis_account_id, row.cis_premise_id)
+        for row in await connection.execute(
+            select(loc.c.cis_service_point_id, loc.c.cis_account_id, loc.c.cis_premise_id).where(
+                loc.c.cis_service_point_id.in_(points)
+            )
+        )
+    }
+    found_programs = set(
+        (await connection.execute(select(prog.c.program_code).where(prog.c.program_code.in_(programs)))).scalars()
+    )
+    for p in payloads:
+        account = p.subscription.cis_account_id
+        if (
+            account not in found_accounts
+            or found_points.get(p.location.cis_service_point_id) != (account, p.location.cis_premise_id)
+            or p.subscription.program_code not in found_programs
+        ):
+            raise NotBatchable("a prerequisite is missing")
+
+
+async def _applied_sequences(connection: AsyncConnection, enrollment_ids: Sequence[str]) -> dict[str, int]:
+    """:func:`_applied_sequence` of each of ``enrollment_ids`` that has one, in two statements."""
+    log, a = t.enrollment_sync_log, t.device_availability
+    found: dict[str, int] = {}
+    for statement in (
+        select(log.c.enrollment_id, func.max(log.c.sequence))
+        .where(log.c.enrollment_id.in_(enrollment_ids), log.c.result == "APPLIED")
+        .group_by(log.c.enrollment_id),
+        select(a.c.enrollment_id, func.max(a.c.sequence))
+        .where(a.c.enrollment_id.in_(enrollment_ids))
+        .group_by(a.c.enrollment_id),
+    ):
+        for enrollment_id, sequence in (await connection.execute(statement)).tuples():
+            if sequence is not None:
+                found[enrollment_id] = max(int(sequence), found.get(enrollment_id, int(sequence)))
+    return found

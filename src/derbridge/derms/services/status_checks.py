@@ -22,11 +22,11 @@ calls :func:`answer_status_check` again for the same ``check_id``: Asset Hub tak
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.contracts import device_status_check as contract
@@ -158,3 +158,56 @@ async def handle_status_check(
         "result": answer.result.value,
         "communication_status": answer.communication_status.value,
     }
+
+
+@inbox.handles_batch(contract.TYPE)
+async def handle_status_checks(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]]
+) -> list[dict[str, Any]]:
+    """:func:`handle_status_check` for a run of checks, set-based: one read of the stored statuses, one of
+    the devices known without a status, one outbox write — the same answers, in the same order."""
+    now = clock.now()
+    status, devices = t.communication_status, t.devices
+    keys = sorted({(p.device.head_end_system, p.device.nic_id) for _, p in messages})
+    stored: dict[tuple[str, str], dict[str, Any]] = {}
+    known: set[tuple[str, str]] = set()
+    # A run is at most one batch delivery (MAX_BATCH messages): its keys fit one IN list on both databases.
+    rows = await connection.execute(select(status).where(tuple_(status.c.head_end_system, status.c.nic_id).in_(keys)))
+    stored |= {(r["head_end_system"], r["nic_id"]): dict(r) for r in rows.mappings()}
+    unstored = [k for k in keys if k not in stored]
+    if unstored:
+        rows = await connection.execute(
+            select(devices.c.head_end_system, devices.c.nic_id).where(
+                tuple_(devices.c.head_end_system, devices.c.nic_id).in_(unstored)
+            )
+        )
+        known |= {(r.head_end_system, r.nic_id) for r in rows}
+    envelopes: list[Envelope] = []
+    results: list[dict[str, Any]] = []
+    for envelope, payload in messages:
+        key = (payload.device.head_end_system, payload.device.nic_id)
+        answer = status_answer(payload.check_id, stored.get(key), device_known=key in stored or key in known)
+        envelopes.append(
+            new_envelope(
+                contract.RESPONSE_TYPE,
+                answer,
+                business_key=f"{key[0]}:{key[1]}",
+                correlation_id=payload.check_id,
+                causation_id=envelope.message_id,
+                occurred_at=now,
+                source_instance=envelope.target.instance,
+                target_instance=envelope.source.instance,
+            )
+        )
+        results.append(
+            {
+                "check_id": payload.check_id,
+                "result": answer.result.value,
+                "communication_status": answer.communication_status.value,
+            }
+        )
+    await write_outbox(connection, t.outbox, envelopes)
+    for envelope, payload in messages:
+        for requester in _fresh_reading_requesters:
+            await requester(connection, envelope, payload, now)
+    return results
