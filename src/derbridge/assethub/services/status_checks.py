@@ -704,10 +704,10 @@ async def handle_status_check_responses(
     connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckResponse]]
 ) -> list[dict[str, Any]]:
     """:func:`handle_status_check_response` for a run of answers, set-based, when every answer is the common
-    case — an OPEN check answered by its timeout, no check answered twice in the run. Anything else is declined (:class:`NotBatchable`) and applied one by
-    one. The effect is that of applying the answers one by one in order: a failure plans the re-check from
-    the first failed device of an enrollment, and an enrollment whose devices the run confirms all becomes
-    ACTIVE with its sync queued."""
+    case — an OPEN check answered by its timeout, no check answered twice in the run. Anything else is
+    declined (:class:`NotBatchable`) and applied one by one. The effect is that of applying the answers one
+    by one in order: a failure plans the re-check from the first failed device of an enrollment, and an
+    enrollment whose devices the run confirms all becomes ACTIVE with its sync queued."""
     now = clock.now()
     c = t.device_status_checks
     check_ids = [p.check_id for _, p in messages]
