@@ -22,7 +22,7 @@ from derbridge.assethub.messages import inbox as assethub_inbox
 from derbridge.cis.importer import import_extract
 from derbridge.contracts.device_status_check import RESPONSE_TYPE, CheckResult, CommunicationStatus, StatusCheckResponse
 from derbridge.contracts.registry import new_envelope
-from derbridge.demo import DEMO_PROGRAM, DEMO_START, Demo
+from derbridge.demo import DEMO_PROGRAM, DEMO_START, Demo, loopback
 from derbridge.derms import flows as derms_flows
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
@@ -58,18 +58,23 @@ async def _setup_world(data_dir: Path, batch: bool, used: Counter[str]) -> dict[
     for inbox, handlers in saved:
         inbox.batch_handlers = {t: _counting(t, h, used) for t, h in handlers.items()} if batch else {}
     try:
-        async with EmbeddedSystem(runtime, clock) as system:
+        async with EmbeddedSystem(runtime, clock) as system, loopback(system.app) as base:
             import_extract(
                 generated.cis_extract,
                 [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))],
             )
+            # The demo's own stages, up to the end of device setup: aggregators enroll through the edge.
             demo = Demo(settings, 200, 11, Console(quiet=True))
-            demo.system, demo.clock = system, clock
-            aggregators = load_aggregators(data_dir / "utility" / "aggregators")
-            await demo._programs()
-            await demo._heartbeats(aggregators)
-            await demo._enroll(aggregators)
-            await demo._setup()
+            demo.system, demo.clock, demo.base, demo.vens = system, clock, base, []
+            try:
+                await demo._programs()
+                await demo._vens(load_aggregators(data_dir / "utility" / "aggregators"))
+                await demo._enroll()
+                await demo._heartbeats()
+                await demo._setup()
+            finally:
+                for ven in demo.vens:
+                    ven.close()
             # Re-checks of the devices not seen online, then the end of the setup period: the failure paths.
             for step in (timedelta(minutes=6), timedelta(minutes=30), timedelta(days=8)):
                 clock.set(clock.now() + step)
@@ -158,7 +163,7 @@ async def _state(runtime: Runtime) -> dict[str, Any]:
                 dm.enrollment_sync_log.c.detail,
             ),
         ),
-        "requests": await rows("derms", select(dm.enrollment_requests.c.request_id, dm.enrollment_requests.c.state)),
+        "requests": await rows("derms", select(dm.enrollment_requests.c.state, dm.enrollment_requests.c.answer)),
     }
 
 
