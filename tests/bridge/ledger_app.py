@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.contracts.envelope import Envelope, SystemName
@@ -48,6 +49,20 @@ async def apply(connection: AsyncConnection, envelope: Envelope, _payload: Any) 
         statement.on_conflict_do_update(index_elements=[effects.c.message_id], set_={"applied": effects.c.applied + 1})
     )
     return {"ledger": "ok"}
+
+
+@inbox.handles_batch("enrollment-sync.v1")
+async def apply_many(connection: AsyncConnection, messages: Sequence[tuple[Envelope, Any]]) -> list[dict[str, Any]]:
+    """The same effect for a run of messages, set-based, so that the crash test covers the batch path too."""
+    # A scripted failure hits a run as it would hit one of its messages: the inbox then applies them one by one.
+    if FAILURE_RATE and random.random() < 1 - (1 - FAILURE_RATE) ** len(messages):  # test noise, not security
+        raise RuntimeError("ledger target: scripted transient failure of a run")
+    statement = insert_for(connection.dialect.name, effects).values(message_id=bindparam("message_id"), applied=1)
+    await connection.execute(
+        statement.on_conflict_do_update(index_elements=[effects.c.message_id], set_={"applied": effects.c.applied + 1}),
+        [{"message_id": envelope.message_id} for envelope, _ in messages],
+    )
+    return [{"ledger": "ok"} for _ in messages]
 
 
 def create_ledger_tables(url: str) -> None:
