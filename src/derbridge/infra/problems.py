@@ -184,6 +184,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
     for status, description in (
+        (400, "The body is not JSON"),
         (401, "Missing or wrong service credential"),
         (404, "Not found"),
         (409, "Conflicts with the current state"),
