@@ -4,8 +4,11 @@ A resource with enrollment attributes shows its request's status (docs/edge.md).
 reaches the DERMS, :func:`notify_answered` (registered with
 :func:`~derbridge.derms.services.enrollment_requests.on_requests_answered`, run in the inbox transaction)
 marks those resources modified and queues an UPDATE notification for each subscriber allowed to see them,
-the resource shown with its new ENROLLMENT_* attributes. Without any subscription to resources it costs one
-read.
+the resource shown with its new ENROLLMENT_* attributes. Later lifecycle changes reach the DERMS by
+enrollment sync (F3), which sets the recorded request's state (ACTIVE, UNENROLLED); :func:`notify_state_changed`
+(registered with :func:`~derbridge.derms.services.enrollment_sync.on_enrollment_states_changed`, in that
+inbox transaction) does the same for the resources of those enrollments. Without any subscription to
+resources either costs one read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.services import enrollment_requests as f1_service
+from derbridge.derms.services import enrollment_sync as f3_service
 from derbridge.edge import domain, store
 from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.store import Row
@@ -29,7 +33,8 @@ CHUNK = 500
 async def notify_answered(
     connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str], now: datetime
 ) -> None:
-    """Queue UPDATE notifications for the resources whose enrollment requests were just answered."""
+    """Queue UPDATE notifications for the resources whose enrollment requests were just answered (or, by
+    :func:`notify_state_changed`, whose enrollments changed state)."""
     if not request_ids or not await store.any_subscription_to(connection, ObjectType.RESOURCE):
         return
     table = dm.enrollment_requests
@@ -77,10 +82,28 @@ async def notify_answered(
         await store.queue_notifications(connection, Operation.UPDATE, rows)
 
 
+async def notify_state_changed(connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None:
+    """Queue UPDATE notifications for the resources whose enrollments just changed state (F3)."""
+    if not enrollment_ids or not await store.any_subscription_to(connection, ObjectType.RESOURCE):
+        return
+    table = dm.enrollment_requests
+    by_head_end: dict[str, list[str]] = {}
+    for start in range(0, len(enrollment_ids), CHUNK):
+        for head_end_system, request_id in await connection.execute(
+            select(table.c.head_end_system, table.c.request_id)
+            .where(table.c.enrollment_id.in_(list(enrollment_ids[start : start + CHUNK])))
+            .order_by(table.c.head_end_system, table.c.request_id)
+        ):
+            by_head_end.setdefault(head_end_system, []).append(request_id)
+    for head_end_system, request_ids in by_head_end.items():
+        await notify_answered(connection, head_end_system, request_ids, now)
+
+
 def load() -> None:
-    """Register the listener with the DERMS's F1 answers (once per process)."""
+    """Register the listeners with the DERMS's F1 answers and F3 state changes (once per process)."""
     if notify_answered not in _registered:
         f1_service.on_requests_answered(notify_answered)
+        f3_service.on_enrollment_states_changed(notify_state_changed)
         _registered.append(notify_answered)
 
 

@@ -25,14 +25,15 @@ all. In order:
    (:func:`reservations_to_release`); each event touched gets an F5 update
    (:func:`~derbridge.derms.services.event_messages.queue_reservation_updates`).
 6. The enrollment request the DERMS recorded for F1 takes the enrollment's new state (ACTIVE or
-   UNENROLLED), which the edge shows to the aggregator; the sync is logged APPLIED and acknowledged.
+   UNENROLLED), which the edge shows to the aggregator (and tells its subscribers, through the listeners of
+   :func:`on_enrollment_states_changed`); the sync is logged APPLIED and acknowledged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -74,6 +75,28 @@ _ENROLLMENT_STATE_AFTER: Final[dict[SyncChange, str]] = {
     SyncChange.DEVICE_REPLACED: "ACTIVE",
     SyncChange.UNENROLLED: "UNENROLLED",
 }
+
+
+class StatesListener(Protocol):
+    """Told, in the inbox transaction, which enrollments just took a new state from an applied sync."""
+
+    async def __call__(self, connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None: ...
+
+
+_state_listeners: list[StatesListener] = []
+
+
+def on_enrollment_states_changed(listener: StatesListener) -> StatesListener:
+    """Register ``listener`` (the edge gateway's: it tells the aggregator's subscribers that the resource's
+    enrollment state changed) to run after applied syncs set the recorded requests' state, in the same
+    transaction."""
+    _state_listeners.append(listener)
+    return listener
+
+
+async def _states_changed(connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None:
+    for listener in _state_listeners:
+        await listener(connection, enrollment_ids, now)
 
 
 async def announce_cis_accounts(runtime_or_bridge_engine: Runtime | AsyncEngine, account_ids: Iterable[str]) -> int:
@@ -427,6 +450,7 @@ async def apply_enrollment_sync(
         .where(t.enrollment_requests.c.enrollment_id == enrollment_id)
         .values(state=_ENROLLMENT_STATE_AFTER[change], updated_at=now)
     )
+    await _states_changed(connection, [enrollment_id], now)
     available = sum(1 for x in payload.devices if x.availability is contract.DeviceAvailability.AVAILABLE)
     detail = (
         f"{available} device(s) available, {len(payload.devices) - available} unavailable in "
@@ -525,6 +549,7 @@ async def apply_enrollment_syncs(
         .values(state=_ENROLLMENT_STATE_AFTER[SyncChange.ENROLLED], updated_at=now),
         [{"b_enrollment_id": enrollment_id} for enrollment_id in enrollments],
     )
+    await _states_changed(connection, enrollments, now)
     logs: list[dict[str, Any]] = []
     acks: list[Envelope] = []
     results: list[dict[str, Any]] = []
