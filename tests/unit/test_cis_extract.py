@@ -6,12 +6,14 @@ import pytest
 
 from derbridge.cis.extract import (
     CIS_COLUMNS,
+    VALID_COLUMNS,
     AccountStatus,
     CisRecord,
     ExtractHeaderError,
     RejectedRow,
     check_header,
     parse_row,
+    validate_columns,
 )
 
 GOOD = {
@@ -120,3 +122,65 @@ def test_a_header_that_is_not_a_cis_extract_names_what_is_missing_and_unexpected
 def test_a_header_with_columns_out_of_order_is_refused() -> None:
     with pytest.raises(ExtractHeaderError, match="out of order"):
         check_header([CIS_COLUMNS[1], CIS_COLUMNS[0], *CIS_COLUMNS[2:]])
+
+
+# --- the vectorised validation agrees with parse_row, row for row ----------------------------------
+
+EDGE_ROWS: list[list[str]] = [
+    row(),
+    row(account_status="closed"),
+    row(account_status="Pending_Start"),
+    row(account_status="act\u0131ve"),  # dotless i: str.upper() makes it ACTIVE, an ASCII kernel cannot
+    row(city="  Springfield \u3000"),  # Unicode space stripped as str.strip() does
+    row(name="\x1c Zoë Ünal\x1f"),
+    row(email="zoë@example.org"),  # non-ASCII address: parse_row's \S accepts it
+    row(email="a b@example.org"),
+    row(email="a@b"),
+    row(email="  "),
+    row(latitude="+1.5", longitude=".5"),
+    row(latitude="1e1", longitude="-180"),
+    row(latitude=" 45 ", longitude=""),
+    row(latitude="1_0"),  # float() accepts underscores
+    row(latitude="٤٥"),  # and Arabic-Indic digits
+    row(latitude="inf"),
+    row(latitude="90.0000001"),
+    row(cis_premise_id="P" * 64),
+    row(cis_premise_id="P" * 65),
+    row(cis_premise_id="-P1"),
+    row(time_zone="UTC"),
+    row(time_zone="America/Argentina/Buenos_Aires"),
+    row(time_zone="Etc/GMT+5"),
+    row(time_zone="a/b/c/d"),
+    row(address2="x" * 200),
+    row(address2="x" * 201),
+    row(postal="62701\ufffd"),
+    row(division=""),
+    row(county=""),
+]
+
+
+def test_validate_columns_accepts_and_rejects_exactly_what_parse_row_does() -> None:
+    pa = pytest.importorskip("pyarrow")
+    lines = list(range(2, 2 + len(EDGE_ROWS)))
+    columns = [pa.array([r[i] for r in EDGE_ROWS], pa.string()) for i in range(len(CIS_COLUMNS))]
+
+    table, rejected = validate_columns(pa.array(lines, pa.int64()), columns)
+
+    expected_records: list[CisRecord] = []
+    expected_rejected: list[RejectedRow] = []
+    for line, fields in zip(lines, EDGE_ROWS, strict=True):
+        if any("\ufffd" in value for value in fields):
+            expected_rejected.append(RejectedRow(line, None, "the row is not valid UTF-8"))
+            continue
+        parsed = parse_row(line, fields)
+        (expected_rejected if isinstance(parsed, RejectedRow) else expected_records).append(parsed)  # type: ignore[arg-type]
+    assert sorted(rejected, key=lambda r: r.line) == expected_rejected
+    got = table.to_pylist()
+    assert [r["line"] for r in got] == [r.line for r in expected_records]
+    for record, values in zip(expected_records, got, strict=True):
+        for name in VALID_COLUMNS:
+            want = getattr(record, name)
+            assert values[name] == (want.value if isinstance(want, AccountStatus) else want), (record.line, name)
+    # Both paths exercised:
+    assert len(expected_records) > 10
+    assert len(expected_rejected) > 8

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,13 +57,27 @@ def import_extract(
 ) -> ImportReport:
     """Load the extract at ``path`` into each loader's system.
 
+    The file is read in this thread while each system loads the previous chunks in a thread of its own:
+    the loaders spend most of their time in the database driver, which releases the GIL, so reading and
+    both systems' writes overlap. At most two chunks wait per system (memory stays bounded).
+
     Raises :class:`~derbridge.cis.extract.ExtractHeaderError` (and loads nothing) when the file is not a
-    CIS extract. Rejected rows are reported, never loaded; every good row is loaded.
+    CIS extract. Rejected rows are reported, never loaded; every good row is loaded. A database error in
+    any system stops the import and is raised here (chunks already committed stay).
     """
     tally = ReadTally()
-    for chunk in read_extract(path, tally, chunk_rows=chunk_rows, on_progress=on_progress):
-        for loader in loaders:
-            loader.load(chunk)
+    workers = [_LoaderThread(loader) for loader in loaders]
+    for worker in workers:
+        worker.start()
+    try:
+        for chunk in read_extract(path, tally, chunk_rows=chunk_rows, on_progress=on_progress):
+            for worker in workers:
+                worker.put(chunk)
+    finally:
+        for worker in workers:
+            worker.finish()
+    for worker in workers:
+        worker.raise_failure()
     systems = {
         loader.system: SystemImportCounts(
             read=tally.read,
@@ -77,3 +93,44 @@ def import_extract(
         rejected=sorted(tally.rejected, key=lambda r: r.line),
         loaded_account_ids={loader.system: loader.loaded_account_ids for loader in loaders},
     )
+
+
+_DONE = object()
+
+
+class _LoaderThread:
+    """One system's loader fed through a short queue, in a thread of its own."""
+
+    def __init__(self, loader: CisLoader) -> None:
+        self._loader = loader
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"cis-{loader.system}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._loader.session():
+                while (chunk := self._queue.get()) is not _DONE:
+                    self._loader.load(chunk)
+        except BaseException as error:  # handed to the importer's thread, which raises it
+            self._failure = error
+            # Keep draining so that the reader never blocks on a system that stopped.
+            while self._queue.get() is not _DONE:
+                pass
+
+    def put(self, chunk: Any) -> None:
+        """Queue a chunk; raises at once the error of a system that already failed."""
+        self.raise_failure()
+        self._queue.put(chunk)
+
+    def finish(self) -> None:
+        """No more chunks: wait for the ones queued to be loaded."""
+        self._queue.put(_DONE)
+        self._thread.join()
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure

@@ -11,7 +11,7 @@ take without per-row conversion work in SQLAlchemy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,3 +130,73 @@ def arrow_rows(data: Any) -> list[Row]:
         else:
             columns.append(column.to_pylist())
     return list(zip(*columns, strict=True)) if columns else []
+
+
+def bulk_upsert_arrow(
+    connection: Connection, table: Table, data: Any, *, key: Sequence[str], new_keys_only: bool = False
+) -> None:
+    """:func:`bulk_upsert` of a ``pyarrow.Table`` whose columns are named as ``table``'s (a subset, in any
+    order), inside the caller's transaction.
+
+    On PostgreSQL the Arrow CSV writer formats the rows for ``COPY`` in C (no Python object per value);
+    on SQLite the rows become tuples for one ``executemany``. The keys must be distinct (see
+    :func:`bulk_upsert`). ``new_keys_only``: the caller knows that no key exists yet, so the rows are
+    inserted without the merge (on PostgreSQL ``COPY`` straight into the table, no staging table); a key
+    that does exist after all fails the statement.
+    """
+    import io
+
+    import pyarrow.csv as pa_csv
+
+    if data.num_rows == 0:
+        return
+    names = list(data.column_names)
+    column_sql = ", ".join(_quote(connection, n) for n in names)
+    target = _quote(connection, table.name)
+    stage = _quote(connection, f"stage_{table.name}")
+    key_sql = ", ".join(_quote(connection, k) for k in key)
+    updates = ", ".join(f"{q} = excluded.{q}" for q in (_quote(connection, n) for n in names if n not in key))
+    if connection.dialect.name != "postgresql":
+        placeholders = ", ".join("?" for _ in names)
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        # Rows are made a slice at a time while SQLite consumes them: never the whole chunk as tuples.
+        merge = "" if new_keys_only else f" ON CONFLICT ({key_sql}) DO UPDATE SET {updates}"
+        cursor.executemany(f"INSERT INTO {target} ({column_sql}) VALUES ({placeholders}){merge}", _python_rows(data))
+        cursor.close()
+        return
+    if not new_keys_only:
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+        connection.exec_driver_sql(f"CREATE TEMP TABLE {stage} AS SELECT {column_sql} FROM {target} WITH NO DATA")
+    buffer = io.BytesIO()
+    pa_csv.write_csv(data, buffer, pa_csv.WriteOptions(include_header=False))
+    payload = buffer.getbuffer()
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {target if new_keys_only else stage} ({column_sql}) FROM STDIN (FORMAT csv)") as copy:
+        for start in range(0, len(payload), COPY_CHUNK):
+            copy.write(payload[start : start + COPY_CHUNK])
+    del payload
+    if new_keys_only:
+        return
+    connection.exec_driver_sql(
+        f"INSERT INTO {target} ({column_sql}) SELECT {column_sql} FROM {stage} "
+        f"ON CONFLICT ({key_sql}) DO UPDATE SET {updates}"
+    )
+    connection.exec_driver_sql(f"DROP TABLE {stage}")
+
+
+def _python_rows(data: Any, slice_rows: int = 10_000) -> Iterator[Row]:
+    """Rows of a ``pyarrow.Table`` as tuples, a slice at a time, each column converted through numpy in C
+    (``to_pylist`` builds a scalar object per value first and is several times slower); nulls become
+    ``None``."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    for start in range(0, data.num_rows, slice_rows):
+        part = data.slice(start, slice_rows)
+        columns: list[Any] = []
+        for column in part.columns:
+            values = column.to_numpy(zero_copy_only=False)
+            if column.null_count and values.dtype.kind == "f":
+                values = np.where(pc.is_null(column).to_numpy(zero_copy_only=False), None, values.astype(object))
+            columns.append(values.tolist())
+        yield from zip(*columns, strict=True)

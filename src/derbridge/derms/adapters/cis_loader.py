@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection
 
-from derbridge.cis.extract import CisRecord
-from derbridge.cis.loading import CisLoader
+from derbridge.cis.loading import CisLoader, entity_rows
 from derbridge.derms.adapters import tables as t
-from derbridge.infra.bulk import bulk_upsert
+from derbridge.infra.bulk import bulk_upsert_arrow
+
+_LOCATION_COLUMNS = (
+    "cis_service_point_id",
+    "cis_premise_id",
+    "cis_account_id",
+    "division",
+    "address1",
+    "address2",
+    "address3",
+    "address4",
+    "city",
+    "county",
+    "state",
+    "postal",
+    "country",
+    "time_zone",
+    "latitude",
+    "longitude",
+    "row_hash",
+)
 
 
 class DermsCisLoader(CisLoader):
-    """Loads CIS records into the DERMS."""
+    """Loads CIS rows into the DERMS."""
 
     system = "derms"
 
@@ -22,37 +40,16 @@ class DermsCisLoader(CisLoader):
     def digest_columns(self) -> tuple[Column[Any], Column[Any]]:
         return t.locations.c.cis_service_point_id, t.locations.c.cis_row_hash
 
-    def write(self, connection: Connection, records: Sequence[CisRecord], now: Any) -> None:
+    def write(self, connection: Connection, rows: Any, now: Any) -> None:
         # One write per entity even when several rows share it (see AssetHubCisLoader.write).
-        contacts = {
-            r.cis_person_id: (r.cis_person_id, r.name, r.email, r.home_phone, r.business_phone, now) for r in records
-        }
-        customers = {
-            r.cis_account_id: (r.cis_account_id, r.cis_person_id, r.account_status.value, now) for r in records
-        }
-        locations = [
-            (
-                r.cis_service_point_id,
-                r.cis_premise_id,
-                r.cis_account_id,
-                r.division,
-                r.address1,
-                r.address2,
-                r.address3,
-                r.address4,
-                r.city,
-                r.county,
-                r.state,
-                r.postal,
-                r.country,
-                r.time_zone,
-                r.latitude,
-                r.longitude,
-                r.row_hash,
-                now,
-            )
-            for r in records
-        ]
-        bulk_upsert(connection, t.contacts, list(contacts.values()), key=["cis_person_id"])
-        bulk_upsert(connection, t.customers, list(customers.values()), key=["cis_account_id"])
-        bulk_upsert(connection, t.locations, locations, key=["cis_service_point_id"])
+        contact = ("cis_person_id", "name", "email", "home_phone", "business_phone")
+        bulk_upsert_arrow(connection, t.contacts, entity_rows(rows, contact, now), key=["cis_person_id"])
+        customer = ("cis_account_id", "cis_person_id", "account_status")
+        bulk_upsert_arrow(connection, t.customers, entity_rows(rows, customer, now), key=["cis_account_id"])
+        bulk_upsert_arrow(
+            connection,
+            t.locations,
+            entity_rows(rows, _LOCATION_COLUMNS, now, last_per_key=False),
+            key=["cis_service_point_id"],
+            new_keys_only=self.first_import,
+        )
