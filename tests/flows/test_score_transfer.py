@@ -11,6 +11,7 @@ import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -293,6 +294,25 @@ async def derms_scores(system: System, file_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in rows]
 
 
+async def assethub_scores(system: System, file_id: str) -> dict[tuple[str, int], SimpleNamespace]:
+    """Asset Hub's scores with components, through its API, two to a page (the cursor crosses programs' rows)."""
+    found: dict[tuple[str, int], SimpleNamespace] = {}
+    for program in (SUMMER, WINTER):
+        after: str | None = None
+        while True:
+            params = {"program_code": program, "limit": "2", **({"after": after} if after else {})}
+            response = await system.client.get(f"/assethub/v1/score-snapshots/{file_id}/scores", params=params)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            for item in body["items"]:
+                assert (item["file_id"], item["program_code"]) == (file_id, program)
+                found[(program, item["device_id"])] = SimpleNamespace(**item)
+            after = body["next_after"]
+            if after is None:
+                break
+    return found
+
+
 async def acknowledgements(system: System) -> list[dict[str, Any]]:
     assethub, _ = engines(system)
     async with assethub.connect() as connection:
@@ -356,10 +376,7 @@ async def test_transfer_loads_the_snapshot_in_the_derms(system: System) -> None:
             .mappings()
             .one()
         )
-        components = {
-            (r.program_code, r.device_id): r
-            for r in await connection.execute(select(ah.device_scores).where(ah.device_scores.c.file_id == file_id))
-        }
+    components = await assethub_scores(system, file_id)
     assert snapshot["row_count"] == 7
     assert snapshot["eligible_count"] == 5
     assert snapshot["sha256"] == report["sha256"]

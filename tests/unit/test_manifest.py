@@ -232,3 +232,18 @@ def test_corrupted_gzip_is_reported_by_checksum_not_by_decompression(tmp_path: P
     path.write_bytes(stored[:20] + bytes(len(stored) - 20))
 
     assert mismatch(path, manifest).startswith("sha256 differs")
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 7])
+def test_row_count_is_the_same_whatever_the_blocks_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    # Line ends, CRLF pairs, quoted line feeds, escaped quotes and multi-byte characters cut between blocks.
+    from derbridge.bridge.filestore import manifest as m
+
+    content = 'a,b\r\n1,"two\r\nlines"\r\n\r\n3,"with ""quotes"""\n\nÉ,"é\n"\r\n\r\n4,x'.encode()
+    monkeypatch.setattr(m, "COUNT_CHUNK", block)
+    assert describe(write(tmp_path, "f.csv", content)).row_count == 4
+    assert describe(write(tmp_path, "f.csv.gz", gzip.compress(content)), Compression.GZIP).row_count == 4
+    with pytest.raises(ValueError, match="UTF-8 text at decoded byte 6"):
+        describe(write(tmp_path, "bad.csv", b"a,b\n1,\xc3(\n"))

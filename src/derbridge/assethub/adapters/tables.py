@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -281,20 +282,19 @@ score_snapshots = Table(
     Column("byte_size", BigInteger, nullable=False),
 )
 
-device_scores = Table(
-    "device_scores",
+score_parts = Table(
+    "score_parts",
     metadata,
-    # No foreign key to score_snapshots: the rows are written only by the transfer, in the transaction that
-    # inserts their snapshot, and a per-row check costs seconds on a million rows (flows/device-score-transfer.md).
+    # A snapshot's scores with their components, as columnar parts (adapters/score_parts.py): the rows of one
+    # program, by device id, PART_ROWS at a time, each part one Parquet file. Written only by the transfer,
+    # in the transaction that inserts the snapshot (no foreign key, as before: it guarded nothing).
     Column("file_id", String(36), primary_key=True),
-    Column("program_code", String(ID), primary_key=True),
-    Column("device_id", BigIntPK, primary_key=True),
-    Column("score", Float, nullable=False),
-    Column("eligible", Boolean, nullable=False),
-    Column("ineligibility_reason", String(32)),
-    Column("reliability", Float, nullable=False),
-    Column("connectivity", Float, nullable=False),
-    Column("fatigue", Float, nullable=False),
+    Column("part", Integer, primary_key=True),
+    Column("program_code", String(ID), nullable=False),
+    Column("first_device_id", BigInteger, nullable=False),
+    Column("last_device_id", BigInteger, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
 )
 
 job_leases = Table(

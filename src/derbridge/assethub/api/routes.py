@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy import select
 
+from derbridge.assethub.adapters import score_parts
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
 from derbridge.assethub.domain.program import ProgramStatus
@@ -18,7 +19,7 @@ from derbridge.assethub.messages import inbox
 from derbridge.assethub.services import programs as program_service
 from derbridge.cis.extract import AccountStatus
 from derbridge.infra.inbound import inbound_router
-from derbridge.infra.listing import get_one, list_page
+from derbridge.infra.listing import _cursor_value, get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import (
     NO_NUL,
@@ -300,12 +301,16 @@ async def list_device_scores(
     program_code: Annotated[str, Query(max_length=64, pattern=NO_NUL, description="The program whose scores to list.")],
 ) -> Page[s.DeviceScore]:
     """Device scores of one program in one snapshot, by device id, with their explaining components."""
+    # The rows are kept as columnar parts (adapters/score_parts.py); the cursor is a device id, as before.
+    after = None if page.after is None else int(_cursor_value(t.score_parts, "first_device_id", page.after))
     async with engine.connect() as connection:
         await get_one(connection, t.score_snapshots, "file_id", file_id, "score snapshot")
-        rows, after = await list_page(
-            connection, t.device_scores, "device_id", page, {"file_id": file_id, "program_code": program_code}
-        )
-    return Page[s.DeviceScore](items=[s.DeviceScore.model_validate(r) for r in rows], next_after=after)
+        rows = await score_parts.read_scores(connection, file_id, program_code, after=after, limit=page.limit + 1)
+    next_after = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_after = str(rows[-1]["device_id"])
+    return Page[s.DeviceScore](items=[s.DeviceScore.model_validate(r) for r in rows], next_after=next_after)
 
 
 def mount(app: FastAPI) -> None:

@@ -14,8 +14,9 @@ One transfer (:func:`transfer_scores`) is one unit of work in four steps:
    sha256, rows) and **put** it in the file store. The file is byte-for-byte the same for the same inputs:
    rows sorted by ``(program_code, head_end_system, nic_id)``, a gzip header without time or name.
 4. **record**, in one transaction, only once the file is safely stored: the snapshot (``score_snapshots``),
-   every device's score with its components (``device_scores``, bulk: ``COPY`` on PostgreSQL,
-   ``executemany`` on SQLite) and the one ``device-score-transfer.v1`` message in the outbox. A failure
+   every device's score with its components (``score_parts``: columnar parts of 50,000 rows, a few dozen
+   inserts for a million devices — :mod:`derbridge.assethub.adapters.score_parts`) and the one
+   ``device-score-transfer.v1`` message in the outbox. A failure
    before the commit leaves at most an unreferenced file in the store, never a message without its file.
 
 One transfer runs at a time across every process: each takes the ``job_leases`` row
@@ -50,7 +51,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import (
     ColumnElement,
     Select,
-    Table,
     and_,
     case,
     func,
@@ -63,6 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.adapters.participation_summaries import STARTS_SEPARATOR, cancelled, epoch_us, outcome_class
+from derbridge.assethub.adapters.score_parts import encode_parts, insert_parts
 from derbridge.assethub.domain.enrollment import EnrollmentState
 from derbridge.assethub.domain.program import ProgramRules, ProgramStatus
 from derbridge.assethub.domain.scoring import (
@@ -91,7 +92,6 @@ from derbridge.contracts.device_score_transfer import (
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
-from derbridge.infra.bulk import arrow_rows, copy_arrow_table
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
@@ -127,8 +127,6 @@ READ_PARTITION = 100_000
 """Rows fetched and converted to columns at a time (SQLite), so that memory holds columns, not millions of
 rows."""
 
-WRITE_PARTITION = 100_000
-"""Rows turned into tuples and written per ``executemany`` (SQLite)."""
 
 READ_BLOCK_BYTES = 16 * 1024 * 1024
 """Bytes of ``COPY … TO STDOUT`` output pyarrow parses per block (PostgreSQL)."""
@@ -550,12 +548,10 @@ def file_key(file_id: str, generated_at: datetime) -> str:
 # --- recording ------------------------------------------------------------------------------------
 
 
-def _score_rows(file_id: str, rows: ScoredRows, result: ScoringResult) -> pa.Table:
-    """The ``device_scores`` rows, in the table's column order."""
-    return pa.table(
+def _score_parts(file_id: str, rows: ScoredRows, result: ScoringResult) -> list[dict[str, Any]]:
+    """The snapshot's scores with their components, as ``score_parts`` rows (adapters/score_parts.py)."""
+    scores = pa.table(
         {
-            "file_id": pa.array([file_id], type=pa.string()).take(pa.array(np.zeros(len(rows.device_id), np.int64))),
-            "program_code": pa.array(rows.program_codes, type=pa.string()).take(pa.array(rows.program_index)),
             "device_id": pa.array(rows.device_id, type=pa.int64()),
             "score": pa.array(result.score, type=pa.float64()),
             "eligible": pa.array(result.eligible, type=pa.bool_()),
@@ -565,27 +561,7 @@ def _score_rows(file_id: str, rows: ScoredRows, result: ScoringResult) -> pa.Tab
             "fatigue": pa.array(result.fatigue, type=pa.float64()),
         }
     )
-
-
-async def _insert_rows(connection: AsyncConnection, table: Table, data: pa.Table) -> None:
-    """Insert ``data`` (columns named as ``table``'s) inside the open transaction, set-based.
-
-    PostgreSQL: one ``COPY … FROM STDIN (FORMAT csv)`` fed with the CSV pyarrow writes (nulls are empty
-    unquoted fields, booleans ``true``/``false``); SQLite: one ``executemany``.
-    """
-    if data.num_rows == 0:
-        return
-    columns = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in data.column_names)
-    target = connection.dialect.identifier_preparer.quote(table.name)
-    if connection.dialect.name == "postgresql":
-        await copy_arrow_table(connection, target, columns, data)
-        return
-    placeholders = ", ".join("?" for _ in data.column_names)
-    # One executemany per slice of WRITE_PARTITION rows, in the one transaction: the same statement and speed,
-    # while memory holds a slice's Python tuples, not a million of them.
-    for start in range(0, data.num_rows, WRITE_PARTITION):
-        values = await asyncio.to_thread(arrow_rows, data.slice(start, WRITE_PARTITION))
-        await connection.exec_driver_sql(f"INSERT INTO {target} ({columns}) VALUES ({placeholders})", values)  # noqa: S608
+    return encode_parts(file_id, rows.program_codes, rows.program_index, scores)
 
 
 # --- the lease ------------------------------------------------------------------------------------
@@ -709,7 +685,7 @@ async def _transfer(engine: AsyncEngine, settings: Settings, now: datetime, owne
         target_instance=settings.derms_instance_id,
     )
     eligible_count = int(result.eligible.sum())
-    score_rows = await asyncio.to_thread(_score_rows, file_id, rows, result)
+    parts = await asyncio.to_thread(_score_parts, file_id, rows, result)
     async with engine.begin() as connection:
         await _hold_lease(connection, owner)
         await connection.execute(
@@ -724,7 +700,7 @@ async def _transfer(engine: AsyncEngine, settings: Settings, now: datetime, owne
                 byte_size=manifest.byte_size,
             )
         )
-        await _insert_rows(connection, t.device_scores, score_rows)
+        await insert_parts(connection, parts)
         await write_outbox(connection, t.outbox, [envelope])
     lap("record")
     log.info(
