@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from derbridge.assethub.adapters import participation_summaries as summaries_module
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.participation_summaries import rebuild_summaries, refresh_summaries
 from derbridge.assethub.domain.scoring import ScoringResult, score_devices
@@ -377,3 +378,62 @@ async def test_event_starts_are_kept_to_the_microsecond(engine: AsyncEngine) -> 
     exact = int((start - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
     assert {(d, p, c, s) for d, p, c, s in await summaries(engine)} == {(1, "COOL", "1", str(exact))}
     await assert_same_scores(engine)
+
+
+async def test_in_place_patches_equal_a_rebuild_on_ties_and_out_of_order_events(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every branch of the in-place patches (``add_event_entries``, ``set_event_classes``) against the rebuild
+    (the Applier compares after each message): a new event that goes first, one that goes behind, one that
+    starts at the same moment as an event already held (the summary keeps no event ids: recomputed), outcomes
+    on a first entry, on an entry behind a newer one, on an entry tied at its start, and CANCELLED outcomes
+    coming and going."""
+    async with engine.begin() as connection:
+        await create_programs(connection)
+        await add_devices(connection, 8, np.random.default_rng(1))
+    apply = Applier(engine)
+    day = timedelta(days=1)
+    t1, t2, t3 = NOW - 9 * day, NOW - 6 * day, NOW - 3 * day
+    # Which devices the patches hand over to a recompute: the others were patched in place.
+    recomputed: list[set[int]] = []
+    refresh = summaries_module.refresh_summaries
+
+    async def recording(connection: AsyncConnection, device_ids: Any) -> None:
+        ids = set(device_ids)
+        recomputed.append(ids)
+        await refresh(connection, ids)
+
+    monkeypatch.setattr(summaries_module, "refresh_summaries", recording)
+
+    def handed_over() -> set[int]:
+        ids = set().union(*recomputed)
+        recomputed.clear()
+        return ids
+
+    await apply(event_reservation.TYPE, reserved("ev-m", t2, [1, 2, 3, 4, 5]))  # new rows
+    await apply(event_reservation.TYPE, reserved("ev-z", t3, [1, 2, 6]))  # first for 1 and 2, new row for 6
+    assert handed_over() == set()
+    await apply(event_reservation.TYPE, reserved("ev-a", t1, [3, 4, 7]))  # behind ev-m: 3, 4 recomputed
+    assert handed_over() == {3, 4}
+    # Two events at the same start as ev-m, one with a smaller id and one with a larger: recomputed.
+    await apply(event_reservation.TYPE, reserved("ev-b", t2, [4, 5]))
+    await apply(event_reservation.TYPE, reserved("ev-y", t2, [5, 8]))
+    assert handed_over() == {4, 5}
+    kept = await summaries(engine)
+    assert [history_of(kept, d) for d in (1, 3, 5, 8)] == ["00", "00", "000", "0"]
+
+    # Outcomes: first entry (1, 2 on ev-z; 6 alone), behind a newer event (1 on ev-m), tied (5 on ev-m).
+    await apply(event_outcome.TYPE, outcomes("ev-z", (1, SP, False), (2, IO, False), (6, NR, False)))
+    assert handed_over() == set()
+    await apply(event_outcome.TYPE, outcomes("ev-m", (1, ER, False), (3, SP, True), (5, SP, False)))
+    assert handed_over() == {1, 5}  # 1: behind ev-z; 5: tied with ev-b and ev-y (3 is first: in place)
+    await apply(event_outcome.TYPE, outcomes("ev-y", (5, NR, False), (8, SP, False)))
+    assert handed_over() == {5}
+    kept = await summaries(engine)
+    assert [history_of(kept, d) for d in (1, 2, 3, 6, 8)] == ["14", "20", "30", "5", "1"]
+    # A correction in place, then to CANCELLED (the entry goes), then back (it returns).
+    await apply(event_outcome.TYPE, outcomes("ev-z", (6, SP, False)))
+    await apply(event_outcome.TYPE, outcomes("ev-z", (6, CN, False), (2, CN, False)))
+    assert [history_of(await summaries(engine), d) for d in (2, 6)] == ["0", ""]
+    await apply(event_outcome.TYPE, outcomes("ev-z", (6, IO, False), (2, NR, False)))
+    assert [history_of(await summaries(engine), d) for d in (2, 6)] == ["50", "2"]

@@ -6,6 +6,8 @@ import itertools
 import math
 import random
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from derbridge.derms.domain.reservation import (
     Candidate,
     ReservationPlan,
     is_candidate,
+    rank_columns,
     rank_key,
     select_reservations,
 )
@@ -280,3 +283,76 @@ def test_a_larger_pool_equals_the_definition() -> None:
     assert list(select_reservations(pool, EventTarget.devices(2_000)).reserved) == reference_count(pool, 2_000)
     varying = [c._replace(expected_shed_kw=round(rng.uniform(0.5, 3.0), 2)) for c in pool]
     assert list(select_reservations(varying, EventTarget.kilowatts(3_500)).reserved) == reference_kw(varying, 3_500)
+
+
+# ---------------------------------------------------------------- the columnar selection (a million candidates)
+
+
+def columnar(pool: list[Candidate], target: EventTarget, shed: float) -> ReservationPlan:
+    """The columnar selection both ways — names given, and candidates in (head end, nic) order without
+    names — which must agree."""
+    scores = np.array([c.score for c in pool], dtype=np.float64)
+    heads = pa.array([c.head_end_system for c in pool], type=pa.string())
+    nics = pa.array([c.nic_id for c in pool], type=pa.string())
+    named = rank_columns(scores, shed, target, heads, nics)
+    plan = named.plan(
+        [pool[i].device_id for i in named.positions],
+        [pool[i].head_end_system for i in named.positions],
+        [pool[i].nic_id for i in named.positions],
+        [pool[i].score for i in named.positions],
+        shed,
+    )
+    in_key_order = sorted(pool, key=lambda c: (c.head_end_system, c.nic_id))
+    ordered = rank_columns(np.array([c.score for c in in_key_order], dtype=np.float64), shed, target)
+    assert [in_key_order[i] for i in ordered.positions] == list(plan.reserved)
+    return plan
+
+
+@st.composite
+def uniform_pools(draw: st.DrawFn) -> tuple[list[Candidate], float]:
+    """Pools whose devices share one expected shed (the program's), as the DERMS reads them; names include
+    non-ASCII text, whose order must be Python's."""
+    keys = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["ECOBEE", "NEST", "RESIDEO"]), st.text("ab01é€", min_size=1, max_size=3)),
+            unique=True,
+            max_size=60,
+        )
+    )
+    shed = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.5]))
+    scores = st.sampled_from([0.0, 12.5, 50.0, 50.1, 77.5, 100.0])
+    return [Candidate(i, hes, nic, draw(scores), shed) for i, (hes, nic) in enumerate(keys)], shed
+
+
+@settings(max_examples=300, database=None)
+@given(pool_shed=uniform_pools(), n=st.integers(1, 70))
+def test_columnar_count_selection_equals_select_reservations(pool_shed: tuple[list[Candidate], float], n: int) -> None:
+    pool, shed = pool_shed
+    assert columnar(pool, EventTarget.devices(n), shed) == select_reservations(pool, EventTarget.devices(n))
+
+
+@settings(max_examples=300, database=None)
+@given(pool_shed=uniform_pools(), kw=st.sampled_from([0.05, 0.3, 1.0, 2.0, 7.7, 25.0, 500.0]))
+def test_columnar_kw_selection_equals_select_reservations(pool_shed: tuple[list[Candidate], float], kw: float) -> None:
+    pool, shed = pool_shed
+    assert columnar(pool, EventTarget.kilowatts(kw), shed) == select_reservations(pool, EventTarget.kilowatts(kw))
+
+
+def test_columnar_selection_on_a_larger_tied_pool() -> None:
+    rng = random.Random(11)
+    pool = [
+        Candidate(i, rng.choice(["ECOBEE", "NEST"]), f"{rng.getrandbits(20):05x}", rng.choice([70.0, 80.0, 80.5]), 1.5)
+        for i in range(20_000)
+    ]
+    pool = list({(c.head_end_system, c.nic_id): c for c in pool}.values())
+    for target in (EventTarget.devices(2_000), EventTarget.devices(30_000), EventTarget.kilowatts(3_500.0)):
+        assert columnar(pool, target, 1.5) == select_reservations(pool, target)
+
+
+def test_columnar_selection_refuses_what_select_reservations_refuses() -> None:
+    with pytest.raises(ValueError, match="non-finite score"):
+        columnar([cand(1, 50.0), cand(2, math.nan)], EventTarget.devices(1), 1.0)
+    with pytest.raises(ValueError, match="expected_shed_kw"):
+        columnar([cand(1, 50.0)], EventTarget.kilowatts(1.0), -1.0)
+    with pytest.raises(ValueError, match="expected_shed_kw"):
+        columnar([cand(1, 50.0)], EventTarget.devices(1), math.inf)

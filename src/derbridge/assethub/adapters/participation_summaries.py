@@ -15,11 +15,23 @@ device and program, so that a transfer reads one row per scored device:
 Newest first means by the event's start, ties broken by the event id, descending: the order the
 record-based read uses, so both give the model the same columns, value for value.
 
-The summary is derived data, never edited in place: :func:`refresh_summaries` recomputes the rows of the
-devices a change touched from their records, in the same transaction as the change (F5 apply, F6, F7 apply
-call it), set-based: one ``DELETE`` and one ``INSERT … SELECT`` per chunk of devices. Recomputing rather than
-patching keeps it right whatever order outcomes, corrections, releases and cancellations arrive in.
-:func:`rebuild_summaries` recomputes every row (the migration that introduced the table uses the same SQL).
+The summary is derived data, kept equal to what a rebuild from the records gives, in the same transaction as
+the change that touches it (F5 apply, F6, F7 apply). Two common changes are patched in place, set-based,
+where the patch is provably the rebuild's result; every other device is recomputed:
+
+- :func:`add_event_entries` — a new event's reservations: the event's entry (PENDING) goes first in the
+  history of every device whose newest entry started strictly earlier (or a new row when the device has no
+  history in the program). A device with an entry starting at or after the event's start is recomputed.
+- :func:`set_event_classes` — outcomes recorded or corrected: the event's entry changes class in place when
+  it is the device's newest entry and no other entry starts at the same moment (the summary keeps starts,
+  not event ids, so a tie cannot be placed). Other devices are recomputed.
+
+:func:`refresh_summaries` recomputes the rows of the devices a change touched from their records (one
+``DELETE`` and one ``INSERT … SELECT`` per chunk of devices): for what the patches do not cover — an update
+that moves an event or adds devices to it, a cancellation, an outcome CANCELLED coming or going, an entry
+not first. :func:`rebuild_summaries` recomputes every row (the migration that introduced the table uses the
+same SQL). ``tests/flows/test_participation_summaries.py`` compares the kept rows with a rebuild after every
+message, through every path.
 """
 
 # Identifiers in the SQL below come from Table metadata; values are bound or are integers of this module.
@@ -43,6 +55,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     literal_column,
     or_,
     select,
@@ -53,6 +66,7 @@ from sqlalchemy.sql.expression import Executable
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.domain.scoring import OUTCOME_CLASSES, EventClass
+from derbridge.infra.upsert import insert_for
 
 CANCELLED = "CANCELLED"
 
@@ -189,6 +203,133 @@ async def refresh_event_summaries(connection: AsyncConnection, event_id: str) ->
         connection,
         lambda column: column.in_(select(of_event.c.device_id).where(of_event.c.event_id == event_id)),
     )
+
+
+# --- patches in place -------------------------------------------------------------------------------------
+
+
+async def _event_start_us(connection: AsyncConnection, event_id: str) -> str | None:
+    """The event's start as the summaries write it (the same expression as the rebuild: the same text)."""
+    ev = t.program_events
+    start = cast(epoch_us(connection.dialect.name, ev.c.start_at), String)
+    value = await connection.scalar(select(start).where(ev.c.event_id == event_id))
+    return None if value is None else str(value)
+
+
+def _entry_start(dialect: str, text: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The start (integer microseconds) of the first entry of a ``starts_us`` text (or of its tail)."""
+    if dialect == "postgresql":
+        return cast(func.split_part(text, STARTS_SEPARATOR, 1), BigInteger)
+    # SQLite casts the longest integer prefix of a text: '170…000,169…000' gives the first start.
+    return cast(text, Integer)
+
+
+def _first_is_only(dialect: str, starts: ColumnElement[Any], start_text: str) -> ColumnElement[bool]:
+    """The history's first entry starts at ``start_text`` and no other entry starts at the same moment
+    (entries are newest first, so it is enough that the second one, if any, starts earlier)."""
+    prefix = start_text + STARTS_SEPARATOR
+    rest = func.substr(starts, len(prefix) + 1)
+    second_earlier = case(
+        # Only a history that begins with the prefix is parsed past it: elsewhere the tail may start mid-entry.
+        (func.substr(starts, 1, len(prefix)) == prefix, _entry_start(dialect, rest) < int(start_text)),
+        else_=False,
+    )
+    return or_(starts == start_text, second_earlier)
+
+
+async def add_event_entries(connection: AsyncConnection, event_id: str) -> None:
+    """Put a newly recorded event into the histories of every device it has a participation record of.
+
+    For the reservations of an event Asset Hub had not recorded (F5, ``update`` false), right after they
+    were inserted in the open transaction: every record is RESERVED without an outcome, so each device's
+    history gains one PENDING entry at the event's start. Patched in place — one ``UPDATE`` prepending the
+    entry where every entry the device has started strictly earlier (so it goes first whatever the event
+    ids), one ``INSERT … SELECT`` of a one-entry row where the device has no history in the program — and
+    recomputed from the records (:func:`refresh_summaries`) for the devices with an entry starting at or
+    after the event's start, the rare case where the entry's place depends on more than the starts kept.
+    A cancelled event counts nowhere: nothing changes.
+    """
+    s, pr, ev = t.participation_summaries, t.participation_records, t.program_events
+    event = (await connection.execute(select(ev.c.program_code, ev.c.status).where(ev.c.event_id == event_id))).first()
+    start_text = await _event_start_us(connection, event_id)
+    if event is None or start_text is None or event.status == CANCELLED:
+        return
+    dialect = connection.dialect.name
+    program = event.program_code
+    of_event = select(pr.c.device_id).where(pr.c.event_id == event_id)
+    mine = and_(s.c.program_code == program, s.c.device_id.in_(of_event))
+    newest_earlier = _entry_start(dialect, s.c.starts_us) < int(start_text)
+    # Read first: once prepended, a history starts at the event's start whichever branch it took.
+    placed_later = list(await connection.scalars(select(s.c.device_id).where(mine, ~newest_earlier)))
+    pending = str(int(EventClass.PENDING))  # a new record has neither outcome nor opt-out
+    await connection.execute(
+        s.update()
+        .where(mine, newest_earlier)
+        .values(
+            classes=literal(pending, String()).concat(s.c.classes),
+            starts_us=literal(start_text + STARTS_SEPARATOR, String()).concat(s.c.starts_us),
+        )
+    )
+    # A one-entry row for each device without history in the program; the key skips the others (an anti-join
+    # on the table being filled made PostgreSQL, its statistics taken while it was empty, rescan the table
+    # for every row: minutes for 100,000 devices).
+    await connection.execute(
+        insert_for(dialect, s)
+        .from_select(
+            ["program_code", "device_id", "classes", "starts_us"],
+            select(
+                literal(program, String()), pr.c.device_id, literal(pending, String()), literal(start_text, String())
+            ).where(pr.c.event_id == event_id),
+        )
+        .on_conflict_do_nothing(index_elements=[s.c.device_id, s.c.program_code])
+    )
+    await refresh_summaries(connection, placed_later)
+
+
+async def set_event_classes(connection: AsyncConnection, event_id: str, device_ids: Iterable[int]) -> None:
+    """Give the event's entry in each device's history the class of the device's record as it is now.
+
+    For outcomes just recorded or corrected (F7), in the open transaction, of devices whose entry was in the
+    history before and stays (the caller recomputes instead when the old or the new outcome is CANCELLED,
+    or when the event is cancelled). One ``UPDATE`` per chunk replaces the first character where the event's
+    entry is the newest one and the only one at its start — its place is then certain — with the class
+    computed from the record; the other devices are recomputed from their records.
+    """
+    ids = sorted(set(device_ids))
+    if not ids:
+        return
+    s, pr, ev = t.participation_summaries, t.participation_records, t.program_events
+    program = await connection.scalar(select(ev.c.program_code).where(ev.c.event_id == event_id))
+    start_text = await _event_start_us(connection, event_id)
+    if program is None or start_text is None:
+        await refresh_summaries(connection, ids)
+        return
+    dialect = connection.dialect.name
+    new_class = (
+        select(_class_char()).where(pr.c.event_id == event_id, pr.c.device_id == s.c.device_id).scalar_subquery()
+    )
+    patched: set[int] = set()
+    for chunk in _device_chunks(dialect, ids):
+        result = await connection.execute(
+            s.update()
+            .where(s.c.program_code == program, _among(dialect, s.c.device_id, chunk))
+            .where(_first_is_only(dialect, s.c.starts_us, start_text))
+            .values(classes=new_class.concat(func.substr(s.c.classes, 2, type_=String())))
+            .returning(s.c.device_id)
+        )
+        patched.update(result.scalars())
+    await refresh_summaries(connection, [d for d in ids if d not in patched])
+
+
+def _device_chunks(dialect: str, ids: list[int]) -> Iterable[list[int]]:
+    size = max(len(ids), 1) if dialect == "postgresql" else REFRESH_CHUNK
+    return (ids[i : i + size] for i in range(0, len(ids), size))
+
+
+def _among(dialect: str, column: ColumnElement[Any], ids: list[int]) -> ColumnElement[bool]:
+    if dialect == "postgresql":
+        return column == any_(bindparam("devices", ids, type_=ARRAY(BigInteger())))
+    return column.in_(ids)
 
 
 def rebuild_statements(dialect: str) -> list[Executable]:

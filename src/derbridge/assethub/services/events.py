@@ -27,20 +27,24 @@ import asyncio
 import csv
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
 import structlog
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
-from sqlalchemy import BigInteger, ColumnElement, RowMapping, String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.types import TypeEngine
 
 from derbridge.assethub.adapters import tables as t
-from derbridge.assethub.adapters.participation_summaries import refresh_event_summaries, refresh_summaries
+from derbridge.assethub.adapters.participation_summaries import (
+    add_event_entries,
+    refresh_event_summaries,
+    refresh_summaries,
+    set_event_classes,
+)
 from derbridge.assethub.messages import inbox
 from derbridge.bridge.filestore.base import FileNotInStore
 from derbridge.bridge.filestore.factory import build_file_store
@@ -51,20 +55,16 @@ from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
+from derbridge.infra.columnar import db_time, id_list, insert_arrow
 from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
-from derbridge.infra.upsert import insert_for
 from derbridge.settings import Settings
 
 log = structlog.get_logger("derbridge.assethub.events")
 
 RESERVED, RELEASED, CANCELLED = "RESERVED", "RELEASED", "CANCELLED"
 """Participation record statuses: held for the event, let go before it started, event cancelled."""
-
-LOOKUP_CHUNK = 5_000
-"""Devices looked up per query on SQLite (``nic_id IN (…)`` of one head-end): well under its parameter
-limit, and few round trips for a list of 100,000. PostgreSQL takes them all in one array parameter."""
 
 RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
 """The header a reservation file must have: the contract's ``ReservedDevice`` fields, in order."""
@@ -187,24 +187,6 @@ async def _fetch_devices(event_id: str, manifest: FileManifest, location: FileLo
 # --- shared steps ---------------------------------------------------------------------------------------
 
 
-def _chunks(connection: AsyncConnection, values: list[V]) -> Iterator[list[V]]:
-    """``values`` in lookup-sized pieces: one piece on PostgreSQL (a single array parameter), pieces of
-    :data:`LOOKUP_CHUNK` on SQLite (one parameter per value)."""
-    size = max(len(values), 1) if connection.dialect.name == "postgresql" else LOOKUP_CHUNK
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
-def _among(
-    connection: AsyncConnection, column: ColumnElement[Any], values: list[Any], item_type: TypeEngine[Any]
-) -> ColumnElement[bool]:
-    """``column`` is one of ``values``: ``= ANY(array)`` on PostgreSQL, where an ``IN`` of thousands of
-    parameters costs more to plan than to run; ``IN (…)`` on SQLite."""
-    if connection.dialect.name == "postgresql":
-        return column == any_(bindparam("among", values, type_=ARRAY(item_type)))
-    return column.in_(values)
-
-
 async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[Key, int]:
     """Asset Hub's ``device_id`` of each device it knows among ``keys`` (unknown ones are absent)."""
     by_head_end: dict[str, list[str]] = defaultdict(list)
@@ -213,13 +195,14 @@ async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[
     d = t.devices
     found: dict[Key, int] = {}
     for head_end, nics in by_head_end.items():
-        for chunk in _chunks(connection, nics):
-            rows = await connection.execute(
-                select(d.c.nic_id, d.c.device_id).where(
-                    d.c.head_end_system == head_end, _among(connection, d.c.nic_id, chunk, String())
-                )
+        # The head end's nic ids as one parameter (an array, or a JSON array on SQLite): no IN list of
+        # thousands of parameters to compile and bind, however long the list.
+        rows = await connection.execute(
+            select(d.c.nic_id, d.c.device_id).where(
+                d.c.head_end_system == head_end, id_list(connection, d.c.nic_id, nics, "nics")
             )
-            found.update(((head_end, nic), device_id) for nic, device_id in rows.tuples())
+        )
+        found.update(((head_end, nic), device_id) for nic, device_id in rows.tuples())
     return found
 
 
@@ -337,19 +320,11 @@ async def apply_reservation(
         }
     listed = {ids[k] for k in keys if k in ids}
     new_rows = [
-        {
-            "record_id": record_id,
-            "event_id": event_id,
-            "device_id": ids[(head_end, nic)],
-            "status": RESERVED,
-            "reservation_start_at": start_at,
-            "reservation_end_at": end_at,
-        }
+        (record_id, ids[(head_end, nic)], start_at, end_at)
         for record_id, head_end, nic, start_at, end_at in devices
         if (head_end, nic) in ids and ids[(head_end, nic)] not in held
     ]
-    if new_rows:
-        await connection.execute(insert_for(connection.dialect.name, p).on_conflict_do_nothing(), new_rows)
+    await insert_arrow(connection, p, _record_columns(connection, event_id, new_rows), skip_conflicts=True)
     released = [
         {"b_record_id": record_id}
         for device_id, (record_id, status) in held.items()
@@ -362,7 +337,11 @@ async def apply_reservation(
     # The devices' scoring histories (participation_summaries) follow in the same transaction: every device
     # of the event when what the history keeps of the event changed, else the devices just added. (A release
     # changes no history: a released reservation still counts as a call, as it does read from the records.)
-    if event is not None and _history_changed(event, fields):
+    # A new event's entry is patched into the histories in place (add_event_entries recomputes the few
+    # devices where that would not be exact); an update recomputes what it touched.
+    if event is None:
+        await add_event_entries(connection, event_id)
+    elif _history_changed(event, fields):
         await refresh_event_summaries(connection, event_id)
     else:
         await refresh_summaries(connection, [device_id for device_id in listed if device_id not in held])
@@ -385,6 +364,31 @@ async def apply_reservation(
         "released": len(released),
         "unknown_devices": len(unknown),
     }
+
+
+def _record_columns(
+    connection: AsyncConnection, event_id: str, rows: Sequence[tuple[str, int, datetime, datetime]]
+) -> pa.Table:
+    """New RESERVED participation records ``(record_id, device_id, start, end)`` as columns for one bulk
+    insert (an event's reservations share a handful of windows: each is formatted once)."""
+    formatted: dict[datetime, str] = {}
+
+    def text(value: datetime) -> str:
+        found = formatted.get(value)
+        if found is None:
+            found = formatted[value] = db_time(connection, value)
+        return found
+
+    return pa.table(
+        {
+            "record_id": pa.array([r[0] for r in rows], type=pa.string()),
+            "event_id": pa.repeat(pa.scalar(event_id), len(rows)),
+            "device_id": pa.array([r[1] for r in rows], type=pa.int64()),
+            "status": pa.repeat(pa.scalar(RESERVED), len(rows)),
+            "reservation_start_at": pa.array([text(r[2]) for r in rows], type=pa.string()),
+            "reservation_end_at": pa.array([text(r[3]) for r in rows], type=pa.string()),
+        }
+    )
 
 
 def _history_changed(event: RowMapping, fields: dict[str, Any]) -> bool:
@@ -443,25 +447,26 @@ def _outcome_values(x: event_outcome.DeviceOutcome) -> dict[str, Any]:
     }
 
 
-def _same_outcome(record: RowMapping, values: dict[str, Any]) -> bool:
+def _same_outcome(record: dict[str, Any], values: dict[str, Any]) -> bool:
     return all(record[name] == values[name] for name in _OUTCOME_FIELDS)
 
 
-async def _records(connection: AsyncConnection, event_id: str, device_ids: Iterable[int]) -> dict[int, RowMapping]:
+async def _records(connection: AsyncConnection, event_id: str, device_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """The participation records of ``event_id`` for ``device_ids`` (those it has), by device id.
 
     Only the devices of the batch are read, through the (event_id, device_id) index: an event of 100,000
     devices reported in ten batches is read once in all, not ten times."""
     p = t.participation_records
-    found: dict[int, RowMapping] = {}
-    for chunk in _chunks(connection, list(device_ids)):
-        rows = await connection.execute(
-            select(
-                p.c.record_id, p.c.device_id, p.c.status, p.c.outcome_reported_at, *(p.c[f] for f in _OUTCOME_FIELDS)
-            ).where(p.c.event_id == event_id, _among(connection, p.c.device_id, chunk, BigInteger()))
+    columns = [p.c.record_id, p.c.device_id, p.c.status, p.c.outcome_reported_at, *(p.c[f] for f in _OUTCOME_FIELDS)]
+    rows = await connection.execute(
+        select(*columns).where(
+            p.c.event_id == event_id, id_list(connection, p.c.device_id, list(device_ids), "devices")
         )
-        found.update((row["device_id"], row) for row in rows.mappings())
-    return found
+    )
+    # Plain dicts from the tuples: a RowMapping per row cost more than the query (10,000 per batch).
+    names = [c.name for c in columns]
+    found = (dict(zip(names, row, strict=True)) for row in rows.tuples())
+    return {record["device_id"]: record for record in found}
 
 
 @inbox.handles(event_outcome.TYPE)
@@ -490,7 +495,9 @@ async def apply_outcomes(
     no_record: list[Key] = []
     not_held: list[Key] = []
     unchanged = stale = 0
-    changed_devices: list[int] = []
+    patched_devices: list[int] = []  # the event's entry stays in the history: its class is set in place
+    changed_devices: list[int] = []  # the entry comes or goes (an outcome CANCELLED): recomputed
+    event_counted = event["status"] != CANCELLED
     for key, x in zip(keys, payload.outcomes, strict=True):
         device_id = ids.get(key)
         record = records.get(device_id) if device_id is not None else None
@@ -517,7 +524,10 @@ async def apply_outcomes(
                     "corrected_at": now,
                 }
             )
-        changed_devices.append(record["device_id"])
+        if event_counted and CANCELLED not in (record["outcome"], values["outcome"]):
+            patched_devices.append(record["device_id"])
+        else:
+            changed_devices.append(record["device_id"])
         writes.append(
             {f"b_{k}": v for k, v in values.items()}
             | {"b_record_id": record["record_id"], "b_outcome_reported_at": reported_at}
@@ -531,7 +541,9 @@ async def apply_outcomes(
         )
     if corrections:
         await connection.execute(t.participation_corrections.insert(), corrections)
-    await refresh_summaries(connection, changed_devices)  # new and corrected outcomes reach the histories
+    # New and corrected outcomes reach the histories, in the same transaction.
+    await set_event_classes(connection, event_id, patched_devices)
+    await refresh_summaries(connection, changed_devices)
     recorded = len(writes) - len(corrections)
     detail = (
         f"{recorded} recorded, {len(corrections)} corrected, {unchanged} unchanged, {stale} older than the one held, "

@@ -25,6 +25,11 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Final, NamedTuple
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+
 from derbridge.derms.domain.event import EventTarget
 
 KW_RELATIVE_TOLERANCE: Final[float] = 1e-9
@@ -226,3 +231,141 @@ def _require_finite(values: list[float], owners: Sequence[Candidate], field: str
     for value, owner in zip(values, owners, strict=True):
         if not math.isfinite(value):
             raise ValueError(f"candidate device_id={owner.device_id} has a non-finite {field} ({value})")
+
+
+# --- a million candidates, as columns -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSelection:
+    """What :func:`rank_columns` chose: the positions of the reserved candidates, in rank order, and what the
+    event records about it; :meth:`plan` makes the :class:`ReservationPlan` once their names are known."""
+
+    positions: NDArray[np.intp]
+    requested_devices: int | None
+    requested_kw: float | None
+    candidate_count: int
+    reserved_kw: float
+    shortfall_devices: int
+    shortfall_kw: float
+
+    def plan(
+        self,
+        device_id: Sequence[int],
+        head_end_system: Sequence[str],
+        nic_id: Sequence[str],
+        score: Sequence[float],
+        expected_shed_kw: float,
+    ) -> ReservationPlan:
+        """The plan, given the reserved candidates' columns in rank order (``positions`` taken from the input)."""
+        return ReservationPlan(
+            requested_devices=self.requested_devices,
+            requested_kw=self.requested_kw,
+            candidate_count=self.candidate_count,
+            reserved=tuple(
+                Candidate(i, h, n, s, expected_shed_kw)
+                for i, h, n, s in zip(device_id, head_end_system, nic_id, score, strict=True)
+            ),
+            reserved_kw=self.reserved_kw,
+            shortfall_devices=self.shortfall_devices,
+            shortfall_kw=self.shortfall_kw,
+        )
+
+
+def rank_columns(
+    score: NDArray[np.float64],
+    expected_shed_kw: float,
+    target: EventTarget,
+    head_end_system: pa.Array | None = None,
+    nic_id: pa.Array | None = None,
+) -> ColumnSelection:
+    """:func:`select_reservations` for candidates given as columns (every candidate sharing the program's
+    ``expected_shed_kw``), with exactly its result, at a million candidates.
+
+    ``head_end_system`` and ``nic_id`` break ties in score; without them the candidates must come in
+    ``(head_end_system, nic_id)`` order, and a stable sort by score keeps it among equal scores (a database
+    that reads them in its key order needs no names for the million, only for the reserved).
+
+    The first ``k`` candidates in rank order all score at least the ``k``-th highest score, ``k`` being the
+    most devices the target can take (its device count; for a kW target the bound of
+    :func:`select_reservations`). So only the candidates scoring that much are ordered — by score descending,
+    then by position or by Arrow's sort on the names, which compares strings by their UTF-8 bytes: the order
+    of Python's ``str`` comparison. A kW target walks the running sum of the sheds in rank order
+    (``numpy.cumsum`` adds in order, as ``accumulate`` does); if the bound was not enough (float rounding)
+    every candidate is ordered. Raises ``ValueError`` for a non-finite score, a non-finite shed, or a negative
+    shed with a kW target.
+    """
+    count = len(score)
+    if count and not np.isfinite(score).all():
+        offender = int(np.flatnonzero(~np.isfinite(score))[0])
+        raise ValueError(f"candidate #{offender} has a non-finite score ({score[offender]})")
+    names = (head_end_system, nic_id) if head_end_system is not None and nic_id is not None else None
+    if target.device_count is not None:
+        ranked = _rank_columns(score, names, min(target.device_count, count))
+        if len(ranked) and not math.isfinite(expected_shed_kw):
+            raise ValueError(f"candidate #{ranked[0]} has a non-finite expected_shed_kw ({expected_shed_kw})")
+        return ColumnSelection(
+            positions=ranked,
+            requested_devices=target.device_count,
+            requested_kw=None,
+            candidate_count=count,
+            reserved_kw=math.fsum([expected_shed_kw] * len(ranked)),
+            shortfall_devices=target.device_count - len(ranked),
+            shortfall_kw=0.0,
+        )
+    kw = float(target.kw or 0.0)
+    if count and (not math.isfinite(expected_shed_kw) or expected_shed_kw < 0):
+        raise ValueError(f"candidate #0 has an invalid expected_shed_kw ({expected_shed_kw})")
+    goal = kw * (1.0 - KW_RELATIVE_TOLERANCE)
+    bound = count
+    if expected_shed_kw > 0 and kw / expected_shed_kw < count:
+        bound = min(count, math.ceil(kw / expected_shed_kw) + 1)
+    ranked = _rank_columns(score, names, bound)
+    reached = _reaching(len(ranked), expected_shed_kw, goal)
+    if reached is None and bound < count:
+        ranked = _rank_columns(score, names, count)
+        reached = _reaching(len(ranked), expected_shed_kw, goal)
+    taken = ranked if reached is None else ranked[:reached]
+    reserved_kw = math.fsum([expected_shed_kw] * len(taken))
+    return ColumnSelection(
+        positions=taken,
+        requested_devices=None,
+        requested_kw=kw,
+        candidate_count=count,
+        reserved_kw=reserved_kw,
+        shortfall_devices=0,
+        shortfall_kw=0.0 if reached is not None else max(0.0, kw - reserved_kw),
+    )
+
+
+def _reaching(ranked: int, shed: float, goal: float) -> int | None:
+    """How many of ``ranked`` devices of ``shed`` kW each reach ``goal`` (``_prefix_reaching``'s rule)."""
+    running = np.cumsum(np.full(ranked, shed, dtype=np.float64))
+    index = int(np.searchsorted(running, goal, side="left"))
+    return index + 1 if index < ranked else None
+
+
+def _rank_columns(score: NDArray[np.float64], names: tuple[pa.Array, pa.Array] | None, k: int) -> NDArray[np.intp]:
+    """The positions of the first ``k`` candidates in rank order."""
+    count = len(score)
+    if k <= 0 or count == 0:
+        return np.zeros(0, dtype=np.intp)
+    positions = np.arange(count)
+    if k < count:
+        lowest_needed = np.partition(score, count - k)[count - k]
+        positions = np.flatnonzero(score >= lowest_needed)
+    if names is None:
+        # Positions are in (head_end_system, nic_id) order: a stable sort keeps it among equal scores.
+        order = np.argsort(-score[positions], kind="stable")
+    else:
+        table = pa.table(
+            {
+                "score": pa.array(score[positions]),
+                "head_end_system": names[0].take(pa.array(positions)),
+                "nic_id": names[1].take(pa.array(positions)),
+            }
+        )
+        keys = [("score", "descending"), ("head_end_system", "ascending"), ("nic_id", "ascending")]
+        order = pc.sort_indices(table, sort_keys=keys).to_numpy()
+    ranked: NDArray[np.intp] = positions[order[:k]]
+    return ranked

@@ -9,6 +9,7 @@ same transaction. The silent devices of an event are given NON_RESPONSIVE when i
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from derbridge.derms.domain.event import EventStatus, EventWindow, status_at
 from derbridge.derms.services.event_messages import queue_outcomes
 from derbridge.derms.services.events import grace_of
 from derbridge.infra import clock
+from derbridge.infra.columnar import id_list
 from derbridge.infra.problems import FieldError, ProblemError, not_found
 from derbridge.infra.upsert import insert_for
 
@@ -88,6 +90,35 @@ def _refuse_duplicates(outcomes: Sequence[DeviceOutcome]) -> None:
         )
 
 
+async def _reserved_among(
+    connection: AsyncConnection, event_id: str, outcomes: Sequence[DeviceOutcome]
+) -> dict[tuple[str, str], int]:
+    """The reported devices the event holds (RESERVED), by ``(head_end_system, nic_id)``: only the report's
+    devices are read, through the devices' unique key and the reservations' ``(event_id, device_id)`` key —
+    an event of 100,000 devices reported in ten batches is read once in all, not ten times."""
+    r, d = t.reservations, t.devices
+    by_head_end: dict[str, list[str]] = defaultdict(list)
+    for x in outcomes:
+        by_head_end[x.head_end_system].append(x.nic_id)
+    known: dict[int, tuple[str, str]] = {}
+    for head_end, nics in by_head_end.items():
+        # Two probes rather than one join: left to itself, SQLite walks every reservation of the event.
+        rows = await connection.execute(
+            select(d.c.device_id, d.c.nic_id).where(
+                d.c.head_end_system == head_end, id_list(connection, d.c.nic_id, nics, "nics")
+            )
+        )
+        known.update((device_id, (head_end, nic)) for device_id, nic in rows.tuples())
+    held = await connection.scalars(
+        select(r.c.device_id).where(
+            r.c.event_id == event_id,
+            id_list(connection, r.c.device_id, list(known), "devices"),
+            r.c.status == "RESERVED",
+        )
+    )
+    return {known[device_id]: device_id for device_id in held}
+
+
 async def record_outcomes(
     engine: AsyncEngine, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime | None = None
 ) -> OutcomesRecorded:
@@ -116,7 +147,7 @@ async def record_outcomes_in(
             f"A report carries at most {MAX_OUTCOMES_PER_REPORT} outcomes; split this one.",
         )
     _refuse_duplicates(outcomes)
-    e, p, r, d, o = t.program_events, t.programs, t.reservations, t.devices, t.outcomes
+    e, p, o = t.program_events, t.programs, t.outcomes
     # FOR UPDATE (PostgreSQL; SQLite has one writer anyway) orders this against the event's closing and
     # against other reports of the same event.
     event = (
@@ -149,14 +180,7 @@ async def record_outcomes_in(
             "The event has not started",
             f"Event {event_id} starts at {event.start_at.isoformat()}; report outcomes once it has run.",
         )
-    reserved = {
-        (row.head_end_system, row.nic_id): row.device_id
-        for row in await connection.execute(
-            select(d.c.head_end_system, d.c.nic_id, r.c.device_id)
-            .join(d, d.c.device_id == r.c.device_id)
-            .where(r.c.event_id == event_id, r.c.status == "RESERVED")
-        )
-    }
+    reserved = await _reserved_among(connection, event_id, outcomes)
     strangers = [i for i, x in enumerate(outcomes) if (x.head_end_system, x.nic_id) not in reserved]
     if strangers:
         raise ProblemError(

@@ -1,0 +1,125 @@
+"""Columnar reads and writes for the bulk paths: query results as Arrow tables, rows in without an ORM.
+
+- :func:`read_arrow` — a query's result as a ``pyarrow.Table``: PostgreSQL streams ``COPY (query) TO STDOUT``
+  into pyarrow's CSV reader (no Python object per value); SQLite's cursor rows become one Arrow struct array
+  per partition, in C.
+- :func:`id_list` — a list of ids or keys as **one** parameter of a set-based statement: an array on
+  PostgreSQL (``= ANY(:ids)``), a JSON array on SQLite (``IN (SELECT value FROM json_each(:ids))``). No
+  ``IN`` list of thousands of bound parameters to compile, bind and plan, no chunking under SQLite's
+  parameter limit.
+- :func:`insert_arrow` — rows of an Arrow table into a table: ``COPY`` on PostgreSQL, one ``executemany`` of
+  tuples built column by column on SQLite, in the caller's transaction.
+"""
+
+# Identifiers in the SQL below come from Table metadata; values are bound or are COPY data.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy import BigInteger, ColumnElement, String, Table, any_, bindparam, false, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Select
+
+from derbridge.infra.bulk import arrow_rows, copy_arrow_table
+
+READ_PARTITION: Final[int] = 100_000
+"""Rows fetched from SQLite per partition (one Arrow struct array each)."""
+
+READ_BLOCK_BYTES: Final[int] = 16 * 1024 * 1024
+"""pyarrow's CSV block size for a ``COPY … TO STDOUT`` result."""
+
+_ARRAY_TYPES: Final[dict[str, Any]] = {"int": BigInteger(), "str": String()}
+
+
+async def read_arrow(connection: AsyncConnection, query: Select[Any], types: dict[str, pa.DataType]) -> pa.Table:
+    """The result of ``query`` as a table whose columns are named and typed by ``types`` (in query order)."""
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    names = list(types)
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if connection.dialect.name == "postgresql":
+        received = bytearray()
+        async with driver.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
+            async for block in copy:
+                received += block
+        if not received:
+            return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
+        return pa_csv.read_csv(
+            pa.BufferReader(received),
+            read_options=pa_csv.ReadOptions(column_names=names, block_size=READ_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+            ),
+        )
+    parts: list[pa.RecordBatch] = []
+    # The SQLite driver connection answers the aiosqlite calls (infra/sqlite_inline.py).
+    cursor = await driver.execute(sql)
+    try:
+        row_type = pa.struct(list(types.items()))
+        while rows := await cursor.fetchmany(READ_PARTITION):
+            parts.append(pa.RecordBatch.from_struct_array(pa.array(rows, type=row_type)))
+    finally:
+        await cursor.close()
+    return pa.Table.from_batches(parts, schema=pa.schema(list(types.items())))
+
+
+def id_list(
+    connection: AsyncConnection, column: ColumnElement[Any], values: list[Any], name: str
+) -> ColumnElement[bool]:
+    """``column`` is one of ``values`` (ints or strings), bound as one parameter named ``name``."""
+    if not values:
+        return false()
+    kind = "int" if isinstance(values[0], int) else "str"
+    if connection.dialect.name == "postgresql":
+        return column == any_(bindparam(name, values, type_=ARRAY(_ARRAY_TYPES[kind])))
+    each = func.json_each(bindparam(name, json.dumps(values), type_=String())).table_valued("value")
+    return column.in_(select(each.c.value))
+
+
+async def insert_arrow(
+    connection: AsyncConnection, table: Table, data: pa.Table, *, skip_conflicts: bool = False
+) -> None:
+    """Insert every row of ``data`` (columns named as ``table``'s) into ``table``, in the open transaction.
+
+    ``skip_conflicts``: a row that would break a unique key is left out (``ON CONFLICT DO NOTHING``); on
+    PostgreSQL the rows are then copied into a temporary table first and inserted from it in one statement.
+    """
+    if data.num_rows == 0:
+        return
+    names = data.column_names
+    if connection.dialect.name == "postgresql":
+        quote = connection.dialect.identifier_preparer.quote
+        columns = ", ".join(quote(n) for n in names)
+        if not skip_conflicts:
+            await copy_arrow_table(connection, quote(table.name), columns, data)
+            return
+        staging = quote(f"staging_{table.name}")
+        await connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE {staging} (LIKE {quote(table.name)} INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        await copy_arrow_table(connection, staging, columns, data)
+        await connection.exec_driver_sql(
+            f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} FROM {staging} ON CONFLICT DO NOTHING"
+        )
+        await connection.exec_driver_sql(f"DROP TABLE {staging}")
+        return
+    conflicts = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
+    statement = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}){conflicts}"
+    await connection.exec_driver_sql(statement, arrow_rows(data))
+
+
+def db_time(connection: AsyncConnection, value: datetime) -> str:
+    """``value`` as text a bulk write gives a :class:`~derbridge.infra.db.UTCDateTime` column: SQLite keeps
+    naive UTC text (what the column type writes there); PostgreSQL's ``COPY`` reads ISO 8601 with the offset."""
+    utc = value.astimezone(UTC)
+    if connection.dialect.name == "sqlite":
+        return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return utc.isoformat(timespec="microseconds")
