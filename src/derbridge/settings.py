@@ -59,6 +59,9 @@ class BridgeSettings(BaseModel):
     relay_systems: list[Literal["assethub", "derms"]] = Field(default=["assethub", "derms"])
     """Systems whose outbox this process relays (a distributed system process may relay its own)."""
     batch_size: int = Field(100, ge=1, le=10_000)
+    relay_batch_size: int = Field(1000, ge=1, le=10_000)
+    """Outbox rows a relay publishes per round: a publish waits for the transport's confirmation (a quorum
+    queue's fsync on RabbitMQ), which costs about the same for a thousand messages as for a hundred."""
     concurrency: int = Field(16, ge=1, le=1000)
     lease_seconds: float = Field(60.0, gt=0)
     poll_seconds: float = Field(0.2, gt=0)

@@ -1,4 +1,4 @@
-"""Set-based application of a batch delivery (``Inbox.handles_batch``): a run of F2/F3 messages applied
+"""Set-based application of a batch delivery (``Inbox.handles_batch``): a run of F1/F2/F3 messages applied
 set-based has exactly the effect of applying them one by one, and every run the batch path cannot take
 (an unknown check, a repeated message, a message applied before) falls back to one by one with the same
 answers a single delivery would get."""
@@ -21,6 +21,9 @@ from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.assethub.messages import inbox as assethub_inbox
 from derbridge.cis.importer import import_extract
 from derbridge.contracts.device_status_check import RESPONSE_TYPE, CheckResult, CommunicationStatus, StatusCheckResponse
+from derbridge.contracts.enrollment_request import RESPONSE_TYPE as ENROLLMENT_RESPONSE
+from derbridge.contracts.enrollment_request import TYPE as ENROLLMENT_REQUEST
+from derbridge.contracts.enrollment_request import EnrollmentRequestBatch
 from derbridge.contracts.registry import new_envelope
 from derbridge.demo import DEMO_PROGRAM, DEMO_START, Demo, loopback
 from derbridge.derms import flows as derms_flows
@@ -34,6 +37,14 @@ from derbridge.settings import Settings
 from derbridge.sim.aggregator import load_aggregators
 from derbridge.sim.generator import generate_utility
 from tests.flows.test_device_status_check import checks, enroll, enrollment, world
+from tests.flows.test_enrollment_request import (
+    codes,
+    device,
+    outbox_envelopes,
+    post_request,
+    read_request,
+    request_body,
+)
 
 if TYPE_CHECKING:
     from tests.flows.system import System
@@ -175,6 +186,8 @@ async def test_runs_applied_set_based_leave_both_systems_as_one_by_one_would(tmp
 
     # Every batch handler took part (the runs were not all declined) ...
     assert set(used) == {
+        "enrollment-request.v1",
+        "enrollment-response.v1",
         "device-status-check.v1",
         "device-status-check-response.v1",
         "enrollment-sync.v1",
@@ -286,3 +299,86 @@ async def test_a_run_plans_the_recheck_of_a_device_seen_too_long_ago_and_activat
     async with system.runtime.async_engine("assethub").connect() as connection:
         planned = await connection.scalar(select(e.c.next_check_at).where(e.c.enrollment_id == enrollments[0]))
     assert planned == now + timedelta(minutes=5)  # the first re-check, 5 min after the first failure
+
+
+# --- F1: runs of single-request messages (the edge forwards each resource alone) ------------------------------
+
+
+def _counted(monkeypatch: Any, inbox: Any, message_type: str, used: Counter[str]) -> None:
+    handler = inbox.batch_handlers[message_type]
+    monkeypatch.setitem(inbox.batch_handlers, message_type, _counting(message_type, handler, used))
+
+
+def _request_message(head_end: str, *bodies: dict[str, Any]) -> dict[str, Any]:
+    payload = EnrollmentRequestBatch.model_validate(
+        {"head_end_system": head_end, "requests": [b | {"requested_at": "2027-05-20T10:00:00Z"} for b in bodies]}
+    )
+    envelope = new_envelope(
+        ENROLLMENT_REQUEST, payload, business_key=f"{head_end}:{bodies[0]['request_id']}", occurred_at=DEMO_START
+    )
+    body: dict[str, Any] = envelope.model_dump(mode="json")
+    return body
+
+
+async def test_single_requests_forwarded_one_message_each_are_answered_as_one_by_one(
+    system: System, tmp_path: Path, monkeypatch: Any
+) -> None:
+    used: Counter[str] = Counter()
+    _counted(monkeypatch, assethub_inbox, ENROLLMENT_REQUEST, used)
+    _counted(monkeypatch, derms_inbox, ENROLLMENT_RESPONSE, used)
+    await world(system, tmp_path, customers=3)
+    # Three requests, one message each (as the edge forwards single resources); the third asks for the
+    # first one's device, so it must be judged after the first is accepted.
+    for body in (request_body(1), request_body(2), request_body(3, devices=[device(1)])):
+        await post_request(system.client, body)
+
+    await system.settle()
+
+    assert used == {ENROLLMENT_REQUEST: 3, ENROLLMENT_RESPONSE: 3}
+    recorded = [await read_request(system.client, "ECOBEE", f"R{n}") for n in (1, 2, 3)]
+    assert [r["status"] for r in recorded] == ["ACCEPTED", "ACCEPTED", "REJECTED"]
+    assert [r["state"] for r in recorded] == ["PENDING", "PENDING", "REJECTED"]
+    assert codes(recorded[2]) == ["DEVICE_ALREADY_ENROLLED"]
+    for r in recorded:
+        found = await enrollment(system, r["enrollment_id"])
+        assert found["request_id"] == r["request_id"]
+        assert found["state"] == r["state"]
+    # One reply per request message, each answering its own request.
+    replies = await outbox_envelopes(system, "assethub", ENROLLMENT_RESPONSE)
+    assert [[a["request_id"] for a in e.payload["answers"]] for e in replies] == [["R1"], ["R2"], ["R3"]]
+
+
+async def test_a_request_repeated_in_a_later_message_of_the_run_gets_its_first_answer(
+    system: System, tmp_path: Path, monkeypatch: Any
+) -> None:
+    used: Counter[str] = Counter()
+    _counted(monkeypatch, assethub_inbox, ENROLLMENT_REQUEST, used)
+    await world(system, tmp_path, customers=3)
+    first = _request_message("ECOBEE", request_body(1))
+    batch = [
+        first,
+        _request_message("ECOBEE", request_body(2), request_body(1)),
+        _request_message("HONEYWELL", request_body(3, devices=[device(3, head_end="HONEYWELL")])),
+    ]
+
+    results = await _post_batch(system, batch)
+    again = await _post_batch(system, [first, batch[1]])
+
+    assert used == {ENROLLMENT_REQUEST: 3}  # the second delivery is answered from the inbox
+    assert [r["status_code"] for r in results] == [200, 200, 200]
+    assert [r["answer"]["status"] for r in results] == ["applied", "applied", "applied"]
+    assert [r["answer"]["result"]["accepted"] for r in results] == [1, 2, 1]
+    assert [r["answer"]["status"] for r in again] == ["already-applied", "already-applied"]
+    assert [r["answer"]["result"] for r in again] == [r["answer"]["result"] for r in results[:2]]
+    replies = await outbox_envelopes(system, "assethub", ENROLLMENT_RESPONSE)
+    answers = [[(a["request_id"], a["answer"], a["enrollment_id"]) for a in e.payload["answers"]] for e in replies]
+    assert len(answers) == 3
+    [(r1, accepted, enrollment_r1)] = answers[0]
+    assert (r1, accepted) == ("R1", "ACCEPTED")
+    assert [(r, a) for r, a, _ in answers[1]] == [("R2", "ACCEPTED"), ("R1", "ACCEPTED")]
+    assert answers[1][1][2] == enrollment_r1  # the first answer, not a second enrollment
+    assert [(r, a) for r, a, _ in answers[2]] == [("R3", "ACCEPTED")]
+    e = ah.enrollments
+    async with system.runtime.async_engine("assethub").connect() as connection:
+        stored = (await connection.execute(select(e.c.head_end_system, e.c.request_id).order_by(e.c.request_id))).all()
+    assert [tuple(r) for r in stored] == [("ECOBEE", "R1"), ("ECOBEE", "R2"), ("HONEYWELL", "R3")]

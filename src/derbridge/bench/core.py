@@ -112,16 +112,22 @@ class Stopwatch:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        """This process's CPU time over the same span (all threads; a database server's is not in it): on a
+        shared machine, wall time includes waiting for a core, CPU time does not."""
         self.laps: dict[str, float] = {}
         self._started = 0.0
+        self._cpu = 0.0
         self._lap = 0.0
 
     def __enter__(self) -> Stopwatch:
         self._started = self._lap = time.perf_counter()
+        self._cpu = time.process_time()
         return self
 
     def __exit__(self, *_: object) -> None:
         self.seconds = time.perf_counter() - self._started
+        self.cpu_seconds = time.process_time() - self._cpu
 
     def lap(self, name: str) -> None:
         """Record the time since the previous lap under ``name``."""

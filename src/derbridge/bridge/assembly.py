@@ -73,7 +73,7 @@ def build_worker(
             outboxes[system],
             transport,
             prefix=settings.queue_prefix,
-            batch=settings.batch_size,
+            batch=settings.relay_batch_size,
         )
         for system in settings.relay_systems
     ]

@@ -32,6 +32,11 @@ from derbridge.infra.problems import PROBLEM_BASE
 BATCH_CHUNK = 200
 """Messages per batch call: enough to spread the call's cost, small enough to keep transactions short."""
 
+BATCH_BYTES = 4 * 1024 * 1024
+"""Bytes of envelopes per batch call, at most (a message bigger than that goes alone): well under the
+servers' body limit (``server.max_body_bytes``, 16 MiB), which would refuse a whole call with 413 — and a 413
+is final. Two hundred bulk F1 messages of 5,000 requests each make hundreds of megabytes."""
+
 RETRYABLE_4XX = frozenset({408, 425, 429})
 """4xx answers that say "not now" rather than "never"."""
 
@@ -130,10 +135,9 @@ class Deliverer:
 
         async def deliver_system(system: str, batch: list[Envelope]) -> None:
             client = self._clients.get(system)
-            for start in range(0, len(batch), BATCH_CHUNK):
-                chunk = batch[start : start + BATCH_CHUNK]
+            for chunk in _chunks(batch):
                 if client is None:
-                    for envelope in chunk:
+                    for envelope, _ in chunk:
                         results[envelope.message_id] = AttemptResult(
                             Outcome.DEAD, None, f"no route to the system {system!r}: configure bridge.targets"
                         )
@@ -144,9 +148,10 @@ class Deliverer:
         return [results[e.message_id] for e in envelopes]
 
     async def _post_batch(
-        self, client: httpx.AsyncClient, system: str, chunk: list[Envelope]
+        self, client: httpx.AsyncClient, system: str, serialized: list[tuple[Envelope, str]]
     ) -> dict[str, AttemptResult]:
-        body = '{"messages":[' + ",".join(serialize(e) for e in chunk) + "]}"
+        chunk = [envelope for envelope, _ in serialized]
+        body = '{"messages":[' + ",".join(text for _, text in serialized) + "]}"
         started = time.perf_counter()
         try:
             response = await client.post(f"/{system}/v1/messages/batch", content=body, headers=self._headers)
@@ -178,3 +183,18 @@ class Deliverer:
         """Close every client."""
         for client in self._clients.values():
             await client.aclose()
+
+
+def _chunks(envelopes: list[Envelope]) -> list[list[tuple[Envelope, str]]]:
+    """``envelopes`` serialised, in order, cut into calls of at most :data:`BATCH_CHUNK` messages and
+    :data:`BATCH_BYTES` bytes (a single bigger message makes a call of its own)."""
+    chunks: list[list[tuple[Envelope, str]]] = []
+    size = 0
+    for envelope in envelopes:
+        text = serialize(envelope)
+        if not chunks or len(chunks[-1]) >= BATCH_CHUNK or size + len(text) > BATCH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((envelope, text))
+        size += len(text) + 1
+    return chunks

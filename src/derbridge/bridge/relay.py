@@ -27,6 +27,7 @@ class Relay:
         self, system: str, engine: AsyncEngine, outbox: Table, transport: Transport, *, prefix: str, batch: int
     ) -> None:
         self.system = system
+        self.engine = engine
         self._engine = engine
         self._outbox = outbox
         self._transport = transport

@@ -89,7 +89,7 @@ class Tracker:
     async def see(self, envelopes: Sequence[Envelope], now: datetime | None = None) -> dict[str, Tracked]:
         """Record new ``envelopes`` as pending, in one transaction; return every one's tracking state.
 
-        Set-based: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` tells the new from the known,
+        Set-based: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of every row tells the new from the known,
         and one ``SELECT`` reads the known ones' states.
         """
         now = now or utcnow()
@@ -116,9 +116,12 @@ class Tracker:
         ]
         result: dict[str, Tracked] = {}
         async with self.engine.begin() as connection:
-            statement = insert_for(connection.dialect.name, t).values(rows)
+            # executemany with RETURNING (SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs): the
+            # statement compiles once per call with a column's worth of parameters, where ``.values(rows)``
+            # compiled thirteen parameters per row, every call (an ON CONFLICT statement is never cached).
+            statement = insert_for(connection.dialect.name, t)
             inserted = await connection.execute(
-                statement.on_conflict_do_nothing(index_elements=[t.c.message_id]).returning(t.c.message_id)
+                statement.on_conflict_do_nothing(index_elements=[t.c.message_id]).returning(t.c.message_id), rows
             )
             for message_id in inserted.scalars():
                 result[message_id] = Tracked(MessageState.PENDING, 0, None, new=True)
@@ -159,7 +162,8 @@ class Tracker:
 
     async def settle(self, settlements: Sequence[tuple[str, int, Settlement]], now: datetime | None = None) -> None:
         """Record attempts — ``(message_id, attempt number, settlement)`` — and the states they lead to,
-        all in one transaction (``executemany``)."""
+        all in one transaction: one UPDATE per group of messages settled alike (a delivered batch), an
+        ``executemany`` for the rest, one multi-row INSERT of the attempts."""
         if not settlements:
             return
         now = now or utcnow()
@@ -187,24 +191,52 @@ class Tracker:
             }
             for message_id, attempt, s in settlements
         ]
+        # The common case — a batch delivered — is one UPDATE for every message settled the same way (no
+        # problem, no schedule), instead of one statement per message; the others go by executemany.
+        same: dict[tuple[Any, ...], list[str]] = {}
+        one_by_one: list[dict[str, Any]] = []
+        for row in updates:
+            if row["last_problem"] is None and row["next_attempt_at"] is None and row["wake_on"] is None:
+                same.setdefault((row["state"], row["last_status"], row["delivered_at"]), []).append(str(row["key"]))
+            else:
+                one_by_one.append(row)
         async with self.engine.begin() as connection:
-            await connection.execute(
-                update(t)
-                .where(t.c.message_id == bindparam("key"))
-                .values(
-                    state=bindparam("state"),
-                    attempts=t.c.attempts + 1,
-                    updated_at=now,
-                    next_attempt_at=bindparam("next_attempt_at"),
-                    wake_on=bindparam("wake_on"),
-                    last_status=bindparam("last_status"),
-                    last_problem=bindparam("last_problem"),
-                    delivered_at=func.coalesce(
-                        bindparam("delivered_at", type_=t.c.delivered_at.type), t.c.delivered_at
+            for (state, last_status, delivered_at), keys in same.items():
+                for start in range(0, len(keys), 500):
+                    await connection.execute(
+                        update(t)
+                        .where(t.c.message_id.in_(keys[start : start + 500]))
+                        .values(
+                            state=state,
+                            attempts=t.c.attempts + 1,
+                            updated_at=now,
+                            next_attempt_at=None,
+                            wake_on=None,
+                            last_status=last_status,
+                            last_problem=None,
+                            delivered_at=func.coalesce(
+                                bindparam("delivered_at", delivered_at, type_=t.c.delivered_at.type), t.c.delivered_at
+                            ),
+                        )
+                    )
+            if one_by_one:
+                await connection.execute(
+                    update(t)
+                    .where(t.c.message_id == bindparam("key"))
+                    .values(
+                        state=bindparam("state"),
+                        attempts=t.c.attempts + 1,
+                        updated_at=now,
+                        next_attempt_at=bindparam("next_attempt_at"),
+                        wake_on=bindparam("wake_on"),
+                        last_status=bindparam("last_status"),
+                        last_problem=bindparam("last_problem"),
+                        delivered_at=func.coalesce(
+                            bindparam("delivered_at", type_=t.c.delivered_at.type), t.c.delivered_at
+                        ),
                     ),
-                ),
-                updates,
-            )
+                    one_by_one,
+                )
             await connection.execute(insert(delivery_attempts), attempts)
 
     async def due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:

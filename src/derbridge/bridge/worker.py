@@ -35,7 +35,7 @@ from derbridge.bridge.transport.base import Delivery, Transport, TransportError,
 from derbridge.contracts.envelope import Envelope, Flow
 from derbridge.infra import metrics
 from derbridge.infra.db import utcnow
-from derbridge.infra.outbox import deserialize
+from derbridge.infra.outbox import deserialize, watch_outbox
 from derbridge.settings import BridgeSettings
 
 log = structlog.get_logger("derbridge.bridge")
@@ -71,6 +71,11 @@ class BridgeWorker:
         self._in_flight: set[asyncio.Task[None]] = set()
         # Batches in flight each make one call per target; the bound keeps a slow target from piling up calls.
         self._delivery_slots = asyncio.Semaphore(max(1, settings.concurrency // 4))
+        # Set when a transaction of this process wrote an outbox the worker relays: the relay loop wakes at
+        # once instead of after its poll interval (a status check's round trip is two relay hops).
+        self._outbox_written = asyncio.Event()
+        for relay in self.relays:
+            watch_outbox(relay.engine, self._outbox_written)
 
     # --- one message -------------------------------------------------------------------------------
 
@@ -244,7 +249,9 @@ class BridgeWorker:
         """Run every loop until ``stop`` is set, then let in-flight deliveries finish."""
         await self.transport.start(list(self.queues))
         loops = [
-            asyncio.create_task(self._loop(stop, self.relay_once, self.settings.poll_seconds), name="relay"),
+            asyncio.create_task(
+                self._loop(stop, self.relay_once, self.settings.poll_seconds, self._outbox_written), name="relay"
+            ),
             asyncio.create_task(self._loop(stop, self.consume_once, 0), name="consume"),
             asyncio.create_task(self._loop(stop, self.schedule_once, self.settings.poll_seconds * 5), name="schedule"),
             asyncio.create_task(self._loop(stop, self.measure_once, 15.0), name="measure"),
@@ -257,10 +264,15 @@ class BridgeWorker:
             await asyncio.wait(self._in_flight, timeout=self.settings.http_timeout_seconds)
 
     @staticmethod
-    async def _loop(stop: asyncio.Event, step: Callable[[], Awaitable[object]], idle: float) -> None:
-        """Repeat ``step``; sleep ``idle`` when it found nothing to do, back off when it failed."""
+    async def _loop(
+        stop: asyncio.Event, step: Callable[[], Awaitable[object]], idle: float, wake: asyncio.Event | None = None
+    ) -> None:
+        """Repeat ``step``; sleep ``idle`` when it found nothing to do (or until ``wake`` is set), back off
+        when it failed."""
         failures = 0
         while not stop.is_set():
+            if wake is not None:
+                wake.clear()  # before the step: a signal during it makes the next wait return at once
             try:
                 did = await step()
                 failures = 0
@@ -276,5 +288,18 @@ class BridgeWorker:
                 await asyncio.sleep(min(30.0, 0.5 * 2**failures))
                 continue
             if not did and idle > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=idle)
+                await _idle(stop, idle, wake)
+
+
+async def _idle(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None) -> None:
+    """Wait ``seconds``, or less when ``stop`` (or ``wake``) is set."""
+    if wake is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()

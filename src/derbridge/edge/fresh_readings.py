@@ -2,18 +2,19 @@
 from what it stores, then — for a check an agent asked for (``reason`` AGENT_TROUBLESHOOT) about a device
 an aggregator's VEN has registered — asks that VEN for a reading:
 
-- :func:`request_fresh_reading` (registered with
+- :func:`request_fresh_readings` (registered with
   :func:`~derbridge.derms.services.status_checks.request_fresh_readings_with`, run in the status check's inbox
-  transaction, per message, also by a batch handler) creates an OpenADR event addressed to the VEN's client,
-  targeted at the one resource, asking for ``OPERATING_STATE`` and ``COMMUNICATION_STATUS`` once. Its
-  ``derms_key`` names the check and the instances its answer travels between;
+  transaction, with one check or a batch handler's run; one read finds the registered resources) creates an
+  OpenADR event addressed to the VEN's client, targeted at the one resource, asking for ``OPERATING_STATE``
+  and ``COMMUNICATION_STATUS`` once. Its ``derms_key`` names the check and the instances its answer travels between;
 - when the VEN reports on that event, :func:`answer_if_requested` (in the report's transaction) answers the
   check again from the status the report just recorded — Asset Hub takes the newer answer — and deletes the
   event: the request is fulfilled (subscribers hear DELETE).
 
 Checks for device setup (ENROLLMENT_SETUP, thousands at once during onboarding) never make an event: the
 aggregator is already heard from on every request and report about the device, and an event per device
-would double the edge's work for no new information. A device no VEN has registered costs one indexed read.
+would double the edge's work for no new information. Devices no VEN has registered cost one indexed read
+per run of checks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.contracts import device_status_check as contract
@@ -35,34 +36,40 @@ from derbridge.edge.tables import edge_clients
 from derbridge.edge.tables import edge_objects as o
 
 
-async def request_fresh_reading(
-    connection: AsyncConnection, envelope: Envelope, check: contract.StatusCheckRequest, now: datetime
+async def request_fresh_readings(
+    connection: AsyncConnection, checks: Sequence[tuple[Envelope, contract.StatusCheckRequest]], now: datetime
 ) -> None:
-    """Ask the device's VEN for a fresh reading (only for an agent's check; see the module)."""
-    if check.reason is not contract.CheckReason.AGENT_TROUBLESHOOT:
+    """Ask the devices' VENs for fresh readings (only for agents' checks; see the module), in order: one
+    read finds the registered resources of every agent's check of the run."""
+    asked = [(e, c) for e, c in checks if c.reason is contract.CheckReason.AGENT_TROUBLESHOOT]
+    if not asked:
         return
-    found = (
-        (
-            await connection.execute(
-                select(o)
-                .join(edge_clients, edge_clients.c.client_id == o.c.client_id)
-                .where(
-                    o.c.object_type == ObjectType.RESOURCE.value,
-                    o.c.head_end_system == check.device.head_end_system,
-                    o.c.nic_id == check.device.nic_id,
-                    edge_clients.c.role == domain.Role.VEN.value,
-                    edge_clients.c.revoked_at.is_(None),
-                )
-                .order_by(o.c.id)
-                .limit(1)
-            )
+    keys = sorted({(c.device.head_end_system, c.device.nic_id) for _, c in asked})
+    registered: dict[tuple[str, str], Row] = {}
+    # A run is at most one batch delivery (MAX_BATCH checks): its keys fit one IN list on both databases.
+    found = await connection.execute(
+        select(o)
+        .join(edge_clients, edge_clients.c.client_id == o.c.client_id)
+        .where(
+            o.c.object_type == ObjectType.RESOURCE.value,
+            tuple_(o.c.head_end_system, o.c.nic_id).in_(keys),
+            edge_clients.c.role == domain.Role.VEN.value,
+            edge_clients.c.revoked_at.is_(None),
         )
-        .mappings()
-        .first()
+        .order_by(o.c.id)
     )
-    if found is None:
-        return
-    resource = Row.of(found)
+    for mapping in found.mappings():
+        # The first resource registered for the device, as for a single check.
+        registered.setdefault((mapping["head_end_system"], mapping["nic_id"]), Row.of(mapping))
+    for envelope, check in asked:
+        resource = registered.get((check.device.head_end_system, check.device.nic_id))
+        if resource is not None:
+            await _request_fresh_reading(connection, envelope, check, resource, now)
+
+
+async def _request_fresh_reading(
+    connection: AsyncConnection, envelope: Envelope, check: contract.StatusCheckRequest, resource: Row, now: datetime
+) -> None:
     program_id = await _program_for(connection, resource)
     if program_id is None:
         return  # no program to hang the event on yet: the stored answer stands
@@ -140,9 +147,9 @@ async def answer_if_requested(connection: AsyncConnection, event: Row, resources
 
 def load() -> None:
     """Register the requester with the DERMS's status checks (once per process)."""
-    if request_fresh_reading not in _registered:
-        request_fresh_readings_with(request_fresh_reading)
-        _registered.append(request_fresh_reading)
+    if request_fresh_readings not in _registered:
+        request_fresh_readings_with(request_fresh_readings)
+        _registered.append(request_fresh_readings)
 
 
 _registered: list[object] = []

@@ -203,15 +203,16 @@ class Inbox:
         table = self.table
         try:
             async with connection.begin_nested():
-                claim = frozen(connection.dialect, ("inbox-claim", table.fullname), lambda d: _claim(d, table))
-                fresh: list[tuple[Envelope, Any]] = []
-                repeated: list[str] = []
-                for envelope, payload in prepared:
-                    claimed = await connection.execute(claim, _claim_values(envelope))
-                    if claimed.first() is None:
-                        repeated.append(envelope.message_id)
-                    else:
-                        fresh.append((envelope, payload))
+                # One statement claims the whole run (executemany with RETURNING: SQLAlchemy's
+                # "insertmanyvalues" sends it as multi-row INSERTs); RETURNING names the ids claimed now.
+                claimed = {
+                    row.message_id
+                    for row in await connection.execute(
+                        _claim(connection.dialect.name, table), [_claim_values(e) for e, _ in prepared]
+                    )
+                }
+                fresh = [(e, p) for e, p in prepared if e.message_id in claimed]
+                repeated = [e.message_id for e, _ in prepared if e.message_id not in claimed]
                 results = await handler(connection, fresh) if fresh else []
                 if len(results) != len(fresh):
                     raise RuntimeError(f"a batch handler answered {len(results)} of {len(fresh)} messages")

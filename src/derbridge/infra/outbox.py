@@ -11,12 +11,15 @@ Both systems add the same two tables to their own metadata with :func:`add_messa
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, Text, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table, Text, event, insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.envelope import Envelope
 from derbridge.infra.db import BigIntPK, UTCDateTime, utcnow
@@ -85,3 +88,36 @@ async def write_outbox(connection: AsyncConnection, outbox: Table, envelopes: Se
     """Write ``envelopes`` to ``outbox`` inside the caller's transaction (the one making the change)."""
     if envelopes:
         await connection.execute(insert(outbox), outbox_rows(envelopes))
+        # Tells this process's relays, once the transaction commits (see :func:`watch_outbox`).
+        connection.info[_WRITTEN] = True
+
+
+_WRITTEN = "derbridge.outbox_written"
+_watchers: weakref.WeakKeyDictionary[Engine, weakref.WeakSet[asyncio.Event]] = weakref.WeakKeyDictionary()
+
+
+def watch_outbox(engine: AsyncEngine, signal: asyncio.Event) -> None:
+    """Set ``signal`` each time a transaction of ``engine`` that wrote the outbox (:func:`write_outbox`)
+    commits, in this process: the relay waits on it instead of sleeping its whole poll interval, so an
+    embedded system carries a message on at once. Other processes' writes are still found by polling.
+    The engine keeps ``signal`` only as long as its owner does (a weak reference)."""
+    sync = engine.sync_engine
+    watchers = _watchers.get(sync)
+    if watchers is None:
+        watchers = _watchers[sync] = weakref.WeakSet()
+        event.listen(sync, "commit", _committed(watchers))
+        event.listen(sync, "rollback", _rolled_back)
+    watchers.add(signal)
+
+
+def _committed(watchers: weakref.WeakSet[asyncio.Event]) -> Any:
+    def committed(connection: Connection) -> None:
+        if connection.info.pop(_WRITTEN, False):
+            for signal in list(watchers):
+                signal.set()
+
+    return committed
+
+
+def _rolled_back(connection: Connection) -> None:
+    connection.info.pop(_WRITTEN, None)

@@ -85,7 +85,7 @@ class PageParams(BaseModel):
     after: str | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
     after: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Cursor from `next_after`.")] = None,
 ) -> PageParams:
@@ -196,8 +196,10 @@ def instrument(app: FastAPI, system: str) -> None:
     app.add_middleware(_RequestTimer, system=system)
 
 
-def system_engine(request: Request) -> AsyncEngine:
-    """The database engine of the system whose application serves the request (``app.state.engine``)."""
+async def system_engine(request: Request) -> AsyncEngine:
+    """The database engine of the system whose application serves the request (``app.state.engine``).
+    ``async`` (like every dependency here): FastAPI runs a plain function in its thread pool, a thread hop
+    per request."""
     engine: AsyncEngine = request.app.state.engine
     return engine
 

@@ -120,6 +120,8 @@ class AmqpTransport(Transport):
     """Queues on a RabbitMQ broker (see the module documentation for the guarantees and their limits)."""
 
     name = "amqp"
+    LINGER_SECONDS = 0.005
+    """How long ``receive`` waits for more once a first message arrived, to fill its batch."""
 
     def __init__(
         self,
@@ -317,14 +319,24 @@ class AmqpTransport(Transport):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self._consume(queues)
+        deliveries: list[Delivery] = []
+        filled_by: float | None = None
         while True:
             self._arrived.clear()
-            deliveries = self._take(queues, max_messages)
-            remaining = deadline - loop.time()
-            if deliveries or remaining <= 0 or self._closed:
+            deliveries += self._take(queues, max_messages - len(deliveries))
+            if len(deliveries) >= max_messages or self._closed:
+                break
+            if deliveries:
+                # The broker pushes a prefetch window message by message: wait a moment for the rest, so
+                # that a batch is a batch (the worker's cost is per batch) rather than the first arrival.
+                filled_by = filled_by if filled_by is not None else loop.time() + self.LINGER_SECONDS
+                wait = filled_by - loop.time()
+            else:
+                wait = deadline - loop.time()
+            if wait <= 0:
                 break
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+                await asyncio.wait_for(self._arrived.wait(), timeout=wait)
             except TimeoutError:
                 continue
         if not deliveries and not self._closed and not self._connected():
@@ -398,14 +410,14 @@ class AmqpTransport(Transport):
         return None
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """``basic.ack`` each delivery; one taken on a channel that has since closed is only logged."""
-        for delivery in deliveries:
-            await self._settle(delivery, requeue=None)
+        """``basic.ack`` each delivery; one taken on a channel that has since closed is only logged. The acks
+        are written together (one await per batch, not one per message); never ``multiple=True``, which
+        would also acknowledge other batches' messages of the channel that are still being processed."""
+        await asyncio.gather(*(self._settle(delivery, requeue=None) for delivery in deliveries))
 
     async def release(self, deliveries: Sequence[Delivery]) -> None:
         """``basic.nack`` with requeue: the broker delivers them again (to any consumer) at once."""
-        for delivery in deliveries:
-            await self._settle(delivery, requeue=True)
+        await asyncio.gather(*(self._settle(delivery, requeue=True) for delivery in deliveries))
 
     async def _settle(self, delivery: Delivery, *, requeue: bool | None) -> None:
         message: AbstractIncomingMessage = delivery.handle

@@ -218,6 +218,50 @@ def on_requests_answered(listener: AnswersListener) -> AnswersListener:
     return listener
 
 
+def _answer_update() -> Any:
+    """Only an unanswered request takes an answer (executemany, one row per answer)."""
+    table = t.enrollment_requests
+    return (
+        update(table)
+        .where(
+            table.c.head_end_system == bindparam("b_head_end_system"),
+            table.c.request_id == bindparam("b_request_id"),
+            table.c.answer.is_(None),
+        )
+        .values(
+            answer=bindparam("b_answer"),
+            enrollment_id=bindparam("b_enrollment_id"),
+            state=bindparam("b_state"),
+            rejections=bindparam("b_rejections"),
+            answered_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+
+
+_ANSWER_UPDATE = _answer_update()
+
+
+def _answer_rows(payload: contract.EnrollmentResponseBatch, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_head_end_system": payload.head_end_system,
+            "b_request_id": a.request_id,
+            "b_answer": a.answer.value,
+            "b_enrollment_id": a.enrollment_id,
+            "b_state": a.state,
+            "b_rejections": [r.model_dump(mode="json") for r in a.rejections],
+            "b_now": now,
+        }
+        for a in payload.answers
+    ]
+
+
+def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
+    accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
+    return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
+
+
 @inbox.handles(contract.RESPONSE_TYPE)
 async def handle_enrollment_response(
     connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentResponseBatch
@@ -228,35 +272,28 @@ async def handle_enrollment_response(
     first answer), and a late copy must not put back PENDING over a state F3 has moved on since.
     """
     now = clock.now()
-    table = t.enrollment_requests
     if payload.answers:
-        await connection.execute(
-            update(table)
-            .where(
-                table.c.head_end_system == payload.head_end_system,
-                table.c.request_id == bindparam("b_request_id"),
-                table.c.answer.is_(None),
-            )
-            .values(
-                answer=bindparam("b_answer"),
-                enrollment_id=bindparam("b_enrollment_id"),
-                state=bindparam("b_state"),
-                rejections=bindparam("b_rejections"),
-                answered_at=now,
-                updated_at=now,
-            ),
-            [
-                {
-                    "b_request_id": a.request_id,
-                    "b_answer": a.answer.value,
-                    "b_enrollment_id": a.enrollment_id,
-                    "b_state": a.state,
-                    "b_rejections": [r.model_dump(mode="json") for r in a.rejections],
-                }
-                for a in payload.answers
-            ],
-        )
+        await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
         for listener in _answer_listeners:
             await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
-    accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
-    return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
+    return _answered(payload)
+
+
+@inbox.handles_batch(contract.RESPONSE_TYPE)
+async def handle_enrollment_responses(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]]
+) -> list[dict[str, Any]]:
+    """:func:`handle_enrollment_response` for a run of messages (Asset Hub answers each single request the
+    edge forwarded in its own message): every answer of the run in one ``executemany``, then the listeners
+    message by message, in order. The effect is that of one by one: each answer is conditional on the
+    request being unanswered, so the first answer in order wins either way, and a listener reads only its
+    own message's requests, which no later answer of the run changes."""
+    now = clock.now()
+    rows = [row for _, payload in messages for row in _answer_rows(payload, now)]
+    if rows:
+        await connection.execute(_ANSWER_UPDATE, rows)
+    for _, payload in messages:
+        if payload.answers:
+            for listener in _answer_listeners:
+                await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
+    return [_answered(payload) for _, payload in messages]

@@ -39,10 +39,14 @@ from derbridge.infra.outbox import write_outbox
 
 
 class FreshReadingRequester(Protocol):
-    """Asks a device's aggregator for a fresh reading after a status check was answered from storage."""
+    """Asks the devices' aggregators for fresh readings after status checks were answered from storage:
+    ``checks`` are ``(message, check)`` in delivery order (one, or a batch handler's whole run)."""
 
     async def __call__(
-        self, connection: AsyncConnection, envelope: Envelope, check: contract.StatusCheckRequest, now: datetime
+        self,
+        connection: AsyncConnection,
+        checks: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
+        now: datetime,
     ) -> None: ...
 
 
@@ -152,7 +156,7 @@ async def handle_status_check(
         target_instance=envelope.source.instance,
     )
     for requester in _fresh_reading_requesters:
-        await requester(connection, envelope, payload, now)
+        await requester(connection, [(envelope, payload)], now)
     return {
         "check_id": payload.check_id,
         "result": answer.result.value,
@@ -207,7 +211,6 @@ async def handle_status_checks(
             }
         )
     await write_outbox(connection, t.outbox, envelopes)
-    for envelope, payload in messages:
-        for requester in _fresh_reading_requesters:
-            await requester(connection, envelope, payload, now)
+    for requester in _fresh_reading_requesters:
+        await requester(connection, messages, now)
     return results
