@@ -50,7 +50,6 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 from sqlalchemy import (
     ColumnElement,
-    Select,
     and_,
     case,
     func,
@@ -92,6 +91,7 @@ from derbridge.contracts.device_score_transfer import (
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
+from derbridge.infra.columnar import read_arrow
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
@@ -122,14 +122,6 @@ FILE_KEY_PREFIX = "scores"
 
 GZIP_LEVEL = 6
 """zlib's default level: about a tenth of the CSV's size at ~50 MB/s on one core."""
-
-READ_PARTITION = 100_000
-"""Rows fetched and converted to columns at a time (SQLite), so that memory holds columns, not millions of
-rows."""
-
-
-READ_BLOCK_BYTES = 16 * 1024 * 1024
-"""Bytes of ``COPY … TO STDOUT`` output pyarrow parses per block (PostgreSQL)."""
 
 
 SCHEDULE_FIELDS = 5
@@ -227,46 +219,6 @@ def _program_index(codes: list[str], column: ColumnElement[Any]) -> ColumnElemen
     return case({code: index for index, code in enumerate(codes)}, value=column, else_=-1)
 
 
-async def _read_columns(connection: AsyncConnection, query: Select[Any], types: dict[str, pa.DataType]) -> pa.Table:
-    """The result of ``query`` as a table whose columns are named and typed by ``types`` (in query order).
-
-    PostgreSQL: ``COPY (query) TO STDOUT (FORMAT csv)``, parsed by pyarrow's CSV reader in C — no Python
-    object per row or value (NULL is an unquoted empty field, an empty string a quoted one). SQLite: the
-    driver's cursor, read in partitions of :data:`READ_PARTITION` rows turned into Arrow columns at once.
-    """
-    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
-    names = list(types)
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    if connection.dialect.name == "postgresql":
-        received = bytearray()
-        async with driver.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)") as copy:
-            async for block in copy:
-                received += block
-        if not received:
-            return pa.table({name: pa.array([], type=kind) for name, kind in types.items()})
-        return pa_csv.read_csv(
-            pa.BufferReader(received),
-            read_options=pa_csv.ReadOptions(column_names=names, block_size=READ_BLOCK_BYTES),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
-            ),
-        )
-    parts: list[pa.RecordBatch] = []
-    # The SQLite driver connection answers the aiosqlite calls (infra/sqlite_inline.py).
-    cursor = await driver.execute(sql)
-    try:
-        # The rows (tuples) become one struct array in C, whose fields are the columns: no transposition of a
-        # hundred thousand tuples in Python.
-        row_type = pa.struct(list(types.items()))
-        while rows := await cursor.fetchmany(READ_PARTITION):
-            parts.append(pa.RecordBatch.from_struct_array(pa.array(rows, type=row_type)))
-    finally:
-        await cursor.close()
-    return pa.Table.from_batches(parts, schema=pa.schema(list(types.items())))
-
-
 def _int64(table: pa.Table, name: str, null: int = 0) -> NDArray[np.int64]:
     values: NDArray[np.int64] = table.column(name).fill_null(null).to_numpy().astype(np.int64, copy=False)
     return values
@@ -295,7 +247,7 @@ async def _read_rows(
     """Every device of every ACTIVE enrollment of the ACTIVE programs ``codes``, with its last communication
     and (``with_summaries``) its participation summary in the program."""
     e, ed, d, summaries = t.enrollments, t.enrollment_devices, t.devices, t.participation_summaries
-    members = await _read_columns(
+    members = await read_arrow(
         connection,
         select(_program_index(codes, e.c.program_code), d.c.device_id, d.c.head_end_system, d.c.nic_id)
         .select_from(e)
@@ -323,7 +275,7 @@ async def _read_rows(
     if with_summaries:
         # Read on their own and matched here by key: a sequential scan of the summaries and a numpy search
         # cost a fraction of a million index lookups in a join (SQLite).
-        kept = await _read_columns(
+        kept = await read_arrow(
             connection,
             select(
                 _program_index(codes, summaries.c.program_code),
@@ -365,7 +317,7 @@ async def _read_last_communication(connection: AsyncConnection) -> tuple[NDArray
     """
     checks = t.device_status_checks
     if connection.dialect.name == "postgresql":
-        seen = await _read_columns(
+        seen = await read_arrow(
             connection,
             select(checks.c.device_id, epoch_us("postgresql", func.max(checks.c.last_communication_at)))
             .where(checks.c.last_communication_at.is_not(None))
@@ -374,7 +326,7 @@ async def _read_last_communication(connection: AsyncConnection) -> tuple[NDArray
         )
         devices, moments = _int64(seen, "device_id"), _int64(seen, "last_us")
     else:
-        seen = await _read_columns(
+        seen = await read_arrow(
             connection,
             select(checks.c.device_id, checks.c.last_communication_at).where(
                 checks.c.last_communication_at.is_not(None)
@@ -431,7 +383,7 @@ def _history_from_summaries(rows: ScoredRows) -> ScoringInput:
 async def _history_from_records(connection: AsyncConnection, rows: ScoredRows) -> ScoringInput:
     """Every participation of the scored devices in their programs' events, as the model's columns."""
     pr, ev = t.participation_records, t.program_events
-    table = await _read_columns(
+    table = await read_arrow(
         connection,
         select(
             _program_index(rows.program_codes, ev.c.program_code),
