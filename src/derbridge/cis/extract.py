@@ -18,16 +18,7 @@ from typing import Any, Final
 
 import numpy as np
 
-CIS_COLUMNS: Final[tuple[str, ...]] = (
-    "cis_person_id",
-    "name",
-    "email",
-    "home_phone",
-    "business_phone",
-    "cis_account_id",
-    "account_status",
-    "cis_premise_id",
-    "cis_service_point_id",
+ADDRESS_COLUMNS = (
     "division",
     "address1",
     "address2",
@@ -41,6 +32,21 @@ CIS_COLUMNS: Final[tuple[str, ...]] = (
     "time_zone",
     "latitude",
     "longitude",
+)
+"""The premise's division, address, time zone and position: columns of the extract that each system keeps
+with its premise (Asset Hub) or location (DERMS)."""
+
+CIS_COLUMNS: Final[tuple[str, ...]] = (
+    "cis_person_id",
+    "name",
+    "email",
+    "home_phone",
+    "business_phone",
+    "cis_account_id",
+    "account_status",
+    "cis_premise_id",
+    "cis_service_point_id",
+    *ADDRESS_COLUMNS,
 )
 """The columns of a CIS extract, in file order (flows.md, P0)."""
 

@@ -7,25 +7,14 @@ from typing import Any
 from sqlalchemy import Column, Connection
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.cis.extract import ADDRESS_COLUMNS
 from derbridge.cis.loading import CisLoader, entity_rows
 from derbridge.infra.bulk import bulk_upsert_arrow
 
 _PREMISE_COLUMNS = (
     "cis_premise_id",
     "cis_account_id",
-    "division",
-    "address1",
-    "address2",
-    "address3",
-    "address4",
-    "city",
-    "county",
-    "state",
-    "postal",
-    "country",
-    "time_zone",
-    "latitude",
-    "longitude",
+    *ADDRESS_COLUMNS,
 )
 
 

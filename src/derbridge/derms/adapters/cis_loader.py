@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection
 
+from derbridge.cis.extract import ADDRESS_COLUMNS
 from derbridge.cis.loading import CisLoader, entity_rows
 from derbridge.derms.adapters import tables as t
 from derbridge.infra.bulk import bulk_upsert_arrow
@@ -14,19 +15,7 @@ _LOCATION_COLUMNS = (
     "cis_service_point_id",
     "cis_premise_id",
     "cis_account_id",
-    "division",
-    "address1",
-    "address2",
-    "address3",
-    "address4",
-    "city",
-    "county",
-    "state",
-    "postal",
-    "country",
-    "time_zone",
-    "latitude",
-    "longitude",
+    *ADDRESS_COLUMNS,
     "row_hash",
 )
 
