@@ -34,9 +34,10 @@ bench-quick: $(STAMP)
 	$(BIN)/derbridge bench --quick
 
 # What CI runs: the whole quick mode takes over 3 minutes on the 2-core machine, so CI keeps the scenarios
-# that cover every backend (F4 on SQLite and PostgreSQL, the bridge on sql/SQLite, sql/PostgreSQL, amqp).
+# that cover every backend: the event season (F4, F5, F7 on one world) on SQLite and PostgreSQL, the bridge
+# on sql/SQLite, sql/PostgreSQL and amqp.
 bench-ci: $(STAMP)
-	$(BIN)/derbridge bench --quick --json f4-score-transfer bridge-throughput
+	$(BIN)/derbridge bench --quick --json f4-score-transfer f5-reservation f7-outcomes bridge-throughput
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

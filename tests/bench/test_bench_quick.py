@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from derbridge.bench.core import Baseline, Result
-from derbridge.bench.run import plan, run_isolated, run_one
+from derbridge.bench.run import batches, plan, run_here, run_isolated, run_one
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +95,24 @@ def test_every_backend_quality_md_names_is_planned() -> None:
     assert ("bridge-throughput", "postgres") in planned
     assert ("bridge-throughput", "amqp") in planned
     assert len(set(planned)) == len(planned)
+
+
+def test_the_scenarios_of_one_world_share_one_process_per_backend() -> None:
+    season = ("f4-score-transfer", "f5-reservation", "f7-outcomes")
+    runs = batches(plan(None))
+    assert runs[:2] == [(season, "sqlite"), (season, "postgres")]
+    assert all(len(names) == 1 for names, _ in runs[2:])
+    assert sorted((name, backend) for names, backend in runs for name in names) == sorted(plan(None))
+    # Asked in another order, a world still runs once per backend, where its first scenario stands.
+    assert batches(plan(["cis-import", "f7-outcomes", "f5-reservation"]))[2:] == [
+        (("f7-outcomes", "f5-reservation"), "sqlite"),
+        (("f7-outcomes", "f5-reservation"), "postgres"),
+    ]
+
+
+def test_only_scenarios_of_one_world_share_a_process() -> None:
+    with pytest.raises(ValueError, match="one world"):
+        run_here(["f4-score-transfer", "cis-import"], "sqlite", quick=True)
 
 
 def test_a_backend_without_its_server_is_reported_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,10 @@
 """Run benchmark scenarios.
 
-``python -m derbridge.bench.run SCENARIO BACKEND [--quick]`` runs one scenario in this process and prints
-its JSON object on stdout. :func:`run_all` (what ``derbridge bench`` calls) starts one such process per
-scenario and backend, so that each starts clean and its peak memory is its own, and reads the child's
-peak RSS from ``wait4``.
+``python -m derbridge.bench.run SCENARIO[,SCENARIO…] BACKEND [--quick]`` runs scenarios in this process and
+prints one JSON object per scenario on stdout. :func:`run_all` (what ``derbridge bench`` calls) starts one
+such process per scenario and backend, so that each starts clean and its peak memory is its own, and reads
+the child's peak RSS from ``wait4`` — except that the scenarios of one world (F4, F5 and F7: one seeded
+million-device state) share one process per backend: seeding that state is most of their wall time.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from derbridge.bench.core import BACKENDS, Backend, BackendUnavailable, Result, backend_settings
-from derbridge.bench.scenarios import SCENARIOS
+from derbridge.bench.core import BACKENDS, Backend, BackendUnavailable, backend_settings
+from derbridge.bench.scenarios import SCENARIOS, WORLDS
 from derbridge.infra.logging import configure_logging
 
 
@@ -34,19 +35,47 @@ def plan(names: Sequence[str] | None = None) -> list[tuple[str, Backend]]:
     return [(name, backend) for name in chosen for backend in SCENARIOS[name].backends]
 
 
+def batches(pairs: Sequence[tuple[str, Backend]]) -> list[tuple[tuple[str, ...], Backend]]:
+    """``pairs`` (from :func:`plan`) as the runs that do them: the scenarios of one world on one backend are
+    one run, where the first of them stands in the plan; any other scenario is a run of its own."""
+    runs: list[tuple[list[str], Backend]] = []
+    shared: dict[tuple[str, Backend], list[str]] = {}
+    for name, backend in pairs:
+        world = SCENARIOS[name].world
+        if world is None:
+            runs.append(([name], backend))
+        elif (world, backend) in shared:
+            shared[world, backend].append(name)
+        else:
+            shared[world, backend] = [name]
+            runs.append((shared[world, backend], backend))
+    return [(tuple(names), backend) for names, backend in runs]
+
+
 def run_one(name: str, backend: Backend, *, quick: bool) -> dict[str, Any]:
     """One scenario on one backend in this process: its JSON object (``skipped`` when the backend is not
     available)."""
+    return run_here([name], backend, quick=quick)[0]
+
+
+def run_here(names: Sequence[str], backend: Backend, *, quick: bool) -> list[dict[str, Any]]:
+    """Scenarios on one backend in this process (several only when they share a world): their objects."""
     configure_logging("WARNING", json=True)
-    spec = SCENARIOS[name]
-    with tempfile.TemporaryDirectory(prefix=f"derbridge-bench-{name}-") as directory:
+    worlds = {SCENARIOS[name].world for name in names}
+    if len(names) > 1 and (len(worlds) != 1 or None in worlds):
+        raise ValueError(f"only scenarios of one world share a process, not {', '.join(names)}")
+    with tempfile.TemporaryDirectory(prefix=f"derbridge-bench-{names[0]}-") as directory:
         workdir = Path(directory)
         try:
-            with backend_settings(backend, workdir, name.split("-")[0]) as settings:
-                result: Result = asyncio.run(spec.run(settings, workdir, quick))
+            with backend_settings(backend, workdir, names[0].split("-")[0]) as settings:
+                world = SCENARIOS[names[0]].world
+                if world is None:
+                    results = [asyncio.run(SCENARIOS[names[0]].run(settings, workdir, quick))]
+                else:
+                    results = asyncio.run(WORLDS[world](settings, workdir, quick, names))
         except BackendUnavailable as why:
-            return {"scenario": name, "backend": backend, "skipped": str(why)}
-    return result.as_json()
+            return [{"scenario": name, "backend": backend, "skipped": str(why)} for name in names]
+    return [result.as_json() for result in results]
 
 
 def _child_env() -> dict[str, str]:
@@ -59,7 +88,13 @@ def _child_env() -> dict[str, str]:
 def run_isolated(name: str, backend: Backend, *, quick: bool) -> dict[str, Any]:
     """One scenario in a fresh Python process; its object, with the child's peak RSS as ``wait4`` saw it
     (``child_peak_rss_mb``), or an ``error`` when it failed."""
-    args = [sys.executable, "-m", "derbridge.bench.run", name, backend] + (["--quick"] if quick else [])
+    return run_isolated_many([name], backend, quick=quick)[0]
+
+
+def run_isolated_many(names: Sequence[str], backend: Backend, *, quick: bool) -> list[dict[str, Any]]:
+    """Scenarios of one world (or one scenario) in one fresh process: an object each. ``wall_seconds`` and
+    ``child_peak_rss_mb`` are the process's, so shared by the scenarios of a world (``process`` names them)."""
+    args = [sys.executable, "-m", "derbridge.bench.run", ",".join(names), backend] + (["--quick"] if quick else [])
     started = time.perf_counter()
     child = subprocess.Popen(args, stdout=subprocess.PIPE, env=_child_env())  # noqa: S603 - our own module
     assert child.stdout is not None
@@ -67,28 +102,35 @@ def run_isolated(name: str, backend: Backend, *, quick: bool) -> dict[str, Any]:
         output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in output.decode().splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        return {
-            "scenario": name,
-            "backend": backend,
-            "error": f"exit status {child.returncode} after {time.perf_counter() - started:.1f} s (see stderr)",
-        }
-    data: dict[str, Any] = json.loads(lines[-1])
-    data["child_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
-    data["wall_seconds"] = round(time.perf_counter() - started, 1)
-    return data
+    lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    wall = round(time.perf_counter() - started, 1)
+    if child.returncode != 0 or len(lines) != len(names):
+        return [
+            {
+                "scenario": name,
+                "backend": backend,
+                "error": f"exit status {child.returncode} after {wall} s (see stderr)",
+            }
+            for name in names
+        ]
+    for data in lines:
+        data["child_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+        data["wall_seconds"] = wall
+        if len(names) > 1:
+            data["process"] = list(names)
+    return lines
 
 
 def run_all(
     names: Sequence[str] | None, *, quick: bool, emit: Callable[[dict[str, Any]], None]
 ) -> list[dict[str, Any]]:
-    """Every planned pair in its own process, in order; ``emit`` gets each object as soon as it is in."""
+    """Every planned pair, each run (:func:`batches`) in its own process, in order; ``emit`` gets each object
+    as soon as its process is done."""
     results = []
-    for name, backend in plan(names):
-        data = run_isolated(name, backend, quick=quick)
-        emit(data)
-        results.append(data)
+    for run_names, backend in batches(plan(names)):
+        for data in run_isolated_many(run_names, backend, quick=quick):
+            emit(data)
+            results.append(data)
     return results
 
 
@@ -98,14 +140,18 @@ def failed(results: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m derbridge.bench.run SCENARIO BACKEND [--quick]``."""
+    """``python -m derbridge.bench.run SCENARIO[,SCENARIO…] BACKEND [--quick]``."""
     parser = argparse.ArgumentParser(prog="python -m derbridge.bench.run", description=__doc__)
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("scenarios", help="a scenario, or scenarios of one world separated by commas")
     parser.add_argument("backend", choices=BACKENDS)
     parser.add_argument("--quick", action="store_true", help="every size divided by ten")
     options = parser.parse_args(argv)
-    data = run_one(options.scenario, options.backend, quick=options.quick)
-    print(json.dumps(data, ensure_ascii=False), flush=True)
+    names = options.scenarios.split(",")
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    for data in run_here(names, options.backend, quick=options.quick):
+        print(json.dumps(data, ensure_ascii=False), flush=True)
     return 0
 
 

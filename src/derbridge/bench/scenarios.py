@@ -82,6 +82,8 @@ class Spec:
     run: Scenario
     backends: tuple[Backend, ...]
     summary: str
+    world: str | None = None
+    """Scenarios of one world (:data:`WORLDS`) on one backend run in one process, on one seeded state."""
 
 
 class BenchFailure(RuntimeError):
@@ -149,16 +151,13 @@ async def _transfer_scores(system: EmbeddedSystem, devices: int) -> dict[str, An
 # --- F4 -----------------------------------------------------------------------------------------------
 
 
-async def f4_score_transfer(settings: Settings, workdir: Path, quick: bool) -> Result:
-    """Compute, write, store, deliver, verify and load a score snapshot of every enrolled device."""
-    devices = scaled(1_000_000, quick)
-    async with _embedded(settings) as system:
-        await _seeded_world(system, workdir, devices)
-        progress(f"F4: transferring {devices:,} scores")
-        reset_peak_rss()
-        with Stopwatch() as watch:
-            body = await _transfer_scores(system, devices)
-        peak = peak_rss_mb()
+async def _f4(settings: Settings, system: EmbeddedSystem, devices: int, quick: bool) -> Result:
+    """F4, timed: compute, write, store, deliver, verify and load a score snapshot of every device."""
+    progress(f"F4: transferring {devices:,} scores")
+    reset_peak_rss()
+    with Stopwatch() as watch:
+        body = await _transfer_scores(system, devices)
+    peak = peak_rss_mb()
     postgres = settings.database_url("assethub").startswith("postgresql")
     return _result(
         settings,
@@ -210,19 +209,17 @@ async def _reserve(system: EmbeddedSystem, target: int) -> dict[str, Any]:
     return event
 
 
-async def f5_reservation(settings: Settings, workdir: Path, quick: bool) -> Result:
-    """An event reserving 100,000 of 1,000,000 candidates: ranked, stored, delivered, recorded."""
-    candidates, target = scaled(1_000_000, quick), scaled(100_000, quick)
-    async with _embedded(settings) as system:
-        await _seeded_world(system, workdir, candidates)
-        progress("F5: transferring scores first (set-up)")
-        await _transfer_scores(system, candidates)
-        progress(f"F5: reserving {target:,} of {candidates:,}")
-        reset_peak_rss()
-        with Stopwatch() as watch:
-            event = await _reserve(system, target)
-        peak = peak_rss_mb()
-    return _result(
+async def _f5(
+    settings: Settings, system: EmbeddedSystem, candidates: int, target: int, quick: bool
+) -> tuple[Result, dict[str, Any]]:
+    """F5, timed: an event reserving ``target`` of the ``candidates``: ranked, stored, delivered, recorded.
+    Returns the result and the event (F7 reports on it)."""
+    progress(f"F5: reserving {target:,} of {candidates:,}")
+    reset_peak_rss()
+    with Stopwatch() as watch:
+        event = await _reserve(system, target)
+    peak = peak_rss_mb()
+    result = _result(
         settings,
         "f5-reservation",
         sizes={"candidates": candidates, "reserved": target},
@@ -236,6 +233,7 @@ async def f5_reservation(settings: Settings, workdir: Path, quick: bool) -> Resu
         quick=quick,
         details={"candidate_count": event["candidate_count"]},
     )
+    return result, event
 
 
 # --- F7 -----------------------------------------------------------------------------------------------
@@ -343,65 +341,62 @@ def _outcome_report(
     }
 
 
-async def f7_outcomes(settings: Settings, workdir: Path, quick: bool) -> Result:
-    """100,000 per-device outcomes reported by the aggregators to the edge (OpenADR reports to the VTN),
-    recorded by the DERMS, the event closed by its job, until Asset Hub's history has every outcome."""
-    count = scaled(100_000, quick)
-    async with _embedded(settings) as system:
-        await _seeded_world(system, workdir, count)
-        progress("F7: scores, a reservation and the aggregators' resources at the edge first (set-up)")
-        await _transfer_scores(system, count)
-        event = await _reserve(system, count)
-        event_id = event["event_id"]
-        reporters = await _onboard_reporters(system, event_id)
-        clock = system.clock
-        assert isinstance(clock, SimulatedClock)
-        start_at = datetime.fromisoformat(event["start_at"])
-        end_at = datetime.fromisoformat(event["end_at"])
-        clock.set(start_at + timedelta(minutes=1))
-        await system.settle(jobs=True, timeout=SETTLE_TIMEOUT)  # the event starts and is mirrored to the VTN
-        vtn_events = await _vtn_events(system, event_id)
-        reports = [
-            (
-                reporter,
-                _outcome_report(
-                    vtn_events[reporter.ven_id], reporter, reporter.nics[i : i + REPORT_SIZE], i, start_at, end_at
-                ),
-            )
-            for reporter in reporters
-            for i in range(0, len(reporter.nics), REPORT_SIZE)
-        ]
-        progress(f"F7: {count:,} outcomes in {len(reports)} OpenADR reports to the VTN")
-        reset_peak_rss()
-        with Stopwatch() as watch:
-            for reporter, report in reports:
-                _ok(
-                    await system.client.post(f"{EDGE}/reports", json=report, headers=reporter.headers),
-                    "reporting outcomes",
-                    201,
-                )
-            watch.lap("reported")
-            clock.set(end_at + timedelta(hours=24, minutes=1))  # past the closing grace
-            # The event-lifecycle job's work, alone: settle(jobs=True) would also run every other job, and a
-            # day later Asset Hub's daily score transfer is due — F4's work, not F7's.
-            await advance_lifecycle(system.runtime.async_engine("derms"), clock.now())
-            await system.settle(timeout=SETTLE_TIMEOUT)
-            watch.lap("closed and recorded")
-        peak = peak_rss_mb()
-        recorded = await _count(
-            system,
-            "assethub",
-            ah.participation_records,
-            ah.participation_records.c.event_id == event_id,
-            ah.participation_records.c.outcome.is_not(None),
+async def _f7(settings: Settings, system: EmbeddedSystem, event: dict[str, Any], quick: bool) -> Result:
+    """F7, timed: an outcome for every device ``event`` reserved, reported by the aggregators to the edge
+    (OpenADR reports to the VTN), recorded by the DERMS, the event closed by its job, until Asset Hub's
+    history has every outcome."""
+    count = int(event["reserved_count"])
+    event_id = event["event_id"]
+    progress("F7: the aggregators' resources at the edge first (set-up)")
+    reporters = await _onboard_reporters(system, event_id)
+    clock = system.clock
+    assert isinstance(clock, SimulatedClock)
+    start_at = datetime.fromisoformat(event["start_at"])
+    end_at = datetime.fromisoformat(event["end_at"])
+    clock.set(start_at + timedelta(minutes=1))
+    await system.settle(jobs=True, timeout=SETTLE_TIMEOUT)  # the event starts and is mirrored to the VTN
+    vtn_events = await _vtn_events(system, event_id)
+    reports = [
+        (
+            reporter,
+            _outcome_report(
+                vtn_events[reporter.ven_id], reporter, reporter.nics[i : i + REPORT_SIZE], i, start_at, end_at
+            ),
         )
-        reported = await _count(
-            system, "derms", dm.outcomes, dm.outcomes.c.event_id == event_id, dm.outcomes.c.origin == "REPORTED"
-        )
-        if recorded != count or reported != count:
-            raise BenchFailure(
-                f"the DERMS took {reported:,} reported outcomes, Asset Hub recorded {recorded:,} of {count:,}"
+        for reporter in reporters
+        for i in range(0, len(reporter.nics), REPORT_SIZE)
+    ]
+    progress(f"F7: {count:,} outcomes in {len(reports)} OpenADR reports to the VTN")
+    reset_peak_rss()
+    with Stopwatch() as watch:
+        for reporter, report in reports:
+            _ok(
+                await system.client.post(f"{EDGE}/reports", json=report, headers=reporter.headers),
+                "reporting outcomes",
+                201,
             )
+        watch.lap("reported")
+        clock.set(end_at + timedelta(hours=24, minutes=1))  # past the closing grace
+        # The event-lifecycle job's work, alone: settle(jobs=True) would also run every other job, and a
+        # day later Asset Hub's daily score transfer is due — F4's work, not F7's.
+        await advance_lifecycle(system.runtime.async_engine("derms"), clock.now())
+        await system.settle(timeout=SETTLE_TIMEOUT)
+        watch.lap("closed and recorded")
+    peak = peak_rss_mb()
+    recorded = await _count(
+        system,
+        "assethub",
+        ah.participation_records,
+        ah.participation_records.c.event_id == event_id,
+        ah.participation_records.c.outcome.is_not(None),
+    )
+    reported = await _count(
+        system, "derms", dm.outcomes, dm.outcomes.c.event_id == event_id, dm.outcomes.c.origin == "REPORTED"
+    )
+    if recorded != count or reported != count:
+        raise BenchFailure(
+            f"the DERMS took {reported:,} reported outcomes, Asset Hub recorded {recorded:,} of {count:,}"
+        )
     return _result(
         settings,
         "f7-outcomes",
@@ -416,6 +411,49 @@ async def f7_outcomes(settings: Settings, workdir: Path, quick: bool) -> Result:
         quick=quick,
         details={"phases": watch.laps, "entry": f"POST {EDGE}/reports (OpenADR 3.1 VTN)"},
     )
+
+
+# --- F4, F5 and F7 on one world -----------------------------------------------------------------------
+
+SEASON = ("f4-score-transfer", "f5-reservation", "f7-outcomes")
+"""The scenarios of an event season, run on one seeded world: F4 scores the million devices, F5 reserves
+100,000 of them by those scores, F7 reports the outcomes of that event. Each starts where the previous one
+left the world, as in production; a scenario run alone does the earlier ones as untimed set-up."""
+
+
+async def event_season(settings: Settings, workdir: Path, quick: bool, names: Sequence[str]) -> list[Result]:
+    """Seed ``scaled(1,000,000)`` enrolled devices once, then run the chosen scenarios of :data:`SEASON`
+    in order on them (an unchosen earlier one runs untimed, as set-up of a later one)."""
+    devices, target = scaled(1_000_000, quick), scaled(100_000, quick)
+    wanted = [name for name in SEASON if name in names]
+    last = SEASON.index(wanted[-1])
+    results: list[Result] = []
+    async with _embedded(settings) as system:
+        await _seeded_world(system, workdir, devices)
+        if "f4-score-transfer" in wanted:
+            results.append(await _f4(settings, system, devices, quick))
+        else:
+            progress(f"transferring {devices:,} scores first (set-up)")
+            await _transfer_scores(system, devices)
+        if last < SEASON.index("f5-reservation"):
+            return results
+        if "f5-reservation" in wanted:
+            result, event = await _f5(settings, system, devices, target, quick)
+            results.append(result)
+        else:
+            progress(f"reserving {target:,} of {devices:,} first (set-up)")
+            event = await _reserve(system, target)
+        if "f7-outcomes" in wanted:
+            results.append(await _f7(settings, system, event, quick))
+    return results
+
+
+def _season_scenario(name: str) -> Scenario:
+    async def run(settings: Settings, workdir: Path, quick: bool) -> Result:
+        return (await event_season(settings, workdir, quick, [name]))[0]
+
+    run.__doc__ = f"{name} alone: :func:`event_season` with only it timed."
+    return run
 
 
 # --- CIS import ---------------------------------------------------------------------------------------
@@ -1009,9 +1047,27 @@ async def bridge_throughput(settings: Settings, workdir: Path, quick: bool) -> R
 SCENARIOS: dict[str, Spec] = {
     spec.name: spec
     for spec in (
-        Spec("f4-score-transfer", f4_score_transfer, ("sqlite", "postgres"), "F4: 1,000,000 device scores"),
-        Spec("f5-reservation", f5_reservation, ("sqlite", "postgres"), "F5: reserve 100,000 of 1,000,000 candidates"),
-        Spec("f7-outcomes", f7_outcomes, ("sqlite", "postgres"), "F7: 100,000 outcomes to Asset Hub history"),
+        Spec(
+            "f4-score-transfer",
+            _season_scenario("f4-score-transfer"),
+            ("sqlite", "postgres"),
+            "F4: 1,000,000 device scores",
+            world="season",
+        ),
+        Spec(
+            "f5-reservation",
+            _season_scenario("f5-reservation"),
+            ("sqlite", "postgres"),
+            "F5: reserve 100,000 of 1,000,000 candidates",
+            world="season",
+        ),
+        Spec(
+            "f7-outcomes",
+            _season_scenario("f7-outcomes"),
+            ("sqlite", "postgres"),
+            "F7: 100,000 outcomes to Asset Hub history",
+            world="season",
+        ),
         Spec("f1-single", f1_single, ("sqlite",), "F1: sustained single enrollment requests to ACTIVE"),
         Spec("f1-bulk", f1_bulk, ("sqlite",), "F1: 100,000 enrollment requests in batches to ACTIVE"),
         Spec("f2-status-check", f2_status_check, ("sqlite",), "F2: status check round trip p50/p99"),
@@ -1020,3 +1076,7 @@ SCENARIOS: dict[str, Spec] = {
     )
 }
 """Every scenario by name, in the order ``derbridge bench`` runs them."""
+
+WorldRun = Callable[[Settings, Path, bool, Sequence[str]], Coroutine[Any, Any, list[Result]]]
+WORLDS: dict[str, WorldRun] = {"season": event_season}
+"""Runs that share one given state among several scenarios, by the name their :class:`Spec` gives."""

@@ -15,13 +15,13 @@ accounts and NIC ids look like production's. Two ways to reach a state:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -29,8 +29,8 @@ from sqlalchemy import Connection, Table
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.derms.adapters import tables as dm
-from derbridge.infra.bulk import db_timestamp
-from derbridge.infra.ids import new_id
+from derbridge.infra.bulk import bulk_upsert_arrow, db_timestamp
+from derbridge.infra.ids import new_ids
 from derbridge.runtime import Runtime
 from derbridge.sim.generator import AGGREGATORS_DIR, ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generate_utility
 
@@ -136,187 +136,127 @@ class Seeded:
     devices: int
 
 
-def _write(connection: Connection, table: Table, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """Bulk-insert plain tuples: ``executemany`` on SQLite, ``COPY`` on PostgreSQL."""
-    if connection.dialect.name == "sqlite":
-        marks = ", ".join("?" * len(columns))
-        names = ", ".join(columns)
-        connection.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)  # noqa: S608
-        return
-    raw = connection.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:  # type: ignore[union-attr]
-        for row in rows:
-            copy.write_row(row)
+def _stamp(connection: Connection, value: datetime) -> str:
+    """``value`` as the text a bulk write gives a timestamp column (naive UTC on SQLite, ISO 8601 with its
+    offset for PostgreSQL's ``COPY``)."""
+    stamp = db_timestamp(connection, value)
+    return stamp if isinstance(stamp, str) else stamp.isoformat()
+
+
+def _without_key_checks(connection: Connection) -> None:
+    """PostgreSQL: skip the foreign-key triggers in this transaction (the seeded rows are consistent by
+    construction; checking each of millions one by one made seeding several times slower). Needs a
+    superuser, which the benchmark's database URL is (it creates databases)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+
+
+def _write(connection: Connection, table: Table, columns: dict[str, pa.Array]) -> None:
+    """Bulk-insert columns into an empty ``table``: ``COPY`` of Arrow-written CSV on PostgreSQL, one
+    ``executemany`` on SQLite (:func:`~derbridge.infra.bulk.bulk_upsert_arrow`, new keys only)."""
+    key = [c.name for c in table.primary_key.columns]
+    bulk_upsert_arrow(connection, table, pa.table(columns), key=key, new_keys_only=True)
 
 
 def seed_enrolled_devices(runtime: Runtime, devices: pa.Table, now: datetime) -> Seeded:
     """Write ``devices`` (from :func:`accepted_devices`) as ACTIVE, AVAILABLE, recently seen members of
-    :data:`PROGRAM` into both systems, in bulk (the module docstring says why). The program must exist."""
+    :data:`PROGRAM` into both systems, in bulk (the module docstring says why). The program must exist.
+
+    Columns are built in Arrow and written without a Python object per row where the backend allows it:
+    seeding a million devices is given state, not the flow under measurement, but it is most of the
+    suite's wall time."""
     n = devices.num_rows
-    col = {name: devices.column(name).to_pylist() for name in devices.column_names}
-    ids = list(range(1, n + 1))
-    enrollment_ids = [new_id() for _ in range(n)]
-    check_ids = [new_id() for _ in range(n)]
+    col = {name: devices.column(name) for name in devices.column_names}
+
+    def same(value: object) -> pa.Array:
+        return pa.repeat(value, n)
+
+    ids = pa.array(np.arange(1, n + 1, dtype=np.int64))
+    enrollment_ids = pa.array(new_ids(n), pa.string())
+    check_ids = pa.array(new_ids(n), pa.string())
+    # One enrollment per device here: a request of two devices becomes two enrollments.
+    request_ids = pc.binary_join_element_wise(col["request_id"], pa.array(np.arange(n).astype(str)), "-")
     with runtime.sync_engine("assethub").begin() as connection:
-        at = db_timestamp(connection, now - timedelta(days=30))
-        seen = db_timestamp(connection, now - timedelta(hours=1))
+        _without_key_checks(connection)
+        at = same(_stamp(connection, now - timedelta(days=30)))
+        seen = same(_stamp(connection, now - timedelta(hours=1)))
         _write(
             connection,
             ah.devices,
-            (
-                "device_id",
-                "head_end_system",
-                "nic_id",
-                "device_type",
-                "manufacturer",
-                "model",
-                "serial_no",
-                "created_at",
-            ),
-            list(
-                zip(
-                    ids,
-                    col["head_end_system"],
-                    col["nic_id"],
-                    col["device_type"],
-                    col["manufacturer"],
-                    col["model"],
-                    col["serial_no"],
-                    [at] * n,
-                    strict=True,
-                )
-            ),
+            {
+                "device_id": ids,
+                **{c: col[c] for c in ("head_end_system", "nic_id", "device_type", "manufacturer", "model")},
+                "serial_no": col["serial_no"],
+                "created_at": at,
+            },
         )
         _write(
             connection,
             ah.enrollments,
-            (
-                "enrollment_id",
-                "head_end_system",
-                "request_id",
-                "program_code",
-                "cis_person_id",
-                "cis_account_id",
-                "cis_premise_id",
-                "cis_service_point_id",
-                "state",
-                "rejections",
-                "requested_at",
-                "created_at",
-                "updated_at",
-                "sync_sequence",
-            ),
-            list(
-                zip(
-                    enrollment_ids,
-                    col["head_end_system"],
-                    # One enrollment per device here: a request of two devices becomes two enrollments.
-                    [f"{r}-{i}" for i, r in enumerate(col["request_id"])],
-                    [PROGRAM] * n,
-                    col["cis_person_id"],
-                    col["cis_account_id"],
-                    col["cis_premise_id"],
-                    col["cis_service_point_id"],
-                    ["ACTIVE"] * n,
-                    ["[]"] * n,
-                    [at] * n,
-                    [at] * n,
-                    [at] * n,
-                    [1] * n,
-                    strict=True,
-                )
-            ),
+            {
+                "enrollment_id": enrollment_ids,
+                "head_end_system": col["head_end_system"],
+                "request_id": request_ids,
+                "program_code": same(PROGRAM),
+                **{c: col[c] for c in ("cis_person_id", "cis_account_id", "cis_premise_id", "cis_service_point_id")},
+                "state": same("ACTIVE"),
+                "rejections": same("[]"),
+                "requested_at": at,
+                "created_at": at,
+                "updated_at": at,
+                "sync_sequence": same(1),
+            },
         )
         _write(
             connection,
             ah.enrollment_devices,
-            ("enrollment_id", "device_id", "sequence", "added_at"),
-            list(zip(enrollment_ids, ids, [1] * n, [at] * n, strict=True)),
+            {"enrollment_id": enrollment_ids, "device_id": ids, "sequence": same(1), "added_at": at},
         )
         _write(
             connection,
             ah.device_status_checks,
-            (
-                "check_id",
-                "device_id",
-                "enrollment_id",
-                "reason",
-                "requested_by",
-                "status",
-                "requested_at",
-                "timeout_at",
-                "answered_at",
-                "result",
-                "communication_status",
-                "last_communication_at",
-                "source",
-                "late_answer",
-            ),
-            list(
-                zip(
-                    check_ids,
-                    ids,
-                    enrollment_ids,
-                    ["ENROLLMENT_SETUP"] * n,
-                    ["enrollment-setup"] * n,
-                    ["ANSWERED"] * n,
-                    [seen] * n,
-                    [seen] * n,
-                    [seen] * n,
-                    ["SUCCESS"] * n,
-                    ["ONLINE"] * n,
-                    [seen] * n,
-                    col["head_end_system"],
-                    [False] * n,
-                    strict=True,
-                )
-            ),
+            {
+                "check_id": check_ids,
+                "device_id": ids,
+                "enrollment_id": enrollment_ids,
+                "reason": same("ENROLLMENT_SETUP"),
+                "requested_by": same("enrollment-setup"),
+                "status": same("ANSWERED"),
+                "requested_at": seen,
+                "timeout_at": seen,
+                "answered_at": seen,
+                "result": same("SUCCESS"),
+                "communication_status": same("ONLINE"),
+                "last_communication_at": seen,
+                "source": col["head_end_system"],
+                "late_answer": same(False),
+            },
         )
     with runtime.sync_engine("derms").begin() as connection:
-        at = db_timestamp(connection, now - timedelta(days=30))
+        _without_key_checks(connection)
+        at = same(_stamp(connection, now - timedelta(days=30)))
         _write(
             connection,
             dm.devices,
-            ("device_id", "head_end_system", "nic_id", "device_type", "manufacturer", "model", "created_at"),
-            list(
-                zip(
-                    ids,
-                    col["head_end_system"],
-                    col["nic_id"],
-                    col["device_type"],
-                    col["manufacturer"],
-                    col["model"],
-                    [at] * n,
-                    strict=True,
-                )
-            ),
+            {
+                "device_id": ids,
+                **{c: col[c] for c in ("head_end_system", "nic_id", "device_type", "manufacturer", "model")},
+                "created_at": at,
+            },
         )
         _write(
             connection,
             dm.device_availability,
-            (
-                "device_id",
-                "program_code",
-                "enrollment_id",
-                "cis_account_id",
-                "cis_service_point_id",
-                "availability",
-                "sequence",
-                "updated_at",
-            ),
-            list(
-                zip(
-                    ids,
-                    [PROGRAM] * n,
-                    enrollment_ids,
-                    col["cis_account_id"],
-                    col["cis_service_point_id"],
-                    ["AVAILABLE"] * n,
-                    [1] * n,
-                    [at] * n,
-                    strict=True,
-                )
-            ),
+            {
+                "device_id": ids,
+                "program_code": same(PROGRAM),
+                "enrollment_id": enrollment_ids,
+                "cis_account_id": col["cis_account_id"],
+                "cis_service_point_id": col["cis_service_point_id"],
+                "availability": same("AVAILABLE"),
+                "sequence": same(1),
+                "updated_at": at,
+            },
         )
     for engine_system in ("assethub", "derms"):
         engine = runtime.sync_engine(engine_system)
