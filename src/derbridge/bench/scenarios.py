@@ -657,7 +657,7 @@ async def _until_active(system: EmbeddedSystem, deadline: float) -> _Reached:
             return reached
 
 
-F1_BUDGET_SECONDS = 120.0
+F1_BUDGET_SECONDS = 90.0
 """How long an F1 scenario may run before it reports what it reached (the suite must fit in 15 minutes)."""
 
 F1_BULK_BATCH = 5_000
@@ -673,17 +673,35 @@ async def f1_bulk(settings: Settings, workdir: Path, quick: bool) -> Result:
         gateway: EnrollmentGateway = world.gateway
         progress(f"F1 bulk: {len(world.resources):,} requests through the edge")
         reset_peak_rss()
-        started = time.monotonic()
+        deadline = time.monotonic() + F1_BUDGET_SECONDS
+        by_head_end: dict[str, list[dict[str, Any]]] = {}
+        for head_end, resource in world.resources:
+            by_head_end.setdefault(head_end, []).append(resource)
+        calls = [
+            (head_end, batch[start : start + F1_BULK_BATCH])
+            for head_end, batch in by_head_end.items()
+            for start in range(0, len(batch), F1_BULK_BATCH)
+        ]
+        sent = 0
+        phases = {"recording": 0.0, "bridge and jobs": 0.0}
         with Stopwatch() as watch:
-            by_head_end: dict[str, list[dict[str, Any]]] = {}
-            for head_end, resource in world.resources:
-                by_head_end.setdefault(head_end, []).append(resource)
-            for head_end, batch in by_head_end.items():
-                for start in range(0, len(batch), F1_BULK_BATCH):
-                    await gateway.send_batch(head_end, batch[start : start + F1_BULK_BATCH])
-            watch.lap("recorded")
-            reached = await _until_active(system, started + F1_BUDGET_SECONDS)
-            watch.lap("active")
+            # The bridge and the jobs run between calls, as they run beside the API under `derbridge up`:
+            # requests become ACTIVE while later batches arrive, and a run cut off by the budget has
+            # made the progress a utility would have seen by then.
+            for head_end, batch in calls:
+                if time.monotonic() > deadline:
+                    break
+                began = time.perf_counter()
+                await gateway.send_batch(head_end, batch)
+                sent += len(batch)
+                phases["recording"] += time.perf_counter() - began
+                began = time.perf_counter()
+                with contextlib.suppress(SettleTimeout):
+                    await system.settle(jobs=True, timeout=max(1.0, deadline - time.monotonic()))
+                phases["bridge and jobs"] += time.perf_counter() - began
+            began = time.perf_counter()
+            reached = await _until_active(system, deadline)
+            phases["bridge and jobs"] += time.perf_counter() - began
         peak = peak_rss_mb()
     return _result(
         settings,
@@ -703,7 +721,13 @@ async def f1_bulk(settings: Settings, workdir: Path, quick: bool) -> Result:
         peak_rss_mb=peak,
         process_peak_rss_mb=process_peak_rss_mb(),
         quick=quick,
-        details=_f1_details(watch, reached),
+        details={
+            **_f1_details(watch, reached),
+            "phases": {name: round(value, 3) for name, value in phases.items()},
+            "sent": sent,
+            # Cut off by the budget before every batch went, it is not complete however far it got.
+            "completed": reached.completed and sent == len(world.resources),
+        },
     )
 
 
