@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -184,9 +185,19 @@ def attribute_map(attributes: Sequence[Mapping[str, Any]] | None) -> dict[str, l
     return {str(a["type"]): list(a["values"]) for a in attributes or []}
 
 
+def attribute_value(attributes: Sequence[Mapping[str, Any]] | None, kind: str, default: Any) -> Any:
+    """The first value of the ``kind`` attribute (the last one given wins, as in :func:`attribute_map`), or
+    ``default`` when there is none; without building the whole map."""
+    found: Sequence[Any] = [default]
+    for a in attributes or []:
+        if str(a["type"]) == kind:
+            found = a["values"]
+    return found[0]
+
+
 def is_enrollment(attributes: Sequence[Mapping[str, Any]] | None) -> bool:
     """True when the resource asks for an enrollment."""
-    return ENROLLMENT_PROGRAM in attribute_map(attributes)
+    return any(str(a["type"]) == ENROLLMENT_PROGRAM for a in attributes or [])
 
 
 def client_attributes(attributes: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
@@ -209,7 +220,24 @@ def enrollment_request(
 
     Raises :class:`EnrollmentAttributesInvalid` naming every missing or malformed attribute.
     """
-    values = attribute_map(attributes)
+    return enrollment_request_of(request_id, head_end_system, attribute_map(attributes), received_at)
+
+
+@lru_cache(maxsize=1024)
+def _is_calendar_date(value: str) -> bool:
+    # Cached: a batch's requests mostly share a few program start dates, and strptime is slow.
+    try:
+        datetime.strptime(value, "%Y-%m-%d")  # noqa: DTZ007 - a calendar date, no time zone
+    except ValueError:
+        return False
+    return True
+
+
+def enrollment_request_of(
+    request_id: str, head_end_system: str, values: Mapping[str, list[Any]], received_at: datetime
+) -> f1.EnrollmentRequest:
+    """:func:`enrollment_request` from the attributes as :func:`attribute_map` gives them (a caller that
+    has the map already does not build it again)."""
     errors: list[tuple[str, str]] = []
     found: dict[str, Any] = {}
     for spec in ENROLLMENT_ATTRIBUTES:
@@ -244,12 +272,9 @@ def enrollment_request(
     }
     start = found.get("program.start_date")
     raw_start: str | None = None
-    if start is not None:
-        try:
-            datetime.strptime(start, "%Y-%m-%d")  # noqa: DTZ007 - a calendar date, no time zone
-        except ValueError:
-            # Like the DERMS API: a bad start date does not fail the call; Asset Hub refuses the request.
-            raw_start, start = str(start)[:32], None
+    if start is not None and not _is_calendar_date(start):
+        # Like the DERMS API: a bad start date does not fail the call; Asset Hub refuses the request.
+        raw_start, start = str(start)[:32], None
     payload = {
         "request_id": request_id,
         "requested_at": found.get("requested_at", received_at.isoformat()),
@@ -422,11 +447,22 @@ def read_resource_report(
     if "outcome" not in outcome:
         outcome["outcome"] = Outcome.IN_FLIGHT_OVERRIDE.value if override else Outcome.SUCCESSFUL_PARTICIPATION.value
     if period and period.get("start"):
-        start = _parse_time(str(period["start"]))
+        start, end = _window(str(period["start"]), str(period["duration"]) if period.get("duration") else None)
         outcome["participation_start_at"] = start
-        if start is not None and period.get("duration"):
-            outcome["participation_end_at"] = start + parse_duration(str(period["duration"]))
+        if end is not None:
+            outcome["participation_end_at"] = end
     return ResourceReport(str(resource["resourceName"]), outcome, state, reach)
+
+
+@lru_cache(maxsize=1024)
+def _window(start: str, duration: str | None) -> tuple[datetime | None, datetime | None]:
+    """A participation window's start and end (None: no end given, or no valid start). Remembered: the
+    resources of one report mostly share one window, and parsing it per resource was a fifth of reading
+    a report of 10,000."""
+    begins = _parse_time(start)
+    if begins is None or duration is None:
+        return begins, None
+    return begins, begins + parse_duration(duration)
 
 
 def _parse_time(value: str) -> datetime | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -291,16 +291,17 @@ class Vtn:
             client_id, targets = request.clientID, list(request.targets or [])
         # The VTN grants each resource its own name, so that an event can target it by name.
         targets = _dedupe([*targets, request.resourceName])
-        attributes = domain.client_attributes(dump(request).get("attributes"))
+        # One dump serves both the attributes and the stored body (a 5,000-resource batch dumped each twice);
+        # its attribute dicts are fresh, so they are kept rather than copied.
+        body = dump(request)
+        attributes = [a for a in body.get("attributes") or [] if a["type"] not in domain.VTN_ATTRIBUTES]
         head_end = ven.head_end_system
-        values = domain.attribute_map(attributes)
-        nic = values.get("NIC_ID", [request.resourceName])[0]
+        nic = domain.attribute_value(attributes, "NIC_ID", request.resourceName)
         if not isinstance(nic, str) or not 0 < len(nic) <= NIC_MAX or "/" in nic or nic != nic.strip():
             raise bad_request(
                 "The device's NIC id is not valid.",
                 [(f"{prefix}.attributes.NIC_ID", "1-64 characters, no '/' or spaces at the ends")],
             )
-        body = dump(request)
         body.pop("objectType", None)
         body["clientID"] = client_id
         body["attributes"] = attributes
@@ -325,15 +326,15 @@ class Vtn:
         by_head_end: dict[str, list[f1.EnrollmentRequest]] = {}
         errors: list[tuple[str, str]] = []
         for i, new in enumerate(news):
-            attributes = new.body.get("attributes")
-            if not domain.is_enrollment(attributes):
+            values = domain.attribute_map(new.body.get("attributes"))
+            if domain.ENROLLMENT_PROGRAM not in values:
                 continue
             prefix = "body.attributes" if len(news) == 1 else f"body.resources.{i}.attributes"
             if new.head_end_system is None:
                 errors.append((prefix, "the ven's client has no head-end system: it cannot enroll devices"))
                 continue
             try:
-                request = domain.enrollment_request(new.id or "", new.head_end_system, attributes, now)
+                request = domain.enrollment_request_of(new.id or "", new.head_end_system, values, now)
             except domain.EnrollmentAttributesInvalid as invalid:
                 errors += [(f"{prefix}.{field}", message) for field, message in invalid.errors]
                 continue
@@ -376,7 +377,7 @@ class Vtn:
         # answer to a status check it completes commit together, or none of them does.
         async with self.engine.begin() as connection:
             try:
-                event = await store.get_in(connection, principal, ObjectType.EVENT, request.eventID)
+                event = await _reported_event(connection, principal, request.eventID)
             except ProblemError:
                 raise ProblemError(
                     404,
@@ -385,7 +386,7 @@ class Vtn:
                     f"No event {request.eventID!r} is visible to this client.",
                     errors=[FieldError(field="body.eventID", message="names no event of this client")],
                 ) from None
-            names = [r["resourceName"] for r in body["resources"]]
+            names = [r.resourceName for r in request.resources]
             mine = await _resources_named(connection, principal, names, event.client_id and event.ven_id)
             unknown = [
                 (f"body.resources.{i}.resourceName", f"{n!r} is not a resource of this client")
@@ -437,9 +438,12 @@ class Vtn:
             else:
                 old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
                 row = await store.replace_object(connection, old, new, now)
-            said = {mine[p.resource_name].id: p for p in parsed}
-            await _heard_from(connection, principal, [mine[n] for n in dict.fromkeys(names)], now, said)
-            await fresh_readings.answer_if_requested(connection, event, [mine[n] for n in dict.fromkeys(names)], now)
+            named = [mine[n] for n in dict.fromkeys(names)]
+            await _report_heard_from(connection, principal, named, now, {p.resource_name: p for p in parsed})
+            if domain.parse_check_event_key(event.derms_key) is not None:
+                # Only a fresh-reading event needs the resources' whole rows (a report of one or a few).
+                full = await _rows_by_id(connection, [r.id for r in named])
+                await fresh_readings.answer_if_requested(connection, event, full, now)
         return row
 
     # --- subscriptions -----------------------------------------------------------------------------
@@ -489,16 +493,45 @@ class Vtn:
         )
 
 
+async def _reported_event(connection: AsyncConnection, principal: Principal, event_id: str) -> Row:
+    """The event a report is about, as :func:`store.get_in` reads it for ``principal``.
+
+    An event without targets is for every VEN its client may see (the business logic sees every event),
+    so the targets granted to the VEN are not needed: reading them decodes the targets of every resource
+    of the client, on every report (ten reports of a client with 100,000 resources read a million rows).
+    Any other event takes ``get_in``'s whole rule."""
+    found = (
+        (await connection.execute(select(o).where(o.c.id == event_id, o.c.object_type == ObjectType.EVENT.value)))
+        .mappings()
+        .first()
+    )
+    if found is None:
+        raise store.not_found(ObjectType.EVENT, event_id)
+    untargeted_for_me = not found["targets"] and found["client_id"] in (None, principal.client_id)
+    if not principal.is_ven or untargeted_for_me:
+        return Row.of(found)
+    return await store.get_in(connection, principal, ObjectType.EVENT, event_id)
+
+
+class _Named(NamedTuple):
+    """A resource a report names: its identity, all a report needs of it."""
+
+    id: str
+    name: str
+    head_end_system: str | None
+    nic_id: str | None
+
+
 async def _resources_named(
     connection: AsyncConnection, principal: Principal, names: Sequence[str], ven_id: str | None
-) -> dict[str, Row]:
-    """The caller's resources by name (under ``ven_id`` when the event is addressed to one ven).
+) -> dict[str, _Named]:
+    """The caller's resources by name (under ``ven_id`` when the event is addressed to one ven); of two
+    with one name, the newer.
 
-    A report needs their identity only — id, name, head end, nic id — so their stored representations
-    (``body``, ``targets``) are not read: the rows carry them empty. A report of 10,000 resources spent most
-    of its time decoding those. The names travel as one parameter (``id_list``)."""
-    identity = [c for c in o.c if c.name not in ("body", "targets")]
-    statement = select(*identity).where(
+    A report needs their identity only — id, name, head end, nic id — so nothing else is read: a report of
+    10,000 resources spent most of its time decoding the stored representations, and then making a whole
+    ``Row`` (times converted, a dict per row) of each. The names travel as one parameter (``id_list``)."""
+    statement = select(o.c.id, o.c.name, o.c.head_end_system, o.c.nic_id).where(
         o.c.object_type == ObjectType.RESOURCE.value,
         id_list(connection, o.c.name, list(dict.fromkeys(names)), "names"),
         o.c.client_id == principal.client_id,
@@ -506,9 +539,45 @@ async def _resources_named(
     if ven_id is not None:
         statement = statement.where(o.c.ven_id == ven_id)
     result = await connection.execute(statement.order_by(o.c.id))
-    names_read = [c.name for c in identity]
-    rows = [Row.of({**dict(zip(names_read, r, strict=True)), "body": {}, "targets": []}) for r in result.tuples()]
-    return store.by_names(rows)
+    return {r[1]: _Named._make(r) for r in result.tuples() if r[1] is not None}
+
+
+async def _rows_by_id(connection: AsyncConnection, ids: Sequence[str]) -> list[Row]:
+    """The stored rows of these objects, in the order given."""
+    found = await connection.execute(select(o).where(id_list(connection, o.c.id, list(ids), "ids")))
+    rows = {r.id: r for r in (Row.of(m) for m in found.mappings())}
+    return [rows[i] for i in ids if i in rows]
+
+
+async def _report_heard_from(
+    connection: AsyncConnection,
+    principal: Principal,
+    resources: Sequence[_Named],
+    now: datetime,
+    said: dict[str, domain.ResourceReport],
+) -> None:
+    """:func:`_heard_from` for a report's resources (``said``: what the report says of each, by name)."""
+    if not principal.is_ven:
+        return
+    head_end = principal.head_end_system
+    reports = []
+    for r in resources:
+        if r.nic_id is None or r.head_end_system != head_end:
+            continue
+        report = said.get(r.name)
+        reports.append(
+            CommunicationReport(
+                head_end_system=head_end,
+                nic_id=r.nic_id,
+                communication_status=CommunicationStatus(
+                    (report.communication_status if report else None) or CommunicationStatus.ONLINE.value
+                ),
+                last_communication_at=now,
+                operating_state=report.operating_state if report else None,
+                source=head_end,
+            )
+        )
+    await record_communication_statuses_in(connection, reports)
 
 
 async def _heard_from(

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,7 +60,7 @@ from derbridge.contracts.enrollment_sync import DeviceAvailability, Subscription
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
-from derbridge.infra.ids import new_id
+from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import FieldError, ProblemError, not_found
@@ -175,8 +176,10 @@ def _zone(name: str | None) -> ZoneInfo | None:
         return None
 
 
+@lru_cache(maxsize=4096)
 def _start_of_day(day: str, zone: ZoneInfo | None) -> datetime:
-    """Midnight starting ``day`` (ISO date) at the premise, in UTC."""
+    """Midnight starting ``day`` (ISO date) at the premise, in UTC (cached: a sync batch's enrollments share
+    a few program dates and zones)."""
     local = datetime.combine(date.fromisoformat(day), time(0), tzinfo=zone or UTC)
     return local.astimezone(UTC)
 
@@ -351,7 +354,9 @@ async def _queue_syncs(
 
         envelopes: list[Envelope] = []
         sync_rows: list[dict[str, Any]] = []
-        for enrollment_id in chunk:
+        # Per chunk, not per enrollment: the zones and day boundaries of a few divisions and program dates.
+        zones: dict[str | None, ZoneInfo | None] = {}
+        for enrollment_id, sync_id in zip(chunk, new_ids(len(chunk)), strict=True):
             row = enrollments[enrollment_id]
             expected = _STATE_FOR_CHANGE[change]
             if row.state != expected.value:
@@ -365,12 +370,13 @@ async def _queue_syncs(
                 change,
                 row.start_date,
                 row.end_date,
-                _zone(row.time_zone),
+                zones[row.time_zone]
+                if row.time_zone in zones
+                else zones.setdefault(row.time_zone, _zone(row.time_zone)),
                 activated.get(enrollment_id),
                 unenrolled.get(enrollment_id),
                 now,
             )
-            sync_id = new_id()
             payload = contract.EnrollmentSync(
                 sync_id=sync_id,
                 change=change,

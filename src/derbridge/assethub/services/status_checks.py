@@ -56,7 +56,7 @@ from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
-from derbridge.infra.ids import new_id
+from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError, not_found
@@ -161,17 +161,22 @@ async def start_status_checks(
     d, e, p, pr, ed = t.devices, t.enrollments, t.programs, t.premises, t.enrollment_devices
     devices: dict[int, Any] = {}
     for ids in chunks(sorted({c.device_id for c in checks})):
-        for row in await connection.execute(select(d).where(d.c.device_id.in_(ids))):
+        for row in await connection.execute(
+            select(d.c.device_id, d.c.head_end_system, d.c.nic_id, d.c.device_type, d.c.manufacturer, d.c.model).where(
+                d.c.device_id.in_(ids)
+            )
+        ):
             devices[row.device_id] = row
     for check in checks:
         if check.device_id not in devices:
             raise not_found("device", str(check.device_id))
 
     rules: dict[str, ProgramRules] = {}
+    rules_of = _RulesOf()
     division: dict[str, str | None] = {}
     for enrollment_ids in chunks(sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})):
         rows = await connection.execute(
-            select(e.c.enrollment_id, p.c.rules, pr.c.division)
+            select(e.c.enrollment_id, e.c.program_code, p.c.rules, pr.c.division)
             .select_from(
                 e.outerjoin(p, p.c.program_code == e.c.program_code).outerjoin(
                     pr, pr.c.cis_premise_id == e.c.cis_premise_id
@@ -180,7 +185,7 @@ async def start_status_checks(
             .where(e.c.enrollment_id.in_(enrollment_ids))
         )
         for row in rows:
-            rules[row.enrollment_id] = ProgramRules.model_validate(row.rules) if row.rules else ProgramRules()
+            rules[row.enrollment_id] = rules_of(row.program_code, row.rules)
             division[row.enrollment_id] = row.division
     # A check outside an enrollment names the division of the device's latest enrollment, if it has one.
     device_division: dict[int, str | None] = {}
@@ -199,13 +204,16 @@ async def start_status_checks(
             device_division[row.device_id] = row.division
 
     default_rules = ProgramRules()
+    timeouts: dict[int, datetime] = {}  # by id() of the rules: a few distinct rules serve every check
     rows_out: list[dict[str, Any]] = []
     envelopes: list[Envelope] = []
-    for check in checks:
+    for check, check_id in zip(checks, new_ids(len(checks)), strict=True):
         device = devices[check.device_id]
         enrollment = check.enrollment_id
         check_rules = rules.get(enrollment, default_rules) if enrollment else default_rules
-        check_id = new_id()
+        timeout_at = timeouts.get(id(check_rules))
+        if timeout_at is None:
+            timeout_at = timeouts[id(check_rules)] = now + timedelta(minutes=check_rules.status_check_timeout_minutes)
         rows_out.append(
             {
                 "check_id": check_id,
@@ -215,7 +223,7 @@ async def start_status_checks(
                 "requested_by": check.requested_by,
                 "status": CheckStatus.OPEN.value,
                 "requested_at": now,
-                "timeout_at": now + timedelta(minutes=check_rules.status_check_timeout_minutes),
+                "timeout_at": timeout_at,
                 "answered_at": None,
                 "result": None,
                 "communication_status": None,
@@ -331,6 +339,20 @@ async def run_status_check(
 # --- the setup step ----------------------------------------------------------------------------------------
 
 
+class _RulesOf:
+    """Each program's rules validated once per read (they were validated per enrollment: the same few
+    programs' rules for thousands of enrollments). Keyed by program code, the join's key to ``programs``."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[str | None, ProgramRules] = {}
+
+    def __call__(self, program_code: str | None, rules: Any) -> ProgramRules:
+        found = self._by_code.get(program_code)
+        if found is None:
+            found = self._by_code[program_code] = ProgramRules.model_validate(rules) if rules else ProgramRules()
+        return found
+
+
 @dataclass
 class _Setup:
     """What the setup decisions need to know about one enrollment, read set-based."""
@@ -369,10 +391,11 @@ async def _setups(
     for two devices of one enrollment, applied at once, cannot each miss the other's confirmation."""
     e, p, ed, d, c = t.enrollments, t.programs, t.enrollment_devices, t.devices, t.device_status_checks
     found: dict[str, _Setup] = {}
+    rules_of = _RulesOf()
     ids = sorted(set(enrollment_ids))
     for part in chunks(ids):
         query = (
-            select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, p.c.rules)
+            select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, e.c.program_code, p.c.rules)
             .select_from(e.outerjoin(p, p.c.program_code == e.c.program_code))
             .where(e.c.enrollment_id.in_(part))
             .order_by(e.c.enrollment_id)
@@ -384,7 +407,7 @@ async def _setups(
                 row.state,
                 row.setup_started_at,
                 row.next_check_at,
-                ProgramRules.model_validate(row.rules) if row.rules else ProgramRules(),
+                rules_of(row.program_code, row.rules),
             )
         rows = await connection.execute(
             select(ed.c.enrollment_id, ed.c.device_id, d.c.head_end_system, d.c.nic_id)
