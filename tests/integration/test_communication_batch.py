@@ -60,3 +60,34 @@ async def test_a_bad_report_names_its_field_and_nothing_is_recorded(api: httpx.A
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.reports.1.communication_status"
     assert (await api.get("/derms/v1/communication-status/NEST/G1")).status_code == 404
+
+
+async def test_of_two_reports_about_one_device_in_one_batch_the_newer_wins_in_either_order(
+    api: httpx.AsyncClient,
+) -> None:
+    def report(nic: str, status: str, at: str) -> dict[str, str]:
+        return {
+            "head_end_system": "ECOBEE",
+            "nic_id": nic,
+            "communication_status": status,
+            "last_communication_at": at,
+            "source": "ECOBEE",
+        }
+
+    reports = [
+        report("D1", "ONLINE", "2027-06-01T10:00:00Z"),
+        report("D1", "OFFLINE", "2027-06-01T09:00:00Z"),  # older, after: ignored
+        report("D2", "OFFLINE", "2027-06-01T09:00:00Z"),
+        report("D2", "ONLINE", "2027-06-01T10:00:00Z"),  # newer, after: wins
+        report("D3", "ONLINE", "2027-06-01T10:00:00Z"),
+        report("D3", "OFFLINE", "2027-06-01T10:00:00Z"),  # as new, after: wins
+    ]
+    response = await api.post("/derms/v1/communication-status/batch", json={"reports": reports})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"recorded": 6}
+    stored = {nic: (await api.get(f"/derms/v1/communication-status/ECOBEE/{nic}")).json() for nic in ("D1", "D2", "D3")}
+    assert {nic: (s["communication_status"], s["last_communication_at"]) for nic, s in stored.items()} == {
+        "D1": ("ONLINE", "2027-06-01T10:00:00Z"),
+        "D2": ("ONLINE", "2027-06-01T10:00:00Z"),
+        "D3": ("OFFLINE", "2027-06-01T10:00:00Z"),
+    }

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatusIn
+from derbridge.infra.columnar import db_time
 from derbridge.infra.db import utcnow
 from derbridge.infra.upsert import insert_for
 
@@ -70,28 +71,77 @@ async def record_communication_statuses_in(connection: AsyncConnection, reports:
     it implies commit together)."""
     if not reports:
         return 0
-    table = t.communication_status
     now = utcnow()
-    rows = [
-        {
-            "head_end_system": r.head_end_system,
-            "nic_id": r.nic_id,
-            "communication_status": r.communication_status.value,
-            "last_communication_at": r.last_communication_at,
-            "operating_state": r.operating_state,
-            "source": r.source,
-            "updated_at": now,
-        }
-        for r in reports
-    ]
-    insert = insert_for(connection.dialect.name, table)
-    statement = insert.on_conflict_do_update(
-        index_elements=[table.c.head_end_system, table.c.nic_id],
-        set_={k: insert.excluded[k] for k in rows[0] if k not in {"head_end_system", "nic_id"}},
-        where=insert.excluded.last_communication_at >= table.c.last_communication_at,
+    if connection.dialect.name == "postgresql":
+        # One statement over arrays: it may write a device once only, so of two reports about one device
+        # the newer is kept (the later of two equally new) — what the executemany below leaves behind.
+        newest: dict[tuple[str, str], CommunicationReport] = {}
+        for r in reports:
+            kept = newest.get((r.head_end_system, r.nic_id))
+            if kept is None or r.last_communication_at >= kept.last_communication_at:
+                newest[(r.head_end_system, r.nic_id)] = r
+        chosen = list(newest.values())
+        await connection.exec_driver_sql(
+            _UPSERT_STATUSES_POSTGRESQL,
+            (
+                now,
+                [r.head_end_system for r in chosen],
+                [r.nic_id for r in chosen],
+                [r.communication_status.value for r in chosen],
+                [r.last_communication_at for r in chosen],
+                [r.operating_state for r in chosen],
+                [r.source for r in chosen],
+            ),
+        )
+        return len(reports)
+    times: dict[datetime, str] = {}
+
+    def text(value: datetime) -> str:
+        found = times.get(value)
+        if found is None:
+            found = times[value] = db_time(connection, value)
+        return found
+
+    updated_at = text(now)
+    await connection.exec_driver_sql(
+        _UPSERT_STATUSES_SQLITE,
+        [
+            (
+                r.head_end_system,
+                r.nic_id,
+                r.communication_status.value,
+                text(r.last_communication_at),
+                r.operating_state,
+                r.source,
+                updated_at,
+            )
+            for r in reports
+        ],
     )
-    await connection.execute(statement, rows)
-    return len(rows)
+    return len(reports)
+
+
+# The bulk upsert goes through the driver, not SQLAlchemy's per-row parameter processing (two
+# UTCDateTime conversions a row), which cost more than the database's own work for an edge report of
+# 10,000 devices: plain tuples on SQLite (times as the column type writes them, each distinct one
+# converted once), one statement over arrays on PostgreSQL. Constant names only; no input in the text.
+_STATUS_CONFLICT = (
+    "ON CONFLICT (head_end_system, nic_id) DO UPDATE SET communication_status = excluded.communication_status, "
+    "last_communication_at = excluded.last_communication_at, operating_state = excluded.operating_state, "
+    "source = excluded.source, updated_at = excluded.updated_at "
+    "WHERE excluded.last_communication_at >= communication_status.last_communication_at"
+)
+_UPSERT_STATUSES_SQLITE = (
+    "INSERT INTO communication_status (head_end_system, nic_id, communication_status, last_communication_at, "  # noqa: S608
+    f"operating_state, source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) {_STATUS_CONFLICT}"
+)
+_UPSERT_STATUSES_POSTGRESQL = (
+    "INSERT INTO communication_status (head_end_system, nic_id, communication_status, last_communication_at, "  # noqa: S608
+    "operating_state, source, updated_at) SELECT u.head_end_system, u.nic_id, u.communication_status, "
+    "u.last_communication_at, u.operating_state, u.source, %s::timestamptz FROM unnest(%s::text[], %s::text[], "
+    "%s::text[], %s::timestamptz[], %s::text[], %s::text[]) AS u(head_end_system, nic_id, communication_status, "
+    f"last_communication_at, operating_state, source) {_STATUS_CONFLICT}"
+)
 
 
 async def touch_communication(
