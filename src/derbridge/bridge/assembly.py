@@ -12,7 +12,7 @@ from derbridge.bridge.relay import Relay
 from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.transport.base import Transport
 from derbridge.bridge.transport.sql import SqlTransport
-from derbridge.bridge.worker import BridgeWorker
+from derbridge.bridge.worker import MAX_BATCHES_IN_FLIGHT, BridgeWorker
 from derbridge.runtime import Runtime
 from derbridge.settings import BridgeSettings
 
@@ -25,7 +25,11 @@ def build_transport(runtime: Runtime) -> Transport:
     if settings.transport == "amqp":
         from derbridge.bridge.transport.amqp import AmqpTransport
 
-        return AmqpTransport(settings.amqp_url.get_secret_value())
+        # The window must cover every batch the worker holds (unacknowledged until settled) plus a full one
+        # waiting: with a window of 200 and four batches of 100 in flight, each acknowledgement let only a
+        # few messages through, and the worker went on with batches of about eight (its cost is per batch).
+        prefetch = max(200, settings.batch_size * (MAX_BATCHES_IN_FLIGHT + 1))
+        return AmqpTransport(settings.amqp_url.get_secret_value(), prefetch=prefetch)
     return SqlTransport(
         runtime.async_engine("bridge"), lease_seconds=settings.lease_seconds, poll_seconds=settings.poll_seconds
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -125,9 +125,12 @@ class Deliverer:
             return classify_error(error, int((time.perf_counter() - started) * 1000))
         return classify_response(response, int((time.perf_counter() - started) * 1000))
 
-    async def deliver_many(self, envelopes: Sequence[Envelope]) -> list[AttemptResult]:
+    async def deliver_many(
+        self, envelopes: Sequence[Envelope], texts: Mapping[str, str] | None = None
+    ) -> list[AttemptResult]:
         """Deliver many envelopes with one call per target system and chunk (``POST …/messages/batch``);
-        the target applies each alone (a savepoint) and answers each. Results come back in order."""
+        the target applies each alone (a savepoint) and answers each. Results come back in order.
+        ``texts`` (by message id) are the envelopes already serialised, sent as they are."""
         results: dict[str, AttemptResult] = {}
         by_system: dict[str, list[Envelope]] = {}
         for envelope in envelopes:
@@ -135,7 +138,7 @@ class Deliverer:
 
         async def deliver_system(system: str, batch: list[Envelope]) -> None:
             client = self._clients.get(system)
-            for chunk in _chunks(batch):
+            for chunk in _chunks(batch, texts):
                 if client is None:
                     for envelope, _ in chunk:
                         results[envelope.message_id] = AttemptResult(
@@ -185,13 +188,16 @@ class Deliverer:
             await client.aclose()
 
 
-def _chunks(envelopes: list[Envelope]) -> list[list[tuple[Envelope, str]]]:
-    """``envelopes`` serialised, in order, cut into calls of at most :data:`BATCH_CHUNK` messages and
-    :data:`BATCH_BYTES` bytes (a single bigger message makes a call of its own)."""
+def _chunks(envelopes: list[Envelope], texts: Mapping[str, str] | None = None) -> list[list[tuple[Envelope, str]]]:
+    """``envelopes`` serialised (their text from ``texts`` when there), in order, cut into calls of at most
+    :data:`BATCH_CHUNK` messages and :data:`BATCH_BYTES` bytes (a single bigger message makes a call of its
+    own)."""
     chunks: list[list[tuple[Envelope, str]]] = []
     size = 0
     for envelope in envelopes:
-        text = serialize(envelope)
+        text = texts.get(envelope.message_id) if texts else None
+        if text is None:
+            text = serialize(envelope)
         if not chunks or len(chunks[-1]) >= BATCH_CHUNK or size + len(text) > BATCH_BYTES:
             chunks.append([])
             size = 0

@@ -12,10 +12,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, Table, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, Row, Table, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.bridge.transport.base import Transport, queue_name
+from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
 from derbridge.infra.metrics import OUTBOX_PUBLISHED
 
@@ -47,9 +48,7 @@ class Relay:
             async with self._engine.begin() as connection:
                 rows = (await connection.execute(query.with_for_update(skip_locked=True))).all()
                 await self._publish(rows)
-                await connection.execute(
-                    update(o).where(o.c.position.in_([r.position for r in rows])).values(published_at=utcnow())
-                )
+                await connection.execute(update(o).where(self._taken(connection, rows)).values(published_at=utcnow()))
         else:
             async with self._engine.connect() as connection:
                 rows = (await connection.execute(query)).all()
@@ -57,10 +56,15 @@ class Relay:
             if rows:
                 async with self._engine.begin() as connection:
                     await connection.execute(
-                        update(o).where(o.c.position.in_([r.position for r in rows])).values(published_at=utcnow())
+                        update(o).where(self._taken(connection, rows)).values(published_at=utcnow())
                     )
         OUTBOX_PUBLISHED.labels(self.system).inc(len(rows))
         return len(rows)
+
+    def _taken(self, connection: AsyncConnection, rows: Sequence[Row[Any]]) -> ColumnElement[bool]:
+        """The condition naming ``rows`` by position, bound as one parameter: a thousand positions in an IN
+        list were a long statement text for the driver to parse (and on SQLite to expand) at every batch."""
+        return id_list(connection, self._outbox.c.position, [r.position for r in rows], "positions")
 
     async def _publish(self, rows: Sequence[Row[Any]]) -> None:
         by_flow: dict[str, list[tuple[str, bytes]]] = defaultdict(list)

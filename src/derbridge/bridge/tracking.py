@@ -11,7 +11,7 @@ or dead, or that is scheduled for later, is acknowledged without a second delive
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.bridge.tables import delivery_attempts, tracked_messages
 from derbridge.contracts.envelope import Envelope
+from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
-from derbridge.infra.outbox import serialize
+from derbridge.infra.outbox import insert_rows, serialize
 from derbridge.infra.upsert import insert_for
 
 t = tracked_messages
@@ -86,11 +87,14 @@ class Tracker:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def see(self, envelopes: Sequence[Envelope], now: datetime | None = None) -> dict[str, Tracked]:
+    async def see(
+        self, envelopes: Sequence[Envelope], now: datetime | None = None, *, texts: Mapping[str, str] | None = None
+    ) -> dict[str, Tracked]:
         """Record new ``envelopes`` as pending, in one transaction; return every one's tracking state.
 
         Set-based: one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` of every row tells the new from the known,
-        and one ``SELECT`` reads the known ones' states.
+        and one ``SELECT`` reads the known ones' states. ``texts`` (by message id) are the envelopes as they
+        travelled, stored as they are; an envelope without one is serialised.
         """
         now = now or utcnow()
         unique = list({e.message_id: e for e in envelopes}.values())
@@ -110,18 +114,16 @@ class Tracker:
                 "occurred_at": e.occurred_at,
                 "received_at": now,
                 "updated_at": now,
-                "envelope": serialize(e),
+                "envelope": texts[e.message_id] if texts and e.message_id in texts else serialize(e),
             }
             for e in unique
         ]
         result: dict[str, Tracked] = {}
         async with self.engine.begin() as connection:
-            # executemany with RETURNING (SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs): the
-            # statement compiles once per call with a column's worth of parameters, where ``.values(rows)``
-            # compiled thirteen parameters per row, every call (an ON CONFLICT statement is never cached).
-            statement = insert_for(connection.dialect.name, t)
+            statement, parameters = insert_rows(connection.dialect.name, t, rows)
             inserted = await connection.execute(
-                statement.on_conflict_do_nothing(index_elements=[t.c.message_id]).returning(t.c.message_id), rows
+                statement.on_conflict_do_nothing(index_elements=[t.c.message_id]).returning(t.c.message_id),
+                parameters,
             )
             for message_id in inserted.scalars():
                 result[message_id] = Tracked(MessageState.PENDING, 0, None, new=True)
@@ -129,7 +131,7 @@ class Tracker:
             if known:
                 current = await connection.execute(
                     select(t.c.message_id, t.c.state, t.c.attempts, t.c.next_attempt_at).where(
-                        t.c.message_id.in_(known)
+                        id_list(connection, t.c.message_id, known, "known")
                     )
                 )
                 for row in current:
@@ -202,23 +204,24 @@ class Tracker:
                 one_by_one.append(row)
         async with self.engine.begin() as connection:
             for (state, last_status, delivered_at), keys in same.items():
-                for start in range(0, len(keys), 500):
-                    await connection.execute(
-                        update(t)
-                        .where(t.c.message_id.in_(keys[start : start + 500]))
-                        .values(
-                            state=state,
-                            attempts=t.c.attempts + 1,
-                            updated_at=now,
-                            next_attempt_at=None,
-                            wake_on=None,
-                            last_status=last_status,
-                            last_problem=None,
-                            delivered_at=func.coalesce(
-                                bindparam("delivered_at", delivered_at, type_=t.c.delivered_at.type), t.c.delivered_at
-                            ),
-                        )
+                # The ids as one parameter: an IN list of a hundred made a new statement text each time, which
+                # psycopg parses again (it caches only short ones).
+                await connection.execute(
+                    update(t)
+                    .where(id_list(connection, t.c.message_id, keys, "keys"))
+                    .values(
+                        state=state,
+                        attempts=t.c.attempts + 1,
+                        updated_at=now,
+                        next_attempt_at=None,
+                        wake_on=None,
+                        last_status=last_status,
+                        last_problem=None,
+                        delivered_at=func.coalesce(
+                            bindparam("delivered_at", delivered_at, type_=t.c.delivered_at.type), t.c.delivered_at
+                        ),
                     )
+                )
             if one_by_one:
                 await connection.execute(
                     update(t)
@@ -237,7 +240,8 @@ class Tracker:
                     ),
                     one_by_one,
                 )
-            await connection.execute(insert(delivery_attempts), attempts)
+            statement, parameters = insert_rows(connection.dialect.name, delivery_attempts, attempts)
+            await connection.execute(statement, parameters)
 
     async def due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
         """Messages to put back on their queue: retrying or parked ones whose time has come, and pending

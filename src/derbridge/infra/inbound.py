@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.contracts.registry import BY_TYPE
 from derbridge.infra.db import utcnow
+from derbridge.infra.outbox import insert_rows
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, FieldError, ProblemError
 from derbridge.infra.upsert import frozen, insert_for
 from derbridge.infra.web import require_service_token
@@ -203,12 +205,19 @@ class Inbox:
         table = self.table
         try:
             async with connection.begin_nested():
-                # One statement claims the whole run (executemany with RETURNING: SQLAlchemy's
-                # "insertmanyvalues" sends it as multi-row INSERTs); RETURNING names the ids claimed now.
+                # One statement claims the whole run (:func:`insert_rows`: executemany on SQLite, the rows as
+                # one JSON parameter on PostgreSQL); RETURNING names the ids claimed now.
+                received_at = utcnow()
+                statement, parameters = insert_rows(
+                    connection.dialect.name, table, [_claim_values(e, received_at) for e, _ in prepared]
+                )
                 claimed = {
                     row.message_id
                     for row in await connection.execute(
-                        _claim(connection.dialect.name, table), [_claim_values(e) for e, _ in prepared]
+                        statement.on_conflict_do_nothing(index_elements=[table.c.message_id]).returning(
+                            table.c.message_id
+                        ),
+                        parameters,
                     )
                 }
                 fresh = [(e, p) for e, p in prepared if e.message_id in claimed]
@@ -284,12 +293,12 @@ def _claim(dialect_name: str, table: Table) -> Any:
     )
 
 
-def _claim_values(envelope: Envelope) -> dict[str, Any]:
+def _claim_values(envelope: Envelope, received_at: datetime | None = None) -> dict[str, Any]:
     return {
         "message_id": envelope.message_id,
         "type": envelope.type,
         "source": envelope.source.system.value,
-        "received_at": utcnow(),
+        "received_at": received_at or utcnow(),
     }
 
 

@@ -121,7 +121,10 @@ class AmqpTransport(Transport):
 
     name = "amqp"
     LINGER_SECONDS = 0.005
-    """How long ``receive`` waits for more once a first message arrived, to fill its batch."""
+    """How long ``receive`` waits for the next message once one arrived, to fill its batch: a batch closes
+    when the stream pauses that long (or it is full, or :attr:`MAX_LINGER_SECONDS` passed)."""
+    MAX_LINGER_SECONDS = 0.05
+    """How long ``receive`` keeps filling a batch from a steady stream, at most, after its first message."""
 
     def __init__(
         self,
@@ -320,17 +323,24 @@ class AmqpTransport(Transport):
         deadline = loop.time() + timeout
         await self._consume(queues)
         deliveries: list[Delivery] = []
-        filled_by: float | None = None
+        filled_by: float | None = None  # the batch closes then, unless more messages come
+        latest: float | None = None  # and then at the latest
         while True:
             self._arrived.clear()
-            deliveries += self._take(queues, max_messages - len(deliveries))
+            taken = self._take(queues, max_messages - len(deliveries))
+            deliveries += taken
             if len(deliveries) >= max_messages or self._closed:
                 break
             if deliveries:
-                # The broker pushes a prefetch window message by message: wait a moment for the rest, so
-                # that a batch is a batch (the worker's cost is per batch) rather than the first arrival.
-                filled_by = filled_by if filled_by is not None else loop.time() + self.LINGER_SECONDS
-                wait = filled_by - loop.time()
+                # The broker pushes messages one by one as the publisher's confirms come: wait while they keep
+                # coming, so that a batch is a batch (the worker's cost is per batch) rather than what arrived
+                # in the first few milliseconds — batches of three or four took most of the worker's CPU
+                # away from the relay feeding it. A lone message waits only LINGER_SECONDS.
+                now = loop.time()
+                latest = latest if latest is not None else now + self.MAX_LINGER_SECONDS
+                if taken:
+                    filled_by = min(now + self.LINGER_SECONDS, latest)
+                wait = (filled_by or now) - now
             else:
                 wait = deadline - loop.time()
             if wait <= 0:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.bridge.tables import queue_messages as q
 from derbridge.bridge.transport.base import Delivery, Transport, TransportError
+from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.upsert import frozen, insert_for
@@ -136,7 +137,11 @@ class SqlTransport(Transport):
         # Only rows we still hold: if our lease expired and another receiver took a row, it is theirs now.
         try:
             async with self._engine.begin() as connection:
-                await connection.execute(statement.where(q.c.id.in_(ids), q.c.lease_owner == self._owner))
+                # The ids as one parameter (an array, or a JSON array on SQLite): the same short statement
+                # text every time, where an IN list made a new one per batch size for the driver to parse.
+                await connection.execute(
+                    statement.where(id_list(connection, q.c.id, ids, "ids"), q.c.lease_owner == self._owner)
+                )
         except DBAPIError as error:
             raise TransportError(f"settling deliveries failed: {error}") from error
 
