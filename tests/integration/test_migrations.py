@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, event, inspect
 
 from derbridge.infra.db import create_sync_engine
 from derbridge.migrations.runner import SYSTEMS, downgrade, metadata_of, upgrade
@@ -40,3 +41,51 @@ def test_migrations_go_down_to_an_empty_database(settings: Settings) -> None:
         finally:
             engine.dispose()
         assert remaining == set()
+
+
+class _Killed(Exception):
+    """Stands for the process dying at that statement."""
+
+
+def test_an_upgrade_cut_off_half_way_leaves_the_database_as_it_found_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every process migrates as it starts; the crash test SIGKILLs processes while they start. An upgrade
+    # that stops after some of its DDL must leave nothing behind, so that the next start simply migrates.
+    from derbridge.migrations import environment
+
+    made = environment.create_sync_engine
+
+    def dying_after_three_tables(url: str) -> Engine:
+        engine = made(url)
+        created = 0
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def count(*args: object) -> None:
+            nonlocal created
+            if str(args[2]).lstrip().upper().startswith("CREATE TABLE"):
+                created += 1
+                if created > 3:
+                    raise _Killed
+
+        return engine
+
+    url = settings.database_url("derms")
+    monkeypatch.setattr(environment, "create_sync_engine", dying_after_three_tables)
+    with pytest.raises(_Killed):
+        upgrade("derms", url)
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            left = set(inspect(connection).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+    assert left == set()
+    monkeypatch.undo()
+    upgrade("derms", url)  # the next start migrates as if nothing had happened
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert set(metadata_of("derms").tables) <= set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
