@@ -142,6 +142,21 @@ class Stopwatch:
         self._lap = now
 
 
+PROBE_ADDITIONS = 5_000_000
+
+
+def cpu_probe_ms() -> float:
+    """CPU milliseconds this process takes for a fixed pure-Python loop (:data:`PROBE_ADDITIONS` integer
+    additions): how fast a core of the machine is right now. The shared machine's cores run at different
+    speeds on different days (the same scenarios ran two to three times slower on one day than on another);
+    figures of two runs compare only next to their probes. CPU time, so that waiting for a core does not count."""
+    started = time.process_time()
+    total = 0
+    for i in range(PROBE_ADDITIONS):
+        total += i
+    return round((time.process_time() - started) * 1000, 1)
+
+
 def progress(message: str) -> None:
     """A progress line on stderr (stdout carries only the JSON)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from derbridge.bench.core import BACKENDS, Backend, BackendUnavailable, backend_settings
+from derbridge.bench.core import BACKENDS, Backend, BackendUnavailable, backend_settings, cpu_probe_ms
 from derbridge.bench.scenarios import SCENARIOS, WORLDS
 from derbridge.infra.logging import configure_logging
 
@@ -61,6 +61,7 @@ def run_one(name: str, backend: Backend, *, quick: bool) -> dict[str, Any]:
 def run_here(names: Sequence[str], backend: Backend, *, quick: bool) -> list[dict[str, Any]]:
     """Scenarios on one backend in this process (several only when they share a world): their objects."""
     configure_logging("WARNING", json=True)
+    probe = cpu_probe_ms()
     worlds = {SCENARIOS[name].world for name in names}
     if len(names) > 1 and (len(worlds) != 1 or None in worlds):
         raise ValueError(f"only scenarios of one world share a process, not {', '.join(names)}")
@@ -75,7 +76,7 @@ def run_here(names: Sequence[str], backend: Backend, *, quick: bool) -> list[dic
                     results = asyncio.run(WORLDS[world](settings, workdir, quick, names))
         except BackendUnavailable as why:
             return [{"scenario": name, "backend": backend, "skipped": str(why)} for name in names]
-    return [result.as_json() for result in results]
+    return [{**result.as_json(), "cpu_probe_ms": probe} for result in results]
 
 
 def _child_env() -> dict[str, str]:

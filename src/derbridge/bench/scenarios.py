@@ -658,7 +658,11 @@ async def _until_active(system: EmbeddedSystem, deadline: float) -> _Reached:
 
 
 F1_BUDGET_SECONDS = 90.0
-"""How long an F1 scenario may run before it reports what it reached (the suite must fit in 15 minutes)."""
+"""How long F1 single may run before it reports what it reached (the suite must fit in 15 minutes)."""
+
+F1_BULK_BUDGET_SECONDS = 60.0
+"""F1 bulk's budget is its target: 100,000 requests not ACTIVE within 60 s have missed it, and the run
+reports how far it got."""
 
 F1_BULK_BATCH = 5_000
 """Resources per ``/resources/batch`` call (the VTN's largest)."""
@@ -673,7 +677,7 @@ async def f1_bulk(settings: Settings, workdir: Path, quick: bool) -> Result:
         gateway: EnrollmentGateway = world.gateway
         progress(f"F1 bulk: {len(world.resources):,} requests through the edge")
         reset_peak_rss()
-        deadline = time.monotonic() + F1_BUDGET_SECONDS
+        deadline = time.monotonic() + F1_BULK_BUDGET_SECONDS
         by_head_end: dict[str, list[dict[str, Any]]] = {}
         for head_end, resource in world.resources:
             by_head_end.setdefault(head_end, []).append(resource)
@@ -776,7 +780,7 @@ async def _trivial_rate(count: int, body: dict[str, Any]) -> Baseline:
 async def f1_single(settings: Settings, workdir: Path, quick: bool) -> Result:
     """Sustained single enrollment requests (``POST /resources`` on the edge, 32 in flight) until Asset Hub
     has every accepted one ACTIVE, while the bridge and the jobs run."""
-    requests = scaled(5_000, quick)
+    requests = scaled(2_000, quick)
     async with _embedded(settings) as system:
         world = await _enrollment_world(system, workdir, requests)
         gateway: EnrollmentGateway = world.gateway
@@ -833,7 +837,7 @@ def _percentile(values: Sequence[float], share: float) -> float:
 async def f2_status_check(settings: Settings, workdir: Path, quick: bool) -> Result:
     """Agent status checks one after another, each timed from the API call to the answer stored in Asset
     Hub, with the bridge running as under ``derbridge up``."""
-    devices, checks = scaled(10_000, quick), scaled(1_000, quick)
+    devices, checks = scaled(10_000, quick), scaled(500, quick)
     async with _embedded(settings) as system:
         await _seeded_world(system, workdir, devices)
         table = accepted_devices(workdir / "utility", devices)
@@ -1009,7 +1013,7 @@ async def _raw_rabbitmq(url: str, bodies: list[tuple[str, bytes]]) -> Baseline:
 async def bridge_throughput(settings: Settings, workdir: Path, quick: bool) -> Result:
     """Small messages (F2 requests) from Asset Hub's outbox through relay, transport, worker and the
     DERMS's inbox (dedup, handler), with the worker running as under ``derbridge up``."""
-    count = scaled(50_000, quick)
+    count = scaled(20_000, quick)
     settings = settings.model_copy(
         update={"bridge": settings.bridge.model_copy(update={"relay_systems": ["assethub"]})}
     )
