@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -123,3 +124,19 @@ def db_time(connection: AsyncConnection, value: datetime) -> str:
     if connection.dialect.name == "sqlite":
         return utc.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     return utc.isoformat(timespec="microseconds")
+
+
+def db_times(connection: AsyncConnection) -> Callable[[datetime | None], str | None]:
+    """:func:`db_time` for a bulk write through the driver: ``None`` stays ``None``, and each distinct time is
+    converted once (a batch of 10,000 rows usually carries a handful of distinct times)."""
+    converted: dict[datetime, str] = {}
+
+    def convert(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        found = converted.get(value)
+        if found is None:
+            found = converted[value] = db_time(connection, value)
+        return found
+
+    return convert

@@ -55,7 +55,7 @@ from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
-from derbridge.infra.columnar import db_time, id_list, insert_arrow
+from derbridge.infra.columnar import db_times, id_list, insert_arrow
 from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
@@ -371,14 +371,7 @@ def _record_columns(
 ) -> pa.Table:
     """New RESERVED participation records ``(record_id, device_id, start, end)`` as columns for one bulk
     insert (an event's reservations share a handful of windows: each is formatted once)."""
-    formatted: dict[datetime, str] = {}
-
-    def text(value: datetime) -> str:
-        found = formatted.get(value)
-        if found is None:
-            found = formatted[value] = db_time(connection, value)
-        return found
-
+    text = db_times(connection)
     return pa.table(
         {
             "record_id": pa.array([r[0] for r in rows], type=pa.string()),
@@ -467,15 +460,7 @@ async def _write_outcomes(connection: AsyncConnection, writes: list[tuple[Any, .
         last = list({row[-1]: row for row in writes}.values())
         await connection.exec_driver_sql(_UPDATE_OUTCOMES_POSTGRESQL, tuple(list(c) for c in zip(*last, strict=True)))
         return
-    times: dict[datetime, str] = {}
-
-    def at(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        found = times.get(value)
-        if found is None:
-            found = times[value] = db_time(connection, value)
-        return found
+    at = db_times(connection)
 
     rows = [(o, opt_out, at(s), at(e), kw, m, at(r), i) for o, opt_out, s, e, kw, m, r, i in writes]
     await connection.exec_driver_sql(_UPDATE_OUTCOMES_SQLITE, rows)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatusIn
-from derbridge.infra.columnar import db_time
+from derbridge.infra.columnar import db_times
 from derbridge.infra.db import utcnow
 from derbridge.infra.upsert import insert_for
 
@@ -94,13 +94,7 @@ async def record_communication_statuses_in(connection: AsyncConnection, reports:
             ),
         )
         return len(reports)
-    times: dict[datetime, str] = {}
-
-    def text(value: datetime) -> str:
-        found = times.get(value)
-        if found is None:
-            found = times[value] = db_time(connection, value)
-        return found
+    text = db_times(connection)
 
     updated_at = text(now)
     await connection.exec_driver_sql(

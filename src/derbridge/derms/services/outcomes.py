@@ -24,7 +24,7 @@ from derbridge.derms.domain.event import EventStatus, EventWindow, status_at
 from derbridge.derms.services.event_messages import queue_outcomes
 from derbridge.derms.services.events import grace_of
 from derbridge.infra import clock
-from derbridge.infra.columnar import db_time, id_list
+from derbridge.infra.columnar import db_times, id_list
 from derbridge.infra.problems import FieldError, ProblemError, not_found
 
 log = structlog.get_logger("derbridge.derms.outcomes")
@@ -164,15 +164,7 @@ async def _store_outcomes(
         )
         await connection.exec_driver_sql(_UPSERT_OUTCOMES_POSTGRESQL, (event_id, "REPORTED", now, *columns))
         return
-    times: dict[datetime, str] = {}
-
-    def at(value: datetime | None) -> str | None:
-        if value is None:
-            return None
-        found = times.get(value)
-        if found is None:
-            found = times[value] = db_time(connection, value)
-        return found
+    at = db_times(connection)
 
     reported_at = at(now)
     rows = [
