@@ -24,6 +24,7 @@ from derbridge.derms import flows as derms_flows
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.jobs import jobs as derms_jobs
 from derbridge.infra.clock import Clock, use_clock
+from derbridge.infra.collector import serving_pace
 from derbridge.infra.jobs import JobRunner
 from derbridge.runtime import Runtime
 
@@ -57,9 +58,11 @@ class EmbeddedSystem:
         self.assethub_jobs = JobRunner(runtime.async_engine("assethub"), ah.job_leases, assethub_jobs)
         self.derms_jobs = JobRunner(runtime.async_engine("derms"), dm.job_leases, derms_jobs)
         self._previous_clock: Clock | None = None
+        self._pace = serving_pace()
 
     async def __aenter__(self) -> EmbeddedSystem:
         self._previous_clock = use_clock(self.clock)
+        self._pace.__enter__()  # the collector's pace of a serving process (infra/collector.py)
         return self
 
     async def __aexit__(
@@ -69,6 +72,7 @@ class EmbeddedSystem:
         await self.worker.deliverer.close()
         if self._previous_clock is not None:
             use_clock(self._previous_clock)
+        self._pace.__exit__(None, None, None)
         await self.runtime.aclose()
 
     async def run_jobs(self) -> dict[str, int]:

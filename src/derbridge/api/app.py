@@ -26,6 +26,7 @@ from derbridge.bridge.assembly import build_transport, build_worker
 from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.worker import BridgeWorker, flow_queues
 from derbridge.derms.api import routes as derms_routes
+from derbridge.infra.collector import serving_pace
 from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from derbridge.infra.web import BodySizeLimit, instrument
@@ -119,7 +120,8 @@ def create_app(
             if system in ("assethub", "derms")
         ]
         try:
-            yield
+            with serving_pace():
+                yield
         finally:
             stop.set()
             await asyncio.gather(*job_tasks, return_exceptions=True)
