@@ -150,6 +150,25 @@ async def test_two_aggregators_cannot_touch_each_others_objects(system: System, 
     seen = {e["id"]: e for e in (await off_loop(a.get_events)).json()}
     assert set(seen) == {targeted["id"], everyone["id"]}
     assert seen[targeted["id"]]["targets"] == ["group-a"]
+    # Reports follow the same rule: a may report on the targeted event (granted through its ven), b may not.
+    for client, name, status in ((a, "a", 201), (b, "b", 404)):
+        on_targeted = await off_loop(
+            client.create_report,
+            {
+                "eventID": targeted["id"],
+                "clientName": name,
+                "resources": [
+                    {
+                        "resourceName": f"r-{name}",
+                        "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": ["NORMAL"]}]}],
+                    }
+                ],
+            },
+        )
+        if status == 201:
+            assert on_targeted.status_code == 201, on_targeted.text
+        else:
+            assert_problem(on_targeted, 404)
     # A VEN may not grant itself targets.
     assert_problem(
         await off_loop(

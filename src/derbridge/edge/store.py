@@ -11,12 +11,28 @@ aggregator alone. Another VEN's object is answered 404, as if it did not exist.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -101,6 +117,31 @@ async def granted_targets(connection: AsyncConnection, client_id: str) -> set[st
         )
     )
     return {t for (targets,) in rows for t in targets or []}
+
+
+async def any_target_granted(connection: AsyncConnection, client_id: str, targets: Sequence[str]) -> bool:
+    """Whether one of ``targets`` is granted to a VEN client: :func:`granted_targets` asked only whether
+    it meets ``targets``, answered in the database with the first match. A report's event is targeted
+    at the resources the DERMS reserved (tens of thousands of names); decoding the targets of every
+    resource of the client in Python on each report was a quarter of the report's time."""
+    if not targets:
+        return False
+    if connection.dialect.name == "postgresql":
+        granted = func.json_array_elements_text(o.c.targets).table_valued("value")
+        wanted: ColumnElement[bool] = granted.c.value == any_(bindparam("targets", list(targets), ARRAY(String())))
+    else:
+        granted = func.json_each(o.c.targets).table_valued("value")
+        asked = func.json_each(bindparam("targets", json.dumps(list(targets)), String())).table_valued("value")
+        wanted = granted.c.value.in_(select(asked.c.value))
+    found = (
+        select(literal(1))
+        .select_from(o)
+        .join(granted, true())
+        .where(
+            o.c.object_type.in_([ObjectType.VEN.value, ObjectType.RESOURCE.value]), o.c.client_id == client_id, wanted
+        )
+    )
+    return (await connection.execute(select(exists(found)))).scalar() is True
 
 
 @dataclass(frozen=True)
