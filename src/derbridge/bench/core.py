@@ -12,6 +12,7 @@ baseline's seconds / our seconds* (1.0 = as fast as the baseline, 0.25 = four ti
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import gc
 import os
 import resource
@@ -107,10 +108,17 @@ def scaled(size: int, quick: bool) -> int:
     return max(1, size // QUICK_FACTOR) if quick else size
 
 
-class Stopwatch:
-    """``with Stopwatch() as watch: …`` then ``watch.seconds``; ``lap(name)`` keeps phase times."""
+PROFILE_ENV = "DERBRIDGE_BENCH_PROFILE"
+"""A directory: when set, each scenario's clock also runs :mod:`cProfile` on this process's event-loop
+thread and writes one ``.pstats`` file per lap there (read with ``python -m pstats``)."""
 
-    def __init__(self) -> None:
+
+class Stopwatch:
+    """``with Stopwatch() as watch: …`` then ``watch.seconds``; ``lap(name)`` keeps phase times.
+
+    ``profile_as`` names the profiles written under :data:`PROFILE_ENV`, when it is set."""
+
+    def __init__(self, profile_as: str | None = None) -> None:
         self.seconds = 0.0
         self.cpu_seconds = 0.0
         """This process's CPU time over the same span (all threads; a database server's is not in it): on a
@@ -119,6 +127,9 @@ class Stopwatch:
         self._started = 0.0
         self._cpu = 0.0
         self._lap = 0.0
+        directory = os.environ.get(PROFILE_ENV)
+        self._profile_to = Path(directory) / profile_as if directory and profile_as else None
+        self._profile: cProfile.Profile | None = None
 
     def __enter__(self) -> Stopwatch:
         # The set-up's objects (a world's columns, a million resource dicts) move to the permanent
@@ -126,6 +137,7 @@ class Stopwatch:
         # benchmark's own heap (a third of F7's quick run) — a server carries no such heap.
         gc.collect()
         gc.freeze()
+        self._start_profile()
         self._started = self._lap = time.perf_counter()
         self._cpu = time.process_time()
         return self
@@ -133,13 +145,29 @@ class Stopwatch:
     def __exit__(self, *_: object) -> None:
         self.seconds = time.perf_counter() - self._started
         self.cpu_seconds = time.process_time() - self._cpu
+        self._save_profile("rest" if self.laps else "all")
         gc.unfreeze()
 
     def lap(self, name: str) -> None:
         """Record the time since the previous lap under ``name``."""
         now = time.perf_counter()
         self.laps[name] = round(now - self._lap, 3)
-        self._lap = now
+        self._save_profile(name)
+        self._start_profile()
+        self._lap = time.perf_counter()
+
+    def _start_profile(self) -> None:
+        if self._profile_to is not None:
+            self._profile = cProfile.Profile()
+            self._profile.enable()
+
+    def _save_profile(self, lap: str) -> None:
+        if self._profile is None or self._profile_to is None:
+            return
+        self._profile.disable()
+        self._profile_to.parent.mkdir(parents=True, exist_ok=True)
+        self._profile.dump_stats(f"{self._profile_to}.{lap.replace(' ', '-')}.pstats")
+        self._profile = None
 
 
 PROBE_ADDITIONS = 5_000_000

@@ -121,6 +121,11 @@ async def _count(system: EmbeddedSystem, name: str, table: Table, *where: Any) -
         return int(await connection.scalar(select(func.count()).select_from(table).where(*where)) or 0)
 
 
+def _stopwatch(settings: Settings, scenario: str) -> Stopwatch:
+    """The clock of ``scenario``'s timed part (its profiles named by scenario and backend)."""
+    return Stopwatch(profile_as="-".join([scenario, *backend_names(settings)]))
+
+
 def _result(settings: Settings, scenario: str, **fields: Any) -> Result:
     database, transport = backend_names(settings)
     return Result(scenario=scenario, database=database, transport=transport, **fields)
@@ -155,7 +160,7 @@ async def _f4(settings: Settings, system: EmbeddedSystem, devices: int, quick: b
     """F4, timed: compute, write, store, deliver, verify and load a score snapshot of every device."""
     progress(f"F4: transferring {devices:,} scores")
     reset_peak_rss()
-    with Stopwatch() as watch:
+    with _stopwatch(settings, "f4-score-transfer") as watch:
         body = await _transfer_scores(system, devices)
     peak = peak_rss_mb()
     postgres = settings.database_url("assethub").startswith("postgresql")
@@ -216,7 +221,7 @@ async def _f5(
     Returns the result and the event (F7 reports on it)."""
     progress(f"F5: reserving {target:,} of {candidates:,}")
     reset_peak_rss()
-    with Stopwatch() as watch:
+    with _stopwatch(settings, "f5-reservation") as watch:
         event = await _reserve(system, target)
     peak = peak_rss_mb()
     result = _result(
@@ -368,7 +373,7 @@ async def _f7(settings: Settings, system: EmbeddedSystem, event: dict[str, Any],
     ]
     progress(f"F7: {count:,} outcomes in {len(reports)} OpenADR reports to the VTN")
     reset_peak_rss()
-    with Stopwatch() as watch:
+    with _stopwatch(settings, "f7-outcomes") as watch:
         for reporter, report in reports:
             _ok(
                 await system.client.post(f"{EDGE}/reports", json=report, headers=reporter.headers),
@@ -475,7 +480,7 @@ async def cis_import(settings: Settings, workdir: Path, quick: bool) -> Result:
     loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
     progress(f"CIS: importing {utility.cis_rows:,} rows")
     reset_peak_rss()
-    with Stopwatch() as watch:
+    with _stopwatch(settings, "cis-import") as watch:
         report = await asyncio.to_thread(import_extract, utility.cis_extract, loaders)
     peak = peak_rss_mb()
     runtime.close_sync()
@@ -688,7 +693,7 @@ async def f1_bulk(settings: Settings, workdir: Path, quick: bool) -> Result:
         ]
         sent = 0
         phases = {"recording": 0.0, "bridge and jobs": 0.0}
-        with Stopwatch() as watch:
+        with _stopwatch(settings, "f1-bulk") as watch:
             # The bridge and the jobs run between calls, as they run beside the API under `derbridge up`:
             # requests become ACTIVE while later batches arrive, and a run cut off by the budget has
             # made the progress a utility would have seen by then.
@@ -799,7 +804,7 @@ async def f1_single(settings: Settings, workdir: Path, quick: bool) -> Result:
         progress(f"F1 single: {len(world.resources):,} requests through the edge")
         reset_peak_rss()
         started = time.monotonic()
-        with Stopwatch() as watch:
+        with _stopwatch(settings, "f1-single") as watch:
             pumping = asyncio.create_task(pump())
             await asyncio.gather(*(one(h, r) for h, r in world.resources))
             watch.lap("recorded")
@@ -850,7 +855,7 @@ async def f2_status_check(settings: Settings, workdir: Path, quick: bool) -> Res
         progress(f"F2: {checks:,} status checks")
         reset_peak_rss()
         try:
-            with Stopwatch() as watch:
+            with _stopwatch(settings, "f2-status-check") as watch:
                 for i in range(checks):
                     head, nic = keys[(i * 7919) % len(keys)]
                     started = time.perf_counter()
@@ -1027,7 +1032,7 @@ async def bridge_throughput(settings: Settings, workdir: Path, quick: bool) -> R
         progress(f"bridge: {count:,} messages on {settings.bridge.transport}")
         stop = asyncio.Event()
         reset_peak_rss()
-        with Stopwatch() as watch:
+        with _stopwatch(settings, "bridge-throughput") as watch:
             worker = _up_worker(system)
             running = asyncio.create_task(worker.run(stop))
             # Looking every 0.1 s: the count is a query on the bridge database, competing with the flow.
