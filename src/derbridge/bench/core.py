@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import cProfile
+import ctypes
 import gc
 import os
 import resource
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
+import pyarrow as pa
 from sqlalchemy.engine import make_url
 
 from derbridge.migrations.runner import SYSTEMS
@@ -185,9 +187,13 @@ def cpu_probe_ms() -> float:
     return round((time.process_time() - started) * 1000, 1)
 
 
+_STARTED = time.monotonic()
+
+
 def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the JSON)."""
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    """A progress line on stderr (stdout carries only the JSON), with the seconds since this process began:
+    where a run spends its set-up shows without a profiler."""
+    print(f"[bench {time.monotonic() - _STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 # --- memory ------------------------------------------------------------------------------------------
@@ -195,8 +201,14 @@ def progress(message: str) -> None:
 
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS (Linux ``clear_refs`` 5) so that what follows is measured on its
-    own; False where the kernel does not allow it (then the peak includes the set-up)."""
+    own; False where the kernel does not allow it (then the peak includes the set-up).
+
+    Memory the set-up freed goes back to the system first (Arrow's pool, then glibc's ``malloc_trim``):
+    otherwise the allocators keep it resident, and a flow that never touched it would be charged for it."""
     gc.collect()
+    pa.default_memory_pool().release_unused()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
