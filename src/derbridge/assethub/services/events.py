@@ -439,11 +439,13 @@ _UPDATE_OUTCOMES_SQLITE = (
     + ", ".join(f"{name} = ?" for name in (*_OUTCOME_FIELDS, "outcome_reported_at"))
     + " WHERE record_id = ?"
 )
+# The arrays go as binary parameters (%b): psycopg dumps a list as text escaping each element in Python
+# (10,000 timestamps: 24 ms), in binary without (1 ms). Each list holds one Python type (validated models).
 _UPDATE_OUTCOMES_POSTGRESQL = (
     f"UPDATE {t.participation_records.name} AS p SET "  # noqa: S608
     + ", ".join(f"{name} = u.{name}" for name in (*_OUTCOME_FIELDS, "outcome_reported_at"))
-    + " FROM unnest(%s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[], %s::double precision[], "
-    "%s::text[], %s::timestamptz[], %s::text[]) AS u("
+    + " FROM unnest(%b::text[], %b::boolean[], %b::timestamptz[], %b::timestamptz[], %b::double precision[], "
+    "%b::text[], %b::timestamptz[], %b::text[]) AS u("
     + ", ".join((*_OUTCOME_FIELDS, "outcome_reported_at", "record_id"))
     + ") WHERE p.record_id = u.record_id"
 )

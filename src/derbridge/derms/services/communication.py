@@ -129,11 +129,13 @@ _UPSERT_STATUSES_SQLITE = (
     "INSERT INTO communication_status (head_end_system, nic_id, communication_status, last_communication_at, "  # noqa: S608
     f"operating_state, source, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) {_STATUS_CONFLICT}"
 )
+# The arrays go as binary parameters (%b): psycopg dumps a list as text escaping each element in Python
+# (10,000 timestamps: 24 ms), in binary without (1 ms). Each list holds one Python type (validated models).
 _UPSERT_STATUSES_POSTGRESQL = (
     "INSERT INTO communication_status (head_end_system, nic_id, communication_status, last_communication_at, "  # noqa: S608
     "operating_state, source, updated_at) SELECT u.head_end_system, u.nic_id, u.communication_status, "
-    "u.last_communication_at, u.operating_state, u.source, %s::timestamptz FROM unnest(%s::text[], %s::text[], "
-    "%s::text[], %s::timestamptz[], %s::text[], %s::text[]) AS u(head_end_system, nic_id, communication_status, "
+    "u.last_communication_at, u.operating_state, u.source, %s::timestamptz FROM unnest(%b::text[], %b::text[], "
+    "%b::text[], %b::timestamptz[], %b::text[], %b::text[]) AS u(head_end_system, nic_id, communication_status, "
     f"last_communication_at, operating_state, source) {_STATUS_CONFLICT}"
 )
 

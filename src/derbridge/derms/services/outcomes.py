@@ -124,12 +124,14 @@ _UPSERT_OUTCOMES_SQLITE = (
     f"INSERT INTO {t.outcomes.name} (event_id, device_id, {', '.join(_OUTCOME_FIELDS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * (2 + len(_OUTCOME_FIELDS)))}) ON CONFLICT (event_id, device_id) {_SET_OUTCOME}"
 )
+# The arrays go as binary parameters (%b): psycopg dumps a list as text escaping each element in Python
+# (10,000 timestamps: 24 ms), in binary without (1 ms). Each list holds one Python type (validated models).
 _UPSERT_OUTCOMES_POSTGRESQL = (
     f"INSERT INTO {t.outcomes.name} (event_id, device_id, {', '.join(_OUTCOME_FIELDS)}) "  # noqa: S608
     "SELECT %s, u.device_id, u.outcome, u.preemptive_opt_out, u.participation_start_at, u.participation_end_at, "
     "u.shed_kw, u.error_message, %s, %s "
-    "FROM unnest(%s::bigint[], %s::text[], %s::boolean[], %s::timestamptz[], %s::timestamptz[], "
-    "%s::double precision[], %s::text[]) AS u(device_id, outcome, preemptive_opt_out, participation_start_at, "
+    "FROM unnest(%b::bigint[], %b::text[], %b::boolean[], %b::timestamptz[], %b::timestamptz[], "
+    "%b::double precision[], %b::text[]) AS u(device_id, outcome, preemptive_opt_out, participation_start_at, "
     f"participation_end_at, shed_kw, error_message) ON CONFLICT (event_id, device_id) {_SET_OUTCOME}"
 )
 
