@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import ExitStack
 from types import TracebackType
 
 import httpx
@@ -58,22 +59,24 @@ class EmbeddedSystem:
         self.assethub_jobs = JobRunner(runtime.async_engine("assethub"), ah.job_leases, assethub_jobs)
         self.derms_jobs = JobRunner(runtime.async_engine("derms"), dm.job_leases, derms_jobs)
         self._previous_clock: Clock | None = None
-        self._pace = serving_pace()
+        self._stack = ExitStack()
 
     async def __aenter__(self) -> EmbeddedSystem:
         self._previous_clock = use_clock(self.clock)
-        self._pace.__enter__()  # the collector's pace of a serving process (infra/collector.py)
+        self._stack.enter_context(serving_pace())  # the collector's pace of a serving process
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        await self.client.aclose()
-        await self.worker.deliverer.close()
-        if self._previous_clock is not None:
-            use_clock(self._previous_clock)
-        self._pace.__exit__(None, None, None)
-        await self.runtime.aclose()
+        try:
+            await self.client.aclose()
+            await self.worker.deliverer.close()
+        finally:
+            if self._previous_clock is not None:
+                use_clock(self._previous_clock)
+            self._stack.close()
+            await self.runtime.aclose()
 
     async def run_jobs(self) -> dict[str, int]:
         """Run every job of both systems once, at the clock's time; Asset Hub's by name, the DERMS's as

@@ -1,16 +1,19 @@
 """``infra.columnar.read_arrow`` on both databases: the same table whichever way the rows travel (on
-PostgreSQL an unordered query as one ``array_agg`` per column, an ordered one by ``COPY``), with NULLs,
-text that needs quoting, types cast to the ones asked for, and no rows at all."""
+PostgreSQL an unordered query of bounded columns as one ``array_agg`` per column, any other by ``COPY``),
+with NULLs, text that needs quoting, types cast to the ones asked for, and no rows at all."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pytest
-from sqlalchemy import BigInteger, Column, Float, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import BigInteger, Column, DateTime, Float, Integer, MetaData, String, Table, Text, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from derbridge.infra import columnar
 from derbridge.infra.columnar import read_arrow
 from derbridge.runtime import Runtime
 
@@ -22,12 +25,15 @@ sample = Table(
     Column("device_id", BigInteger, nullable=False),
     Column("name", String(64)),
     Column("score", Float),
+    Column("note", Text),
+    Column("seen_at", DateTime(timezone=True)),
 )
 
+SEEN = datetime(2027, 6, 2, 14, 30, tzinfo=UTC)
 ROWS = [
-    {"id": 1, "device_id": 30, "name": 'comma, "quote"', "score": 77.5},
-    {"id": 2, "device_id": 10, "name": None, "score": None},
-    {"id": 3, "device_id": 20, "name": "line\nbreak", "score": 0.0},
+    {"id": 1, "device_id": 30, "name": 'comma, "quote"', "score": 77.5, "note": "long " * 100, "seen_at": SEEN},
+    {"id": 2, "device_id": 10, "name": None, "score": None, "note": None, "seen_at": None},
+    {"id": 3, "device_id": 20, "name": "line\nbreak", "score": 0.0, "note": "", "seen_at": SEEN},
 ]
 TYPES = {"device_id": pa.int64(), "name": pa.string(), "score": pa.float64()}
 
@@ -88,3 +94,39 @@ async def test_no_rows_is_an_empty_table_of_the_types_asked_for(connection: Asyn
     table = await read_arrow(connection, query, TYPES)
     assert table.num_rows == 0
     assert table.schema == pa.schema(list(TYPES.items()))
+
+
+async def test_postgresql_reads_bounded_columns_as_arrays_and_text_by_copy(
+    connection: AsyncConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if connection.dialect.name != "postgresql":
+        pytest.skip("the arrays are PostgreSQL's way")
+    used: list[str] = []
+    real = columnar._read_arrays
+
+    async def spy(*args: Any) -> Any:
+        used.append("arrays")
+        return await real(*args)
+
+    monkeypatch.setattr(columnar, "_read_arrays", spy)
+    await read_arrow(
+        connection, select(sample.c.device_id, sample.c.name), {"device_id": pa.int64(), "name": pa.string()}
+    )
+    assert used == ["arrays"]
+    # A Text column may be long: a whole column in one array value could pass PostgreSQL's 1 GB per value.
+    notes = await read_arrow(connection, select(sample.c.id, sample.c.note), {"id": pa.int64(), "note": pa.string()})
+    assert used == ["arrays"]
+    assert sorted(notes.to_pylist(), key=lambda r: r["id"]) == [
+        {"id": 1, "note": "long " * 100},
+        {"id": 2, "note": None},
+        {"id": 3, "note": ""},
+    ]
+
+
+async def test_a_time_read_as_text_is_the_same_text_either_way(connection: AsyncConnection) -> None:
+    query = select(sample.c.id, sample.c.seen_at).where(sample.c.id != 2)
+    types = {"id": pa.int64(), "seen_at": pa.string()}
+    unordered = sorted(map(str, (await read_arrow(connection, query, types)).column("seen_at").to_pylist()))
+    ordered = (await read_arrow(connection, query.order_by(sample.c.id), types)).column("seen_at").to_pylist()
+    assert unordered == sorted(map(str, ordered))
+    assert len(set(ordered)) == 1

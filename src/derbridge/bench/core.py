@@ -191,8 +191,8 @@ _STARTED = time.monotonic()
 
 
 def progress(message: str) -> None:
-    """A progress line on stderr (stdout carries only the JSON), with the seconds since this process began:
-    where a run spends its set-up shows without a profiler."""
+    """A progress line on stderr (stdout carries only the JSON), with the seconds since this module was
+    imported (about when its process began): where a run spends its set-up shows without a profiler."""
     print(f"[bench {time.monotonic() - _STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 

@@ -16,6 +16,7 @@ system of the demo and the benchmarks) runs with.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,13 +24,25 @@ SERVING_THRESHOLDS = (100_000, 50, 100)
 """Young-generation allocations between collections, then young passes per middle one and middle passes
 per full one (CPython's defaults: 700, 10, 10). A full pass also waits until a quarter of the heap is new."""
 
+_lock = threading.Lock()
+_depth = 0
+_before: tuple[int, ...] = ()
+
 
 @contextmanager
-def serving_pace(thresholds: tuple[int, int, int] = SERVING_THRESHOLDS) -> Iterator[None]:
-    """Collect at ``thresholds`` while inside; the previous thresholds come back on the way out."""
-    before = gc.get_threshold()
-    gc.set_threshold(*thresholds)
+def serving_pace() -> Iterator[None]:
+    """Collect at :data:`SERVING_THRESHOLDS` while inside. Entries may overlap (two embedded systems, a
+    lifespan in a test): the first sets the pace, the last one out restores what was there before."""
+    global _depth, _before
+    with _lock:
+        if _depth == 0:
+            _before = gc.get_threshold()
+            gc.set_threshold(*SERVING_THRESHOLDS)
+        _depth += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                gc.set_threshold(*_before)
