@@ -468,7 +468,12 @@ async def _write_outcomes(connection: AsyncConnection, writes: list[tuple[Any, .
         return
     at = db_times(connection)
 
-    rows = [(o, opt_out, at(s), at(e), kw, m, at(r), i) for o, opt_out, s, e, kw, m, r, i in writes]
+    # By record id (a stable sort: of a record written twice the last still wins): the updates then walk the
+    # primary key in order, whatever order the aggregators reported in.
+    rows = [
+        (o, opt_out, at(s), at(e), kw, m, at(r), i)
+        for o, opt_out, s, e, kw, m, r, i in sorted(writes, key=itemgetter(-1))
+    ]
     await connection.exec_driver_sql(_UPDATE_OUTCOMES_SQLITE, rows)
 
 

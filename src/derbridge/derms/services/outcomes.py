@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
 import structlog
 from sqlalchemy import select
@@ -169,21 +170,25 @@ async def _store_outcomes(
     at = db_times(connection)
 
     reported_at = at(now)
-    rows = [
+    # By device id: the (event_id, device_id) key is then walked in order, whatever the report's order.
+    rows = sorted(
         (
-            event_id,
-            device_id,
-            x.outcome.value,
-            x.preemptive_opt_out,
-            at(x.participation_start_at),
-            at(x.participation_end_at),
-            x.shed_kw,
-            x.error_message,
-            "REPORTED",
-            reported_at,
-        )
-        for device_id, x in zip(devices, outcomes, strict=True)
-    ]
+            (
+                event_id,
+                device_id,
+                x.outcome.value,
+                x.preemptive_opt_out,
+                at(x.participation_start_at),
+                at(x.participation_end_at),
+                x.shed_kw,
+                x.error_message,
+                "REPORTED",
+                reported_at,
+            )
+            for device_id, x in zip(devices, outcomes, strict=True)
+        ),
+        key=itemgetter(1),
+    )
     await connection.exec_driver_sql(_UPSERT_OUTCOMES_SQLITE, rows)
 
 
