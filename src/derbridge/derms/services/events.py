@@ -202,20 +202,6 @@ def _event_row(event_id: str, instance: str, request: EventIn, plan: Reservation
     }
 
 
-def _in_device_order(plan: ReservationPlan) -> tuple[np.ndarray[Any, Any], list[str]]:
-    """The order to insert the reserved devices in (by device id) and their record ids (in rank order,
-    rising in that insert order).
-
-    Written in rank order, the rows landed all over the ``device_id`` index and the ``(event_id,
-    device_id)`` key; written by device id with ids that rise the same way, every index of
-    ``reservations`` grows at its end: 100,000 rows into SQLite in 0.3 s instead of 0.6 s."""
-    device_ids = np.fromiter((c.device_id for c in plan.reserved), dtype=np.int64, count=plan.reserved_count)
-    order = np.argsort(device_ids, kind="stable")
-    record_ids = np.empty(plan.reserved_count, dtype=object)
-    record_ids[order] = new_ids(plan.reserved_count)
-    return order, record_ids.tolist()
-
-
 def _reservation_rows(
     connection: AsyncConnection, event_id: str, record_ids: list[str], plan: ReservationPlan, request: EventIn
 ) -> pa.Table:
@@ -292,13 +278,14 @@ async def create_event(
         event_id = new_id()
         event = _event_row(event_id, derms_instance_id, request, plan, now)
         await connection.execute(t.program_events.insert(), [event])
-        order, record_ids = _in_device_order(plan)
+        record_ids = new_ids(plan.reserved_count)
         held = [
             ReservedRow(record_id, c.head_end_system, c.nic_id, request.start_at, request.end_at)
             for record_id, c in zip(record_ids, plan.reserved, strict=True)
         ]
-        rows = _reservation_rows(connection, event_id, record_ids, plan, request)
-        await insert_arrow(connection, t.reservations, rows.take(order))
+        await insert_arrow(
+            connection, t.reservations, _reservation_rows(connection, event_id, record_ids, plan, request)
+        )
         # The message lists what was just stored, in rank order: no need to read it back.
         await queue_reservation(connection, event_id, now, files, held)
     return event
