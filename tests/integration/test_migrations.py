@@ -12,6 +12,16 @@ from derbridge.migrations.runner import SYSTEMS, downgrade, metadata_of, upgrade
 from derbridge.settings import Settings
 
 
+def _tables(url: str) -> set[str]:
+    """The tables the database at ``url`` holds now."""
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
 def test_migrations_create_exactly_the_tables_the_code_describes(settings: Settings) -> None:
     for system in SYSTEMS:
         url = settings.database_url(system)
@@ -34,13 +44,7 @@ def test_migrations_go_down_to_an_empty_database(settings: Settings) -> None:
         url = settings.database_url(system)
         upgrade(system, url)
         downgrade(system, url)
-        engine = create_sync_engine(url)
-        try:
-            with engine.connect() as connection:
-                remaining = set(inspect(connection).get_table_names()) - {"alembic_version"}
-        finally:
-            engine.dispose()
-        assert remaining == set()
+        assert _tables(url) - {"alembic_version"} == set()
 
 
 class _Killed(Exception):
@@ -74,18 +78,7 @@ def test_an_upgrade_cut_off_half_way_leaves_the_database_as_it_found_it(
     monkeypatch.setattr(environment, "create_sync_engine", dying_after_three_tables)
     with pytest.raises(_Killed):
         upgrade("derms", url)
-    engine = create_sync_engine(url)
-    try:
-        with engine.connect() as connection:
-            left = set(inspect(connection).get_table_names()) - {"alembic_version"}
-    finally:
-        engine.dispose()
-    assert left == set()
+    assert _tables(url) - {"alembic_version"} == set()
     monkeypatch.undo()
     upgrade("derms", url)  # the next start migrates as if nothing had happened
-    engine = create_sync_engine(url)
-    try:
-        with engine.connect() as connection:
-            assert set(metadata_of("derms").tables) <= set(inspect(connection).get_table_names())
-    finally:
-        engine.dispose()
+    assert set(metadata_of("derms").tables) <= _tables(url)
