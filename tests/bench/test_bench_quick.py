@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import pstats
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from derbridge.bench.core import Baseline, Result
+from derbridge.bench.core import PROFILE_ENV, Baseline, Result, Stopwatch
 from derbridge.bench.run import batches, plan, run_here, run_isolated, run_one
 
 pytestmark = pytest.mark.slow
@@ -139,3 +140,28 @@ def test_the_ratio_is_the_baselines_time_over_ours() -> None:
     assert result.as_json()["ratio"] == 0.25
     result.baseline = None
     assert result.as_json()["ratio"] is None
+
+
+def test_a_profiled_clock_writes_one_profile_per_phase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROFILE_ENV, str(tmp_path / "profiles"))
+    with Stopwatch(profile_as="f7-outcomes-sqlite-sql") as watch:
+        sum(range(1000))
+        watch.lap("reported")
+        sum(range(1000))
+        watch.lap("closed and recorded")
+    written = sorted(p.name for p in (tmp_path / "profiles").iterdir())
+    assert written == [
+        "f7-outcomes-sqlite-sql.closed-and-recorded.pstats",
+        "f7-outcomes-sqlite-sql.reported.pstats",
+        "f7-outcomes-sqlite-sql.rest.pstats",
+    ]
+    assert pstats.Stats(str(tmp_path / "profiles" / written[1])).total_calls > 0  # type: ignore[attr-defined]
+    assert set(watch.laps) == {"reported", "closed and recorded"}
+
+
+def test_a_clock_without_the_setting_writes_no_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with Stopwatch(profile_as="f4-score-transfer-sqlite-sql") as watch:
+        watch.lap("only")
+    assert list(tmp_path.iterdir()) == []
