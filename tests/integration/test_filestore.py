@@ -23,8 +23,8 @@ from derbridge.bridge.filestore import (
     FileStoreError,
     FileStoreUnavailable,
     LocalDirectoryStore,
-    SftpStore,
 )
+from derbridge.bridge.filestore.sftp import SftpStore
 from derbridge.contracts.device_score_transfer import FileLocation
 from tests.sshd import SshServer, running_sshd
 

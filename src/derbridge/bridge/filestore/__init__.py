@@ -1,4 +1,8 @@
-"""Claim check: file stores (a local directory, SFTP) and the manifests that describe the files in them."""
+"""Claim check: file stores (a local directory, SFTP) and the manifests that describe the files in them.
+
+The SFTP store lives in :mod:`derbridge.bridge.filestore.sftp` and is imported only where it is configured:
+asyncssh and its cryptography stack cost start-up time that a local store never needs.
+"""
 
 from derbridge.bridge.filestore.base import (
     FileNotInStore,
@@ -9,7 +13,6 @@ from derbridge.bridge.filestore.base import (
 )
 from derbridge.bridge.filestore.local import LocalDirectoryStore
 from derbridge.bridge.filestore.manifest import ManifestMismatch, describe_file, verify_file
-from derbridge.bridge.filestore.sftp import SftpStore
 
 __all__ = [
     "FileNotInStore",
@@ -18,7 +21,6 @@ __all__ = [
     "FileStoreUnavailable",
     "LocalDirectoryStore",
     "ManifestMismatch",
-    "SftpStore",
     "describe_file",
     "validate_key",
     "verify_file",

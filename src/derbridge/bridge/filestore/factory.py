@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from derbridge.bridge.filestore.base import FileStore
 from derbridge.bridge.filestore.local import LocalDirectoryStore
-from derbridge.bridge.filestore.sftp import SftpStore
 from derbridge.settings import Settings
 
 
@@ -12,6 +11,9 @@ def build_file_store(settings: Settings) -> FileStore:
     """A local directory (``files.local_root``, default ``DATA_DIR/files``) or an SFTP server."""
     files = settings.files
     if files.store == "sftp":
+        # Imported here: asyncssh is loaded only by a process that uses an SFTP store.
+        from derbridge.bridge.filestore.sftp import SftpStore
+
         return SftpStore(
             files.sftp_host,
             files.sftp_port,

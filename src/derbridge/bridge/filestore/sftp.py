@@ -13,11 +13,18 @@ import contextlib
 import os
 import posixpath
 import secrets
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
+
+# asyncssh still names cryptography's deprecated DSA classes at import (cryptography >= 48 warns on that
+# access); we never use DSA keys, so that one warning is silenced here instead of printed by every command.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning)
+    import asyncssh
 
 from derbridge.bridge.filestore.base import (
     PARTIAL_SUFFIX,
