@@ -24,7 +24,7 @@ _HEAD_END = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,63}$")
 
 def _engine() -> Engine:
     """The sync engine of the DERMS database (where the edge's tables are), migrated."""
-    from derbridge.cli import load_settings
+    from derbridge.cli.common import load_settings
     from derbridge.runtime import Runtime, migrate_all
 
     settings = load_settings()

@@ -1,0 +1,89 @@
+"""The ``derbridge`` command line: one entry point for every component.
+
+Each command group is a module of this package; this file is the one place that puts them together, so the
+whole command tree reads top to bottom here. A command imports what it works with inside its body: the
+command tree itself (``--help``, ``--version``) loads no system.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from derbridge import __version__
+from derbridge.cli import bench, demo, generate, serving
+from derbridge.cli.assethub import assethub_app
+from derbridge.cli.cis import cis_app
+from derbridge.cli.common import load_settings, out, state
+from derbridge.cli.config import config_app, contracts_app, db_app
+from derbridge.cli.derms import derms_app
+from derbridge.cli.edge import edge_app
+from derbridge.cli.messages import messages_app
+from derbridge.cli.score import score_app
+from derbridge.cli.sim import sim_app
+
+app = typer.Typer(
+    name="derbridge",
+    help="Demand response between Asset Hub and a DERMS: both systems, the edge and the bridge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"derbridge {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main_options(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Where the embedded databases and files live (DERBRIDGE_DATA_DIR).", show_default="./var"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A TOML settings file (DERBRIDGE_CONFIG).", exists=True, dir_okay=False),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Global options."""
+    state.data_dir = data_dir
+    if config is not None:
+        os.environ["DERBRIDGE_CONFIG"] = str(config)
+    from derbridge.infra.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+
+# The command tree, in the order `derbridge --help` lists it.
+app.command()(generate.generate)
+app.add_typer(cis_app, name="cis")
+app.command()(serving.up)
+app.command()(serving.serve)
+app.command()(demo.demo)
+app.add_typer(assethub_app, name="assethub")
+app.add_typer(derms_app, name="derms")
+app.add_typer(score_app, name="score")
+app.add_typer(messages_app, name="messages")
+app.add_typer(edge_app, name="edge")
+app.add_typer(sim_app, name="sim")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(contracts_app, name="contracts")
+app.command()(bench.bench)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,106 @@
+"""``derbridge assethub``: an agent's device status check, unenrollment and device replacement."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from derbridge.cli.common import (
+    err,
+    out,
+    print_json,
+    system_call,
+)
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
+
+assethub_app = typer.Typer(help="Asset Hub: enrollments and device status checks.", no_args_is_help=True)
+
+
+@assethub_app.command("status-check")
+def assethub_status_check(
+    head_end_system: Annotated[str, typer.Argument(help="e.g. ECOBEE")],
+    nic_id: Annotated[str, typer.Argument(help="The device's id at its head end.")],
+    requested_by: Annotated[str, typer.Option(help="Who asks (kept with the check).")] = "cli",
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the DERMS's answer.")] = 15.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Ask the DERMS for a device's latest communication status (F2) and wait for the answer. The bridge
+    must be running (``derbridge up``) to carry the question and the answer."""
+    from derbridge.assethub.services.status_checks import run_status_check
+
+    async def work(runtime: Runtime) -> Any:
+        return await run_status_check(runtime, head_end_system, nic_id, requested_by=requested_by, timeout_seconds=wait)
+
+    check = system_call(work)
+    if as_json:
+        print_json(check)
+        return
+    if check["status"] == "OPEN":
+        out.print(f"check {check['check_id']} is still open after {wait:.0f} s: is the bridge running (derbridge up)?")
+        raise typer.Exit(4)
+    out.print(
+        f"check {check['check_id']}: {check['status']} — {check.get('result')} "
+        f"{check.get('communication_status')}, last seen {check.get('last_communication_at')} "
+        f"(source {check.get('source')}){' — ' + str(check['detail']) if check.get('detail') else ''}"
+    )
+
+
+@assethub_app.command("unenroll")
+def assethub_unenroll(
+    enrollment_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why, kept with the transition.")] = "unenrolled by an operator",
+) -> None:
+    """Unenroll an ACTIVE enrollment: its devices become unavailable in the DERMS (F3)."""
+    from derbridge.assethub.services.enrollment_sync import unenroll
+
+    async def work(runtime: Runtime) -> Any:
+        return await unenroll(runtime.async_engine("assethub"), enrollment_id, reason)
+
+    change = system_call(work)
+    out.print(
+        f"{change.enrollment_id}: {change.state.value}; "
+        f"sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
+    )
+
+
+@assethub_app.command("replace-device")
+def assethub_replace_device(
+    enrollment_id: Annotated[str, typer.Argument()],
+    old_head_end: Annotated[str, typer.Option(help="The replaced device's head-end system.")],
+    old_nic_id: Annotated[str, typer.Option(help="The replaced device's id at its head end.")],
+    new_head_end: Annotated[str, typer.Option()],
+    new_nic_id: Annotated[str, typer.Option()],
+    manufacturer: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()],
+    serial_no: Annotated[str, typer.Option()],
+    device_type: Annotated[str, typer.Option()] = "THERMOSTAT",
+) -> None:
+    """Replace an ACTIVE enrollment's device: the swap reaches the DERMS atomically (F3)."""
+    from pydantic import ValidationError
+
+    from derbridge.assethub.services.enrollment_sync import DeviceKey, ReplacementDevice, replace_device
+
+    try:
+        old = DeviceKey(head_end_system=old_head_end, nic_id=old_nic_id)
+        new = ReplacementDevice(
+            head_end_system=new_head_end,
+            nic_id=new_nic_id,
+            device_type=device_type,
+            manufacturer=manufacturer,
+            model=model,
+            serial_no=serial_no,
+        )
+    except ValidationError as error:
+        err.print(f"[red]bad device:[/] {error}")
+        raise typer.Exit(2) from None
+
+    async def work(runtime: Runtime) -> Any:
+        return await replace_device(runtime.async_engine("assethub"), enrollment_id, old, new)
+
+    change = system_call(work)
+    out.print(
+        f"{change.enrollment_id}: device replaced; sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
+    )

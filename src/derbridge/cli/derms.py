@@ -1,0 +1,85 @@
+"""``derbridge derms event``: program events, created with their reservations or cancelled before start."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from derbridge.cli.common import (
+    aware,
+    err,
+    out,
+    print_json,
+    system_call,
+)
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
+
+derms_app = typer.Typer(help="The DERMS: program events.", no_args_is_help=True)
+event_app = typer.Typer(help="Program events: create (and reserve devices), cancel before start.", no_args_is_help=True)
+derms_app.add_typer(event_app, name="event")
+
+
+@event_app.command("create")
+def derms_event_create(
+    program: Annotated[str, typer.Option(help="Program code.")],
+    start: Annotated[datetime, typer.Option(help="Start, ISO 8601 (UTC unless an offset is given).")],
+    end: Annotated[datetime, typer.Option(help="End, ISO 8601.")],
+    event_type: Annotated[str, typer.Option("--type", help="ECONOMIC, EMERGENCY or DEVICE_TEST.")] = "ECONOMIC",
+    devices: Annotated[int | None, typer.Option(min=1, help="Target: a number of devices.")] = None,
+    kw: Annotated[float | None, typer.Option(min=0.001, help="Target: kW of expected shed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a program event and reserve the most eligible devices (F5); a shortfall is reported."""
+    from pydantic import ValidationError
+
+    from derbridge.derms.api.schemas import EventIn
+    from derbridge.derms.services.events import create_event
+
+    try:
+        request = EventIn.model_validate(
+            {
+                "program_code": program,
+                "event_type": event_type,
+                "start_at": aware(start),
+                "end_at": aware(end),
+                "target_devices": devices,
+                "target_kw": kw,
+                "created_by": "cli",
+            }
+        )
+    except ValidationError as error:
+        err.print(f"[red]bad event:[/] {error}")
+        raise typer.Exit(2) from None
+
+    async def work(runtime: Runtime) -> Any:
+        return await create_event(runtime.async_engine("derms"), request, runtime.settings.derms_instance_id)
+
+    event = system_call(work)
+    if as_json:
+        print_json(event)
+        return
+    out.print(
+        f"event {event['event_id']} {event['status']}: reserved {event['reserved_count']:,} of "
+        f"{event['candidate_count']:,} candidates ({event['reserved_kw']:.1f} kW); "
+        f"shortfall {event['shortfall_devices']:,} devices / {event['shortfall_kw']:.1f} kW"
+    )
+
+
+@event_app.command("cancel")
+def derms_event_cancel(
+    event_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="Why (sent to Asset Hub).")] = "cancelled by operator",
+) -> None:
+    """Cancel an event before its start and release its reservations (F6); refused once it has started."""
+    from derbridge.derms.api.schemas import EventCancel
+    from derbridge.derms.services.events import cancel_event
+
+    async def work(runtime: Runtime) -> Any:
+        return await cancel_event(runtime.async_engine("derms"), event_id, EventCancel(reason_text=reason))
+
+    event = system_call(work)
+    out.print(f"event {event['event_id']} {event['status']} at {event['cancelled_at']}")

@@ -1,0 +1,44 @@
+"""``derbridge score transfer``: device scores now."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from derbridge.cli.common import (
+    err,
+    out,
+    system_call,
+)
+
+if TYPE_CHECKING:
+    from derbridge.runtime import Runtime
+
+score_app = typer.Typer(help="Device scores (F4).", no_args_is_help=True)
+
+
+@score_app.command("transfer")
+def score_transfer_now(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Compute every active device's score now and send the file to the DERMS (F4; the bridge delivers)."""
+    from derbridge.assethub.services.score_transfer import TransferBusy, transfer_now
+
+    async def work(runtime: Runtime) -> Any:
+        return await transfer_now(runtime)
+
+    try:
+        report = system_call(work)
+    except TransferBusy:
+        err.print("another score transfer is running (in this or another process); try again when it ends")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+        return
+    if report.status == "nothing-to-score":
+        out.print("no ACTIVE program: nothing to score")
+        return
+    out.print(
+        f"{report.row_count:,} device scores ({report.eligible_count:,} eligible) for {', '.join(report.programs)}: "
+        f"file {report.file_id} sent as message {report.message_id}"
+    )
