@@ -91,7 +91,7 @@ def test_every_mounted_api_is_covered_here(sqlite_settings: Settings) -> None:
     assert mounted == set(PREFIXES)
 
 
-async def test_docs_pages_name_no_external_host_and_need_no_credential(anonymous: httpx.AsyncClient) -> None:
+async def test_docs_pages_need_no_credential_and_load_nothing_from_outside(anonymous: httpx.AsyncClient) -> None:
     for prefix in PREFIXES:
         for page in PAGES:
             response = await anonymous.get(f"{prefix}/{page}")
@@ -99,6 +99,14 @@ async def test_docs_pages_name_no_external_host_and_need_no_credential(anonymous
             assert response.headers["content-type"].startswith("text/html")
             assert external_hosts(response.text) == set(), (prefix, page, response.text)
             assert f"<title>{TITLES[prefix]} - " in response.text
+            # The browser may load nothing from another origin, whatever the vendored scripts ask for
+            # (ReDoc asks cdn.redoc.ly for a logo).
+            policy = dict(
+                directive.strip().split(" ", 1) for directive in response.headers["content-security-policy"].split(";")
+            )
+            assert policy["default-src"] == "'self'"
+            assert policy["img-src"] == "'self' data:"
+            assert external_hosts(response.headers["content-security-policy"]) == set()
 
 
 async def test_every_url_a_docs_page_names_is_served_under_its_prefix(anonymous: httpx.AsyncClient) -> None:

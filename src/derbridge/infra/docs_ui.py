@@ -7,6 +7,10 @@ network with no way out to the internet they stay blank. The files are vendored 
 them under its own prefix (``…/docs/assets/<file>``), so an API works the same mounted in ``derbridge up``,
 alone in ``derbridge serve``, or served on its own in a test.
 
+Each page also carries a Content-Security-Policy that lets the browser load nothing from another origin:
+the vendored ReDoc still asks ``cdn.redoc.ly`` for the logo of its "API docs by Redocly" link, which the
+policy stops before it leaves the machine (the image hides itself when it fails).
+
 Like FastAPI's pages, these need no credential: they describe the API and call nothing. Every call made
 from them ("Try it out") still needs the API's own credential.
 """
@@ -48,6 +52,20 @@ ASSETS: dict[str, Asset] = {
 """The files served at ``…/docs/assets/<name>``, by name. Nothing else in ASSETS_DIR is served."""
 
 
+_SAME_ORIGIN_ONLY = (
+    "default-src 'self'",
+    "img-src 'self' data:",  # Swagger UI's and ReDoc's icons are data: URLs in their CSS
+    "style-src 'self' 'unsafe-inline'",  # both style with inline attributes, ReDoc with <style> elements
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'self'",
+)
+SWAGGER_UI_POLICY = "; ".join((*_SAME_ORIGIN_ONLY, "script-src 'self' 'unsafe-inline'"))
+"""The Swagger UI page's policy: FastAPI's page starts Swagger UI from an inline script."""
+REDOC_POLICY = "; ".join((*_SAME_ORIGIN_ONLY, "script-src 'self'", "worker-src 'self' blob:"))
+"""The ReDoc page's policy: ReDoc runs its search index in a worker made from a blob: URL."""
+
+
 def _etags() -> dict[str, str]:
     # The content's SHA-256 from the vendoring manifest: a browser revalidates with it (304, no body) and
     # gets the new file as soon as a refresh changes it, whatever the file's modification time.
@@ -80,7 +98,7 @@ def install_api_docs(app: FastAPI) -> None:
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = prefix(request)
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
@@ -90,6 +108,8 @@ def install_api_docs(app: FastAPI) -> None:
             init_oauth=app.swagger_ui_init_oauth,
             swagger_ui_parameters=app.swagger_ui_parameters,
         )
+        page.headers["Content-Security-Policy"] = SWAGGER_UI_POLICY
+        return page
 
     @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -98,13 +118,15 @@ def install_api_docs(app: FastAPI) -> None:
     @app.get(REDOC_PATH, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = prefix(request)
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=root + openapi_url,
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
             redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
             with_google_fonts=False,  # ReDoc falls back to the system's fonts
         )
+        page.headers["Content-Security-Policy"] = REDOC_POLICY
+        return page
 
     @app.get(ASSETS_PATH + "/{name}", include_in_schema=False, response_model=None)
     async def asset(name: str, request: Request) -> Response:
