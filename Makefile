@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install demo test lint format bench bench-quick bench-ci clean
+.PHONY: install demo test lint format bench bench-quick bench-ci vendor-docs-assets clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "derbridge needs Python >= 3.11 on PATH" >&2; exit 1; }
@@ -47,6 +47,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
+
+# The Swagger UI and ReDoc files the API docs pages load, from the npm registry (needs npm, not the venv):
+# the pinned versions again, or ARGS=--latest, or ARGS='--swagger-ui-dist X --redoc Y'. See
+# src/derbridge/infra/docs_assets/README.md.
+vendor-docs-assets:
+	@test -n "$(PYTHON)" || { echo "derbridge needs Python >= 3.11 on PATH" >&2; exit 1; }
+	$(PYTHON) tools/vendor_docs_assets.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.worker import BridgeWorker, flow_queues
 from derbridge.derms.api import routes as derms_routes
 from derbridge.infra.collector import serving_pace
+from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
 from derbridge.infra.web import BodySizeLimit, instrument
@@ -69,12 +70,13 @@ def configure_flows(runtime: Runtime, system: Literal["assethub", "derms"]) -> N
 def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastAPI:
     configure_flows(runtime, system)
     title, description = _DESCRIPTIONS[system]
-    app = FastAPI(title=title, version=__version__, description=description)
+    app = FastAPI(title=title, version=__version__, description=description, docs_url=None, redoc_url=None)
     app.state.engine = runtime.async_engine(system)
     app.state.api_token = runtime.settings.resolved_api_token()
     app.state.derms_instance_id = runtime.settings.derms_instance_id
     install_problem_handlers(app)
     instrument(app, system)
+    install_api_docs(app)
     (assethub_routes if system == "assethub" else derms_routes).mount(app)
     return app
 

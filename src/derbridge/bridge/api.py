@@ -13,6 +13,7 @@ from derbridge.bridge import operations as ops
 from derbridge.bridge.tracking import MessageState, Tracker
 from derbridge.bridge.transport.base import Transport
 from derbridge.contracts.envelope import Flow
+from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_RESPONSES, install_problem_handlers
 from derbridge.infra.web import Page, instrument, require_service_token
 
@@ -99,6 +100,8 @@ def create_bridge_app(tracker: Tracker, transport: Transport, queue_prefix: str,
         title="derbridge bridge operations API",
         version=__version__,
         description="Every message between Asset Hub and the DERMS: find it, follow it, replay it.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.tracker = tracker
     app.state.transport = transport
@@ -106,5 +109,6 @@ def create_bridge_app(tracker: Tracker, transport: Transport, queue_prefix: str,
     app.state.api_token = api_token
     install_problem_handlers(app)
     instrument(app, "bridge")
+    install_api_docs(app)
     app.include_router(router)
     return app

@@ -51,6 +51,7 @@ from derbridge.edge.store import Query as ListQuery
 from derbridge.edge.store import get_object, list_objects
 from derbridge.edge.vtn import Vtn
 from derbridge.infra.db import utcnow
+from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_BASE, ProblemError
 from derbridge.runtime import Runtime
 
@@ -699,6 +700,8 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
         title="derbridge edge gateway (OpenADR 3.1.0 VTN)",
         version=__version__,
         description="OpenADR 3.1.0 VTN for aggregators, with the DERMS as its business logic. See docs/edge.md.",
+        docs_url=None,
+        redoc_url=None,
     )
     engine = runtime.async_engine("derms")
     app.state.engine = engine
@@ -706,6 +709,7 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     app.state.token_ttl = settings.edge.token_ttl_seconds
     app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge))
     install_problems(app)
+    install_api_docs(app)
     app.include_router(router)
     return app
 
