@@ -254,6 +254,13 @@ class ProgramEvent(_Out):
     closed_at: datetime | None
 
 
+class EventCounts(BaseModel):
+    """How many of an event's reservations are in each status, and of its outcomes have each outcome."""
+
+    reservations: dict[str, int]
+    outcomes: dict[str, int]
+
+
 class Reservation(_Out):
     """A device reserved for an event."""
 
