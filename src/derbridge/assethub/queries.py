@@ -213,6 +213,6 @@ async def participation_counts(connection: AsyncConnection, event_id: str) -> s.
         .order_by(records.c.outcome)
     )
     return s.ParticipationCounts(
-        by_status=dict(by_status.tuples()),
-        by_outcome=dict(by_outcome.tuples()),
+        by_status={str(status): int(count) for status, count in by_status.all()},
+        by_outcome={str(outcome): int(count) for outcome, count in by_outcome.all()},
     )

@@ -8,10 +8,11 @@ Each query takes an open connection to the DERMS's database and returns the API'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.derms.adapters import tables as t
@@ -160,4 +161,9 @@ async def event_counts(connection: AsyncConnection, event_id: str) -> s.EventCou
     outcomes = await connection.execute(
         select(o.c.outcome, func.count()).where(o.c.event_id == event_id).group_by(o.c.outcome).order_by(o.c.outcome)
     )
-    return s.EventCounts(reservations=dict(reservations.tuples()), outcomes=dict(outcomes.tuples()))
+    return s.EventCounts(reservations=_tally(reservations.all()), outcomes=_tally(outcomes.all()))
+
+
+def _tally(rows: Sequence[Row[Any]]) -> dict[str, int]:
+    """``(value, count)`` rows as ``{value: count}``."""
+    return {str(value): int(count) for value, count in rows}
