@@ -42,12 +42,10 @@ def devices_list(
         typer.Option(help="Only devices enrolled in this program (Asset Hub) / available or not in it (DERMS)."),
     ] = None,
     availability: Annotated[
-        Availability | None,
-        typer.Option(help="Only devices with this availability (DERMS; with --program: in it).", case_sensitive=False),
+        Availability | None, typer.Option(help="Only devices with this availability (DERMS; with --program: in it).")
     ] = None,
     communication: Annotated[
-        CommunicationStatus | None,
-        typer.Option(help="Only devices whose latest communication status is this (DERMS).", case_sensitive=False),
+        CommunicationStatus | None, typer.Option(help="Only devices whose latest communication status is this (DERMS).")
     ] = None,
     system: Annotated[
         System | None,

@@ -18,9 +18,7 @@ enrollments_app = typer.Typer(help="Enrollments (Asset Hub): list them, show one
 
 @enrollments_app.command("list")
 def enrollments_list(
-    state: Annotated[
-        EnrollmentState | None, typer.Option(help="Only enrollments in this lifecycle state.", case_sensitive=False)
-    ] = None,
+    state: Annotated[EnrollmentState | None, typer.Option(help="Only enrollments in this lifecycle state.")] = None,
     program: Annotated[str | None, typer.Option(help="Only this program's (program code).")] = None,
     head_end: Annotated[str | None, typer.Option("--head-end", help="Only this head-end system's.")] = None,
     account: Annotated[str | None, typer.Option(help="Only this CIS account's.")] = None,

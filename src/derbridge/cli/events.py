@@ -21,9 +21,7 @@ events_app = typer.Typer(help="Program events (DERMS): list them, show one.", no
 @events_app.command("list")
 def events_list(
     program: Annotated[str | None, typer.Option(help="Only this program's (program code).")] = None,
-    status: Annotated[
-        EventStatus | None, typer.Option(help="Only events in this status.", case_sensitive=False)
-    ] = None,
+    status: Annotated[EventStatus | None, typer.Option(help="Only events in this status.")] = None,
     since: Annotated[
         datetime | None,
         typer.Option(help="Only events starting at or after this time, ISO 8601 (UTC unless an offset is given)."),
