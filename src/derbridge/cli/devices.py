@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from derbridge.cli.common import err, print_json
+from derbridge.cli.common import err, print_json, system_call
 from derbridge.cli.reading import AsJson, Limit, id_column, next_page_hint, read, show, when
 from derbridge.derms.domain.availability import Availability
 from derbridge.derms.domain.communication import CommunicationStatus
@@ -88,7 +88,7 @@ def devices_list(
         async with runtime.async_engine("assethub").connect() as connection:
             return await assethub.list_devices(connection, page_params, head_end_system=head_end, program_code=program)
 
-    page = read(work, "")
+    page = system_call(work)
     if as_json:
         sys.stdout.write(page.model_dump_json() + "\n")
     elif not page.items:

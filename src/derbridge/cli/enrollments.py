@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.assethub.domain.enrollment import EnrollmentState
+from derbridge.cli.common import print_json, system_call
 from derbridge.cli.reading import After, AsJson, Limit, id_column, next_page_hint, read, show, when
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def enrollments_list(
                 head_end_system=head_end,
             )
 
-    page = read(work, "")
+    page = system_call(work)
     if as_json:
         sys.stdout.write(page.model_dump_json() + "\n")
     elif not page.items:
@@ -82,8 +83,6 @@ def enrollments_show(
 
     enrollment, syncs, check = read(work, f"no enrollment {enrollment_id}; `derbridge enrollments list` shows them")
     if as_json:
-        from derbridge.cli.common import print_json
-
         print_json(
             {
                 "enrollment": enrollment.model_dump(mode="json"),
@@ -112,9 +111,9 @@ def _print_enrollment(enrollment: Any, syncs: Any, check: Any) -> None:
     for rejection in e.rejections:
         field = f" ({rejection.field})" if rejection.field else ""
         show(f"  [red]rejected[/]      {rejection.code}{field}: {rejection.detail}")
-    sync = syncs.sync_state or "not synced yet"
+    sync = f"{syncs.sync_state} (sequence {syncs.sync_sequence})" if syncs.sync_state else "not synced yet"
     detail = f": {syncs.sync_detail}" if syncs.sync_detail else ""
-    show(f"  sync          {sync} (sequence {syncs.sync_sequence}){detail}")
+    show(f"  sync          {sync}{detail}")
     if check is None:
         show("  status check  none")
     else:
@@ -132,7 +131,7 @@ def _print_enrollment(enrollment: Any, syncs: Any, check: Any) -> None:
         devices.add_row(
             str(d.device_id), f"{d.head_end_system}:{d.nic_id}", str(d.sequence), when(d.added_at), when(d.removed_at)
         )
-    show(devices)
+    show(devices if e.devices else "  devices       none")
 
     transitions = Table("at", "from", "to", "reason", title="lifecycle", title_justify="left")
     for step in e.transitions:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from derbridge.cli.common import aware, print_json
+from derbridge.cli.common import aware, print_json, system_call
 from derbridge.cli.reading import After, AsJson, Limit, counts, id_column, next_page_hint, read, show, when
 from derbridge.derms.domain.event import EventStatus
 
@@ -46,7 +46,7 @@ def events_list(
                 starts_before=aware(until),
             )
 
-    page = read(work, "")
+    page = system_call(work)
     if as_json:
         sys.stdout.write(page.model_dump_json() + "\n")
     elif not page.items:
@@ -160,7 +160,7 @@ def events_show(
     if hub is None:
         show("  Asset Hub     has no record of it yet (the bridge has not delivered it: `derbridge messages list`)")
     else:
-        show(f"  Asset Hub     {hub.status}, received {when(hub.received_at)}")
+        show(f"  Asset Hub     holds it as {hub.status} (received {when(hub.received_at)})")
         show(f"                participations {counts(participations.by_status)}")
         show(f"                outcomes {counts(participations.by_outcome)}")
     show(
