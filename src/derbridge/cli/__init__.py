@@ -20,7 +20,10 @@ from derbridge.cli.cis import cis_app
 from derbridge.cli.common import load_settings, out, state
 from derbridge.cli.config import config_app, contracts_app, db_app
 from derbridge.cli.derms import derms_app
+from derbridge.cli.devices import devices_app
 from derbridge.cli.edge import edge_app
+from derbridge.cli.enrollments import enrollments_app
+from derbridge.cli.events import events_app
 from derbridge.cli.messages import messages_app
 from derbridge.cli.score import score_app
 from derbridge.cli.sim import sim_app
@@ -74,6 +77,9 @@ app.command()(serving.serve)
 app.command()(demo.demo)
 app.add_typer(assethub_app, name="assethub")
 app.add_typer(derms_app, name="derms")
+app.add_typer(enrollments_app, name="enrollments")
+app.add_typer(devices_app, name="devices")
+app.add_typer(events_app, name="events")
 app.add_typer(score_app, name="score")
 app.add_typer(messages_app, name="messages")
 app.add_typer(edge_app, name="edge")

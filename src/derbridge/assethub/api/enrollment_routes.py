@@ -12,13 +12,12 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
-from derbridge.assethub.adapters import tables as t
+from derbridge.assethub import queries
+from derbridge.assethub.api.schemas import EnrollmentSyncsOut, SyncOut
 from derbridge.assethub.services import enrollment_sync as service
 from derbridge.assethub.services.enrollment_sync import DeviceKey, EnrollmentChange, ReplacementDevice
 from derbridge.contracts.enrollment_sync import SyncChange
-from derbridge.infra.listing import get_one
 from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import NO_NUL, IdPath, SystemEngine, require_service_token
 
@@ -45,21 +44,6 @@ class ReplaceDeviceIn(BaseModel):
     new: ReplacementDevice
 
 
-class SyncOut(BaseModel):
-    """One enrollment sync sent to the DERMS and, once acknowledged, what the DERMS made of it."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    sync_id: str
-    message_id: str = Field(description="The message's id: search the bridge by it (`derbridge messages show`).")
-    sequence: int
-    change: SyncChange
-    state: str = Field(description="SENT, APPLIED, STALE or FAILED.")
-    detail: str | None = None
-    sent_at: datetime
-    acknowledged_at: datetime | None = None
-
-
 class EnrollmentChangeOut(BaseModel):
     """The enrollment after the change, and the sync that tells the DERMS."""
 
@@ -68,16 +52,6 @@ class EnrollmentChangeOut(BaseModel):
     change: SyncChange
     at: datetime
     sync: SyncOut
-
-
-class EnrollmentSyncsOut(BaseModel):
-    """An enrollment's sync state (of its latest sync) and every sync it had, oldest first."""
-
-    enrollment_id: str
-    sync_state: str | None = Field(description="SENT, APPLIED, STALE or FAILED; null before the first sync.")
-    sync_detail: str | None
-    sync_sequence: int
-    syncs: list[SyncOut]
 
 
 def _out(change: EnrollmentChange) -> EnrollmentChangeOut:
@@ -116,15 +90,5 @@ async def replace_device(engine: Engine, enrollment_id: IdPath, body: ReplaceDev
 @router.get("/enrollments/{enrollment_id}/syncs", tags=["enrollments"])
 async def list_syncs(engine: Engine, enrollment_id: IdPath) -> EnrollmentSyncsOut:
     """The enrollment's sync state and the history of its syncs to the DERMS."""
-    s = t.enrollment_syncs
     async with engine.connect() as connection:
-        enrollment = await get_one(connection, t.enrollments, "enrollment_id", enrollment_id, "enrollment")
-        rows = await connection.execute(select(s).where(s.c.enrollment_id == enrollment_id).order_by(s.c.sequence))
-        syncs = [SyncOut.model_validate(row) for row in rows]
-    return EnrollmentSyncsOut(
-        enrollment_id=enrollment_id,
-        sync_state=enrollment["sync_state"],
-        sync_detail=enrollment["sync_detail"],
-        sync_sequence=enrollment["sync_sequence"],
-        syncs=syncs,
-    )
+        return await queries.enrollment_syncs(connection, enrollment_id)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query
 from sqlalchemy import select
 
+from derbridge.assethub import queries
 from derbridge.assethub.adapters import score_parts
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
@@ -167,15 +168,14 @@ async def list_devices(
 ) -> Page[s.Device]:
     """Controllable devices, by device id; filter by head-end system."""
     async with engine.connect() as connection:
-        rows, after = await list_page(connection, t.devices, "device_id", page, {"head_end_system": head_end_system})
-    return Page[s.Device](items=[s.Device.model_validate(r) for r in rows], next_after=after)
+        return await queries.list_devices(connection, page, head_end_system=head_end_system)
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
 async def get_device(engine: Engine, device_id: IntIdPath) -> s.Device:
     """One controllable device."""
     async with engine.connect() as connection:
-        return s.Device.model_validate(await get_one(connection, t.devices, "device_id", device_id, "device"))
+        return await queries.get_device(connection, device_id)
 
 
 @router.get("/enrollments", tags=["enrollments"])
@@ -188,44 +188,22 @@ async def list_enrollments(
     head_end_system: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
 ) -> Page[s.Enrollment]:
     """Enrollments, by id; filter by state, program, account or head-end system."""
-    filters = {
-        "state": state,
-        "program_code": program_code,
-        "cis_account_id": cis_account_id,
-        "head_end_system": head_end_system,
-    }
     async with engine.connect() as connection:
-        rows, after = await list_page(connection, t.enrollments, "enrollment_id", page, filters)
-    return Page[s.Enrollment](items=[s.Enrollment.model_validate(r) for r in rows], next_after=after)
+        return await queries.list_enrollments(
+            connection,
+            page,
+            state=state,
+            program_code=program_code,
+            cis_account_id=cis_account_id,
+            head_end_system=head_end_system,
+        )
 
 
 @router.get("/enrollments/{enrollment_id}", tags=["enrollments"])
 async def get_enrollment(engine: Engine, enrollment_id: Id) -> s.Enrollment:
     """One enrollment with its devices (replaced ones too) and every lifecycle transition."""
     async with engine.connect() as connection:
-        enrollment = await get_one(connection, t.enrollments, "enrollment_id", enrollment_id, "enrollment")
-        devices = await connection.execute(
-            select(
-                t.enrollment_devices,
-                t.devices.c.head_end_system,
-                t.devices.c.nic_id,
-            )
-            .join(t.devices, t.devices.c.device_id == t.enrollment_devices.c.device_id)
-            .where(t.enrollment_devices.c.enrollment_id == enrollment_id)
-            .order_by(t.enrollment_devices.c.sequence, t.enrollment_devices.c.added_at)
-        )
-        transitions = await connection.execute(
-            select(t.enrollment_transitions)
-            .where(t.enrollment_transitions.c.enrollment_id == enrollment_id)
-            .order_by(t.enrollment_transitions.c.transition_id)
-        )
-        return s.Enrollment.model_validate(
-            enrollment
-            | {
-                "devices": [dict(r) for r in devices.mappings()],
-                "transitions": [dict(r) for r in transitions.mappings()],
-            }
-        )
+        return await queries.get_enrollment(connection, enrollment_id)
 
 
 # --- status checks, events, scores ------------------------------------------------------------------
@@ -273,7 +251,7 @@ async def list_events(
 async def get_event(engine: Engine, event_id: Id) -> s.ProgramEvent:
     """One program event."""
     async with engine.connect() as connection:
-        return s.ProgramEvent.model_validate(await get_one(connection, t.program_events, "event_id", event_id, "event"))
+        return await queries.get_event(connection, event_id)
 
 
 @router.get("/events/{event_id}/participations", tags=["events"])

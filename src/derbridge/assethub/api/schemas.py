@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from derbridge.assethub.domain.program import DeviceType, ProgramRules, ProgramStatus
 from derbridge.cis.extract import AccountStatus
+from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.infra.web import NO_NUL, UtcDateTime
 
 ProgramCode = Annotated[
@@ -145,6 +146,18 @@ class EnrollmentDevice(_Out):
     removed_at: datetime | None
 
 
+class DeviceEnrollment(_Out):
+    """An enrollment that holds or held a device; ``removed_at`` is set when the device was replaced."""
+
+    enrollment_id: str
+    program_code: str
+    cis_account_id: str
+    state: str
+    sequence: int
+    added_at: datetime
+    removed_at: datetime | None
+
+
 class EnrollmentTransition(_Out):
     """One kept, timestamped step of an enrollment's lifecycle."""
 
@@ -184,6 +197,29 @@ class Enrollment(_Out):
     updated_at: datetime
     devices: list[EnrollmentDevice] = Field(default_factory=list)
     transitions: list[EnrollmentTransition] = Field(default_factory=list)
+
+
+class SyncOut(_Out):
+    """One enrollment sync sent to the DERMS and, once acknowledged, what the DERMS made of it."""
+
+    sync_id: str
+    message_id: str = Field(description="The message's id: search the bridge by it (`derbridge messages show`).")
+    sequence: int
+    change: SyncChange
+    state: str = Field(description="SENT, APPLIED, STALE or FAILED.")
+    detail: str | None = None
+    sent_at: datetime
+    acknowledged_at: datetime | None = None
+
+
+class EnrollmentSyncsOut(BaseModel):
+    """An enrollment's sync state (of its latest sync) and every sync it had, oldest first."""
+
+    enrollment_id: str
+    sync_state: str | None = Field(description="SENT, APPLIED, STALE or FAILED; null before the first sync.")
+    sync_detail: str | None
+    sync_sequence: int
+    syncs: list[SyncOut]
 
 
 class StatusCheck(_Out):
@@ -237,6 +273,13 @@ class Participation(_Out):
     shed_kw: float | None
     error_message: str | None
     outcome_reported_at: datetime | None
+
+
+class ParticipationCounts(BaseModel):
+    """How many of an event's participation records are in each status and have each outcome."""
+
+    by_status: dict[str, int]
+    by_outcome: dict[str, int]
 
 
 class ScoreSnapshot(_Out):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from sqlalchemy import select
 
 from derbridge.cis.extract import AccountStatus
+from derbridge.derms import queries
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
 from derbridge.derms.domain.event import EventStatus
@@ -145,39 +146,14 @@ async def update_program(engine: Engine, program_code: Id, patch: s.ProgramPatch
 async def list_devices(engine: Engine, page: Paging, head_end_system: Filter = None) -> Page[s.Device]:
     """Devices the DERMS may dispatch, by device id."""
     async with engine.connect() as connection:
-        rows, after = await list_page(connection, t.devices, "device_id", page, {"head_end_system": head_end_system})
-    return Page[s.Device](items=[s.Device.model_validate(r) for r in rows], next_after=after)
+        return await queries.list_devices(connection, page, head_end_system=head_end_system)
 
 
 @router.get("/devices/{device_id}", tags=["devices"])
 async def get_device(engine: Engine, device_id: IntIdPath) -> s.Device:
     """One device with its availability in each program and its latest communication status."""
     async with engine.connect() as connection:
-        device = await get_one(connection, t.devices, "device_id", device_id, "device")
-        availability = await connection.execute(
-            select(t.device_availability)
-            .where(t.device_availability.c.device_id == device_id)
-            .order_by(t.device_availability.c.program_code)
-        )
-        status = (
-            (
-                await connection.execute(
-                    select(t.communication_status).where(
-                        t.communication_status.c.head_end_system == device["head_end_system"],
-                        t.communication_status.c.nic_id == device["nic_id"],
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-    return s.Device.model_validate(
-        device
-        | {
-            "availability": [dict(r) for r in availability.mappings()],
-            "communication": dict(status) if status else None,
-        }
-    )
+        return await queries.get_device(connection, device_id)
 
 
 @router.get("/communication-status", tags=["devices"])
@@ -258,14 +234,9 @@ async def list_events(
 ) -> Page[s.ProgramEvent]:
     """Program events, by id (time-ordered)."""
     async with engine.connect() as connection:
-        rows, after = await list_page(
-            connection,
-            t.program_events,
-            "event_id",
-            page,
-            {"status": status.value if status else None, "program_code": program_code},
+        return await queries.list_events(
+            connection, page, status=status.value if status else None, program_code=program_code
         )
-    return Page[s.ProgramEvent](items=[s.ProgramEvent.model_validate(r) for r in rows], next_after=after)
 
 
 @router.post("/events", status_code=201, tags=["events"])
@@ -280,7 +251,7 @@ async def create_event(request: Request, engine: Engine, event: s.EventIn) -> s.
 async def get_event(engine: Engine, event_id: Id) -> s.ProgramEvent:
     """One program event."""
     async with engine.connect() as connection:
-        return s.ProgramEvent.model_validate(await get_one(connection, t.program_events, "event_id", event_id, "event"))
+        return await queries.get_event(connection, event_id)
 
 
 @router.post("/events/{event_id}/cancel", tags=["events"])

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from derbridge.assethub.api.schemas import ProgramCode
 from derbridge.cis.extract import AccountStatus
+from derbridge.derms.domain.communication import CommunicationStatus as CommunicationStatus
 from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.infra.web import NO_NUL, UtcDateTime
 
@@ -28,14 +29,6 @@ class DermsProgramStatus(StrEnum):
     """Events may be created."""
     INACTIVE = "INACTIVE"
     """No new events; existing ones run their course."""
-
-
-class CommunicationStatus(StrEnum):
-    """A device's last known communication status."""
-
-    ONLINE = "ONLINE"
-    OFFLINE = "OFFLINE"
-    UNKNOWN = "UNKNOWN"
 
 
 class Contact(_Out):
@@ -252,6 +245,13 @@ class ProgramEvent(_Out):
     cancelled_at: datetime | None
     cancel_reason: str | None
     closed_at: datetime | None
+
+
+class EventCounts(BaseModel):
+    """How many of an event's reservations are in each status, and of its outcomes have each outcome."""
+
+    reservations: dict[str, int]
+    outcomes: dict[str, int]
 
 
 class Reservation(_Out):
