@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -29,6 +31,93 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 MAX_REJECTIONS_SHOWN = 50
+
+
+class ExitCode(IntEnum):
+    """Every command's exit status: the one list of them (the README's "Exit codes" repeats it)."""
+
+    OK = 0
+    """Done."""
+    FAILED = 1
+    """Done, with failures or rejections (e.g. some rows of an import were rejected, the others loaded)."""
+    USAGE = 2
+    """Bad input: an unknown option or value, a file that is not what it should be. Nothing was done."""
+    NOT_FOUND = 3
+    """What was named (an event, a message, a client) does not exist."""
+    WAITING = 4
+    """Still waiting: an answer did not come in time, or a result is not ready yet."""
+    UNREACHABLE = 5
+    """A server or database cannot be reached (or its port cannot be bound)."""
+    CONFLICT = 6
+    """Refused by a rule or by the state things are in (e.g. cancelling an event that started), or refused
+    credentials."""
+
+
+def fail(message: str, code: ExitCode) -> NoReturn:
+    """End the command: one line on stderr saying what went wrong and what to do, and ``code``.
+
+    ``message`` is printed as is (no Rich markup), so ids and values with brackets stay intact.
+    """
+    from rich.text import Text
+
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(int(code))
+
+
+def exit_code_for_status(status: int) -> ExitCode:
+    """The exit status of a command whose work ended in an HTTP problem of ``status``."""
+    if status in (400, 422):
+        return ExitCode.USAGE
+    if status == 404:
+        return ExitCode.NOT_FOUND
+    if status in (401, 403, 409, 412):
+        return ExitCode.CONFLICT
+    if status == 503:
+        return ExitCode.WAITING
+    return ExitCode.FAILED
+
+
+# Options with fixed values are choices: Typer lists them in the help and refuses anything else. These copy
+# the domain's enums (a test keeps them equal) so that building the command tree imports no system.
+
+
+class FlowChoice(StrEnum):
+    """The flows between the systems (``derbridge.contracts.envelope.Flow``)."""
+
+    ENROLLMENT_REQUEST = "enrollment-request"
+    DEVICE_STATUS_CHECK = "device-status-check"
+    ENROLLMENT_SYNC = "enrollment-sync"
+    DEVICE_SCORE_TRANSFER = "device-score-transfer"
+    EVENT_RESERVATION = "event-reservation"
+    EVENT_CANCELLATION = "event-cancellation"
+    EVENT_OUTCOME = "event-outcome"
+
+
+class MessageStateChoice(StrEnum):
+    """Where a message is on its way (``derbridge.bridge.tracking.MessageState``)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    PARKED = "parked"
+    DEAD = "dead"
+
+
+class ComponentChoice(StrEnum):
+    """What ``derbridge serve`` can run (``derbridge.api.app.ALL_COMPONENTS``)."""
+
+    ASSETHUB = "assethub"
+    DERMS = "derms"
+    BRIDGE = "bridge"
+
+
+class LogLevel(StrEnum):
+    """The global ``--log-level``."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class State:
@@ -60,8 +149,44 @@ def progress_bar() -> Progress:
     )
 
 
+@contextmanager
+def reaching_servers() -> Iterator[None]:
+    """Turn a database or broker that cannot be reached into one line and :attr:`ExitCode.UNREACHABLE`."""
+    try:
+        yield
+    except Exception as error:
+        what = _unreachable(error)
+        if what is None:
+            raise
+        fail(f"cannot reach {what}: is it running, and is its URL right (derbridge config show)?", ExitCode.UNREACHABLE)
+
+
+def _unreachable(error: BaseException) -> str | None:
+    """What ``error`` says cannot be reached (a database, the broker), or None for any other error."""
+    from sqlalchemy.exc import OperationalError
+
+    from derbridge.bridge.transport.base import TransportError
+
+    if isinstance(error, OperationalError):
+        reason = str(error.orig or error).strip().splitlines()[0] if str(error.orig or error).strip() else ""
+        return f"a database ({reason})" if reason else "a database"
+    if isinstance(error, TransportError):
+        return f"the message broker ({error})"
+    if isinstance(error, OSError) and error.errno is not None and error.errno in _CONNECTION_ERRNOS:
+        return f"a server ({error.strerror})"
+    return None
+
+
+_CONNECTION_ERRNOS = {111, 113, 110, 101, 104}  # refused, no route, timed out, network unreachable, reset
+
+
 def system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
     """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages."""
+    with reaching_servers():
+        return _system_call(work)
+
+
+def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
     import asyncio
 
     from derbridge.assethub import flows as assethub_flows
@@ -87,10 +212,28 @@ def system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(run())
     except ProblemError as problem:
-        err.print(f"[red]{problem.title}:[/] {problem.detail}")
-        for error in problem.errors or []:
-            err.print(f"  {error.field}: {error.message}")
-        raise typer.Exit(1 if problem.status != 404 else 3) from None
+        report_problem(problem)
+
+
+def report_problem(problem: ProblemError, fields: dict[str, str] | None = None) -> NoReturn:
+    """End the command on a problem the systems answered: its title and detail, then each field that was
+    wrong, named by the command's option (``fields`` maps a request field to it) rather than the API's name."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("error: ", "bold red"), f"{problem.title}: {problem.detail}"))
+    for error in problem.errors or []:
+        err.print(f"  {option_for_field(error.field, fields or {})}: {error.message}", markup=False, highlight=False)
+    raise typer.Exit(int(exit_code_for_status(problem.status)))
+
+
+def option_for_field(field: str, fields: dict[str, str]) -> str:
+    """The option that set a request field: ``body.target_kw`` → ``--kw`` when ``fields`` says so."""
+    path = field.split(".")
+    for start in range(len(path)):
+        name = ".".join(path[start:])
+        if name in fields:
+            return fields[name]
+    return field
 
 
 def print_json(value: Any) -> None:
@@ -100,6 +243,11 @@ def print_json(value: Any) -> None:
 
 def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
     """Run ``work(runtime, transport)`` against the bridge database and transport, then close them."""
+    with reaching_servers():
+        return _bridge_call(work)
+
+
+def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
     import asyncio
 
     from derbridge.bridge.assembly import build_transport
@@ -122,8 +270,7 @@ def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(run())
     except ProblemError as problem:
-        err.print(f"[red]{problem.title}:[/] {problem.detail}")
-        raise typer.Exit(1 if problem.status != 404 else 3) from None
+        report_problem(problem)
 
 
 def aware(value: datetime | None) -> datetime | None:
