@@ -17,7 +17,7 @@ from derbridge import __version__
 from derbridge.cli import bench, demo, generate, serving
 from derbridge.cli.assethub import assethub_app
 from derbridge.cli.cis import cis_app
-from derbridge.cli.common import load_settings, out, state
+from derbridge.cli.common import LogLevel, load_settings, log_level_for, out, state
 from derbridge.cli.config import config_app, contracts_app, db_app
 from derbridge.cli.derms import derms_app
 from derbridge.cli.edge import edge_app
@@ -42,6 +42,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -55,6 +56,15 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            case_sensitive=False,
+            help="How much to log, on stderr (DERBRIDGE_LOG_LEVEL).",
+            show_default="INFO for up and serve, WARNING for other commands",
+        ),
+    ] = None,
 ) -> None:
     """Global options."""
     state.data_dir = data_dir
@@ -63,7 +73,7 @@ def main_options(
     from derbridge.infra.logging import configure_logging
 
     settings = load_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(log_level_for(ctx.invoked_subcommand, log_level, settings), json=settings.log_json)
 
 
 # The command tree, in the order `derbridge --help` lists it.

@@ -130,10 +130,33 @@ state = State()
 
 
 def load_settings() -> Settings:
-    """Settings from the environment and config file, with the global ``--data-dir`` on top."""
-    if state.data_dir is not None:
-        return Settings(data_dir=state.data_dir)
-    return Settings()
+    """Settings from the environment and config file, with the global ``--data-dir`` on top. A value that is
+    not valid ends the command with one line per setting (:attr:`ExitCode.USAGE`)."""
+    from pydantic import ValidationError
+
+    try:
+        if state.data_dir is not None:
+            return Settings(data_dir=state.data_dir)
+        return Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = "__".join(str(part) for part in problem["loc"])
+            err.print(f"setting {name} (DERBRIDGE_{name.upper()}): {problem['msg']}", markup=False, highlight=False)
+        fail("the configuration is not valid: fix the settings above (environment or --config file)", ExitCode.USAGE)
+
+
+SERVERS = frozenset({"up", "serve"})
+"""The commands that run until stopped: their logs are their output, so they log at INFO by default."""
+
+
+def log_level_for(command: str | None, option: LogLevel | None, settings: Settings) -> str:
+    """The log level: ``--log-level``, else the setting, else INFO for a server and WARNING for a command
+    (a command's result is its output; its services' INFO lines would only come between)."""
+    if option is not None:
+        return option.value
+    if settings.log_level is not None:
+        return settings.log_level
+    return "INFO" if command in SERVERS else "WARNING"
 
 
 def progress_bar() -> Progress:

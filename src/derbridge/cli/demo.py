@@ -36,11 +36,8 @@ def demo(
     demo_dir = base.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     # The demo is the embedded system whatever else is configured: its own SQLite files, sql transport.
+    # Logs were configured by the global options (WARNING unless asked: the narration is the demo's output).
     settings = Settings(data_dir=demo_dir, api_token=base.api_token, log_level=base.log_level, log_json=base.log_json)
-    from derbridge.infra.logging import configure_logging
-
-    # The narration is the demo's output; per-message logs would bury it (they stay on for `up`).
-    configure_logging("WARNING", json=base.log_json)
     result = run_demo(settings, customers=customers, seed=seed, console=out)
     if summary is not None:
         summary.write_text(json.dumps(result, indent=2) + "\n")
