@@ -6,9 +6,12 @@ import pytest
 import typer
 
 from derbridge.api.app import ALL_COMPONENTS
+from derbridge.assethub.domain.program import DeviceType
 from derbridge.bridge.tracking import MessageState
 from derbridge.cli.common import (
     ComponentChoice,
+    DeviceTypeChoice,
+    EventTypeChoice,
     ExitCode,
     FlowChoice,
     MessageStateChoice,
@@ -17,12 +20,15 @@ from derbridge.cli.common import (
     option_for_field,
 )
 from derbridge.contracts.envelope import Flow
+from derbridge.derms.domain.event import EventType
 
 
 def test_the_cli_choices_are_the_domain_values() -> None:
     assert [c.value for c in FlowChoice] == [f.value for f in Flow]
     assert [c.value for c in MessageStateChoice] == [s.value for s in MessageState]
     assert tuple(c.value for c in ComponentChoice) == ALL_COMPONENTS
+    assert [c.value for c in EventTypeChoice] == [t.value for t in EventType]
+    assert [c.value for c in DeviceTypeChoice] == [t.value for t in DeviceType]
 
 
 def test_exit_codes_are_distinct_and_fixed() -> None:

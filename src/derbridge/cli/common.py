@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -24,6 +24,8 @@ from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from derbridge.runtime import Runtime
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
@@ -47,10 +49,10 @@ class ExitCode(IntEnum):
     WAITING = 4
     """Still waiting: an answer did not come in time, or a result is not ready yet."""
     UNREACHABLE = 5
-    """A server or database cannot be reached (or its port cannot be bound)."""
+    """A server, database or broker cannot be reached."""
     CONFLICT = 6
-    """Refused by a rule or by the state things are in (e.g. cancelling an event that started), or refused
-    credentials."""
+    """Refused by a rule or by the state things are in (e.g. cancelling an event that started, a port another
+    server holds), or refused credentials."""
 
 
 def fail(message: str, code: ExitCode) -> NoReturn:
@@ -109,6 +111,23 @@ class ComponentChoice(StrEnum):
     ASSETHUB = "assethub"
     DERMS = "derms"
     BRIDGE = "bridge"
+
+
+class EventTypeChoice(StrEnum):
+    """Why a program event is called (``derbridge.derms.domain.event.EventType``)."""
+
+    ECONOMIC = "ECONOMIC"
+    EMERGENCY = "EMERGENCY"
+    DEVICE_TEST = "DEVICE_TEST"
+
+
+class DeviceTypeChoice(StrEnum):
+    """Kinds of controllable device (``derbridge.assethub.domain.program.DeviceType``)."""
+
+    THERMOSTAT = "THERMOSTAT"
+    BATTERY = "BATTERY"
+    EV_CHARGER = "EV_CHARGER"
+    WATER_HEATER = "WATER_HEATER"
 
 
 class LogLevel(StrEnum):
@@ -203,13 +222,14 @@ def _unreachable(error: BaseException) -> str | None:
 _CONNECTION_ERRNOS = {111, 113, 110, 101, 104}  # refused, no route, timed out, network unreachable, reset
 
 
-def system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
-    """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages."""
+def system_call(work: Callable[[Runtime], Awaitable[Any]], *, fields: Mapping[str, str] | None = None) -> Any:
+    """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages, their
+    fields named by the command's options (``fields``: request field → option)."""
     with reaching_servers():
-        return _system_call(work)
+        return _system_call(work, fields)
 
 
-def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
+def _system_call(work: Callable[[Runtime], Awaitable[Any]], fields: Mapping[str, str] | None) -> Any:
     import asyncio
 
     from derbridge.assethub import flows as assethub_flows
@@ -235,21 +255,54 @@ def _system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
     try:
         return asyncio.run(run())
     except ProblemError as problem:
-        report_problem(problem)
+        report_problem(problem, fields)
 
 
-def report_problem(problem: ProblemError, fields: dict[str, str] | None = None) -> NoReturn:
+def report_problem(problem: ProblemError, fields: Mapping[str, str] | None = None) -> NoReturn:
     """End the command on a problem the systems answered: its title and detail, then each field that was
     wrong, named by the command's option (``fields`` maps a request field to it) rather than the API's name."""
-    from rich.text import Text
+    fields = fields or {}
+    lines = [field_line(option_for_field(e.field, fields), e.message, fields) for e in problem.errors or []]
+    detail = in_options(problem.detail or "", fields)
+    if len(lines) == 1:
+        fail(f"{problem.title}: {lines[0].rstrip('.')}. {detail}", exit_code_for_status(problem.status))
+    for line in lines:
+        err.print(f"  {line}", markup=False, highlight=False)
+    fail(f"{problem.title}: {detail}", exit_code_for_status(problem.status))
 
-    err.print(Text.assemble(("error: ", "bold red"), f"{problem.title}: {problem.detail}"))
-    for error in problem.errors or []:
-        err.print(f"  {option_for_field(error.field, fields or {})}: {error.message}", markup=False, highlight=False)
-    raise typer.Exit(int(exit_code_for_status(problem.status)))
+
+def fail_validation(what: str, error: ValidationError, fields: Mapping[str, str]) -> NoReturn:
+    """End the command on input its options gave that a model refused: each error named by its option
+    (``fields`` maps the model's fields to them), never by the API's field name; :attr:`ExitCode.USAGE`."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(field_line(option_for_field(field, fields), message, fields))
+    if len(lines) == 1:
+        fail(f"{what}: {lines[0]}", ExitCode.USAGE)
+    for line in lines:
+        err.print(f"  {line}", markup=False, highlight=False)
+    fail(f"{what}: fix the options above", ExitCode.USAGE)
 
 
-def option_for_field(field: str, fields: dict[str, str]) -> str:
+def field_line(option: str, message: str, fields: Mapping[str, str]) -> str:
+    """``--kw: Input should be greater than 0``, or the message alone when it already starts with its option."""
+    message = in_options(message, fields)
+    return message if message.startswith(option) or not option else f"{option}: {message}"
+
+
+def in_options(text: str, fields: Mapping[str, str]) -> str:
+    """``text`` with each request field's name replaced by its option (``end_at`` → ``--end``)."""
+    import re
+
+    if not fields:
+        return text
+    names = sorted(fields, key=len, reverse=True)
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: fields[m.group(1)], text)
+
+
+def option_for_field(field: str, fields: Mapping[str, str]) -> str:
     """The option that set a request field: ``body.target_kw`` → ``--kw`` when ``fields`` says so."""
     path = field.split(".")
     for start in range(len(path)):
@@ -257,6 +310,29 @@ def option_for_field(field: str, fields: dict[str, str]) -> str:
         if name in fields:
             return fields[name]
     return field
+
+
+def check_port_free(host: str, port: int, option: str = "--port") -> None:
+    """Bind ``host:port`` once and let it go, so that a server does not announce itself and then fail on a
+    port another server holds (uvicorn would log errno 98 after our banner)."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        fail(f"cannot use --host {host} ({error.strerror}): pass an address of this machine", ExitCode.USAGE)
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a port left in TIME_WAIT by a stopped server is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                fail(f"port {port} on {host} is in use: stop the other server or pass {option}", ExitCode.CONFLICT)
+            fail(f"cannot listen on {host}:{port} ({error.strerror}): pass another --host or {option}", ExitCode.USAGE)
 
 
 def print_json(value: Any) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from derbridge.cli.common import (
+    check_port_free,
     err,
     load_settings,
     out,
@@ -33,6 +34,8 @@ def demo(
     from derbridge.demo import run_demo
 
     base = load_settings()
+    if serve:  # before the demo's run, not after it: the port must be free to serve its systems at the end
+        check_port_free(base.server.host, base.server.port)
     demo_dir = base.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     # The demo is the embedded system whatever else is configured: its own SQLite files, sql transport.

@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 
 from derbridge.cli.common import (
+    FlowChoice,
+    MessageStateChoice,
     aware,
     bridge_call,
     err,
@@ -25,32 +27,40 @@ messages_app = typer.Typer(help="Messages between the systems: find, follow, rep
 
 @messages_app.command("list")
 def messages_list(
-    flow: Annotated[str | None, typer.Option(help="Only this flow (e.g. enrollment-sync).")] = None,
-    state: Annotated[str | None, typer.Option(help="pending, delivered, retrying, parked or dead.")] = None,
-    business_key: Annotated[str | None, typer.Option(help="e.g. an enrollment id, or HEAD_END:NIC_ID.")] = None,
-    correlation_id: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[datetime | None, typer.Option(help="occurred at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="occurred before (ISO 8601).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    flow: Annotated[FlowChoice | None, typer.Option(help="Only the messages of this flow.")] = None,
+    state: Annotated[
+        MessageStateChoice | None,
+        typer.Option(
+            help="Only the messages in this state: pending (on its way), delivered, retrying (the target failed; "
+            "tried again later), parked (waiting for something the target lacks), dead (refused: needs a person)."
+        ),
+    ] = None,
+    business_key: Annotated[
+        str | None, typer.Option(help="Only the messages about this: an enrollment or event id, or HEAD_END:NIC_ID.")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option(help="Only the messages of one exchange (a request and its answer share it).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only the messages that occurred at or after (ISO 8601).")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only the messages that occurred before (ISO 8601).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many messages.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the messages as a JSON array.")] = False,
 ) -> None:
     """List messages, oldest first."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import MessageState
     from derbridge.contracts.envelope import Flow
 
-    try:
-        where = ops.MessageFilter(
-            flow=Flow(flow) if flow else None,
-            state=MessageState(state) if state else None,
-            business_key=business_key,
-            correlation_id=correlation_id,
-            since=aware(since),
-            until=aware(until),
-        )
-    except ValueError as error:
-        err.print(f"[red]bad filter:[/] {error}")
-        raise typer.Exit(2) from None
+    where = ops.MessageFilter(
+        flow=Flow(flow.value) if flow else None,
+        state=MessageState(state.value) if state else None,
+        business_key=business_key,
+        correlation_id=correlation_id,
+        since=aware(since),
+        until=aware(until),
+    )
 
     async def work(runtime: Runtime, _transport: Any) -> list[Any]:
         items, _ = await ops.list_messages(runtime.async_engine("bridge"), where, limit=limit, after=None)
