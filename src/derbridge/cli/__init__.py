@@ -95,5 +95,19 @@ app.command()(bench.bench)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A database or broker that cannot be reached, in any command, is one line
+    and exit status 5, not a traceback."""
+    try:
+        app()
+    except Exception as error:
+        from derbridge.cli.common import ExitCode, err, unreachable
+
+        what = unreachable(error)
+        if what is None:
+            raise
+        err.print(
+            f"error: cannot reach {what}: is it running, and is its URL right (derbridge config show)?",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(ExitCode.UNREACHABLE) from None

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
-    err,
+    DeviceTypeChoice,
+    ExitCode,
+    fail,
+    fail_validation,
     out,
     print_json,
     system_call,
@@ -37,10 +40,13 @@ def assethub_status_check(
     check = system_call(work)
     if as_json:
         print_json(check)
-        return
     if check["status"] == "OPEN":
-        out.print(f"check {check['check_id']} is still open after {wait:.0f} s: is the bridge running (derbridge up)?")
-        raise typer.Exit(4)
+        fail(
+            f"check {check['check_id']} is still open after {wait:.0f} s: is the bridge running (derbridge up)?",
+            ExitCode.WAITING,
+        )
+    if as_json:
+        return
     out.print(
         f"check {check['check_id']}: {check['status']} — {check.get('result')} "
         f"{check.get('communication_status')}, last seen {check.get('last_communication_at')} "
@@ -76,7 +82,9 @@ def assethub_replace_device(
     manufacturer: Annotated[str, typer.Option()],
     model: Annotated[str, typer.Option()],
     serial_no: Annotated[str, typer.Option()],
-    device_type: Annotated[str, typer.Option()] = "THERMOSTAT",
+    device_type: Annotated[
+        DeviceTypeChoice, typer.Option(case_sensitive=False, help="The new device's kind.")
+    ] = DeviceTypeChoice.THERMOSTAT,
 ) -> None:
     """Replace an ACTIVE enrollment's device: the swap reaches the DERMS atomically (F3)."""
     from pydantic import ValidationError
@@ -85,22 +93,32 @@ def assethub_replace_device(
 
     try:
         old = DeviceKey(head_end_system=old_head_end, nic_id=old_nic_id)
+    except ValidationError as error:
+        fail_validation("bad old device", error, {"head_end_system": "--old-head-end", "nic_id": "--old-nic-id"})
+    new_options = {
+        "head_end_system": "--new-head-end",
+        "nic_id": "--new-nic-id",
+        "device_type": "--device-type",
+        "manufacturer": "--manufacturer",
+        "model": "--model",
+        "serial_no": "--serial-no",
+    }
+    try:
         new = ReplacementDevice(
             head_end_system=new_head_end,
             nic_id=new_nic_id,
-            device_type=device_type,
+            device_type=device_type.value,
             manufacturer=manufacturer,
             model=model,
             serial_no=serial_no,
         )
     except ValidationError as error:
-        err.print(f"[red]bad device:[/] {error}")
-        raise typer.Exit(2) from None
+        fail_validation("bad new device", error, new_options)
 
     async def work(runtime: Runtime) -> Any:
         return await replace_device(runtime.async_engine("assethub"), enrollment_id, old, new)
 
-    change = system_call(work)
+    change = system_call(work, fields=new_options)
     out.print(
         f"{change.enrollment_id}: device replaced; sync {change.sync.sync_id} (sequence {change.sync.sequence}) sent"
     )

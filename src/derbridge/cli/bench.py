@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
+    ExitCode,
     err,
+    fail,
 )
 
 if TYPE_CHECKING:
@@ -31,8 +33,7 @@ def bench(
     try:
         planned = plan(scenario)
     except KeyError as error:
-        err.print(f"[red]{error.args[0]}[/]")
-        raise typer.Exit(2) from error
+        fail(str(error.args[0]), ExitCode.USAGE)
 
     def emit(data: dict[str, Any]) -> None:
         print(json.dumps(data, ensure_ascii=False), flush=True)
@@ -50,4 +51,4 @@ def bench(
     err.print(f"running {len(planned)} benchmark(s){' (quick)' if quick else ''}; progress on stderr")
     results = run_all(scenario, quick=quick, emit=emit)
     if any(True for _ in failed(results)):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

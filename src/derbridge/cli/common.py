@@ -8,6 +8,7 @@ machine-readable.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -197,21 +198,25 @@ def reaching_servers() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        what = _unreachable(error)
+        what = unreachable(error)
         if what is None:
             raise
         fail(f"cannot reach {what}: is it running, and is its URL right (derbridge config show)?", ExitCode.UNREACHABLE)
 
 
-def _unreachable(error: BaseException) -> str | None:
+def unreachable(error: BaseException) -> str | None:
     """What ``error`` says cannot be reached (a database, the broker), or None for any other error."""
     from sqlalchemy.exc import OperationalError
 
     from derbridge.bridge.transport.base import TransportError
 
     if isinstance(error, OperationalError):
-        reason = str(error.orig or error).strip().splitlines()[0] if str(error.orig or error).strip() else ""
-        return f"a database ({reason})" if reason else "a database"
+        # Only a connection that failed: SQLite's "no such table" or "database is locked" are operational
+        # errors too, and are not "cannot reach".
+        text = str(error.orig or error).strip()
+        if not _CANNOT_CONNECT.search(text):
+            return None
+        return f"a database ({text.splitlines()[0]})"
     if isinstance(error, TransportError):
         return f"the message broker ({error})"
     if isinstance(error, OSError) and error.errno is not None and error.errno in _CONNECTION_ERRNOS:
@@ -219,6 +224,10 @@ def _unreachable(error: BaseException) -> str | None:
     return None
 
 
+_CANNOT_CONNECT = re.compile(
+    r"connect|unable to open database file|could not translate host name|timeout expired|name resolution",
+    re.IGNORECASE,
+)
 _CONNECTION_ERRNOS = {111, 113, 110, 101, 104}  # refused, no route, timed out, network unreachable, reset
 
 
@@ -294,8 +303,6 @@ def field_line(option: str, message: str, fields: Mapping[str, str]) -> str:
 
 def in_options(text: str, fields: Mapping[str, str]) -> str:
     """``text`` with each request field's name replaced by its option (``end_at`` → ``--end``)."""
-    import re
-
     if not fields:
         return text
     names = sorted(fields, key=len, reverse=True)

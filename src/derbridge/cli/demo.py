@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from derbridge.cli.common import (
+    ExitCode,
     check_port_free,
     err,
     load_settings,
@@ -64,4 +65,4 @@ def demo(
             access_log=False,
         )
     if not healthy:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
+from derbridge.cli.common import ExitCode, fail
 from derbridge.edge.domain import Role
 
 edge_app = typer.Typer(help="The edge gateway (OpenADR 3.1 VTN) for aggregators.", no_args_is_help=True)
@@ -43,11 +44,9 @@ def client_add(
     from derbridge.edge.auth import add_client
 
     if not _HEAD_END.match(head_end):
-        err.print("[red]--head-end[/] must be upper-case letters, digits, '_' or '-' (e.g. ECOBEE)")
-        raise typer.Exit(2)
+        fail("--head-end must be upper-case letters, digits, '_' or '-' (e.g. ECOBEE)", ExitCode.USAGE)
     if not name.strip() or len(name) > 200:
-        err.print("[red]--name[/] must be 1 to 200 characters")
-        raise typer.Exit(2)
+        fail("--name must be 1 to 200 characters", ExitCode.USAGE)
     made = add_client(_engine(), name.strip(), head_end, role)
     if as_json:
         sys.stdout.write(json.dumps({"client_id": made.client_id, "client_secret": made.client_secret}) + "\n")
@@ -80,6 +79,5 @@ def client_revoke(client_id: Annotated[str, typer.Argument(help="The client to r
     from derbridge.edge.auth import revoke_client
 
     if not revoke_client(_engine(), client_id):
-        err.print(f"[red]no live client {client_id}[/]")
-        raise typer.Exit(3)
+        fail(f"no live client {client_id}: list them with derbridge edge client list", ExitCode.NOT_FOUND)
     err.print(f"client {client_id} revoked")

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
-    err,
+    ExitCode,
+    fail,
     out,
     system_call,
 )
@@ -30,8 +31,9 @@ def score_transfer_now(as_json: Annotated[bool, typer.Option("--json")] = False)
     try:
         report = system_call(work)
     except TransferBusy:
-        err.print("another score transfer is running (in this or another process); try again when it ends")
-        raise typer.Exit(1) from None
+        fail(
+            "another score transfer is running (in this or another process): try again when it ends", ExitCode.CONFLICT
+        )
     if as_json:
         sys.stdout.write(report.model_dump_json() + "\n")
         return
