@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,7 +31,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown: a docstring's paragraph flows to the terminal's width, whatever its line breaks in the
+    # source (Rich's mode kept them, breaking sentences mid-line). Sub-groups inherit the root's mode.
+    rich_markup_mode="markdown",
 )
+
+
+def _flags_take_no_value() -> None:
+    """Typer's Rich help shows ``<bool>`` as the value of a flag (``--json <bool>``), which takes none: show
+    no value for flags, as click's plain help does."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 def _version(value: bool) -> None:

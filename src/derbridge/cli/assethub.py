@@ -28,10 +28,11 @@ def assethub_status_check(
     nic_id: Annotated[str, typer.Argument(help="The device's id at its head end.")],
     requested_by: Annotated[str, typer.Option(help="Who asks (kept with the check).")] = "cli",
     wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the DERMS's answer.")] = 15.0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check as JSON.")] = False,
 ) -> None:
-    """Ask the DERMS for a device's latest communication status (F2) and wait for the answer. The bridge
-    must be running (``derbridge up``) to carry the question and the answer."""
+    """Ask the DERMS for a device's latest communication status and wait for the answer.
+
+    The bridge must be running (`derbridge up`) to carry the question and the answer."""
     from derbridge.assethub.services.status_checks import run_status_check
 
     async def work(runtime: Runtime) -> Any:
@@ -56,10 +57,10 @@ def assethub_status_check(
 
 @assethub_app.command("unenroll")
 def assethub_unenroll(
-    enrollment_id: Annotated[str, typer.Argument()],
+    enrollment_id: Annotated[str, typer.Argument(help="The enrollment to end.")],
     reason: Annotated[str, typer.Option(help="Why, kept with the transition.")] = "unenrolled by an operator",
 ) -> None:
-    """Unenroll an ACTIVE enrollment: its devices become unavailable in the DERMS (F3)."""
+    """Unenroll an ACTIVE enrollment: its devices become unavailable in the DERMS."""
     from derbridge.assethub.services.enrollment_sync import unenroll
 
     async def work(runtime: Runtime) -> Any:
@@ -74,19 +75,20 @@ def assethub_unenroll(
 
 @assethub_app.command("replace-device")
 def assethub_replace_device(
-    enrollment_id: Annotated[str, typer.Argument()],
+    enrollment_id: Annotated[str, typer.Argument(help="The enrollment whose device is replaced.")],
     old_head_end: Annotated[str, typer.Option(help="The replaced device's head-end system.")],
     old_nic_id: Annotated[str, typer.Option(help="The replaced device's id at its head end.")],
-    new_head_end: Annotated[str, typer.Option()],
-    new_nic_id: Annotated[str, typer.Option()],
-    manufacturer: Annotated[str, typer.Option()],
-    model: Annotated[str, typer.Option()],
-    serial_no: Annotated[str, typer.Option()],
+    new_head_end: Annotated[str, typer.Option(help="The new device's head-end system, e.g. ECOBEE.")],
+    new_nic_id: Annotated[str, typer.Option(help="The new device's id at its head end.")],
+    manufacturer: Annotated[str, typer.Option(help="The new device's manufacturer.")],
+    model: Annotated[str, typer.Option(help="The new device's model.")],
+    serial_no: Annotated[str, typer.Option(help="The new device's serial number.")],
     device_type: Annotated[
         DeviceTypeChoice, typer.Option(case_sensitive=False, help="The new device's kind.")
     ] = DeviceTypeChoice.THERMOSTAT,
 ) -> None:
-    """Replace an ACTIVE enrollment's device: the swap reaches the DERMS atomically (F3)."""
+    """Replace an ACTIVE enrollment's device: the DERMS sees the old device leave and the new one arrive
+    at once, never one without the other."""
     from pydantic import ValidationError
 
     from derbridge.assethub.services.enrollment_sync import DeviceKey, ReplacementDevice, replace_device

@@ -93,10 +93,10 @@ def derms_event_create(
 
 @event_app.command("cancel")
 def derms_event_cancel(
-    event_id: Annotated[str, typer.Argument()],
+    event_id: Annotated[str, typer.Argument(help="The event to cancel.")],
     reason: Annotated[str, typer.Option(help="Why (sent to Asset Hub).")] = "cancelled by operator",
 ) -> None:
-    """Cancel an event before its start and release its reservations (F6); refused once it has started."""
+    """Cancel an event before its start and release its reservations; refused once it has started."""
     from derbridge.derms.api.schemas import EventCancel
     from derbridge.derms.services.events import cancel_event
 

@@ -57,7 +57,7 @@ def client_add(
 
 
 @client_app.command("list")
-def client_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def client_list(as_json: Annotated[bool, typer.Option("--json", help="Print the clients as JSON.")] = False) -> None:
     """Every client (never a secret)."""
     from derbridge.edge.auth import list_clients
 

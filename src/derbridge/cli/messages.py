@@ -88,8 +88,8 @@ def messages_list(
 
 @messages_app.command("show")
 def messages_show(
-    message_id: Annotated[str, typer.Argument()],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    message_id: Annotated[str, typer.Argument(help="The message, by its id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the message and its journey as JSON.")] = False,
 ) -> None:
     """Show a message's envelope and whole journey."""
     from derbridge.bridge import operations as ops
@@ -140,7 +140,9 @@ def messages_replay(message_ids: Annotated[list[str], typer.Argument(help="Dead 
 
 
 @messages_app.command("stats")
-def messages_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def messages_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
     """Per flow, how many messages are in each state."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import STATES, Tracker
