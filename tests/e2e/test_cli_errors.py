@@ -194,3 +194,16 @@ def test_a_setting_that_is_not_valid_names_it_exit_2(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "DERBRIDGE_LOG_LEVEL" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_replaying_several_names_each_message_it_could_not_replay_exit_1(tmp_path: Path) -> None:
+    several = derbridge("--data-dir", "V", "messages", "replay", "no-such-1", "no-such-2", cwd=tmp_path)
+    one = derbridge("--data-dir", "V", "messages", "replay", "no-such-1", cwd=tmp_path)
+
+    assert several.returncode == 1
+    assert several.stdout == ""
+    lines = several.stderr.strip().splitlines()
+    assert lines[0] == "replayed 0 of 2 messages"
+    assert [line.split(":")[1].strip() for line in lines[1:]] == ["no-such-1", "no-such-2"]
+    assert one.returncode == 3
+    assert "no-such-1" in one_error_line(one)

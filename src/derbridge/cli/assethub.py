@@ -14,6 +14,7 @@ from derbridge.cli.common import (
     out,
     print_json,
     system_call,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def assethub_status_check(
     async def work(runtime: Runtime) -> Any:
         return await run_status_check(runtime, head_end_system, nic_id, requested_by=requested_by, timeout_seconds=wait)
 
-    check = system_call(work)
+    with working(f"asking the DERMS about {head_end_system}:{nic_id} (up to {wait:.0f} s)"):
+        check = system_call(work)
     if as_json:
         print_json(check)
     if check["status"] == "OPEN":

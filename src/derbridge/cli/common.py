@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
@@ -179,8 +179,25 @@ def log_level_for(command: str | None, option: LogLevel | None, settings: Settin
     return "INFO" if command in SERVERS else "WARNING"
 
 
+@contextmanager
+def working(description: str) -> Iterator[None]:
+    """A transient spinner with the time elapsed on stderr, for work of unknown length (a score transfer, a
+    reservation): a person sees that something is happening; stdout and pipes see nothing of it."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
+
+
 def progress_bar() -> Progress:
-    """A transient progress bar on stderr."""
+    """A transient progress bar on stderr; none when stderr is not a terminal (a log file or a pipe would
+    only get a stray blank line)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -189,6 +206,7 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=err,
         transient=True,
+        disable=not err.is_terminal,
     )
 
 

@@ -14,6 +14,7 @@ from derbridge.cli.common import (
     out,
     print_json,
     system_call,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ def derms_event_create(
     async def work(runtime: Runtime) -> Any:
         return await create_event(runtime.async_engine("derms"), request, runtime.settings.derms_instance_id)
 
-    event = system_call(work, fields=EVENT_OPTIONS)
+    with working("creating the event and reserving devices"):
+        event = system_call(work, fields=EVENT_OPTIONS)
     if as_json:
         print_json(event)
         return

@@ -11,12 +11,15 @@ import typer
 from rich.table import Table
 
 from derbridge.cli.common import (
+    ExitCode,
     FlowChoice,
     MessageStateChoice,
     aware,
     bridge_call,
     err,
     out,
+    progress_bar,
+    report_problem,
 )
 
 if TYPE_CHECKING:
@@ -125,18 +128,38 @@ def messages_show(
 
 
 @messages_app.command("replay")
-def messages_replay(message_ids: Annotated[list[str], typer.Argument(help="Dead or parked messages.")]) -> None:
-    """Deliver dead or parked messages again, after their cause was fixed (no duplicate effect)."""
+def messages_replay(
+    message_ids: Annotated[list[str], typer.Argument(help="Dead or parked messages, by id.")],
+) -> None:
+    """Deliver dead or parked messages again, after their cause was fixed (no duplicate effect).
+
+    A message that cannot be replayed (unknown, or neither dead nor parked) is named and the others are
+    replayed; the exit status is then 1."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import Tracker
+    from derbridge.infra.problems import ProblemError
 
-    async def work(runtime: Runtime, transport: Any) -> None:
+    async def work(runtime: Runtime, transport: Any) -> list[tuple[str, ProblemError]]:
         tracker = Tracker(runtime.async_engine("bridge"))
-        for message_id in message_ids:
-            await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
-            err.print(f"replayed {message_id}")
+        refused: list[tuple[str, ProblemError]] = []
+        with progress_bar() as progress:
+            task = progress.add_task("replaying", total=len(message_ids))
+            for message_id in message_ids:
+                try:
+                    await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
+                except ProblemError as problem:
+                    refused.append((message_id, problem))
+                progress.advance(task)
+        return refused
 
-    bridge_call(work)
+    refused = bridge_call(work)
+    if len(message_ids) == 1 and refused:
+        report_problem(refused[0][1])
+    err.print(f"replayed {len(message_ids) - len(refused):,} of {len(message_ids):,} messages")
+    for message_id, problem in refused:
+        err.print(f"  not replayed: {message_id}: {problem.detail}", markup=False, highlight=False)
+    if refused:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @messages_app.command("stats")

@@ -12,6 +12,7 @@ from derbridge.cli.common import (
     fail,
     out,
     system_call,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ def score_transfer_now(
         return await transfer_now(runtime)
 
     try:
-        report = system_call(work)
+        with working("scoring every active device and writing the file"):
+            report = system_call(work)
     except TransferBusy:
         fail(
             "another score transfer is running (in this or another process): try again when it ends", ExitCode.CONFLICT
