@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -137,6 +138,16 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
     assert cancelled["status"] == "CANCELLED"
     assert all(summary["consistency"].values())
     assert "the two systems agree" in result.stdout
+    # Whole ids in the narration (UUIDv7 made in the same second share their first characters), and no
+    # Python warning or log line on either stream.
+    for event in (completed, cancelled):
+        assert f"event {event['event_id']} reserved" in result.stdout
+    assert "…" not in result.stdout
+    assert "Warning" not in result.stdout + result.stderr
+    assert result.stderr == ""
+    # The closing hint runs as typed: this test runs `python -m derbridge`, so it names this interpreter.
+    hint = result.stdout.strip().splitlines()[-1].split("Explore: ", 1)[1]
+    assert shlex.split(hint) == [sys.executable, "-m", "derbridge", "--data-dir", "V/demo", "up"]
 
 
 def _free_port() -> int:
