@@ -62,6 +62,7 @@ def demo(
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",
+            log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
             access_log=False,
         )
     if not healthy:

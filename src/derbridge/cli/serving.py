@@ -47,6 +47,7 @@ def up(
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,
     )
 
@@ -85,5 +86,6 @@ def serve(
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,
     )
