@@ -215,9 +215,15 @@ def test_operator_commands_on_the_demo_systems(tmp_path: Path) -> None:
     assert again.returncode == 6  # refused by the event's state
     assert "cannot be cancelled" in again.stderr
 
-    scores = derbridge(*systems, "score", "transfer", "--json", cwd=tmp_path)
+    # Logs, even at DEBUG, go to stderr only: stdout stays the command's JSON.
+    scores = derbridge(*systems, "--log-level", "DEBUG", "score", "transfer", "--json", cwd=tmp_path)
     assert scores.returncode == 0, scores.stderr
     assert json.loads(scores.stdout)["status"] == "transferred"
+    assert "score transfer sent" in scores.stderr
+    quiet = derbridge(*systems, "score", "transfer", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # a command logs at WARNING unless asked: its output says what it did
+    assert quiet.stdout.count("\n") == 1
 
     stats = derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path)
     counts = json.loads(stats.stdout)
