@@ -145,9 +145,6 @@ class BridgeWorker:
                 attempt=attempt,
                 duration_ms=result.duration_ms,
             )
-        self._count(counted)
-        await self.tracker.settle(settlements)
-        await self.transport.ack(deliveries)
         if counted or len(envelopes) > len(chosen):
             # One line per batch at INFO (each message's attempt is at DEBUG): thousands of messages make a
             # readable log of counts, and `derbridge messages` holds each message's journey.
@@ -156,6 +153,9 @@ class BridgeWorker:
                 settled=_counts_by_flow(counted),
                 duplicates=len(envelopes) - len(chosen),
             )
+        self._count(counted)
+        await self.tracker.settle(settlements)
+        await self.transport.ack(deliveries)
 
     async def _attempt_all(self, envelopes: list[Envelope], texts: Mapping[str, str]) -> list[AttemptResult]:
         """Route every envelope (a contract breach is dead at once), then deliver the rest in batches."""

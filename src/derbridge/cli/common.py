@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from derbridge.infra.problems import ProblemError
 from derbridge.settings import Settings
@@ -183,6 +183,8 @@ def log_level_for(command: str | None, option: LogLevel | None, settings: Settin
 def working(description: str) -> Iterator[None]:
     """A transient spinner with the time elapsed on stderr, for work of unknown length (a score transfer, a
     reservation): a person sees that something is happening; stdout and pipes see nothing of it."""
+    from rich.progress import SpinnerColumn
+
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
