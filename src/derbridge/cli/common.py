@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from derbridge.infra.problems import ProblemError
-from derbridge.settings import Settings
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from derbridge.runtime import Runtime
+    from derbridge.settings import Settings
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
 err = Console(stderr=True, soft_wrap=True)
@@ -42,6 +41,8 @@ state = State()
 
 def load_settings() -> Settings:
     """Settings from the environment and config file, with the global ``--data-dir`` on top."""
+    from derbridge.settings import Settings
+
     if state.data_dir is not None:
         return Settings(data_dir=state.data_dir)
     return Settings()
@@ -49,6 +50,8 @@ def load_settings() -> Settings:
 
 def progress_bar() -> Progress:
     """A transient progress bar on stderr."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -61,15 +64,17 @@ def progress_bar() -> Progress:
 
 
 def system_call(work: Callable[[Runtime], Awaitable[Any]]) -> Any:
-    """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages."""
+    """Run ``work(runtime)`` against the configured systems (migrated first if behind); problems become
+    messages."""
     import asyncio
 
     from derbridge.assethub import flows as assethub_flows
     from derbridge.derms import flows as derms_flows
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.infra.problems import ProblemError
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings)
     assethub_flows.load()
     derms_flows.load()
 
@@ -98,19 +103,28 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
-def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
-    """Run ``work(runtime, transport)`` against the bridge database and transport, then close them."""
+def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], *, with_transport: bool = True) -> Any:
+    """Run ``work(runtime, transport)`` against the bridge database and transport, then close them. Only the
+    bridge's database is opened, so only it is checked (and migrated if behind). ``with_transport=False``
+    (commands that only read or update the bridge's tables) passes ``None`` and connects to no broker."""
     import asyncio
 
-    from derbridge.bridge.assembly import build_transport
-    from derbridge.bridge.worker import flow_queues
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.infra.problems import ProblemError
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings, ["bridge"])
 
     async def run() -> Any:
         runtime = Runtime(settings)
+        if not with_transport:
+            try:
+                return await work(runtime, None)
+            finally:
+                await runtime.aclose()
+        from derbridge.bridge.assembly import build_transport
+        from derbridge.bridge.worker import flow_queues
+
         transport = build_transport(runtime)
         try:
             await transport.start(list(flow_queues(settings.bridge.queue_prefix)))

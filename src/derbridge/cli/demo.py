@@ -13,7 +13,6 @@ from derbridge.cli.common import (
     load_settings,
     out,
 )
-from derbridge.settings import Settings
 
 if TYPE_CHECKING:
     pass
@@ -31,6 +30,7 @@ def demo(
     import shutil
 
     from derbridge.demo import run_demo
+    from derbridge.settings import Settings
 
     base = load_settings()
     demo_dir = base.data_dir / "demo"

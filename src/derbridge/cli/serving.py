@@ -24,14 +24,14 @@ def up(
     import uvicorn
 
     from derbridge.api.app import create_asgi
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
-    migrate_all(settings)
+    ensure_migrated(settings)
     err.print(
         f"derbridge {__version__} on http://{settings.server.host}:{settings.server.port} "
         f"(Asset Hub: /assethub/v1/docs, DERMS: /derms/v1/docs); service token in "
@@ -56,7 +56,7 @@ def serve(
     import uvicorn
 
     from derbridge.api.app import ALL_COMPONENTS, create_asgi
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     if component not in ALL_COMPONENTS:
         err.print(f"[red]unknown component {component!r}[/]: choose one of {', '.join(ALL_COMPONENTS)}")
@@ -66,7 +66,7 @@ def serve(
         settings.server.host = host
     if port is not None:
         settings.server.port = port
-    migrate_all(settings)
+    ensure_migrated(settings)
     err.print(f"derbridge {__version__}: {component} on http://{settings.server.host}:{settings.server.port}")
     uvicorn.run(
         create_asgi(
