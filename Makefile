@@ -35,9 +35,10 @@ bench-quick: $(STAMP)
 
 # What CI runs: the whole quick mode takes over 3 minutes on the 2-core machine, so CI keeps the scenarios
 # that cover every backend: the event season (F4, F5, F7 on one world) on SQLite and PostgreSQL, the bridge
-# on sql/SQLite, sql/PostgreSQL and amqp.
+# on sql/SQLite, sql/PostgreSQL and amqp; and the CLI's start-up (about half a minute).
 bench-ci: $(STAMP)
-	$(BIN)/derbridge bench --quick --json f4-score-transfer f5-reservation f7-outcomes bridge-throughput
+	$(BIN)/derbridge bench --quick --json f4-score-transfer f5-reservation f7-outcomes bridge-throughput \
+		cli-version cli-read-only
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
-from derbridge.migrations.runner import SYSTEMS, System, upgrade
+from derbridge.migrations.runner import SYSTEMS, System, upgrade, upgrade_if_behind
 from derbridge.settings import Settings
 
 
 def migrate_all(settings: Settings) -> None:
-    """Bring every system's database to the newest schema (idempotent)."""
+    """Bring every system's database to the newest schema (idempotent): Alembic runs for each, whatever
+    state it is in (``derbridge db upgrade``, fresh databases)."""
     for system in SYSTEMS:
         upgrade(system, settings.database_url(system))
+
+
+def ensure_migrated(settings: Settings, systems: Iterable[System] = SYSTEMS) -> list[System]:
+    """Bring the databases of ``systems`` — those a command opens — to the newest schema, running Alembic
+    only for one that is new or behind (a database at head costs one query: see
+    :func:`derbridge.migrations.runner.upgrade_if_behind`). The systems that were migrated."""
+    return [system for system in systems if upgrade_if_behind(system, settings.database_url(system))]
 
 
 @dataclass

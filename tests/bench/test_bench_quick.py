@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from derbridge.bench import startup
 from derbridge.bench.core import PROFILE_ENV, Baseline, Result, Stopwatch
-from derbridge.bench.run import batches, plan, run_here, run_isolated, run_one
+from derbridge.bench.run import batches, plan, run_here, run_isolated, run_isolated_many, run_one
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,9 @@ def test_the_scenarios_of_one_world_share_one_process_per_backend() -> None:
     season = ("f4-score-transfer", "f5-reservation", "f7-outcomes")
     runs = batches(plan(None))
     assert runs[:2] == [(season, "sqlite"), (season, "postgres")]
-    assert all(len(names) == 1 for names, _ in runs[2:])
+    cli = [(names, backend) for names, backend in runs if names[0].startswith("cli-")]
+    assert cli == [(("cli-version", "cli-read-only"), "sqlite"), (("cli-read-only",), "postgres")]
+    assert all(len(names) == 1 for names, backend in runs[2:] if (names, backend) not in cli)
     assert sorted((name, backend) for names, backend in runs for name in names) == sorted(plan(None))
     # Asked in another order, a world still runs once per backend, where its first scenario stands.
     assert batches(plan(["cis-import", "f7-outcomes", "f5-reservation"]))[2:] == [
@@ -165,3 +168,33 @@ def test_a_clock_without_the_setting_writes_no_profile(tmp_path: Path, monkeypat
     with Stopwatch(profile_as="f4-score-transfer-sqlite-sql") as watch:
         watch.lap("only")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_start_up_is_timed_against_the_bare_interpreter_in_fresh_processes() -> None:
+    results = run_isolated_many(["cli-version", "cli-read-only"], "sqlite", quick=True)
+    assert [r.get("error") for r in results] == [None, None], results
+    commands = {"cli-version": "derbridge --version", "cli-read-only": "derbridge messages stats --json"}
+    for data, (scenario, command) in zip(results, commands.items(), strict=True):
+        _assert_result_shape(data, scenario)
+        assert data["sizes"] == {"runs": startup.QUICK_RUNS}
+        assert data["unit"] == "starts"
+        assert data["details"]["command"] == command
+        assert "python -c pass" in data["baseline"]["what"]
+        assert data["details"]["median_seconds"] == pytest.approx(data["seconds"], abs=1e-3)
+        assert data["details"]["min_seconds"] <= data["seconds"] <= data["details"]["max_seconds"]
+
+
+def test_a_start_that_fails_is_an_error_not_a_figure(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    with pytest.raises(startup.StartupFailure, match="exit status 3: broken"):
+        startup.run_starts(
+            [
+                [sys.executable, "-c", "pass"],
+                [sys.executable, "-c", "import sys; print('broken', file=sys.stderr); sys.exit(3)"],
+            ],
+            1,
+            env,
+            tmp_path,
+        )
+    with pytest.raises(startup.StartupFailure, match="--version printed"):
+        startup.COMMANDS["cli-version"][1]("derbridge 0.0.0-other\n")

@@ -26,6 +26,8 @@ def _measured(data: dict[str, Any]) -> str:
     details = data.get("details", {})
     if "p99_ms" in details:
         return f"{data['seconds']:.2f} s; p50 {details['p50_ms']:.1f} ms, p99 {details['p99_ms']:.1f} ms"
+    if "median_cpu_seconds" in details:
+        return f"{data['seconds']:.3f} s median start ({details['median_cpu_seconds']:.3f} s CPU)"
     return f"{data['seconds']:.2f} s"
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Table, delete, func, insert, select
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
+from derbridge.bench import startup
 from derbridge.bench.core import (
     Backend,
     Baseline,
@@ -1106,10 +1107,18 @@ SCENARIOS: dict[str, Spec] = {
         Spec("f2-status-check", f2_status_check, ("sqlite",), "F2: status check round trip p50/p99"),
         Spec("bridge-throughput", bridge_throughput, ("sqlite", "postgres", "amqp"), "bridge: small messages"),
         Spec("cis-import", cis_import, ("sqlite", "postgres"), "CIS import: 1,000,000 customers into both systems"),
+        Spec("cli-version", startup.scenario("cli-version"), ("sqlite",), "CLI: derbridge --version", world="cli"),
+        Spec(
+            "cli-read-only",
+            startup.scenario("cli-read-only"),
+            ("sqlite", "postgres"),
+            "CLI: a read-only command on databases at head",
+            world="cli",
+        ),
     )
 }
 """Every scenario by name, in the order ``derbridge bench`` runs them."""
 
 WorldRun = Callable[[Settings, Path, bool, Sequence[str]], Coroutine[Any, Any, list[Result]]]
-WORLDS: dict[str, WorldRun] = {"season": event_season}
+WORLDS: dict[str, WorldRun] = {"season": event_season, "cli": startup.cli_startup}
 """Runs that share one given state among several scenarios, by the name their :class:`Spec` gives."""

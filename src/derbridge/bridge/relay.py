@@ -16,8 +16,8 @@ from sqlalchemy import ColumnElement, Row, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.bridge.transport.base import Transport, queue_name
-from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
+from derbridge.infra.idlists import id_list
 from derbridge.infra.metrics import OUTBOX_PUBLISHED
 
 

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.bridge.tables import delivery_attempts, tracked_messages
 from derbridge.contracts.envelope import Envelope
-from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
+from derbridge.infra.idlists import id_list
 from derbridge.infra.outbox import insert_rows, serialize
 from derbridge.infra.upsert import insert_for
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from derbridge import __version__
 from derbridge.cli import bench, demo, generate, serving
@@ -25,8 +26,33 @@ from derbridge.cli.messages import messages_app
 from derbridge.cli.score import score_app
 from derbridge.cli.sim import sim_app
 
+HELP_ONLY = "derbridge.help_only"
+"""``ctx.meta`` key: True when the command line asks only for a subcommand's help."""
+
+
+class _CommandTree(TyperGroup):
+    """The top command group. It notes whether the words after the subcommand's name ask only for help, so
+    that :func:`main_options` (which runs before they are parsed) builds no settings and configures no
+    logging for ``derbridge GROUP --help`` — the heaviest imports of a command's start."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[HELP_ONLY] = asks_for_help(rest, ctx.help_option_names, command)
+        return name, command, rest
+
+
+def asks_for_help(rest: list[str], help_options: list[str], command: Any) -> bool:
+    """True when a subcommand given ``rest`` will print its help and stop: a help option before any ``--``,
+    or nothing at all after a group that shows its help when called bare."""
+    if not rest:
+        return isinstance(command, TyperGroup) and command.no_args_is_help
+    words = rest[: rest.index("--")] if "--" in rest else rest
+    return any(word in help_options for word in words)
+
+
 app = typer.Typer(
     name="derbridge",
+    cls=_CommandTree,
     help="Demand response between Asset Hub and a DERMS: both systems, the edge and the bridge.",
     no_args_is_help=True,
     add_completion=False,
@@ -89,6 +115,8 @@ def main_options(
     state.data_dir = data_dir
     if config is not None:
         os.environ["DERBRIDGE_CONFIG"] = str(config)
+    if ctx.meta.get(HELP_ONLY):
+        return  # help needs neither settings nor logging (``--version`` and ``--help`` exit before this)
     from derbridge.infra.logging import configure_logging
 
     settings = load_settings()

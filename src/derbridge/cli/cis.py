@@ -20,10 +20,9 @@ from derbridge.cli.common import (
     out,
     progress_bar,
 )
-from derbridge.settings import Settings
 
 if TYPE_CHECKING:
-    pass
+    from derbridge.settings import Settings
 
 cis_app = typer.Typer(help="The CIS extract: import customers into both systems.", no_args_is_help=True)
 
@@ -43,10 +42,10 @@ def cis_import(
     from derbridge.cis.importer import import_extract
     from derbridge.derms.adapters.cis_loader import DermsCisLoader
     from derbridge.infra.metrics import CIS_ROWS
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings)
     runtime = Runtime(settings)
     started = time.perf_counter()
     try:

@@ -19,15 +19,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from derbridge.infra.problems import ProblemError
-from derbridge.settings import Settings
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+    from rich.progress import Progress
 
+    from derbridge.infra.problems import ProblemError
     from derbridge.runtime import Runtime
+    from derbridge.settings import Settings
 
 # soft_wrap: a message is one line in a log or a pipe, not cut at 80 columns.
 err = Console(stderr=True, soft_wrap=True)
@@ -154,6 +153,8 @@ def load_settings() -> Settings:
     not valid ends the command with one line per setting (:attr:`ExitCode.USAGE`)."""
     from pydantic import ValidationError
 
+    from derbridge.settings import Settings
+
     try:
         if state.data_dir is not None:
             return Settings(data_dir=state.data_dir)
@@ -183,7 +184,7 @@ def log_level_for(command: str | None, option: LogLevel | None, settings: Settin
 def working(description: str) -> Iterator[None]:
     """A transient spinner with the time elapsed on stderr, for work of unknown length (a score transfer, a
     reservation): a person sees that something is happening; stdout and pipes see nothing of it."""
-    from rich.progress import SpinnerColumn
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
         SpinnerColumn(),
@@ -200,6 +201,8 @@ def working(description: str) -> Iterator[None]:
 def progress_bar() -> Progress:
     """A transient progress bar on stderr; none when stderr is not a terminal (a log file or a pipe would
     only get a stray blank line)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -252,8 +255,8 @@ _CONNECTION_ERRNOS = {111, 113, 110, 101, 104}  # refused, no route, timed out, 
 
 
 def system_call(work: Callable[[Runtime], Awaitable[Any]], *, fields: Mapping[str, str] | None = None) -> Any:
-    """Run ``work(runtime)`` against the configured systems (migrated first); problems become messages, their
-    fields named by the command's options (``fields``: request field → option)."""
+    """Run ``work(runtime)`` against the configured systems (migrated first if behind); problems become
+    messages, their fields named by the command's options (``fields``: request field → option)."""
     with reaching_servers():
         return _system_call(work, fields)
 
@@ -263,10 +266,11 @@ def _system_call(work: Callable[[Runtime], Awaitable[Any]], fields: Mapping[str,
 
     from derbridge.assethub import flows as assethub_flows
     from derbridge.derms import flows as derms_flows
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.infra.problems import ProblemError
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings)
     assethub_flows.load()
     derms_flows.load()
 
@@ -367,24 +371,33 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
 
 
-def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
-    """Run ``work(runtime, transport)`` against the bridge database and transport, then close them."""
+def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], *, with_transport: bool = True) -> Any:
+    """Run ``work(runtime, transport)`` against the bridge database and transport, then close them. Only the
+    bridge's database is opened, so only it is checked (and migrated if behind). ``with_transport=False``
+    (commands that only read or update the bridge's tables) passes ``None`` and connects to no broker."""
     with reaching_servers():
-        return _bridge_call(work)
+        return _bridge_call(work, with_transport)
 
 
-def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]]) -> Any:
+def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], with_transport: bool) -> Any:
     import asyncio
 
-    from derbridge.bridge.assembly import build_transport
-    from derbridge.bridge.worker import flow_queues
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.infra.problems import ProblemError
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings, ["bridge"])
 
     async def run() -> Any:
         runtime = Runtime(settings)
+        if not with_transport:
+            try:
+                return await work(runtime, None)
+            finally:
+                await runtime.aclose()
+        from derbridge.bridge.assembly import build_transport
+        from derbridge.bridge.worker import flow_queues
+
         transport = build_transport(runtime)
         try:
             await transport.start(list(flow_queues(settings.bridge.queue_prefix)))

@@ -15,7 +15,6 @@ from derbridge.cli.common import (
     load_settings,
     out,
 )
-from derbridge.settings import Settings
 
 if TYPE_CHECKING:
     pass
@@ -33,6 +32,7 @@ def demo(
     import shutil
 
     from derbridge.demo import run_demo
+    from derbridge.settings import Settings
 
     base = load_settings()
     if serve:  # before the demo's run, not after it: the port must be free to serve its systems at the end

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from sqlalchemy.engine import Engine
 
 from derbridge.cli.common import ExitCode, fail
-from derbridge.edge.domain import Role
+from derbridge.edge.roles import Role
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 edge_app = typer.Typer(help="The edge gateway (OpenADR 3.1 VTN) for aggregators.", no_args_is_help=True)
 client_app = typer.Typer(help="OAuth2 clients of the VTN: aggregators' VENs and business logic.", no_args_is_help=True)
@@ -24,12 +25,12 @@ _HEAD_END = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,63}$")
 
 
 def _engine() -> Engine:
-    """The sync engine of the DERMS database (where the edge's tables are), migrated."""
+    """The sync engine of the DERMS database (where the edge's tables are), migrated if behind."""
     from derbridge.cli.common import load_settings
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
-    migrate_all(settings)
+    ensure_migrated(settings, ["derms"])
     return Runtime(settings).sync_engine("derms")
 
 
@@ -59,6 +60,8 @@ def client_add(
 @client_app.command("list")
 def client_list(as_json: Annotated[bool, typer.Option("--json", help="Print the clients as JSON.")] = False) -> None:
     """Every client (never a secret)."""
+    from rich.table import Table
+
     from derbridge.edge.auth import list_clients
 
     clients = list_clients(_engine())

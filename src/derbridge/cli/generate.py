@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import TaskID
 from rich.table import Table
 
 from derbridge.cli.common import (
@@ -17,7 +16,7 @@ from derbridge.cli.common import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from rich.progress import TaskID
 
 
 def generate(

@@ -69,7 +69,7 @@ def messages_list(
         items, _ = await ops.list_messages(runtime.async_engine("bridge"), where, limit=limit, after=None)
         return items
 
-    items = bridge_call(work)
+    items = bridge_call(work, with_transport=False)
     if as_json:
         sys.stdout.write(json.dumps([i.model_dump(mode="json") for i in items]) + "\n")
         return
@@ -100,7 +100,7 @@ def messages_show(
     async def work(runtime: Runtime, _transport: Any) -> Any:
         return await ops.show_message(runtime.async_engine("bridge"), message_id)
 
-    journey = bridge_call(work)
+    journey = bridge_call(work, with_transport=False)
     if as_json:
         sys.stdout.write(journey.model_dump_json() + "\n")
         return
@@ -173,7 +173,7 @@ def messages_stats(
     async def work(runtime: Runtime, _transport: Any) -> dict[str, dict[str, int]]:
         return await ops.message_stats(Tracker(runtime.async_engine("bridge")))
 
-    stats = bridge_call(work)
+    stats = bridge_call(work, with_transport=False)
     if as_json:
         sys.stdout.write(json.dumps(stats) + "\n")
         return
@@ -194,4 +194,4 @@ def messages_wake(conditions: Annotated[list[str], typer.Argument(help="e.g. cis
     async def work(runtime: Runtime, _transport: Any) -> int:
         return await Tracker(runtime.async_engine("bridge")).wake(set(conditions))
 
-    err.print(f"woke {bridge_call(work)} parked messages")
+    err.print(f"woke {bridge_call(work, with_transport=False)} parked messages")

@@ -27,7 +27,7 @@ def up(
     import uvicorn
 
     from derbridge.api.app import create_asgi
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
     if host is not None:
@@ -36,7 +36,7 @@ def up(
         settings.server.port = port
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
-        migrate_all(settings)
+        ensure_migrated(settings)
     err.print(
         f"derbridge {__version__} on http://{settings.server.host}:{settings.server.port} "
         f"(Asset Hub: /assethub/v1/docs, DERMS: /derms/v1/docs); service token in "
@@ -65,7 +65,7 @@ def serve(
     import uvicorn
 
     from derbridge.api.app import create_asgi
-    from derbridge.runtime import Runtime, migrate_all
+    from derbridge.runtime import Runtime, ensure_migrated
 
     settings = load_settings()
     if host is not None:
@@ -74,7 +74,7 @@ def serve(
         settings.server.port = port
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
-        migrate_all(settings)
+        ensure_migrated(settings)
     err.print(f"derbridge {__version__}: {component.value} on http://{settings.server.host}:{settings.server.port}")
     uvicorn.run(
         create_asgi(

@@ -9,57 +9,19 @@ import random
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import typer
 
 from derbridge.cli.common import ExitCode, err, fail
-from derbridge.edge import domain
-from derbridge.sim.aggregator import load_aggregator
-from derbridge.sim.ven import SimulatedVen, VenFailure, VtnRefusedCredentials, VtnUnreachable
 
 sim_app = typer.Typer(help="Simulators that drive a running derbridge from outside.", no_args_is_help=True)
 
 
-class _Hooks(BaseHTTPRequestHandler):
-    """The webhook receiver: answers the echo challenge, queues each notification."""
-
-    inbox: queue.Queue[dict[str, Any]]
-    token: str | None
-
-    def do_GET(self) -> None:
-        echo = parse_qs(urlsplit(self.path).query).get("echo", [""])[0]
-        self._answer(200 if echo else 400, echo)
-
-    def do_POST(self) -> None:
-        if self.token and self.headers.get("Authorization") != f"Bearer {self.token}":
-            self._answer(401, "")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        try:
-            self.inbox.put(json.loads(self.rfile.read(length) or b"{}"))
-        except ValueError:
-            self._answer(400, "")
-            return
-        self._answer(200, "")
-
-    def _answer(self, status: int, text: str) -> None:
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 def _over(event: dict[str, Any], now: datetime) -> bool:
+    from derbridge.edge import domain
+
     period = event.get("intervalPeriod") or {}
     if not period.get("start"):
         return False
@@ -88,6 +50,14 @@ def aggregator(
 ) -> None:
     """Run one simulated aggregator: token, VEN, bulk onboarding of the inventory, heartbeats, events by
     polling (and webhook), outcome reports after each event ends. Ctrl-C stops it."""
+    from http.server import ThreadingHTTPServer
+
+    import httpx
+
+    from derbridge.sim.aggregator import load_aggregator
+    from derbridge.sim.hooks import WebhookReceiver
+    from derbridge.sim.ven import SimulatedVen, VenFailure, VtnRefusedCredentials, VtnUnreachable
+
     if not listen.rpartition(":")[2].isdigit():
         fail(f"--listen must be HOST:PORT, e.g. 127.0.0.1:8765 (not {listen!r})", ExitCode.USAGE)
     ven = SimulatedVen(vtn, client_id, client_secret, load_aggregator(inventory), random.Random(seed))
@@ -99,7 +69,7 @@ def aggregator(
         err.print(f"{ven.ven_name}: VEN {ven.ven_id}, {onboarded:,} resources onboarded")
         if callback_url is not None and not once:
             host, _, port = listen.rpartition(":")
-            handler = type("Hooks", (_Hooks,), {"inbox": inbox, "token": hook_token})
+            handler = type("Hooks", (WebhookReceiver,), {"inbox": inbox, "token": hook_token})
             try:
                 server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), handler)
             except OSError as error:

@@ -22,15 +22,7 @@ from pydantic import ValidationError
 
 from derbridge.contracts import enrollment_request as f1
 from derbridge.contracts.event_outcome import Outcome
-
-
-class Role(StrEnum):
-    """What kind of client a credential belongs to."""
-
-    VEN = "ven"
-    """An aggregator's (a head-end system's) VEN: sees and changes only its own objects."""
-    BL = "bl"
-    """Business logic (the utility's tools): reads everything, writes programs and events."""
+from derbridge.edge.roles import Role as Role  # re-exported: the roles belong to the edge's rules
 
 
 class Scope(StrEnum):

@@ -4,10 +4,9 @@
   bounded-width columns comes as one ``array_agg`` per column in the binary protocol, any other streams
   ``COPY (query) TO STDOUT`` into pyarrow's CSV reader; SQLite's cursor rows become one Arrow struct
   array per partition, in C.
-- :func:`id_list` — a list of ids or keys as **one** parameter of a set-based statement: an array on
-  PostgreSQL (``= ANY(:ids)``), a JSON array on SQLite (``IN (SELECT value FROM json_each(:ids))``). No
-  ``IN`` list of thousands of bound parameters to compile, bind and plan, no chunking under SQLite's
-  parameter limit.
+- :func:`id_list` (from :mod:`derbridge.infra.idlists`) — a list of ids or keys as **one** parameter of a
+  set-based statement: an array on PostgreSQL (``= ANY(:ids)``), a JSON array on SQLite (``IN (SELECT value
+  FROM json_each(:ids))``).
 - :func:`insert_arrow` — rows of an Arrow table into a table: ``COPY`` on PostgreSQL, one ``executemany`` of
   tuples built column by column on SQLite, in the caller's transaction.
 """
@@ -17,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -25,9 +23,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from sqlalchemy import (
-    BigInteger,
     Boolean,
-    ColumnElement,
     DateTime,
     Float,
     Integer,
@@ -35,26 +31,19 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
-    any_,
-    bindparam,
-    false,
-    func,
-    select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Select
 from sqlalchemy.types import TypeEngine
 
 from derbridge.infra.bulk import arrow_rows, copy_arrow_table
+from derbridge.infra.idlists import id_list as id_list  # re-exported: one of the set-based helpers
 
 READ_PARTITION: Final[int] = 100_000
 """Rows fetched from SQLite per partition (one Arrow struct array each)."""
 
 READ_BLOCK_BYTES: Final[int] = 16 * 1024 * 1024
 """pyarrow's CSV block size for a ``COPY … TO STDOUT`` result."""
-
-_ARRAY_TYPES: Final[dict[str, Any]] = {"int": BigInteger(), "str": String()}
 
 
 async def read_arrow(connection: AsyncConnection, query: Select[Any], types: dict[str, pa.DataType]) -> pa.Table:
@@ -133,19 +122,6 @@ async def _read_arrays(driver: Any, sql: str, types: dict[str, pa.DataType]) -> 
         array = pa.array(column)
         columns[name] = array if array.type == kind else array.cast(kind)
     return pa.table(columns)
-
-
-def id_list(
-    connection: AsyncConnection, column: ColumnElement[Any], values: list[Any], name: str
-) -> ColumnElement[bool]:
-    """``column`` is one of ``values`` (ints or strings), bound as one parameter named ``name``."""
-    if not values:
-        return false()
-    kind = "int" if isinstance(values[0], int) else "str"
-    if connection.dialect.name == "postgresql":
-        return column == any_(bindparam(name, values, type_=ARRAY(_ARRAY_TYPES[kind])))
-    each = func.json_each(bindparam(name, json.dumps(values), type_=String())).table_valued("value")
-    return column.in_(select(each.c.value))
 
 
 async def insert_arrow(

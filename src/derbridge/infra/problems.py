@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+
+# FastAPI is imported by the functions that answer HTTP requests, not here: every service raises
+# ProblemError, and a CLI command that reaches one must not load a web framework for it.
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://derbridge.dev/problems/"
@@ -87,6 +89,8 @@ def problem_response(
     extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
     """Render a problem detail."""
+    from fastapi.responses import JSONResponse
+
     body = Problem(
         type=PROBLEM_BASE + kind,
         title=title,
@@ -115,6 +119,8 @@ def _validation_message(error: dict[str, Any]) -> str:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    from fastapi.exceptions import RequestValidationError
+
     assert isinstance(exc, RequestValidationError)
     errors = [FieldError(field=_field_path(e.get("loc", ())), message=_validation_message(e)) for e in exc.errors()]
     fields = ", ".join(e.field for e in errors[:5])
@@ -154,6 +160,8 @@ def _phrase(status: int) -> str:
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     assert isinstance(exc, StarletteHTTPException)
     kind, title, detail = _HTTP_TITLES.get(exc.status_code, ("http-error", "Request refused", str(exc.detail)))
     if exc.status_code in _HTTP_TITLES and exc.detail and exc.detail != _phrase(exc.status_code):
@@ -175,6 +183,9 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error of ``app`` a problem detail."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

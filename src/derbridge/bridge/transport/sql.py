@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.bridge.tables import queue_messages as q
 from derbridge.bridge.transport.base import Delivery, Transport, TransportError
-from derbridge.infra.columnar import id_list
 from derbridge.infra.db import utcnow
+from derbridge.infra.idlists import id_list
 from derbridge.infra.ids import new_id
 from derbridge.infra.upsert import frozen, insert_for
 
