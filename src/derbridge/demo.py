@@ -20,11 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shlex
+import shutil
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -255,7 +259,7 @@ class Demo:
             ).first()
         if current is None:
             raise DemoFailure(f"the DERMS has no current score snapshot after the transfer: {body}")
-        return f"{current.row_count:,} device scores loaded as snapshot {current.file_id[:8]}…"
+        return f"{current.row_count:,} device scores loaded as snapshot {current.file_id}"
 
     async def _event(self, *, cancel: bool) -> str:
         client = self.system.client
@@ -292,7 +296,7 @@ class Demo:
                 raise DemoFailure(f"an aggregator still sees cancelled event {event_id} on the VTN")
             self.events.append({"event_id": event_id})
             return (
-                f"event {event_id[:8]}… reserved {event['reserved_count']:,} devices, then cancelled before start; "
+                f"event {event_id} reserved {event['reserved_count']:,} devices, then cancelled before start; "
                 "withdrawn from the VTN"
             )
         self.clock.set(start_at + timedelta(minutes=1))
@@ -306,7 +310,7 @@ class Demo:
         await self.system.settle(jobs=True, timeout=SETTLE_TIMEOUT)
         self.events.append({"event_id": event_id})
         return (
-            f"event {event_id[:8]}… reserved {event['reserved_count']:,} of {event['candidate_count']:,} "
+            f"event {event_id} reserved {event['reserved_count']:,} of {event['candidate_count']:,} "
             f"candidates; {reported:,} outcomes reported through the VTN, the rest closed NON_RESPONSIVE"
         )
 
@@ -461,9 +465,37 @@ class Demo:
         self.console.print(
             "[green]the two systems agree[/]" if agree else "[red]the two systems disagree:[/] " + ", ".join(failed)
         )
+        # markup=False: a path with brackets is printed as it is, to be copied.
         self.console.print(
-            f"Done in {summary['seconds']:.1f} s. Explore: derbridge --data-dir {self.settings.data_dir} up"
+            f"Done in {summary['seconds']:.1f} s. Explore: "
+            + shlex.join([*_how_to_run(), "--data-dir", str(self.settings.data_dir), "up"]),
+            markup=False,
+            highlight=False,
         )
+
+
+def _how_to_run() -> list[str]:
+    """The words that run this derbridge again from this shell, as typed: ``derbridge`` when that is what
+    the shell finds on PATH, else the path of the running program (relative to the current directory when it
+    is under it, e.g. ``.venv/bin/derbridge``), or ``python -m derbridge`` with this interpreter."""
+    program = Path(sys.argv[0])
+    if program.name == "__main__.py" or not program.exists():
+        return [_as_typed(Path(sys.executable)), "-m", "derbridge"]
+    found = shutil.which(program.name)
+    if found is not None and Path(found).resolve() == program.resolve():
+        return [program.name]
+    return [_as_typed(program)]
+
+
+def _as_typed(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it (still with a slash, so that the
+    shell runs it as a path and not through PATH), else absolute."""
+    absolute = path.absolute()
+    try:
+        relative = absolute.relative_to(Path.cwd())
+    except ValueError:
+        return str(absolute)
+    return str(relative) if len(relative.parts) > 1 else f"./{relative}"
 
 
 def run_demo(settings: Settings, *, customers: int, seed: int, console: Console) -> dict[str, Any]:

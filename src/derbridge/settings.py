@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -151,8 +151,17 @@ class Settings(BaseSettings):
     first use and kept in ``DATA_DIR/api-token`` (mode 0600), where the CLI and local tools read it."""
     derms_instance_id: str = Field("derms-1", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """This DERMS's id in messages: a utility may run several DERMS and routes by it."""
-    log_level: str = "INFO"
-    log_json: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = None
+    """How much to log (the global ``--log-level`` overrides it). Unset: INFO for the servers (``up``,
+    ``serve``), WARNING for a command, whose result is its output."""
+    log_json: bool | None = None
+    """Logs as JSON lines (true) or readable lines (false). Unset: readable when stderr is a terminal, JSON
+    otherwise (a file, a pipe, a log collector)."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

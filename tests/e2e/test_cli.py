@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -137,6 +138,16 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
     assert cancelled["status"] == "CANCELLED"
     assert all(summary["consistency"].values())
     assert "the two systems agree" in result.stdout
+    # Whole ids in the narration (UUIDv7 made in the same second share their first characters), and no
+    # Python warning or log line on either stream.
+    for event in (completed, cancelled):
+        assert f"event {event['event_id']} reserved" in result.stdout
+    assert "…" not in result.stdout
+    assert "Warning" not in result.stdout + result.stderr
+    assert result.stderr == ""
+    # The closing hint runs as typed: this test runs `python -m derbridge`, so it names this interpreter.
+    hint = result.stdout.strip().splitlines()[-1].split("Explore: ", 1)[1]
+    assert shlex.split(hint) == [sys.executable, "-m", "derbridge", "--data-dir", "V/demo", "up"]
 
 
 def _free_port() -> int:
@@ -201,12 +212,18 @@ def test_operator_commands_on_the_demo_systems(tmp_path: Path) -> None:
     assert cancelled.returncode == 0, cancelled.stderr
     assert "CANCELLED" in cancelled.stdout
     again = derbridge(*systems, "derms", "event", "cancel", event["event_id"], cwd=tmp_path)
-    assert again.returncode == 1
-    assert "cannot be cancelled" in again.stderr or "already" in again.stderr
+    assert again.returncode == 6  # refused by the event's state
+    assert "cannot be cancelled" in again.stderr
 
-    scores = derbridge(*systems, "score", "transfer", "--json", cwd=tmp_path)
+    # Logs, even at DEBUG, go to stderr only: stdout stays the command's JSON.
+    scores = derbridge(*systems, "--log-level", "DEBUG", "score", "transfer", "--json", cwd=tmp_path)
     assert scores.returncode == 0, scores.stderr
     assert json.loads(scores.stdout)["status"] == "transferred"
+    assert "score transfer sent" in scores.stderr
+    quiet = derbridge(*systems, "score", "transfer", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""  # a command logs at WARNING unless asked: its output says what it did
+    assert quiet.stdout.count("\n") == 1
 
     stats = derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path)
     counts = json.loads(stats.stdout)

@@ -106,7 +106,7 @@ def test_a_command_configures_logging_before_it_runs(tmp_path: Path) -> None:
     started = start(tmp_path, "config", "show")
 
     assert started["code"] == 0, started["stderr"]
-    assert json.loads(started["stdout"])["log_level"] == "INFO"
+    assert json.loads(started["stdout"])["log_level"] is None  # unset: INFO for up and serve, else WARNING
     assert started["logging_configured"]
 
 

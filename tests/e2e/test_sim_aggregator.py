@@ -159,10 +159,14 @@ def test_a_simulated_aggregator_enrolls_its_devices_through_the_edge(server: Ser
     client = json.loads(added.stdout)
     assert set(client) == {"client_id", "client_secret"}
 
-    # A wrong secret: the VTN refuses the token, the simulator says so and exits 1, having sent nothing.
+    # A wrong secret: the VTN refuses the token, the simulator says so in one line and exits 6, having sent
+    # nothing.
     refused = sim(server, client | {"client_secret": "wrong"}, inventory, tmp_path)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "401" in refused.stderr or "invalid_client" in refused.stderr, refused.stderr
+    assert refused.returncode == 6, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == (
+        f"error: the VTN refused client {client['client_id']}'s credentials: check --client-id/--client-secret "
+        "(derbridge edge client add makes one)"
+    )
 
     first = sim(server, client, inventory, tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr + server.log.read_text()[-3000:]

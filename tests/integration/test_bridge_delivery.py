@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -36,6 +37,7 @@ from derbridge.contracts.enrollment_sync import EnrollmentSync
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.derms.adapters.tables import inbox as derms_inbox
 from derbridge.infra.inbound import Inbox, MissingPrerequisite, inbound_router
+from derbridge.infra.logging import configure_logging
 from derbridge.infra.outbox import serialize, write_outbox
 from derbridge.infra.problems import ProblemError, install_problem_handlers
 from derbridge.runtime import Runtime
@@ -415,3 +417,29 @@ async def test_stats_count_every_flow_and_state(
     assert stats["enrollment-sync"] == {"pending": 0, "delivered": 2, "retrying": 0, "parked": 0, "dead": 1}
     assert stats["event-outcome"] == {"pending": 0, "delivered": 0, "retrying": 0, "parked": 0, "dead": 0}
     assert len(stats) == 7
+
+
+async def test_the_worker_logs_one_line_per_batch_at_info_and_each_attempt_at_debug(
+    runtime: Runtime, in_process: httpx.AsyncClient
+) -> None:
+    worker = make_worker(runtime, in_process, bridge_settings())
+    envelopes = [enrollment_sync(n) for n in range(30)]
+    await send(runtime, *envelopes)
+
+    async def all_delivered() -> bool:
+        return all([await state_of(runtime, e.message_id) == "delivered" for e in envelopes])
+
+    configure_logging("DEBUG", json=True)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await drain(worker, all_delivered)
+    finally:
+        configure_logging("WARNING", json=True)
+    batches = [entry for entry in logs if entry["event"] == "batch settled"]
+    attempts = [entry for entry in logs if entry["event"] == "delivery attempt"]
+    assert {entry["log_level"] for entry in batches} == {"info"}
+    assert {entry["log_level"] for entry in attempts} == {"debug"}
+    assert len(attempts) == 30
+    assert len(batches) < len(attempts)
+    assert sum(entry["settled"]["enrollment-sync"]["delivered"] for entry in batches) == 30
+    assert not [entry for entry in logs if entry["log_level"] == "info" and entry not in batches]

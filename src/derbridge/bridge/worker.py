@@ -43,6 +43,14 @@ log = structlog.get_logger("derbridge.bridge")
 MAX_BATCHES_IN_FLIGHT = 4
 
 
+def _counts_by_flow(settled: Sequence[tuple[Envelope, Settlement]]) -> dict[str, dict[str, int]]:
+    """How many messages of each flow ended in each state, e.g. ``{"enrollment-sync": {"delivered": 12}}``."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for envelope, settlement in settled:
+        counts[envelope.flow.value][settlement.state.value] += 1
+    return {flow: dict(states) for flow, states in counts.items()}
+
+
 def flow_queues(prefix: str) -> dict[str, Flow]:
     """Every flow's queue name, mapped to its flow."""
     return {queue_name(prefix, flow.value): flow for flow in Flow}
@@ -126,7 +134,7 @@ class BridgeWorker:
             settlement = self._settlement(result, attempt)
             settlements.append((envelope.message_id, attempt, settlement))
             counted.append((envelope, settlement))
-            batch_log.info(
+            batch_log.debug(
                 "delivery attempt",
                 message_id=envelope.message_id,
                 correlation_id=envelope.correlation_id,
@@ -136,6 +144,14 @@ class BridgeWorker:
                 status_code=result.status_code,
                 attempt=attempt,
                 duration_ms=result.duration_ms,
+            )
+        if counted or len(envelopes) > len(chosen):
+            # One line per batch at INFO (each message's attempt is at DEBUG): thousands of messages make a
+            # readable log of counts, and `derbridge messages` holds each message's journey.
+            batch_log.info(
+                "batch settled",
+                settled=_counts_by_flow(counted),
+                duplicates=len(envelopes) - len(chosen),
             )
         self._count(counted)
         await self.tracker.settle(settlements)

@@ -18,7 +18,7 @@ from derbridge import __version__
 from derbridge.cli import bench, demo, generate, serving
 from derbridge.cli.assethub import assethub_app
 from derbridge.cli.cis import cis_app
-from derbridge.cli.common import load_settings, out, state
+from derbridge.cli.common import LogLevel, load_settings, log_level_for, out, state
 from derbridge.cli.config import config_app, contracts_app, db_app
 from derbridge.cli.derms import derms_app
 from derbridge.cli.devices import devices_app
@@ -60,7 +60,26 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown: a docstring's paragraph flows to the terminal's width, whatever its line breaks in the
+    # source (Rich's mode kept them, breaking sentences mid-line). Sub-groups inherit the root's mode.
+    rich_markup_mode="markdown",
 )
+
+
+def _flags_take_no_value() -> None:
+    """Typer's Rich help shows ``<bool>`` as the value of a flag (``--json <bool>``), which takes none: show
+    no value for flags, as click's plain help does."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 
 
 def _version(value: bool) -> None:
@@ -85,6 +104,15 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(
+            "--log-level",
+            case_sensitive=False,
+            help="How much to log, on stderr (DERBRIDGE_LOG_LEVEL).",
+            show_default="INFO for up and serve, WARNING for other commands",
+        ),
+    ] = None,
 ) -> None:
     """Global options."""
     state.data_dir = data_dir
@@ -95,7 +123,7 @@ def main_options(
     from derbridge.infra.logging import configure_logging
 
     settings = load_settings()
-    configure_logging(settings.log_level, json=settings.log_json)
+    configure_logging(log_level_for(ctx.invoked_subcommand, log_level, settings), json=settings.log_json)
 
 
 # The command tree, in the order `derbridge --help` lists it.
@@ -120,5 +148,19 @@ app.command()(bench.bench)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A database or broker that cannot be reached, in any command, is one line
+    and exit status 5, not a traceback."""
+    try:
+        app()
+    except Exception as error:
+        from derbridge.cli.common import ExitCode, err, unreachable
+
+        what = unreachable(error)
+        if what is None:
+            raise
+        err.print(
+            f"error: cannot reach {what}: is it running, and is its URL right (derbridge config show)?",
+            markup=False,
+            highlight=False,
+        )
+        raise SystemExit(ExitCode.UNREACHABLE) from None

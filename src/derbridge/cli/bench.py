@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
+    ExitCode,
     err,
+    fail,
 )
 
 if TYPE_CHECKING:
@@ -17,22 +19,22 @@ if TYPE_CHECKING:
 
 def bench(
     scenario: Annotated[
-        list[str] | None, typer.Argument(help="Scenarios to run (default: all). See docs/performance.md.")
+        list[str] | None, typer.Argument(help="Scenarios to run, by name (default: all of them).")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Every size divided by ten (what CI runs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Only the JSON objects on stdout, one per line.")] = False,
 ) -> None:
-    """The benchmarks of quality.md, each in a fresh process on throw-away databases, each with its baseline
-    measured in the same run: one JSON object per scenario and backend. PostgreSQL and RabbitMQ runs need
-    DERBRIDGE_BENCH_POSTGRES_URL / DERBRIDGE_BENCH_AMQP_URL (or the test URLs); without them they are
-    reported as skipped."""
+    """Measure derbridge's speed against its targets: each scenario in a fresh process on throw-away
+    databases, next to a baseline measured in the same run; one JSON object per scenario and backend.
+
+    PostgreSQL and RabbitMQ runs need DERBRIDGE_BENCH_POSTGRES_URL / DERBRIDGE_BENCH_AMQP_URL (or the test
+    URLs); without them they are reported as skipped."""
     from derbridge.bench.run import failed, plan, run_all
 
     try:
         planned = plan(scenario)
     except KeyError as error:
-        err.print(f"[red]{error.args[0]}[/]")
-        raise typer.Exit(2) from error
+        fail(str(error.args[0]), ExitCode.USAGE)
 
     def emit(data: dict[str, Any]) -> None:
         print(json.dumps(data, ensure_ascii=False), flush=True)
@@ -50,4 +52,4 @@ def bench(
     err.print(f"running {len(planned)} benchmark(s){' (quick)' if quick else ''}; progress on stderr")
     results = run_all(scenario, quick=quick, emit=emit)
     if any(True for _ in failed(results)):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

@@ -13,7 +13,9 @@ from rich.table import Table
 
 from derbridge.cli.common import (
     MAX_REJECTIONS_SHOWN,
+    ExitCode,
     err,
+    fail,
     load_settings,
     out,
     progress_bar,
@@ -52,8 +54,7 @@ def cis_import(
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
             report = import_extract(file, loaders, on_progress=lambda done: progress.update(task, completed=done))
     except ExtractHeaderError as error:
-        err.print(f"[red]refused:[/] {file}: {error}. Nothing was loaded.")
-        raise typer.Exit(2) from None
+        fail(f"{file} is not a CIS extract: {error}. Nothing was loaded.", ExitCode.USAGE)
     finally:
         runtime.close_sync()
     woken = _announce_accounts(settings, report.loaded_account_ids.get("derms", set()))
@@ -85,7 +86,7 @@ def cis_import(
             table.add_row(system, *(f"{d[k]:,}" for k in ("read", "inserted", "updated", "unchanged", "rejected")))
         out.print(table)
     if report.rejected:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _announce_accounts(settings: Settings, account_ids: set[str]) -> int:

@@ -14,6 +14,7 @@ from derbridge.cli.common import (
     err,
     load_settings,
     out,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ def db_upgrade() -> None:
     from derbridge.runtime import migrate_all
 
     settings = load_settings()
-    migrate_all(settings)
+    with working("migrating the databases"):
+        migrate_all(settings)
     err.print("[green]databases are up to date[/]")
 
 

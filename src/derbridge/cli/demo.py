@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from derbridge.cli.common import (
+    ExitCode,
+    check_port_free,
     err,
     load_settings,
     out,
@@ -33,14 +35,13 @@ def demo(
     from derbridge.settings import Settings
 
     base = load_settings()
+    if serve:  # before the demo's run, not after it: the port must be free to serve its systems at the end
+        check_port_free(base.server.host, base.server.port)
     demo_dir = base.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     # The demo is the embedded system whatever else is configured: its own SQLite files, sql transport.
+    # Logs were configured by the global options (WARNING unless asked: the narration is the demo's output).
     settings = Settings(data_dir=demo_dir, api_token=base.api_token, log_level=base.log_level, log_json=base.log_json)
-    from derbridge.infra.logging import configure_logging
-
-    # The narration is the demo's output; per-message logs would bury it (they stay on for `up`).
-    configure_logging("WARNING", json=base.log_json)
     result = run_demo(settings, customers=customers, seed=seed, console=out)
     if summary is not None:
         summary.write_text(json.dumps(result, indent=2) + "\n")
@@ -61,7 +62,8 @@ def demo(
             host=settings.server.host,
             port=settings.server.port,
             log_level="warning",
+            log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
             access_log=False,
         )
     if not healthy:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
+    EventTypeChoice,
     aware,
-    err,
+    fail_validation,
     out,
     print_json,
     system_call,
+    working,
 )
 
 if TYPE_CHECKING:
@@ -23,17 +25,39 @@ event_app = typer.Typer(help="Program events: create (and reserve devices), canc
 derms_app.add_typer(event_app, name="event")
 
 
+EVENT_OPTIONS = {
+    "program_code": "--program",
+    "event_type": "--type",
+    "start_at": "--start",
+    "end_at": "--end",
+    "target_devices": "--devices",
+    "target_kw": "--kw",
+}
+"""The request's fields, named as ``derms event create``'s options (errors speak of what the person typed)."""
+
+
 @event_app.command("create")
 def derms_event_create(
     program: Annotated[str, typer.Option(help="Program code.")],
     start: Annotated[datetime, typer.Option(help="Start, ISO 8601 (UTC unless an offset is given).")],
     end: Annotated[datetime, typer.Option(help="End, ISO 8601.")],
-    event_type: Annotated[str, typer.Option("--type", help="ECONOMIC, EMERGENCY or DEVICE_TEST.")] = "ECONOMIC",
-    devices: Annotated[int | None, typer.Option(min=1, help="Target: a number of devices.")] = None,
-    kw: Annotated[float | None, typer.Option(min=0.001, help="Target: kW of expected shed.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    event_type: Annotated[
+        EventTypeChoice,
+        typer.Option(
+            "--type",
+            case_sensitive=False,
+            help="Why the event is called: for price (ECONOMIC), to protect the grid (EMERGENCY), or to check that "
+            "devices respond (DEVICE_TEST).",
+        ),
+    ] = EventTypeChoice.ECONOMIC,
+    devices: Annotated[int | None, typer.Option(min=1, help="Target: a number of devices (or give --kw).")] = None,
+    kw: Annotated[
+        float | None, typer.Option(min=0.001, help="Target: kW of expected shed (or give --devices).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the event as JSON.")] = False,
 ) -> None:
-    """Create a program event and reserve the most eligible devices (F5); a shortfall is reported."""
+    """Create a program event and reserve the most eligible devices; a shortfall is reported. Asset Hub
+    hears of the event and its reserved devices through the bridge."""
     from pydantic import ValidationError
 
     from derbridge.derms.api.schemas import EventIn
@@ -43,7 +67,7 @@ def derms_event_create(
         request = EventIn.model_validate(
             {
                 "program_code": program,
-                "event_type": event_type,
+                "event_type": event_type.value,
                 "start_at": aware(start),
                 "end_at": aware(end),
                 "target_devices": devices,
@@ -52,13 +76,13 @@ def derms_event_create(
             }
         )
     except ValidationError as error:
-        err.print(f"[red]bad event:[/] {error}")
-        raise typer.Exit(2) from None
+        fail_validation("bad event", error, EVENT_OPTIONS)
 
     async def work(runtime: Runtime) -> Any:
         return await create_event(runtime.async_engine("derms"), request, runtime.settings.derms_instance_id)
 
-    event = system_call(work)
+    with working("creating the event and reserving devices"):
+        event = system_call(work, fields=EVENT_OPTIONS)
     if as_json:
         print_json(event)
         return
@@ -71,15 +95,15 @@ def derms_event_create(
 
 @event_app.command("cancel")
 def derms_event_cancel(
-    event_id: Annotated[str, typer.Argument()],
+    event_id: Annotated[str, typer.Argument(help="The event to cancel.")],
     reason: Annotated[str, typer.Option(help="Why (sent to Asset Hub).")] = "cancelled by operator",
 ) -> None:
-    """Cancel an event before its start and release its reservations (F6); refused once it has started."""
+    """Cancel an event before its start and release its reservations; refused once it has started."""
     from derbridge.derms.api.schemas import EventCancel
     from derbridge.derms.services.events import cancel_event
 
     async def work(runtime: Runtime) -> Any:
         return await cancel_event(runtime.async_engine("derms"), event_id, EventCancel(reason_text=reason))
 
-    event = system_call(work)
+    event = system_call(work, fields={"reason_text": "--reason"})
     out.print(f"event {event['event_id']} {event['status']} at {event['cancelled_at']}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from derbridge.cli.common import ExitCode, fail
 from derbridge.edge.roles import Role
 
 if TYPE_CHECKING:
@@ -44,11 +45,9 @@ def client_add(
     from derbridge.edge.auth import add_client
 
     if not _HEAD_END.match(head_end):
-        err.print("[red]--head-end[/] must be upper-case letters, digits, '_' or '-' (e.g. ECOBEE)")
-        raise typer.Exit(2)
+        fail("--head-end must be upper-case letters, digits, '_' or '-' (e.g. ECOBEE)", ExitCode.USAGE)
     if not name.strip() or len(name) > 200:
-        err.print("[red]--name[/] must be 1 to 200 characters")
-        raise typer.Exit(2)
+        fail("--name must be 1 to 200 characters", ExitCode.USAGE)
     made = add_client(_engine(), name.strip(), head_end, role)
     if as_json:
         sys.stdout.write(json.dumps({"client_id": made.client_id, "client_secret": made.client_secret}) + "\n")
@@ -59,7 +58,7 @@ def client_add(
 
 
 @client_app.command("list")
-def client_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def client_list(as_json: Annotated[bool, typer.Option("--json", help="Print the clients as JSON.")] = False) -> None:
     """Every client (never a secret)."""
     from rich.table import Table
 
@@ -83,6 +82,5 @@ def client_revoke(client_id: Annotated[str, typer.Argument(help="The client to r
     from derbridge.edge.auth import revoke_client
 
     if not revoke_client(_engine(), client_id):
-        err.print(f"[red]no live client {client_id}[/]")
-        raise typer.Exit(3)
+        fail(f"no live client {client_id}: list them with derbridge edge client list", ExitCode.NOT_FOUND)
     err.print(f"client {client_id} revoked")

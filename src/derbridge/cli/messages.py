@@ -11,10 +11,15 @@ import typer
 from rich.table import Table
 
 from derbridge.cli.common import (
+    ExitCode,
+    FlowChoice,
+    MessageStateChoice,
     aware,
     bridge_call,
     err,
     out,
+    progress_bar,
+    report_problem,
 )
 
 if TYPE_CHECKING:
@@ -25,32 +30,40 @@ messages_app = typer.Typer(help="Messages between the systems: find, follow, rep
 
 @messages_app.command("list")
 def messages_list(
-    flow: Annotated[str | None, typer.Option(help="Only this flow (e.g. enrollment-sync).")] = None,
-    state: Annotated[str | None, typer.Option(help="pending, delivered, retrying, parked or dead.")] = None,
-    business_key: Annotated[str | None, typer.Option(help="e.g. an enrollment id, or HEAD_END:NIC_ID.")] = None,
-    correlation_id: Annotated[str | None, typer.Option()] = None,
-    since: Annotated[datetime | None, typer.Option(help="occurred at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="occurred before (ISO 8601).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    flow: Annotated[FlowChoice | None, typer.Option(help="Only the messages of this flow.")] = None,
+    state: Annotated[
+        MessageStateChoice | None,
+        typer.Option(
+            help="Only the messages in this state: pending (on its way), delivered, retrying (the target failed; "
+            "tried again later), parked (waiting for something the target lacks), dead (refused: needs a person)."
+        ),
+    ] = None,
+    business_key: Annotated[
+        str | None, typer.Option(help="Only the messages about this: an enrollment or event id, or HEAD_END:NIC_ID.")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option(help="Only the messages of one exchange (a request and its answer share it).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Only the messages that occurred at or after (ISO 8601).")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only the messages that occurred before (ISO 8601).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many messages.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the messages as a JSON array.")] = False,
 ) -> None:
     """List messages, oldest first."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import MessageState
     from derbridge.contracts.envelope import Flow
 
-    try:
-        where = ops.MessageFilter(
-            flow=Flow(flow) if flow else None,
-            state=MessageState(state) if state else None,
-            business_key=business_key,
-            correlation_id=correlation_id,
-            since=aware(since),
-            until=aware(until),
-        )
-    except ValueError as error:
-        err.print(f"[red]bad filter:[/] {error}")
-        raise typer.Exit(2) from None
+    where = ops.MessageFilter(
+        flow=Flow(flow.value) if flow else None,
+        state=MessageState(state.value) if state else None,
+        business_key=business_key,
+        correlation_id=correlation_id,
+        since=aware(since),
+        until=aware(until),
+    )
 
     async def work(runtime: Runtime, _transport: Any) -> list[Any]:
         items, _ = await ops.list_messages(runtime.async_engine("bridge"), where, limit=limit, after=None)
@@ -78,8 +91,8 @@ def messages_list(
 
 @messages_app.command("show")
 def messages_show(
-    message_id: Annotated[str, typer.Argument()],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    message_id: Annotated[str, typer.Argument(help="The message, by its id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the message and its journey as JSON.")] = False,
 ) -> None:
     """Show a message's envelope and whole journey."""
     from derbridge.bridge import operations as ops
@@ -115,22 +128,44 @@ def messages_show(
 
 
 @messages_app.command("replay")
-def messages_replay(message_ids: Annotated[list[str], typer.Argument(help="Dead or parked messages.")]) -> None:
-    """Deliver dead or parked messages again, after their cause was fixed (no duplicate effect)."""
+def messages_replay(
+    message_ids: Annotated[list[str], typer.Argument(help="Dead or parked messages, by id.")],
+) -> None:
+    """Deliver dead or parked messages again, after their cause was fixed (no duplicate effect).
+
+    A message that cannot be replayed (unknown, or neither dead nor parked) is named and the others are
+    replayed; the exit status is then 1."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import Tracker
+    from derbridge.infra.problems import ProblemError
 
-    async def work(runtime: Runtime, transport: Any) -> None:
+    async def work(runtime: Runtime, transport: Any) -> list[tuple[str, ProblemError]]:
         tracker = Tracker(runtime.async_engine("bridge"))
-        for message_id in message_ids:
-            await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
-            err.print(f"replayed {message_id}")
+        refused: list[tuple[str, ProblemError]] = []
+        with progress_bar() as progress:
+            task = progress.add_task("replaying", total=len(message_ids))
+            for message_id in message_ids:
+                try:
+                    await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
+                except ProblemError as problem:
+                    refused.append((message_id, problem))
+                progress.advance(task)
+        return refused
 
-    bridge_call(work)
+    refused = bridge_call(work)
+    if len(message_ids) == 1 and refused:
+        report_problem(refused[0][1])
+    err.print(f"replayed {len(message_ids) - len(refused):,} of {len(message_ids):,} messages")
+    for message_id, problem in refused:
+        err.print(f"  not replayed: {message_id}: {problem.detail}", markup=False, highlight=False)
+    if refused:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @messages_app.command("stats")
-def messages_stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def messages_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
     """Per flow, how many messages are in each state."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import STATES, Tracker

@@ -8,30 +8,38 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
-    err,
+    ExitCode,
+    fail,
     out,
     system_call,
+    working,
 )
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime
 
-score_app = typer.Typer(help="Device scores (F4).", no_args_is_help=True)
+score_app = typer.Typer(
+    help="Device scores: how well each device is expected to respond to events.", no_args_is_help=True
+)
 
 
 @score_app.command("transfer")
-def score_transfer_now(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Compute every active device's score now and send the file to the DERMS (F4; the bridge delivers)."""
+def score_transfer_now(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the transfer's report as JSON.")] = False,
+) -> None:
+    """Compute every active device's score now and send the file to the DERMS (the bridge delivers it)."""
     from derbridge.assethub.services.score_transfer import TransferBusy, transfer_now
 
     async def work(runtime: Runtime) -> Any:
         return await transfer_now(runtime)
 
     try:
-        report = system_call(work)
+        with working("scoring every active device and writing the file"):
+            report = system_call(work)
     except TransferBusy:
-        err.print("another score transfer is running (in this or another process); try again when it ends")
-        raise typer.Exit(1) from None
+        fail(
+            "another score transfer is running (in this or another process): try again when it ends", ExitCode.CONFLICT
+        )
     if as_json:
         sys.stdout.write(report.model_dump_json() + "\n")
         return

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from derbridge.cli.common import ExitCode, err, fail
 
 sim_app = typer.Typer(help="Simulators that drive a running derbridge from outside.", no_args_is_help=True)
-err = Console(stderr=True)
 
 
 def _over(event: dict[str, Any], now: datetime) -> bool:
@@ -52,10 +52,14 @@ def aggregator(
     polling (and webhook), outcome reports after each event ends. Ctrl-C stops it."""
     from http.server import ThreadingHTTPServer
 
+    import httpx
+
     from derbridge.sim.aggregator import load_aggregator
     from derbridge.sim.hooks import WebhookReceiver
-    from derbridge.sim.ven import SimulatedVen, VenFailure
+    from derbridge.sim.ven import SimulatedVen, VenFailure, VtnRefusedCredentials, VtnUnreachable
 
+    if not listen.rpartition(":")[2].isdigit():
+        fail(f"--listen must be HOST:PORT, e.g. 127.0.0.1:8765 (not {listen!r})", ExitCode.USAGE)
     ven = SimulatedVen(vtn, client_id, client_secret, load_aggregator(inventory), random.Random(seed))
     inbox: queue.Queue[dict[str, Any]] = queue.Queue()
     server: ThreadingHTTPServer | None = None
@@ -66,7 +70,10 @@ def aggregator(
         if callback_url is not None and not once:
             host, _, port = listen.rpartition(":")
             handler = type("Hooks", (WebhookReceiver,), {"inbox": inbox, "token": hook_token})
-            server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), handler)
+            try:
+                server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), handler)
+            except OSError as error:
+                fail(f"cannot listen on {listen} ({error.strerror}): pass another --listen", ExitCode.UNREACHABLE)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             err.print(f"subscription {ven.subscribe(callback_url, hook_token)}: webhooks at {callback_url}")
         next_beat = 0.0
@@ -88,9 +95,14 @@ def aggregator(
                 err.print(f"webhook: {note.get('operation')} {note.get('objectType')}")
             except queue.Empty:
                 pass
+    except VtnRefusedCredentials as failure:
+        fail(str(failure), ExitCode.CONFLICT)
+    except VtnUnreachable as failure:
+        fail(str(failure), ExitCode.UNREACHABLE)
+    except httpx.TransportError:
+        fail(f"lost the VTN at {vtn}: is derbridge up still running?", ExitCode.UNREACHABLE)
     except VenFailure as failure:
-        err.print(f"[red]{failure}[/]")
-        raise typer.Exit(1) from None
+        fail(str(failure), ExitCode.FAILED)
     except KeyboardInterrupt:
         pass
     finally:

@@ -46,6 +46,14 @@ class VenFailure(RuntimeError):
     """The VTN refused a call the simulator needed."""
 
 
+class VtnRefusedCredentials(VenFailure):
+    """The VTN's token endpoint refused the client's id or secret."""
+
+
+class VtnUnreachable(VenFailure):
+    """Nothing answers at the VTN's URL (the server is down, or the URL is wrong)."""
+
+
 def _ok(response: httpx.Response, what: str) -> Any:
     if not 200 <= response.status_code < 300:
         raise VenFailure(f"{what}: HTTP {response.status_code} {response.text[:500]}")
@@ -182,7 +190,22 @@ class SimulatedVen:
 
     def connect(self) -> None:
         """Fetch a token (client credentials) and find or register this aggregator's VEN."""
-        token = openadr3.fetch_token(self.vtn, self.client_id, self.client_secret)
+        try:
+            token = openadr3.fetch_token(self.vtn, self.client_id, self.client_secret)
+        except httpx.HTTPStatusError as error:
+            status = error.response.status_code
+            if status in (400, 401, 403):
+                raise VtnRefusedCredentials(
+                    f"the VTN refused client {self.client_id}'s credentials: check --client-id/--client-secret "
+                    "(derbridge edge client add makes one)"
+                ) from None
+            if status == 404:
+                raise VtnUnreachable(
+                    f"no VTN at {self.base_url}: check --vtn (the server's base URL, e.g. http://127.0.0.1:8080)"
+                ) from None
+            raise VenFailure(f"the VTN's token endpoint answered HTTP {status}: {error.response.text[:300]}") from None
+        except httpx.TransportError:
+            raise VtnUnreachable(f"cannot reach the VTN at {self.base_url}: is derbridge up running?") from None
         self.client = openadr3.create_ven_client(self.vtn, token)
         for ven in _ok(self.client.get_vens(), "listing vens"):
             if ven.get("venName") == self.ven_name:

@@ -78,7 +78,7 @@ from derbridge.assethub.jobs import jobs
 from derbridge.assethub.messages import inbox
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
-from derbridge.contracts.common import Acknowledgement
+from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.device_score_transfer import (
     ACK_TYPE,
     SCORE_FILE_COLUMNS,
@@ -749,5 +749,8 @@ async def record_acknowledgement(
         "detail": payload.detail,
         "unknown_devices_listed": len(payload.unknown_devices),
     }
-    log.info("score transfer acknowledged", message_id=envelope.message_id, **outcome)
+    # A file loaded as sent is routine (the sender logged it sent); one not loaded, or naming devices the DERMS
+    # does not know, is for an operator to see.
+    plain = payload.status is AckStatus.APPLIED and not payload.unknown_devices
+    (log.info if plain else log.warning)("score transfer acknowledged", message_id=envelope.message_id, **outcome)
     return outcome

@@ -443,7 +443,7 @@ class AmqpTransport(Transport):
         except _BROKER_ERRORS as error:
             # The channel it came on is gone (reconnect, close): the broker has already made the message
             # deliverable again. Harmless: the copy it redelivers is absorbed by tracking and the inbox.
-            log.info(
+            log.debug(
                 "amqp settle on a closed channel; the broker redelivers the message",
                 queue=delivery.queue,
                 message_id=delivery.message_id,

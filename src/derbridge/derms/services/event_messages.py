@@ -30,7 +30,7 @@ from derbridge.bridge.filestore.base import FileStore
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
-from derbridge.contracts.common import Acknowledgement
+from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.device_score_transfer import Compression, FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
@@ -312,8 +312,10 @@ async def queue_outcomes(
 
 async def _acknowledged(connection: AsyncConnection, envelope: Envelope, ack: Acknowledgement) -> dict[str, Any]:
     """Asset Hub applied (or refused) an event message. Nothing in the DERMS depends on it: the event and
-    its reservations are the DERMS's own record. It is logged, and the answer kept in the inbox."""
-    log.info(
+    its reservations are the DERMS's own record. It is logged, and the answer kept in the inbox: at DEBUG
+    when it is plainly applied (one per message; the bridge's batch lines count them), else as a warning."""
+    plain = ack.status is AckStatus.APPLIED and not ack.unknown_devices
+    (log.debug if plain else log.warning)(
         "event message acknowledged",
         message_type=envelope.type,
         event_id=envelope.business_key,

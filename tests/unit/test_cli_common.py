@@ -1,0 +1,75 @@
+"""What every command shares: the choices equal the domain's values, problems map to exit codes and options."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from derbridge.api.app import ALL_COMPONENTS
+from derbridge.assethub.domain.program import DeviceType
+from derbridge.bridge.tracking import MessageState
+from derbridge.cli.common import (
+    ComponentChoice,
+    DeviceTypeChoice,
+    EventTypeChoice,
+    ExitCode,
+    FlowChoice,
+    MessageStateChoice,
+    exit_code_for_status,
+    fail,
+    option_for_field,
+)
+from derbridge.contracts.envelope import Flow
+from derbridge.derms.domain.event import EventType
+
+
+def test_the_cli_choices_are_the_domain_values() -> None:
+    assert [c.value for c in FlowChoice] == [f.value for f in Flow]
+    assert [c.value for c in MessageStateChoice] == [s.value for s in MessageState]
+    assert tuple(c.value for c in ComponentChoice) == ALL_COMPONENTS
+    assert [c.value for c in EventTypeChoice] == [t.value for t in EventType]
+    assert [c.value for c in DeviceTypeChoice] == [t.value for t in DeviceType]
+
+
+def test_exit_codes_are_distinct_and_fixed() -> None:
+    assert {code.name: code.value for code in ExitCode} == {
+        "OK": 0,
+        "FAILED": 1,
+        "USAGE": 2,
+        "NOT_FOUND": 3,
+        "WAITING": 4,
+        "UNREACHABLE": 5,
+        "CONFLICT": 6,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, ExitCode.USAGE),
+        (422, ExitCode.USAGE),
+        (404, ExitCode.NOT_FOUND),
+        (409, ExitCode.CONFLICT),
+        (401, ExitCode.CONFLICT),
+        (503, ExitCode.WAITING),
+        (500, ExitCode.FAILED),
+    ],
+)
+def test_a_problem_status_maps_to_its_exit_code(status: int, code: ExitCode) -> None:
+    assert exit_code_for_status(status) is code
+
+
+def test_a_request_field_is_named_by_its_option() -> None:
+    fields = {"target_kw": "--kw", "start_at": "--start"}
+    assert option_for_field("body.target_kw", fields) == "--kw"
+    assert option_for_field("target_kw", fields) == "--kw"
+    assert option_for_field("body.reason", fields) == "body.reason"
+
+
+def test_fail_prints_one_line_and_exits_with_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as ended:
+        fail("no event [x]: list them", ExitCode.NOT_FOUND)
+    assert ended.value.exit_code == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "error: no event [x]: list them"
