@@ -73,3 +73,38 @@ def test_fail_prints_one_line_and_exits_with_the_code(capsys: pytest.CaptureFixt
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == "error: no event [x]: list them"
+
+
+@pytest.mark.parametrize(
+    ("typed", "seconds"),
+    [("+30s", 30), ("+15m", 900), ("+2h", 7200), ("+1d", 86400), ("+1.5m", 90), ("now", 0), ("NOW", 0)],
+)
+def test_a_time_from_now(typed: str, seconds: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from derbridge.cli.common import parse_when
+
+    before = datetime.now(UTC)
+    moment = parse_when(typed)
+    after = datetime.now(UTC)
+    assert before + timedelta(seconds=seconds) <= moment <= after + timedelta(seconds=seconds)
+
+
+def test_an_iso_time_without_an_offset_is_utc_and_one_with_an_offset_keeps_it() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from derbridge.cli.common import parse_when
+
+    assert parse_when("2027-07-15T18:00:00") == datetime(2027, 7, 15, 18, tzinfo=UTC)
+    assert parse_when("2027-07-15T18:00:00Z") == datetime(2027, 7, 15, 18, tzinfo=UTC)
+    assert parse_when("2027-07-15T11:00:00-07:00") == datetime(2027, 7, 15, 11, tzinfo=timezone(timedelta(hours=-7)))
+
+
+@pytest.mark.parametrize("typed", ["tomorrow", "+5", "-5m", "+m", "2027-13-01"])
+def test_a_time_that_is_not_one_says_what_to_give(typed: str) -> None:
+    import typer
+
+    from derbridge.cli.common import parse_when
+
+    with pytest.raises(typer.BadParameter, match=r"give ISO 8601 .*\+30s"):
+        parse_when(typed)

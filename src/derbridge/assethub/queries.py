@@ -41,6 +41,21 @@ async def list_enrollments(
     return Page[s.Enrollment](items=[s.Enrollment.model_validate(r) for r in rows], next_after=after)
 
 
+async def count_enrollments(
+    connection: AsyncConnection,
+    *,
+    state: str | None = None,
+    program_code: str | None = None,
+    head_end_system: str | None = None,
+) -> int:
+    """How many enrollments match the equality filters (None filters nothing)."""
+    query = select(func.count()).select_from(t.enrollments)
+    for column, value in (("state", state), ("program_code", program_code), ("head_end_system", head_end_system)):
+        if value is not None:
+            query = query.where(t.enrollments.c[column] == value)
+    return int((await connection.execute(query)).scalar_one())
+
+
 async def get_enrollment(connection: AsyncConnection, enrollment_id: str) -> s.Enrollment:
     """One enrollment with its devices (replaced ones too) and every lifecycle transition."""
     enrollment = await get_one(connection, t.enrollments, "enrollment_id", enrollment_id, "enrollment")

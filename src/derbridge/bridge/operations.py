@@ -147,3 +147,57 @@ async def message_stats(tracker: Tracker) -> dict[str, dict[str, int]]:
     return {flow.value: counts.get(flow.value, {s.value: 0 for s in STATES}) for flow in Flow} | {
         flow: c for flow, c in counts.items() if flow not in {f.value for f in Flow}
     }
+
+
+class InFlight(BaseModel):
+    """What the bridge still has to carry: an operator's (or a script's) answer to "is it done?"."""
+
+    unpublished: int
+    """Messages still in a system's outbox, not yet handed to the transport."""
+    published: int
+    """Messages the systems' outboxes have handed over, in all."""
+    tracked: int
+    """Messages the bridge has received (each once, however often it was handed over)."""
+    unsettled: int
+    """Received messages still pending or retrying."""
+    parked: int
+    dead: int
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: every message was handed over and received, and none waits for a delivery.
+        Parked and dead messages count as settled: they wait for a person or a prerequisite, not for the
+        bridge. Comparing the outboxes' total with what the bridge received covers the moment a message is
+        between the two (in the transport's queue, or taken by a worker that has not recorded it yet)."""
+        return self.unpublished == 0 and self.unsettled == 0 and self.tracked >= self.published
+
+
+async def in_flight(bridge: AsyncEngine, outboxes: dict[str, tuple[AsyncEngine, Any]]) -> InFlight:
+    """Count what is in flight: ``outboxes`` maps each source system to its engine and outbox table (the
+    same outboxes the relay reads)."""
+    from sqlalchemy import func
+
+    unpublished = published = 0
+    for engine, outbox in outboxes.values():
+        async with engine.connect() as connection:
+            waiting, handed = (
+                await connection.execute(
+                    select(
+                        func.count().filter(outbox.c.published_at.is_(None)),
+                        func.count().filter(outbox.c.published_at.is_not(None)),
+                    )
+                )
+            ).one()
+        unpublished += int(waiting)
+        published += int(handed)
+    async with bridge.connect() as connection:
+        rows = (await connection.execute(select(t.c.state, func.count()).group_by(t.c.state))).all()
+    by_state = {str(state): int(count) for state, count in rows}
+    return InFlight(
+        unpublished=unpublished,
+        published=published,
+        tracked=sum(by_state.values()),
+        unsettled=by_state.get(MessageState.PENDING.value, 0) + by_state.get(MessageState.RETRYING.value, 0),
+        parked=by_state.get(MessageState.PARKED.value, 0),
+        dead=by_state.get(MessageState.DEAD.value, 0),
+    )

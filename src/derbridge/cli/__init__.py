@@ -28,6 +28,7 @@ from derbridge.cli.events import events_app
 from derbridge.cli.messages import messages_app
 from derbridge.cli.score import score_app
 from derbridge.cli.sim import sim_app
+from derbridge.cli.wait import wait_app
 
 HELP_ONLY = "derbridge.help_only"
 """``ctx.meta`` key: True when the command line asks only for a subcommand's help."""
@@ -139,6 +140,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(events_app, name="events")
 app.add_typer(score_app, name="score")
 app.add_typer(messages_app, name="messages")
+app.add_typer(wait_app, name="wait")
 app.add_typer(edge_app, name="edge")
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")

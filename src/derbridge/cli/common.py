@@ -366,6 +366,34 @@ def check_port_free(host: str, port: int, option: str = "--port") -> None:
             fail(f"cannot listen on {host}:{port} ({error.strerror}): pass another --host or {option}", ExitCode.USAGE)
 
 
+_OFFSET = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_when(value: str) -> datetime:
+    """A time as a person types it: ISO 8601 (UTC unless an offset is given), ``now``, or an offset from now
+    such as ``+30s``, ``+15m``, ``+2h``, ``+1d`` (what a walkthrough or a test event needs: "in a minute")."""
+    from datetime import UTC, timedelta
+
+    text = value.strip()
+    if text.lower() == "now":
+        return datetime.now(UTC)
+    offset = _OFFSET.match(text.lower())
+    if offset:
+        amount, unit = offset.groups()
+        return datetime.now(UTC) + timedelta(seconds=float(amount) * _UNIT_SECONDS[unit])
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a time: give ISO 8601 (2027-07-15T18:00:00Z), now, or +30s / +15m / +2h / +1d"
+        ) from None
+    return aware(moment) or moment
+
+
+WHEN_HELP = "ISO 8601 (UTC unless an offset is given), or from now: +30s, +15m, +2h, +1d."
+
+
 def print_json(value: Any) -> None:
     """One JSON document on stdout, for scripts."""
     sys.stdout.write(json.dumps(value, default=str) + "\n")

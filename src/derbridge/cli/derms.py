@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from derbridge.cli.common import (
+    WHEN_HELP,
     EventTypeChoice,
-    aware,
     fail_validation,
     out,
+    parse_when,
     print_json,
     system_call,
     working,
@@ -39,8 +40,8 @@ EVENT_OPTIONS = {
 @event_app.command("create")
 def derms_event_create(
     program: Annotated[str, typer.Option(help="Program code.")],
-    start: Annotated[datetime, typer.Option(help="Start, ISO 8601 (UTC unless an offset is given).")],
-    end: Annotated[datetime, typer.Option(help="End, ISO 8601.")],
+    start: Annotated[datetime, typer.Option(parser=parse_when, metavar="WHEN", help=f"Start: {WHEN_HELP}")],
+    end: Annotated[datetime, typer.Option(parser=parse_when, metavar="WHEN", help=f"End: {WHEN_HELP}")],
     event_type: Annotated[
         EventTypeChoice,
         typer.Option(
@@ -55,6 +56,9 @@ def derms_event_create(
         float | None, typer.Option(min=0.001, help="Target: kW of expected shed (or give --devices).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the event as JSON.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the event's id, for scripts: EVENT=$(derbridge … -q).")
+    ] = False,
 ) -> None:
     """Create a program event and reserve the most eligible devices; a shortfall is reported. Asset Hub
     hears of the event and its reserved devices through the bridge."""
@@ -68,8 +72,8 @@ def derms_event_create(
             {
                 "program_code": program,
                 "event_type": event_type.value,
-                "start_at": aware(start),
-                "end_at": aware(end),
+                "start_at": start,
+                "end_at": end,
                 "target_devices": devices,
                 "target_kw": kw,
                 "created_by": "cli",
@@ -85,6 +89,9 @@ def derms_event_create(
         event = system_call(work, fields=EVENT_OPTIONS)
     if as_json:
         print_json(event)
+        return
+    if quiet:
+        out.print(event["event_id"], markup=False, highlight=False)
         return
     out.print(
         f"event {event['event_id']} {event['status']}: reserved {event['reserved_count']:,} of "

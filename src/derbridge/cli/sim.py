@@ -34,9 +34,22 @@ def aggregator(
     vtn: Annotated[
         str, typer.Option(help="The server's base URL, e.g. http://127.0.0.1:8080 (the VTN is under /openadr3/3.1.0).")
     ],
-    client_id: Annotated[str, typer.Option(help="The edge client's id (derbridge edge client add).")],
-    client_secret: Annotated[str, typer.Option(help="The edge client's secret.", envvar="DERBRIDGE_SIM_SECRET")],
     inventory: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="aggregators/<HEAD_END>.csv.")],
+    client_id: Annotated[
+        str | None, typer.Option(help="The edge client's id (derbridge edge client add), or give --credentials.")
+    ] = None,
+    client_secret: Annotated[
+        str | None, typer.Option(help="The edge client's secret.", envvar="DERBRIDGE_SIM_SECRET")
+    ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="The file `derbridge edge client add --json` wrote: the client's id and secret, instead of "
+            "--client-id and --client-secret.",
+        ),
+    ] = None,
     callback_url: Annotated[
         str | None,
         typer.Option(help="Subscribe to webhooks at this URL (it must reach --listen); without it, poll only."),
@@ -60,6 +73,7 @@ def aggregator(
 
     if not listen.rpartition(":")[2].isdigit():
         fail(f"--listen must be HOST:PORT, e.g. 127.0.0.1:8765 (not {listen!r})", ExitCode.USAGE)
+    client_id, client_secret = _client(client_id, client_secret, credentials)
     ven = SimulatedVen(vtn, client_id, client_secret, load_aggregator(inventory), random.Random(seed))
     inbox: queue.Queue[dict[str, Any]] = queue.Queue()
     server: ThreadingHTTPServer | None = None
@@ -109,3 +123,21 @@ def aggregator(
         if server is not None:
             server.shutdown()
         ven.close()
+
+
+def _client(client_id: str | None, client_secret: str | None, credentials: Path | None) -> tuple[str, str]:
+    """The client's id and secret: from the options, or from the JSON file ``edge client add --json`` wrote
+    (so a secret need not be typed, nor appear in the process list)."""
+    if credentials is not None:
+        try:
+            made = json.loads(credentials.read_text(encoding="utf-8"))
+            return str(made["client_id"]), str(made["client_secret"])
+        except (ValueError, KeyError, TypeError):
+            fail(
+                f"--credentials {credentials} is not what `derbridge edge client add --json` writes "
+                '({"client_id": …, "client_secret": …})',
+                ExitCode.USAGE,
+            )
+    if client_id is None or client_secret is None:
+        fail("give --credentials FILE, or both --client-id and --client-secret", ExitCode.USAGE)
+    return client_id, client_secret
