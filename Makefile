@@ -1,20 +1,47 @@
 # Every target sets itself up: a fresh clone needs only Python >= 3.11 and make.
+# What .venv holds is decided by the committed uv.lock, not by what PyPI serves that day: the Makefile
+# bootstraps a pinned uv into .venv-tools/ and syncs .venv to the lock (docs/ARCHITECTURE.md, "Why uv's lock").
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The first interpreter on PATH that is Python >= 3.11.
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+UV_STAMP := $(TOOLS)/.installed
+# The first interpreter on PATH that is Python 3.11 to 3.13: the versions uv.lock covers.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
-	&& { echo $$p; break; }; done)
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info < (3, 14))' \
+	2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: install demo test lint format bench bench-quick bench-ci vendor-docs-assets clean
+# uv uses the interpreter found above and never downloads one; it syncs this project's .venv whatever
+# VIRTUAL_ENV says; and no index from the environment reaches it (the lock is PyPI only).
+export UV_PYTHON_DOWNLOADS := never
+unexport VIRTUAL_ENV UV_PROJECT_ENVIRONMENT UV_FROZEN UV_LOCKED UV_NO_SYNC
+unexport UV_INDEX UV_DEFAULT_INDEX UV_INDEX_URL UV_EXTRA_INDEX_URL UV_FIND_LINKS UV_NO_INDEX UV_INDEX_STRATEGY
+# Locking also ignores uv.toml files of the user or the machine (--no-config): only pyproject.toml decides.
+UV_LOCK = $(UV) lock --no-config --python $(PYTHON)
 
-$(STAMP): pyproject.toml
-	@test -n "$(PYTHON)" || { echo "derbridge needs Python >= 3.11 on PATH" >&2; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+.PHONY: install demo test lint format bench bench-quick bench-ci vendor-docs-assets lock lock-upgrade lock-check clean
+
+define need_python
+	@test -n "$(PYTHON)" || { echo "derbridge needs Python 3.11, 3.12 or 3.13 on PATH (uv.lock covers those)" >&2; exit 1; }
+endef
+
+# pip only installs uv here: exactly the files hashed in tools/uv-requirements.txt, from PyPI, whatever this
+# machine's pip configuration adds (its extra indexes, find-links or constraints).
+$(UV_STAMP): tools/uv-requirements.txt
+	$(need_python)
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
+		$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --no-input \
+		--index-url https://pypi.org/simple --only-binary :all: --require-hashes -r tools/uv-requirements.txt
+	@touch $@
+
+# Exactly what uv.lock says (packages not in it are removed); --frozen: the lock is not re-resolved here,
+# CI checks it against pyproject.toml (make lock-check).
+$(STAMP): uv.lock pyproject.toml $(UV_STAMP)
+	$(need_python)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -53,8 +80,28 @@ format: $(STAMP)
 # the pinned versions again, or ARGS=--latest, or ARGS='--swagger-ui-dist X --redoc Y'. See
 # src/derbridge/infra/docs_assets/README.md.
 vendor-docs-assets:
-	@test -n "$(PYTHON)" || { echo "derbridge needs Python >= 3.11 on PATH" >&2; exit 1; }
+	$(need_python)
 	$(PYTHON) tools/vendor_docs_assets.py $(ARGS)
 
+# The lock changes only on purpose, each time in a commit of its own (README, "Development").
+# make lock: after a range in pyproject.toml changed; keeps every pin the new ranges still allow.
+lock: $(UV_STAMP)
+	$(need_python)
+	$(UV_LOCK)
+
+# make lock-upgrade: every package to the newest release its range allows (one package:
+# .venv-tools/bin/uv lock --no-config --upgrade-package NAME); then make test, and commit uv.lock alone.
+lock-upgrade: $(UV_STAMP)
+	$(need_python)
+	$(UV_LOCK) --upgrade
+
+# What CI runs first: uv.lock must be the lock of pyproject.toml as committed, made with the pinned uv.
+lock-check: $(UV_STAMP)
+	$(need_python)
+	@v=$$($(UV) --version | cut -d' ' -f2); grep -qx "required-version = \"==$$v\"" pyproject.toml || { \
+		echo "uv $$v (tools/uv-requirements.txt) is not [tool.uv] required-version in pyproject.toml" >&2; exit 1; }
+	@$(UV_LOCK) --check || { echo "uv.lock does not match pyproject.toml: run 'make lock' and commit uv.lock" >&2; \
+		exit 1; }
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
