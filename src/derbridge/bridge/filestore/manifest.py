@@ -114,7 +114,8 @@ def _count_rows(stream: gzip.GzipFile | io.BufferedReader) -> int:
             previous[0] = -1 - line_bytes
             previous[1:] = ends[:-1]
             length = ends - previous - 1
-            before = np.where(ends > 0, data[np.maximum(ends - 1, 0)], last_byte)
+            # int16: the byte before each line feed, or -1 (no byte yet); NumPy >= 2.5 refuses -1 beside uint8.
+            before = np.where(ends > 0, data[np.maximum(ends - 1, 0)].astype(np.int16), last_byte)
             blank = (length == 0) | ((length == 1) & (before == _CR))
             records += int(len(ends) - np.count_nonzero(blank))
             line_bytes = len(data) - int(ends[-1]) - 1
