@@ -191,18 +191,11 @@ class Demo:
             201,
             409,
         )
-        _check(
-            await client.post(
-                "/derms/v1/programs",
-                json={"program_code": DEMO_PROGRAM, "name": "Summer bring-your-own-thermostat"},
-            ),
-            "creating the program in the DERMS",
-            201,
-            409,
-        )
-        # The edge mirrors the program (and its status event) for the aggregators.
+        # Program sync carries it to the DERMS; then the edge mirrors it (and its status event) for the VENs.
+        await self.system.settle()
+        _check(await client.get(f"/derms/v1/programs/{DEMO_PROGRAM}"), "reading the synced program in the DERMS", 200)
         await self.system.run_jobs()
-        return f"{DEMO_PROGRAM} active in both systems and on the VTN"
+        return f"{DEMO_PROGRAM} active in Asset Hub, synced to the DERMS, and on the VTN"
 
     async def _vens(self, aggregators: list[Aggregator]) -> str:
         # Each aggregator is an edge client (as `derbridge edge client add` makes it), then a VEN.

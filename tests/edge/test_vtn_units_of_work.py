@@ -65,7 +65,7 @@ async def test_a_failure_on_either_side_leaves_neither(
     system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
 
@@ -100,7 +100,7 @@ async def test_a_failure_on_either_side_leaves_neither(
 
 async def test_bulk_onboarding_creates_all_or_none(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in (1, 2, 3)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
 
@@ -139,7 +139,7 @@ async def test_bulk_onboarding_creates_all_or_none(system: System, tmp_path: Pat
 
 async def test_a_vens_read_moves_the_last_communication_time(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
     made = await system.client.post(PREFIX + "/resources", json=_resource(ven_id, 1), headers=headers)
