@@ -227,7 +227,7 @@ def test_operator_commands_on_the_demo_systems(tmp_path: Path) -> None:
 
     stats = derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path)
     counts = json.loads(stats.stdout)
-    assert len(counts) == 7
+    assert len(counts) == 8  # every flow, program sync (the demo's program) included
     assert counts["event-reservation"]["delivered"] >= 2  # the demo's two events (the CLI's waits for a bridge)
     dead = derbridge(*systems, "messages", "list", "--state", "dead", "--json", cwd=tmp_path)
     assert json.loads(dead.stdout) == []
