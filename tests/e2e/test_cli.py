@@ -231,3 +231,52 @@ def test_operator_commands_on_the_demo_systems(tmp_path: Path) -> None:
     assert counts["event-reservation"]["delivered"] >= 2  # the demo's two events (the CLI's waits for a bridge)
     dead = derbridge(*systems, "messages", "list", "--state", "dead", "--json", cwd=tmp_path)
     assert json.loads(dead.stdout) == []
+
+
+def test_programs_are_managed_from_the_command_line(tmp_path: Path) -> None:
+    systems = ["--data-dir", "V"]
+
+    created = derbridge(
+        *systems, "program", "create", "SUMMER-BYOT", "--name", "Summer BYOT", "--status", "ACTIVE",
+        "--opens", "2027-03-01T00:00:00", "--expected-shed-kw", "1.5", "--rule", "fatigue_cap=0.3", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    program = json.loads(created.stdout)
+    assert (program["status"], program["version"], program["sync_state"]) == ("ACTIVE", 1, "SENT")
+    assert program["enrollment_opens_at"] == "2027-03-01T00:00:00Z"
+    assert (program["rules"]["expected_shed_kw"], program["rules"]["fatigue_cap"]) == (1.5, 0.3)
+
+    # Refusals are one clear line each, with a non-zero exit status; nothing changes.
+    again = derbridge(*systems, "program", "create", "SUMMER-BYOT", "--name", "Again", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+    bad = derbridge(*systems, "program", "create", "lower", "--name", "x", "--rule", "fatigue_cap=2", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "program_code" in bad.stderr
+    assert "rules.fatigue_cap" in bad.stderr
+    backwards = derbridge(*systems, "program", "update", "SUMMER-BYOT", "--status", "DRAFT", cwd=tmp_path)
+    assert backwards.returncode == 1
+    assert "body.status" in backwards.stderr
+    missing = derbridge(*systems, "program", "update", "NOPE", "--name", "x", cwd=tmp_path)
+    assert missing.returncode == 3
+    assert "NOPE" in missing.stderr
+
+    updated = derbridge(
+        *systems, "program", "update", "SUMMER-BYOT", "--outcome-grace-hours", "12", "--json", cwd=tmp_path
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert (json.loads(updated.stdout)["version"], json.loads(updated.stdout)["rules"]["fatigue_cap"]) == (2, 0.3)
+    closed = derbridge(*systems, "program", "close", "SUMMER-BYOT", cwd=tmp_path)
+    assert closed.returncode == 0, closed.stderr
+    assert "CLOSED, version 3" in closed.stdout
+
+    listed = derbridge(*systems, "program", "list", "--status", "CLOSED", "--json", cwd=tmp_path)
+    assert [(p["program_code"], p["version"]) for p in json.loads(listed.stdout)] == [("SUMMER-BYOT", 3)]
+    shown = derbridge(*systems, "program", "show", "SUMMER-BYOT", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "CLOSED" in shown.stdout
+    assert "rules.outcome_grace_hours" in shown.stdout
+    # Each version waits in Asset Hub's outbox for the bridge (derbridge up) to carry it to the DERMS.
+    stats = json.loads(derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path).stdout)
+    assert "program-sync" in stats
