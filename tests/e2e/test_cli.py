@@ -125,6 +125,7 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
         "event-reservation",
         "event-cancellation",
         "event-outcome",
+        "program-sync",
     }
     for flow, counts in summary["flows"].items():
         assert counts["delivered"] > 0, flow
@@ -137,6 +138,7 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
     assert sum(completed["outcomes"].values()) == completed["reserved"]
     assert cancelled["status"] == "CANCELLED"
     assert all(summary["consistency"].values())
+    assert summary["consistency"]["programs_match"]
     assert "the two systems agree" in result.stdout
     # Whole ids in the narration (UUIDv7 made in the same second share their first characters), and no
     # Python warning or log line on either stream.
