@@ -251,15 +251,17 @@ def test_programs_are_managed_from_the_command_line(tmp_path: Path) -> None:
 
     # Refusals are one clear line each, with a non-zero exit status; nothing changes.
     again = derbridge(*systems, "program", "create", "SUMMER-BYOT", "--name", "Again", cwd=tmp_path)
-    assert again.returncode == 1
+    assert again.returncode == 6  # refused by the state things are in
     assert "exists" in again.stderr
+    assert "derbridge program update" in again.stderr
     bad = derbridge(*systems, "program", "create", "lower", "--name", "x", "--rule", "fatigue_cap=2", cwd=tmp_path)
     assert bad.returncode == 2
-    assert "program_code" in bad.stderr
+    assert "PROGRAM_CODE" in bad.stderr
     assert "rules.fatigue_cap" in bad.stderr
     backwards = derbridge(*systems, "program", "update", "SUMMER-BYOT", "--status", "DRAFT", cwd=tmp_path)
-    assert backwards.returncode == 1
-    assert "body.status" in backwards.stderr
+    assert backwards.returncode == 2
+    assert backwards.stderr.count("\n") == 1  # one line, naming the option
+    assert "--status: a ACTIVE program cannot become DRAFT" in backwards.stderr
     missing = derbridge(*systems, "program", "update", "NOPE", "--name", "x", cwd=tmp_path)
     assert missing.returncode == 3
     assert "NOPE" in missing.stderr

@@ -16,12 +16,36 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from derbridge.cli.common import aware, err, out, print_json, system_call
+from derbridge.cli.common import (
+    DeviceTypeChoice,
+    ExitCode,
+    ProgramStatusChoice,
+    aware,
+    fail,
+    fail_validation,
+    out,
+    print_json,
+    system_call,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from derbridge.runtime import Runtime
+
+PROGRAM_OPTIONS = {
+    "program_code": "PROGRAM_CODE",
+    "name": "--name",
+    "status": "--status",
+    "enrollment_opens_at": "--opens",
+    "enrollment_closes_at": "--closes",
+    "eligible_device_types": "--device-type",
+    "excluded_program_codes": "--exclude",
+    "rules.expected_shed_kw": "--expected-shed-kw",
+    "rules.outcome_grace_hours": "--outcome-grace-hours",
+    "rules": "--rule",
+}
+"""A program's fields, named as the commands' options (errors speak of what the person typed)."""
 
 program_app = typer.Typer(
     help="Programs: created, changed and closed in Asset Hub; the DERMS gets each version by program sync.",
@@ -32,7 +56,8 @@ _Name = Annotated[str | None, typer.Option(help="The program's name.")]
 _Opens = Annotated[datetime | None, typer.Option("--opens", help="Enrollment opens at, ISO 8601 (UTC if no offset).")]
 _Closes = Annotated[datetime | None, typer.Option("--closes", help="Enrollment closes at, ISO 8601.")]
 _DeviceTypes = Annotated[
-    list[str] | None, typer.Option("--device-type", help="An eligible device type (repeat for several).")
+    list[DeviceTypeChoice] | None,
+    typer.Option("--device-type", case_sensitive=False, help="An eligible device type (repeat for several)."),
 ]
 _Excludes = Annotated[
     list[str] | None, typer.Option("--exclude", help="A program whose enrolled devices are barred (repeatable).")
@@ -54,8 +79,7 @@ def _rules(rules: list[str] | None, shed: float | None, grace: float | None) -> 
     for item in rules or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            err.print(f"[red]bad rule:[/] {item!r}: write NAME=VALUE, e.g. fatigue_cap=0.3")
-            raise typer.Exit(2)
+            fail(f"bad rule {item!r}: write --rule NAME=VALUE, e.g. --rule fatigue_cap=0.3", ExitCode.USAGE)
         try:
             parsed[name.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -68,16 +92,13 @@ def _rules(rules: list[str] | None, shed: float | None, grace: float | None) -> 
 
 
 def _validated(model: type[BaseModel], body: dict[str, Any]) -> Any:
-    """``body`` as ``model``, or one line per wrong field (named as the API names it) and exit status 2."""
+    """``body`` as ``model``, or each wrong field named by its option and :attr:`ExitCode.USAGE`."""
     from pydantic import ValidationError
 
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        for e in error.errors():
-            field = ".".join(str(part) for part in e["loc"])
-            err.print(f"[red]bad program:[/] {field}: {e['msg']}")
-        raise typer.Exit(2) from None
+        fail_validation("bad program", error, PROGRAM_OPTIONS)
 
 
 def _summary(program: dict[str, Any], verb: str) -> None:
@@ -101,7 +122,10 @@ def _print(program: dict[str, Any], as_json: bool, verb: str) -> None:
 def program_create(
     program_code: Annotated[str, typer.Argument(help="e.g. SUMMER-BYOT (upper case, digits, '-', '_').")],
     name: Annotated[str, typer.Option(help="The program's name.")],
-    status: Annotated[str, typer.Option(help="DRAFT or ACTIVE (then SUSPENDED, CLOSED by update).")] = "DRAFT",
+    status: Annotated[
+        ProgramStatusChoice,
+        typer.Option(case_sensitive=False, help="DRAFT (being set up) or ACTIVE (open, scored, may have events)."),
+    ] = ProgramStatusChoice.DRAFT,
     opens: _Opens = None,
     closes: _Closes = None,
     device_type: _DeviceTypes = None,
@@ -115,10 +139,10 @@ def program_create(
     from derbridge.assethub.api.schemas import ProgramIn
     from derbridge.assethub.services.programs import create_program
 
-    body: dict[str, Any] = {"program_code": program_code, "name": name, "status": status}
+    body: dict[str, Any] = {"program_code": program_code, "name": name, "status": status.value}
     body |= {"enrollment_opens_at": aware(opens), "enrollment_closes_at": aware(closes)}
     if device_type:
-        body["eligible_device_types"] = device_type
+        body["eligible_device_types"] = [t.value for t in device_type]
     if exclude:
         body["excluded_program_codes"] = exclude
     rules = _rules(rule, expected_shed_kw, outcome_grace_hours)
@@ -129,14 +153,17 @@ def program_create(
     async def work(runtime: Runtime) -> Any:
         return await create_program(runtime.async_engine("assethub"), request)
 
-    _print(system_call(work), as_json, "created")
+    _print(system_call(work, fields=PROGRAM_OPTIONS), as_json, "created")
 
 
 @program_app.command("update")
 def program_update(
-    program_code: Annotated[str, typer.Argument()],
+    program_code: Annotated[str, typer.Argument(help="The program's code, e.g. SUMMER-BYOT.")],
     name: _Name = None,
-    status: Annotated[str | None, typer.Option(help="DRAFT → ACTIVE ⇄ SUSPENDED → CLOSED (final).")] = None,
+    status: Annotated[
+        ProgramStatusChoice | None,
+        typer.Option(case_sensitive=False, help="DRAFT → ACTIVE ⇄ SUSPENDED → CLOSED (final; see close)."),
+    ] = None,
     opens: _Opens = None,
     closes: _Closes = None,
     clear_window: Annotated[
@@ -158,23 +185,24 @@ def program_update(
         body |= {"enrollment_opens_at": None, "enrollment_closes_at": None}
     for key, value in (
         ("name", name),
-        ("status", status),
+        ("status", status.value if status else None),
         ("enrollment_opens_at", aware(opens)),
         ("enrollment_closes_at", aware(closes)),
-        ("eligible_device_types", device_type or None),
+        ("eligible_device_types", [t.value for t in device_type] if device_type else None),
         ("excluded_program_codes", exclude or None),
         ("rules", _rules(rule, expected_shed_kw, outcome_grace_hours)),
     ):
         if value is not None:
             body[key] = value
     if not body:
-        err.print("[red]nothing to change:[/] give at least one option (see derbridge program update --help)")
-        raise typer.Exit(2)
+        fail("nothing to change: give at least one option (see derbridge program update --help)", ExitCode.USAGE)
     _update(program_code, _validated(ProgramPatch, body), as_json, "updated")
 
 
 @program_app.command("close")
-def program_close(program_code: Annotated[str, typer.Argument()], as_json: _Json = False) -> None:
+def program_close(
+    program_code: Annotated[str, typer.Argument(help="The program's code, e.g. SUMMER-BYOT.")], as_json: _Json = False
+) -> None:
     """Close a program for good: no new enrollments, scores or events (the DERMS refuses new events in it with
     409 program-closed); enrollments, history and existing events are kept. A closed program cannot reopen."""
     from derbridge.assethub.api.schemas import ProgramPatch
@@ -189,11 +217,13 @@ def _update(program_code: str, patch: Any, as_json: bool, verb: str) -> None:
     async def work(runtime: Runtime) -> Any:
         return await update_program(runtime.async_engine("assethub"), program_code, patch)
 
-    _print(system_call(work), as_json, verb)
+    _print(system_call(work, fields=PROGRAM_OPTIONS), as_json, verb)
 
 
 @program_app.command("show")
-def program_show(program_code: Annotated[str, typer.Argument()], as_json: _Json = False) -> None:
+def program_show(
+    program_code: Annotated[str, typer.Argument(help="The program's code, e.g. SUMMER-BYOT.")], as_json: _Json = False
+) -> None:
     """Show a program: its settings and rules, its version, and what the DERMS made of that version."""
     from derbridge.assethub.services.programs import read_programs
 
@@ -220,18 +250,16 @@ def program_show(program_code: Annotated[str, typer.Argument()], as_json: _Json 
 
 @program_app.command("list")
 def program_list(
-    status: Annotated[str | None, typer.Option(help="Only DRAFT, ACTIVE, SUSPENDED or CLOSED ones.")] = None,
+    status: Annotated[
+        ProgramStatusChoice | None, typer.Option(case_sensitive=False, help="Only the programs in this status.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the programs as a JSON list.")] = False,
 ) -> None:
     """List programs by code, with their version and whether the DERMS applied it."""
     from derbridge.assethub.domain.program import ProgramStatus
     from derbridge.assethub.services.programs import read_programs
 
-    try:
-        wanted = ProgramStatus(status) if status else None
-    except ValueError:
-        err.print(f"[red]bad status:[/] {status!r}: one of {', '.join(s.value for s in ProgramStatus)}")
-        raise typer.Exit(2) from None
+    wanted = ProgramStatus(status.value) if status else None
 
     async def work(runtime: Runtime) -> Any:
         return await read_programs(runtime.async_engine("assethub"), status=wanted)
