@@ -225,12 +225,13 @@ def program_show(
     program_code: Annotated[str, typer.Argument(help="The program's code, e.g. SUMMER-BYOT.")], as_json: _Json = False
 ) -> None:
     """Show a program: its settings and rules, its version, and what the DERMS made of that version."""
-    from derbridge.assethub.services.programs import read_programs
+    from derbridge.assethub.queries import get_program
 
     async def work(runtime: Runtime) -> Any:
-        return await read_programs(runtime.async_engine("assethub"), program_code=program_code)
+        async with runtime.async_engine("assethub").connect() as connection:
+            return (await get_program(connection, program_code)).model_dump(mode="json")
 
-    (program,) = system_call(work)
+    program = system_call(work)
     if as_json:
         print_json(program)
         return
@@ -256,13 +257,12 @@ def program_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the programs as a JSON list.")] = False,
 ) -> None:
     """List programs by code, with their version and whether the DERMS applied it."""
-    from derbridge.assethub.domain.program import ProgramStatus
-    from derbridge.assethub.services.programs import read_programs
-
-    wanted = ProgramStatus(status.value) if status else None
+    from derbridge.assethub.queries import list_programs
 
     async def work(runtime: Runtime) -> Any:
-        return await read_programs(runtime.async_engine("assethub"), status=wanted)
+        async with runtime.async_engine("assethub").connect() as connection:
+            found = await list_programs(connection, status=status.value if status else None)
+        return [p.model_dump(mode="json") for p in found]
 
     programs = system_call(work)
     if as_json:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
-from derbridge.assethub.api.schemas import Program, ProgramIn, ProgramPatch
+from derbridge.assethub.api.schemas import ProgramIn, ProgramPatch
 from derbridge.assethub.domain.program import (
     IllegalProgramChange,
     ProgramRules,
@@ -41,24 +41,6 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
     data["rules"] = ProgramRules.model_validate(data["rules"]).model_dump(mode="json")
     data["status"] = str(data["status"])
     return data
-
-
-async def read_programs(
-    engine: AsyncEngine, *, program_code: str | None = None, status: ProgramStatus | None = None
-) -> list[dict[str, Any]]:
-    """Programs by code as the API shows them (JSON-ready, rules with their defaults), all or those of
-    ``status``; with ``program_code`` that one program, or a 404 problem."""
-    p = t.programs
-    statement = select(p).order_by(p.c.program_code)
-    if program_code is not None:
-        statement = statement.where(p.c.program_code == program_code)
-    if status is not None:
-        statement = statement.where(p.c.status == status.value)
-    async with engine.connect() as connection:
-        rows = (await connection.execute(statement)).mappings().all()
-    if program_code is not None and not rows:
-        raise not_found("program", program_code)
-    return [Program.model_validate(dict(row)).model_dump(mode="json") for row in rows]
 
 
 async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, Any]:
