@@ -191,18 +191,11 @@ class Demo:
             201,
             409,
         )
-        _check(
-            await client.post(
-                "/derms/v1/programs",
-                json={"program_code": DEMO_PROGRAM, "name": "Summer bring-your-own-thermostat"},
-            ),
-            "creating the program in the DERMS",
-            201,
-            409,
-        )
-        # The edge mirrors the program (and its status event) for the aggregators.
+        # Program sync carries it to the DERMS; then the edge mirrors it (and its status event) for the VENs.
+        await self.system.settle()
+        _check(await client.get(f"/derms/v1/programs/{DEMO_PROGRAM}"), "reading the synced program in the DERMS", 200)
         await self.system.run_jobs()
-        return f"{DEMO_PROGRAM} active in both systems and on the VTN"
+        return f"{DEMO_PROGRAM} active in Asset Hub, synced to the DERMS, and on the VTN"
 
     async def _vens(self, aggregators: list[Aggregator]) -> str:
         # Each aggregator is an edge client (as `derbridge edge client add` makes it), then a VEN.
@@ -436,10 +429,26 @@ class Demo:
                     completed_ok and len(records) == summary["reserved"] and all(r.outcome is not None for r in records)
                 )
         return {
+            "programs_match": await self._programs_match(),
             "active_enrollments_match_available_devices": active == available,
             "cancelled_event_released": cancelled_ok,
             "completed_event_has_every_outcome": completed_ok,
         }
+
+    async def _programs_match(self) -> bool:
+        """Every Asset Hub program is in the DERMS at its latest version, with its name, status and dispatch
+        settings (program sync), and the DERMS has no program of its own."""
+        async with self.system.runtime.async_engine("assethub").connect() as connection:
+            mine = {
+                (r.program_code, r.name, r.status, r.version, r.rules.get("expected_shed_kw", 1.0))
+                for r in await connection.execute(select(ah.programs))
+            }
+        async with self.system.runtime.async_engine("derms").connect() as connection:
+            theirs = {
+                (r.program_code, r.name, r.status, r.version, r.expected_shed_kw)
+                for r in await connection.execute(select(dm.programs))
+            }
+        return mine == theirs
 
     def _print(self, summary: dict[str, Any]) -> None:
         table = Table(title="messages per flow (from the bridge's tracking)", title_justify="left")

@@ -15,6 +15,7 @@ from derbridge.contracts.enrollment_sync import (
     SyncLocation,
 )
 from derbridge.contracts.envelope import Endpoint, Envelope, Flow, SystemName
+from derbridge.contracts.program_sync import ProgramStatus, ProgramSync
 from derbridge.infra.ids import new_id
 
 
@@ -52,6 +53,37 @@ def enrollment_sync(n: int, *, account: str | None = None, sequence: int = 1) ->
         target=Endpoint(system=SystemName.DERMS),
         business_key=enrollment_id,
         sequence=sequence,
+        occurred_at=datetime.now(UTC),
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+def program_sync(
+    code: str = "SUMMER-BYOT",
+    version: int = 1,
+    *,
+    name: str | None = None,
+    status: str = "ACTIVE",
+    expected_shed_kw: float = 1.0,
+    outcome_grace_hours: float = 24.0,
+) -> Envelope:
+    """A program-sync of ``code`` at ``version`` (Asset Hub → DERMS), ordered as Asset Hub orders it."""
+    payload = ProgramSync(
+        program_code=code,
+        version=version,
+        name=name or code,
+        status=ProgramStatus(status),
+        expected_shed_kw=expected_shed_kw,
+        outcome_grace_hours=outcome_grace_hours,
+    )
+    return Envelope(
+        type="program-sync.v1",
+        flow=Flow.PROGRAM_SYNC,
+        correlation_id=new_id(),
+        source=Endpoint(system=SystemName.ASSETHUB),
+        target=Endpoint(system=SystemName.DERMS),
+        business_key=code,
+        sequence=version,
         occurred_at=datetime.now(UTC),
         payload=payload.model_dump(mode="json"),
     )

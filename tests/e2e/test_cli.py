@@ -125,6 +125,7 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
         "event-reservation",
         "event-cancellation",
         "event-outcome",
+        "program-sync",
     }
     for flow, counts in summary["flows"].items():
         assert counts["delivered"] > 0, flow
@@ -137,6 +138,7 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
     assert sum(completed["outcomes"].values()) == completed["reserved"]
     assert cancelled["status"] == "CANCELLED"
     assert all(summary["consistency"].values())
+    assert summary["consistency"]["programs_match"]
     assert "the two systems agree" in result.stdout
     # Whole ids in the narration (UUIDv7 made in the same second share their first characters), and no
     # Python warning or log line on either stream.
@@ -227,7 +229,58 @@ def test_operator_commands_on_the_demo_systems(tmp_path: Path) -> None:
 
     stats = derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path)
     counts = json.loads(stats.stdout)
-    assert len(counts) == 7
+    assert len(counts) == 8  # every flow, program sync (the demo's program) included
     assert counts["event-reservation"]["delivered"] >= 2  # the demo's two events (the CLI's waits for a bridge)
     dead = derbridge(*systems, "messages", "list", "--state", "dead", "--json", cwd=tmp_path)
     assert json.loads(dead.stdout) == []
+
+
+def test_programs_are_managed_from_the_command_line(tmp_path: Path) -> None:
+    systems = ["--data-dir", "V"]
+
+    created = derbridge(
+        *systems, "program", "create", "SUMMER-BYOT", "--name", "Summer BYOT", "--status", "ACTIVE",
+        "--opens", "2027-03-01T00:00:00", "--expected-shed-kw", "1.5", "--rule", "fatigue_cap=0.3", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    program = json.loads(created.stdout)
+    assert (program["status"], program["version"], program["sync_state"]) == ("ACTIVE", 1, "SENT")
+    assert program["enrollment_opens_at"] == "2027-03-01T00:00:00Z"
+    assert (program["rules"]["expected_shed_kw"], program["rules"]["fatigue_cap"]) == (1.5, 0.3)
+
+    # Refusals are one clear line each, with a non-zero exit status; nothing changes.
+    again = derbridge(*systems, "program", "create", "SUMMER-BYOT", "--name", "Again", cwd=tmp_path)
+    assert again.returncode == 6  # refused by the state things are in
+    assert "exists" in again.stderr
+    assert "derbridge program update" in again.stderr
+    bad = derbridge(*systems, "program", "create", "lower", "--name", "x", "--rule", "fatigue_cap=2", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "PROGRAM_CODE" in bad.stderr
+    assert "rules.fatigue_cap" in bad.stderr
+    backwards = derbridge(*systems, "program", "update", "SUMMER-BYOT", "--status", "DRAFT", cwd=tmp_path)
+    assert backwards.returncode == 2
+    assert backwards.stderr.count("\n") == 1  # one line, naming the option
+    assert "--status: a ACTIVE program cannot become DRAFT" in backwards.stderr
+    missing = derbridge(*systems, "program", "update", "NOPE", "--name", "x", cwd=tmp_path)
+    assert missing.returncode == 3
+    assert "NOPE" in missing.stderr
+
+    updated = derbridge(
+        *systems, "program", "update", "SUMMER-BYOT", "--outcome-grace-hours", "12", "--json", cwd=tmp_path
+    )  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert (json.loads(updated.stdout)["version"], json.loads(updated.stdout)["rules"]["fatigue_cap"]) == (2, 0.3)
+    closed = derbridge(*systems, "program", "close", "SUMMER-BYOT", cwd=tmp_path)
+    assert closed.returncode == 0, closed.stderr
+    assert "CLOSED, version 3" in closed.stdout
+
+    listed = derbridge(*systems, "program", "list", "--status", "CLOSED", "--json", cwd=tmp_path)
+    assert [(p["program_code"], p["version"]) for p in json.loads(listed.stdout)] == [("SUMMER-BYOT", 3)]
+    shown = derbridge(*systems, "program", "show", "SUMMER-BYOT", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "CLOSED" in shown.stdout
+    assert "rules.outcome_grace_hours" in shown.stdout
+    # Each version waits in Asset Hub's outbox for the bridge (derbridge up) to carry it to the DERMS.
+    stats = json.loads(derbridge(*systems, "messages", "stats", "--json", cwd=tmp_path).stdout)
+    assert "program-sync" in stats

@@ -135,22 +135,25 @@ def test_a_simulated_aggregator_enrolls_its_devices_through_the_edge(server: Ser
     assert devices
     imported = derbridge("--data-dir", "V", "cis", "import", "U/cis_extract.csv", "--json", cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
-    for path, body in (
-        (
-            "/assethub/v1/programs",
-            {
-                "program_code": PROGRAM,
-                "name": "Summer BYOT",
-                "status": "ACTIVE",
-                # Open now (this server runs on the wall clock), whatever dates the generator chose.
-                "enrollment_opens_at": "2020-01-01T00:00:00Z",
-                "enrollment_closes_at": "2099-12-31T00:00:00Z",
-            },
-        ),
-        ("/derms/v1/programs", {"program_code": PROGRAM, "name": "Summer BYOT"}),
-    ):
-        created = httpx.post(server.base + path, json=body, headers=server.auth, timeout=30)
-        assert created.status_code == 201, created.text
+    created = httpx.post(
+        server.base + "/assethub/v1/programs",
+        json={
+            "program_code": PROGRAM,
+            "name": "Summer BYOT",
+            "status": "ACTIVE",
+            # Open now (this server runs on the wall clock), whatever dates the generator chose.
+            "enrollment_opens_at": "2020-01-01T00:00:00Z",
+            "enrollment_closes_at": "2099-12-31T00:00:00Z",
+        },
+        headers=server.auth,
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    # Program sync carries it to the DERMS through the running bridge.
+    deadline = time.monotonic() + WAIT
+    while httpx.get(f"{server.base}/derms/v1/programs/{PROGRAM}", headers=server.auth, timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "the program did not reach the DERMS\n" + server.log.read_text()[-3000:]
+        time.sleep(0.2)
     added = derbridge(
         "--data-dir", "V", "edge", "client", "add", "--name", "ecobee", "--head-end", HEAD_END, "--role", "ven",
         "--json", cwd=tmp_path,

@@ -95,7 +95,7 @@ def attributes_of(resource: dict[str, Any]) -> dict[str, list[Any]]:
 
 async def test_a_ven_enrolls_a_resource_and_reads_the_answer(system: System, vtn: str, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
     ven = await ven_client(vtn, make_client(system, "ECOBEE"))
 
     created = await off_loop(ven.create_ven, {"objectType": "VEN_VEN_REQUEST", "venName": "ecobee-ven"})

@@ -77,7 +77,7 @@ def updates(receiver: Receiver) -> list[dict[str, Any]]:
 
 async def test_enrollment_answers_and_lifecycle_changes_are_notified(system: System, vtn: str, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
     ven, ven_id = await enrolling_ven(system, vtn)
     receiver = Receiver()
     async with serve(receiver.app) as hook:
@@ -145,7 +145,7 @@ async def test_enrollment_answers_and_lifecycle_changes_are_notified(system: Sys
 
 async def test_lifecycle_changes_show_on_reads_without_a_subscription(system: System, vtn: str, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1)])
-    await create_program(system.client)
+    await create_program(system)
     ven, ven_id = await enrolling_ven(system, vtn)
     resource_id = await register(ven, ven_id, "NIC1", enrollment_attributes(1))
     await system.settle(jobs=True)
@@ -168,7 +168,7 @@ async def check_answer(system: System, check_id: str) -> dict[str, Any]:
 
 async def test_an_agents_check_asks_the_ven_for_a_fresh_reading(system: System, vtn: str, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
     ven, ven_id = await enrolling_ven(system, vtn)
     resource_id = await register(ven, ven_id, "NIC1", enrollment_attributes(1))
     registered_at = system.clock.now()
@@ -242,7 +242,7 @@ async def test_an_agents_check_asks_the_ven_for_a_fresh_reading(system: System, 
 
 async def test_a_check_of_a_device_no_ven_registered_makes_no_event(system: System, vtn: str, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
     ven, ven_id = await enrolling_ven(system, vtn)
     await register(ven, ven_id, "NIC1", enrollment_attributes(1))
     # NIC2 enrolled through the DERMS's own API, not through any VEN.

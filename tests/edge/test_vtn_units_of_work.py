@@ -19,6 +19,9 @@ from tests.edge.support import PREFIX, assert_problem, assert_schema, make_clien
 from tests.edge.test_vtn_end_to_end import enrollment_attributes
 from tests.flows.test_enrollment_request import create_program, load_customers
 
+F1_SENT = select(func.count()).select_from(dm.outbox).where(dm.outbox.c.type == "enrollment-request.v1")
+"""The F1 messages in the DERMS's outbox (it also holds the acknowledgement of the program's sync)."""
+
 if TYPE_CHECKING:
     from tests.flows.system import System
 
@@ -65,7 +68,7 @@ async def test_a_failure_on_either_side_leaves_neither(
     system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
 
@@ -90,7 +93,7 @@ async def test_a_failure_on_either_side_leaves_neither(
     assert await _counts(system) == (0, 0)
     await system.settle()
     async with system.runtime.async_engine("derms").connect() as connection:
-        assert await connection.scalar(select(func.count()).select_from(dm.outbox)) == 0
+        assert await connection.scalar(F1_SENT) == 0
 
     monkeypatch.undo()
     made = await system.client.post(PREFIX + "/resources", json=_resource(ven_id, 1), headers=headers)
@@ -100,7 +103,7 @@ async def test_a_failure_on_either_side_leaves_neither(
 
 async def test_bulk_onboarding_creates_all_or_none(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in (1, 2, 3)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
 
@@ -113,7 +116,7 @@ async def test_bulk_onboarding_creates_all_or_none(system: System, tmp_path: Pat
     assert await _counts(system) == (3, 3)
     # One F1 message carries the three requests.
     async with system.runtime.async_engine("derms").connect() as connection:
-        assert await connection.scalar(select(func.count()).select_from(dm.outbox)) == 1
+        assert await connection.scalar(F1_SENT) == 1
 
     # A taken name anywhere in the batch: nothing of it is created or forwarded.
     again = [_resource(ven_id, 4) | {"resourceName": "NIC4"}, _resource(ven_id, 5) | {"resourceName": "NIC1"}]
@@ -139,7 +142,7 @@ async def test_bulk_onboarding_creates_all_or_none(system: System, tmp_path: Pat
 
 async def test_a_vens_read_moves_the_last_communication_time(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1)])
-    await create_program(system.client)
+    await create_program(system)
     headers = await _token(system)
     ven_id = await _ven(system, headers)
     made = await system.client.post(PREFIX + "/resources", json=_resource(ven_id, 1), headers=headers)

@@ -92,7 +92,7 @@ async def next_check_at(system: System, enrollment_id: str) -> datetime | None:
 
 async def world(system: System, tmp_path: Path, customers: int = 3, **program: Any) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in range(1, customers + 1)])
-    await create_program(system.client, **program)
+    await create_program(system, **program)
 
 
 # --- the device-setup step ----------------------------------------------------------------------------------

@@ -56,18 +56,20 @@ def load_customers(runtime: Runtime, tmp_path: Path, rows: list[dict[str, str]])
     import_cis(runtime, path)
 
 
-async def create_program(client: httpx.AsyncClient, code: str = PROGRAM, **assethub: Any) -> None:
-    """Create an ACTIVE program, open since March 2027, in both systems through their APIs."""
+async def create_program(system: System, code: str = PROGRAM, **assethub: Any) -> None:
+    """Create an ACTIVE program, open since March 2027, in Asset Hub through its API, and let program sync
+    carry it to the DERMS (the bridge settled)."""
     body = {
         "program_code": code,
         "name": f"Program {code}",
         "status": "ACTIVE",
         "enrollment_opens_at": "2027-03-01T00:00:00Z",
     } | assethub
-    response = await client.post("/assethub/v1/programs", json=body)
+    response = await system.client.post("/assethub/v1/programs", json=body)
     assert response.status_code == 201, response.text
-    response = await client.post("/derms/v1/programs", json={"program_code": code, "name": f"Program {code}"})
-    assert response.status_code == 201, response.text
+    await system.settle()
+    response = await system.client.get(f"/derms/v1/programs/{code}")
+    assert response.status_code == 200, response.text
 
 
 def device(n: int, *, head_end: str = "ECOBEE", sequence: int = 1, device_type: str = "THERMOSTAT") -> dict[str, Any]:
@@ -242,7 +244,7 @@ def inventory_requests(path: Path) -> list[tuple[dict[str, Any], str]]:
 async def test_every_generated_request_gets_the_answer_it_was_built_for(system: System, tmp_path: Path) -> None:
     generated = generate_utility(60, 11, tmp_path / "utility", program_code=PROGRAM)
     import_cis(system.runtime, generated.cis_extract)
-    await create_program(system.client)
+    await create_program(system)
 
     expected: dict[tuple[str, str], str] = {}
     for head_end, path in generated.inventories.items():
@@ -314,9 +316,9 @@ async def test_each_reason_code_reaches_the_derms_record(system: System, tmp_pat
         tmp_path,
         [cis_row(n) for n in range(1, 9)] + [cis_row(9, account_status="SUSPENDED")],
     )
-    await create_program(system.client)
-    await create_program(system.client, "WINTER-BYOT", status="SUSPENDED")
-    await create_program(system.client, "EV-PILOT", eligible_device_types=["EV_CHARGER"])
+    await create_program(system)
+    await create_program(system, "WINTER-BYOT", status="SUSPENDED")
+    await create_program(system, "EV-PILOT", eligible_device_types=["EV_CHARGER"])
     bodies = [
         request_body(1),  # accepted
         request_body(2, customer=request_body(2)["customer"] | {"cis_account_id": "A404"}),
@@ -369,7 +371,7 @@ async def test_each_reason_code_reaches_the_derms_record(system: System, tmp_pat
 
 async def test_the_same_request_twice_gives_one_enrollment_and_the_same_answer(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
 
     first = await post_request(system.client, request_body(1))
     assert (first["status"], first["enrollment_id"], first["state"]) == ("RECEIVED", None, None)
@@ -411,9 +413,9 @@ async def test_a_device_requested_twice_in_one_batch_is_already_enrolled_the_sec
     system: System, tmp_path: Path
 ) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2), cis_row(3)])
-    await create_program(system.client)
-    await create_program(system.client, "PEAK-SAVER")
-    await create_program(system.client, "RIVAL", excluded_program_codes=[PROGRAM])
+    await create_program(system)
+    await create_program(system, "PEAK-SAVER")
+    await create_program(system, "RIVAL", excluded_program_codes=[PROGRAM])
     bodies = [
         request_body(1),
         request_body(2, devices=[device(1)]),  # the same device, same program
@@ -434,7 +436,7 @@ async def test_a_device_requested_twice_in_one_batch_is_already_enrolled_the_sec
 
 async def test_an_unparseable_start_date_refuses_only_its_own_request(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in range(1, 6)])
-    await create_program(system.client)
+    await create_program(system)
     bodies = [
         request_body(1, start_date="2027-13-45"),
         request_body(2, start_date=20270615),
@@ -466,7 +468,7 @@ async def test_an_unparseable_start_date_refuses_only_its_own_request(system: Sy
 
 async def test_a_batch_is_one_message_and_its_answer_one_reply(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in range(1, 4)])
-    await create_program(system.client)
+    await create_program(system)
     batch = await post_batch(
         system.client, "NEST", [request_body(n, devices=[device(n, head_end="NEST")]) for n in (3, 1, 2)]
     )
@@ -506,7 +508,7 @@ async def test_a_batch_is_one_message_and_its_answer_one_reply(system: System, t
 async def test_a_batch_of_a_thousand_requests_is_answered_in_seconds(system: System, tmp_path: Path) -> None:
     size = 1000
     load_customers(system.runtime, tmp_path, [cis_row(n) for n in range(size)])
-    await create_program(system.client)
+    await create_program(system)
     bodies = [request_body(n) for n in range(size)]
     bodies[500] = request_body(500, devices=[device(499)])  # one refusal in the lot: device 499 is taken
 
@@ -569,7 +571,7 @@ async def test_the_derms_api_refuses_what_it_cannot_forward(system: System, tmp_
 
 async def test_two_batches_asking_for_one_device_at_once_enroll_it_once(system: System, tmp_path: Path) -> None:
     load_customers(system.runtime, tmp_path, [cis_row(1), cis_row(2)])
-    await create_program(system.client)
+    await create_program(system)
     batches = [
         new_envelope(
             TYPE,

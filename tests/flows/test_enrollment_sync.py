@@ -70,15 +70,16 @@ async def import_cis(runtime: Runtime, path: Path, *, assethub: bool = True, der
     return await asyncio.to_thread(import_extract, path, loaders)
 
 
-async def create_programs(system: System, *codes: str, derms: bool = True) -> None:
+async def create_programs(system: System, *codes: str, settle: bool = True) -> None:
+    """ACTIVE programs created in Asset Hub; program sync carries them to the DERMS (with ``settle``, before
+    this returns)."""
     for code in codes:
         created = await system.client.post(
             "/assethub/v1/programs", json={"program_code": code, "name": code, "status": "ACTIVE"}
         )
         assert created.status_code == 201, created.text
-        if derms:
-            created = await system.client.post("/derms/v1/programs", json={"program_code": code, "name": code})
-            assert created.status_code == 201, created.text
+    if settle:
+        await system.settle()
 
 
 async def scene(system: System, tmp_path: Path, *, accounts: tuple[str, ...] = (ACCOUNT,)) -> None:
@@ -507,9 +508,9 @@ async def _hold(system: System, message_ids: list[str]) -> dict[str, str]:
     return bodies
 
 
-async def _deliver_directly(system: System, message_id: str, body: str) -> None:
+async def _deliver_directly(system: System, message_id: str, body: str, *, flow: str = "enrollment-sync") -> None:
     """Publish one message on the transport, as the relay would, and let the worker deliver it."""
-    queue = queue_name(system.runtime.settings.bridge.queue_prefix, "enrollment-sync")
+    queue = queue_name(system.runtime.settings.bridge.queue_prefix, flow)
     await system.worker.transport.publish(queue, [(message_id, body.encode())])
     await system.worker.consume_once()
     await system.worker.wait_in_flight()
@@ -600,9 +601,13 @@ async def test_a_sync_parks_until_the_customer_reaches_the_derms_and_the_cis_imp
     assert state == "delivered"
 
 
-async def test_a_sync_for_a_program_the_derms_lacks_parks_until_woken(system: System, tmp_path: Path) -> None:
+async def test_a_sync_for_a_program_the_derms_lacks_parks_until_its_program_sync_arrives(
+    system: System, tmp_path: Path
+) -> None:
     await import_cis(system.runtime, write_cis(tmp_path / "cis.csv", [ACCOUNT]))
-    await create_programs(system, PROGRAM, derms=False)
+    await create_programs(system, PROGRAM, settle=False)
+    (program_sync,) = await outbox_envelopes(system, "assethub", "program-sync.v1")
+    held = await _hold(system, [program_sync["message_id"]])  # the program's sync is late
     enrollment_id = await enroll(system, ["NIC1"])
     await system.settle()
     async with system.runtime.async_engine("bridge").connect() as connection:
@@ -613,10 +618,8 @@ async def test_a_sync_for_a_program_the_derms_lacks_parks_until_woken(system: Sy
         )
     assert wake_on == f"program:{PROGRAM}"
 
-    created = await system.client.post("/derms/v1/programs", json={"program_code": PROGRAM, "name": PROGRAM})
-    assert created.status_code == 201, created.text
-    woken = await system.client.post("/bridge/v1/wake", json={"conditions": [f"program:{PROGRAM}"]})
-    assert woken.status_code == 200, woken.text
+    # The program's sync arrives: delivering it wakes the parked enrollment sync, without an operator.
+    await _deliver_directly(system, program_sync["message_id"], held[program_sync["message_id"]], flow="program-sync")
     await system.settle()
     assert await availability(system) == {"NIC1": ("AVAILABLE", enrollment_id, 1)}
 
@@ -626,7 +629,11 @@ async def test_a_sync_the_derms_refuses_is_failed_in_asset_hub_with_the_reason(s
     enrollment_id = await enroll(system, ["NIC1"])
     # A sender bug: an ENROLLED sync that makes its device UNAVAILABLE.
     async with system.runtime.async_engine("assethub").begin() as connection:
-        row = (await connection.execute(select(ah.outbox.c.position, ah.outbox.c.envelope))).one()
+        row = (
+            await connection.execute(
+                select(ah.outbox.c.position, ah.outbox.c.envelope).where(ah.outbox.c.type == "enrollment-sync.v1")
+            )
+        ).one()
         envelope = json.loads(row.envelope)
         envelope["payload"]["devices"][0]["availability"] = "UNAVAILABLE"
         await connection.execute(
@@ -676,7 +683,8 @@ async def test_unenroll_and_replace_are_refused_outside_active_with_a_problem(sy
     # Nothing changed and nothing more was sent: one sync (the ENROLLED one), no new transition.
     async with system.runtime.async_engine("assethub").connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(ah.enrollment_syncs)) == 1
-        assert await connection.scalar(select(func.count()).select_from(ah.outbox)) == 1
+        sent = select(func.count()).select_from(ah.outbox).where(ah.outbox.c.type == "enrollment-sync.v1")
+        assert await connection.scalar(sent) == 1
         transitions = await connection.scalar(
             select(func.count())
             .select_from(ah.enrollment_transitions)
@@ -778,7 +786,9 @@ async def test_queueing_many_syncs_is_one_set_based_call(runtime: Runtime, tmp_p
         async with runtime.async_engine("assethub").begin() as connection:
             assert await queue_enrollment_sync(connection, ids[:2], SyncChange.ENROLLED, now) == 2
         async with runtime.async_engine("assethub").connect() as connection:
-            outbox = await connection.scalar(select(func.count()).select_from(ah.outbox))
+            outbox = await connection.scalar(
+                select(func.count()).select_from(ah.outbox).where(ah.outbox.c.type == "enrollment-sync.v1")
+            )
             rows = await connection.scalar(select(func.count()).select_from(ah.enrollment_syncs))
             sequences = dict(
                 (await connection.execute(select(ah.enrollments.c.enrollment_id, ah.enrollments.c.sync_sequence)))

@@ -103,9 +103,9 @@ def with_threshold(settings: Settings, threshold: int) -> Settings:
 
 
 async def prepare(system: System, tmp_path: Path, devices: Sequence[Device] = DEVICES) -> None:
-    """Customers in both systems (CIS import), PROGRAM in both (their APIs), ``devices`` ACTIVE in the DERMS
-    (devices + AVAILABLE in PROGRAM) and in Asset Hub (unless ``in_assethub`` is false), and a current DERMS
-    score snapshot holding their scores."""
+    """Customers in both systems (CIS import), PROGRAM in Asset Hub (its API) and, by program sync, in the
+    DERMS, ``devices`` ACTIVE in the DERMS (devices + AVAILABLE in PROGRAM) and in Asset Hub (unless
+    ``in_assethub`` is false), and a current DERMS score snapshot holding their scores."""
     runtime: Runtime = system.runtime
     report = import_extract(
         write_extract(tmp_path / "cis.csv", EXTRACT),
@@ -113,19 +113,16 @@ async def prepare(system: System, tmp_path: Path, devices: Sequence[Device] = DE
     )
     assert report.rejected == []
     created = await system.client.post(
-        f"{ASSETHUB}/programs", json={"program_code": PROGRAM, "name": "Summer BYOT", "status": "ACTIVE"}
-    )
-    assert created.status_code == 201, created.text
-    created = await system.client.post(
-        f"{DERMS}/programs",
+        f"{ASSETHUB}/programs",
         json={
             "program_code": PROGRAM,
             "name": "Summer BYOT",
-            "expected_shed_kw": SHED_KW,
-            "outcome_grace_hours": GRACE_HOURS,
+            "status": "ACTIVE",
+            "rules": {"expected_shed_kw": SHED_KW, "outcome_grace_hours": GRACE_HOURS},
         },
     )
     assert created.status_code == 201, created.text
+    await system.settle()  # program sync carries it to the DERMS
     at = datetime(2027, 1, 1, tzinfo=UTC)
     with runtime.sync_engine("derms").begin() as connection:
         connection.execute(

@@ -726,7 +726,7 @@ async def test_one_transfer_at_a_time(system: System) -> None:
     assert response.json()["type"].endswith("/transfer-in-progress")
     async with assethub.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(ah.score_snapshots)) == 0
-        assert await connection.scalar(select(func.count()).select_from(ah.outbox)) == 0
+        assert await connection.scalar(select(func.count()).select_from(ah.outbox).where(ah.outbox.c.type == TYPE)) == 0
 
     # A lease whose holder died expires; the next transfer takes it over.
     async with assethub.begin() as connection:

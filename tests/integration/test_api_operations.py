@@ -211,7 +211,7 @@ async def test_a_body_over_the_limit_is_a_413_problem(limited: httpx.AsyncClient
 
     # A declared length over the limit is refused before any of the body is read.
     declared = await limited.post(
-        "/derms/v1/programs",
+        "/derms/v1/events",
         content=json.dumps(PROGRAM_BODY).encode(),
         headers={"content-type": "application/json", "content-length": str(LIMIT + 1)},
     )
@@ -228,17 +228,17 @@ async def test_a_body_over_the_limit_is_a_413_problem(limited: httpx.AsyncClient
 
 async def test_a_streamed_body_is_counted_as_it_arrives(limited: httpx.AsyncClient) -> None:
     big = json.dumps(PROGRAM_BODY | {"name": "x" * (3 * LIMIT)}).encode()
-    for url in ("/assethub/v1/programs", "/derms/v1/programs"):
+    for url in ("/assethub/v1/programs", "/derms/v1/events"):
         response = await limited.post(url, content=chunks(big, 512), headers={"content-type": "application/json"})
         assert "content-length" not in response.request.headers
         problem = assert_problem(response, 413, "payload-too-large")
         assert str(LIMIT) in problem["detail"]
     assert (await limited.get("/assethub/v1/programs")).json()["items"] == []
-    assert (await limited.get("/derms/v1/programs")).json()["items"] == []
+    assert (await limited.get("/derms/v1/events")).json()["items"] == []
 
     small = json.dumps(PROGRAM_BODY).encode()
     streamed = await limited.post(
-        "/derms/v1/programs", content=chunks(small, 8), headers={"content-type": "application/json"}
+        "/assethub/v1/programs", content=chunks(small, 8), headers={"content-type": "application/json"}
     )
     assert streamed.status_code == 201, streamed.text
     assert streamed.json()["program_code"] == "SUMMER-BYOT"

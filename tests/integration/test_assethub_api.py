@@ -7,6 +7,7 @@ reach a database (request validation) run on SQLite only, to keep the suite fast
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
@@ -300,6 +302,7 @@ DEFAULT_RULES = {
     "status_check_timeout_minutes": 10.0,
     "setup_recheck_period_hours": 72.0,
     "expected_shed_kw": 1.0,
+    "outcome_grace_hours": 24.0,
 }
 """The rule defaults of shared/design/scoring.md and flows.md, written out."""
 
@@ -372,7 +375,9 @@ async def test_the_program_lifecycle_is_enforced(api: httpx.AsyncClient) -> None
     reopened = assert_problem(await api.patch(PROGRAM, json={"status": "ACTIVE"}), 422, "program-rule")
     assert reopened["errors"][0]["field"] == "body.status"
     assert "CLOSED" in reopened["detail"]
-    assert (await api.get(PROGRAM)).json()["status"] == "CLOSED"
+    stored = (await api.get(PROGRAM)).json()
+    # Each change was a version sent to the DERMS; the refused ones were neither.
+    assert (stored["status"], stored["version"], stored["sync_state"]) == ("CLOSED", 5, "SENT")
     # Staying put is not a transition; a closed program's name may still be corrected.
     renamed = await api.patch(PROGRAM, json={"status": "CLOSED", "name": "Summer BYOT 2026"})
     assert renamed.status_code == 200, renamed.text
@@ -424,6 +429,10 @@ async def test_a_bad_program_body_names_the_field(sqlite_api: httpx.AsyncClient)
         ({"rules": {"fatigue_kap": 0.3}}, "body.rules.fatigue_kap"),
         ({"rules": {"fatigue_cap": 1.5}}, "body.rules.fatigue_cap"),
         ({"rules": {"outcome_values": {"success": 1.0}}}, "body.rules.outcome_values.success"),
+        ({"rules": {"expected_shed_kw": 0}}, "body.rules.expected_shed_kw"),  # what program sync carries
+        ({"rules": {"expected_shed_kw": 1001}}, "body.rules.expected_shed_kw"),
+        ({"rules": {"outcome_grace_hours": -1}}, "body.rules.outcome_grace_hours"),
+        ({"rules": {"outcome_grace_hours": 24 * 14 + 1}}, "body.rules.outcome_grace_hours"),
         ({"program_code": "summer-byot"}, "body.program_code"),
         ({"program_code": None}, "body.program_code"),
         ({"name": ""}, "body.name"),
@@ -473,3 +482,47 @@ async def test_patching_a_program_changes_only_what_it_names(api: httpx.AsyncCli
         problem = assert_problem(await api.patch(PROGRAM, json={name: None}), 422, "validation-error")
         assert fields(problem) == [f"body.{name}"]
     assert (await api.get(PROGRAM)).json() == stored
+
+
+async def test_each_program_change_sends_one_program_sync_and_a_refused_one_sends_nothing(
+    api: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    async def sent() -> list[tuple[str, int, dict[str, Any]]]:
+        async with runtime.async_engine("assethub").connect() as connection:
+            rows = await connection.execute(
+                select(t.outbox.c.envelope).where(t.outbox.c.type == "program-sync.v1").order_by(t.outbox.c.position)
+            )
+            envelopes = [json.loads(r.envelope) for r in rows]
+        return [(e["business_key"], e["sequence"], e["payload"]) for e in envelopes]
+
+    assert (await create(api, status="ACTIVE", rules={"expected_shed_kw": 2.5})).status_code == 201
+    assert_problem(await create(api), 409, "conflict")
+    assert_problem(await api.patch(PROGRAM, json={"status": "DRAFT"}), 422, "program-rule")
+    assert_problem(await api.patch(PROGRAM, json={"rules": {"expected_shed_kw": -1}}), 422, "validation-error")
+    assert (await api.patch(PROGRAM, json={"status": "CLOSED"})).status_code == 200
+    assert await sent() == [
+        (
+            "SUMMER-BYOT",
+            1,
+            {
+                "program_code": "SUMMER-BYOT",
+                "version": 1,
+                "name": "Summer BYOT",
+                "status": "ACTIVE",
+                "expected_shed_kw": 2.5,
+                "outcome_grace_hours": 24.0,
+            },
+        ),
+        (
+            "SUMMER-BYOT",
+            2,
+            {
+                "program_code": "SUMMER-BYOT",
+                "version": 2,
+                "name": "Summer BYOT",
+                "status": "CLOSED",
+                "expected_shed_kw": 2.5,
+                "outcome_grace_hours": 24.0,
+            },
+        ),
+    ]

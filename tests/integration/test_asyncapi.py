@@ -31,6 +31,7 @@ from derbridge.contracts import (
     event_cancellation,
     event_outcome,
     event_reservation,
+    program_sync,
 )
 from derbridge.contracts.asyncapi import (
     ASYNCAPI_VERSION,
@@ -205,6 +206,15 @@ EXAMPLES: dict[str, BaseModel] = {
         ],
     ),
     event_outcome.ACK_TYPE: ack(),
+    program_sync.TYPE: program_sync.ProgramSync(
+        program_code="SUMMER-BYOT",
+        version=3,
+        name="Summer bring-your-own-thermostat",
+        status=program_sync.ProgramStatus.CLOSED,
+        expected_shed_kw=1.5,
+        outcome_grace_hours=24.0,
+    ),
+    program_sync.ACK_TYPE: ack(AckStatus.STALE),
 }
 """One real payload per message type, built from the pydantic models."""
 

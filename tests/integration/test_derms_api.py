@@ -18,10 +18,12 @@ import pytest
 from sqlalchemy import select
 
 from derbridge.cis.importer import import_extract
+from derbridge.contracts.envelope import Envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
+from tests.bridge.messages import program_sync
 from tests.integration.api_support import (
     ReusedPostgres,
     assert_problem,
@@ -90,10 +92,7 @@ async def fleet(api: httpx.AsyncClient, runtime: Runtime) -> None:
     """PROGRAM (1.5 kW per device) and OTHER_PROGRAM, DEVICES with their availability, a current score
     snapshot, and an older snapshot that would rank devices 7 and 8 first if it were still read."""
     for code, shed in ((PROGRAM, SHED_KW), (OTHER_PROGRAM, 1.0)):
-        response = await api.post(
-            f"{BASE}/programs", json={"program_code": code, "name": code, "expected_shed_kw": shed}
-        )
-        assert response.status_code == 201, response.text
+        await deliver(api, program_sync(code, expected_shed_kw=shed))
     at = datetime(2026, 1, 1, tzinfo=UTC)
     with runtime.sync_engine("derms").begin() as connection:
         connection.execute(
@@ -266,8 +265,6 @@ async def test_an_unknown_id_is_a_404_problem(api: httpx.AsyncClient) -> None:
         assert body["title"] == f"{what} not found", path
     cancel = assert_problem(await api.post(f"{BASE}/events/{unknown}/cancel"), 404, "not-found")
     assert unknown in cancel["detail"]
-    patch = assert_problem(await api.patch(f"{BASE}/programs/NOBODY", json={"name": "x"}), 404, "not-found")
-    assert "NOBODY" in patch["detail"]
 
     for path, params, field in [
         ("/devices/abc", {}, "path.device_id"),
@@ -287,51 +284,83 @@ async def test_an_unknown_id_is_a_404_problem(api: httpx.AsyncClient) -> None:
 # --- programs -------------------------------------------------------------------------------------
 
 
-async def test_programs_are_created_with_their_defaults_and_changed(api: httpx.AsyncClient) -> None:
-    response = await api.post(f"{BASE}/programs", json={"program_code": PROGRAM, "name": "Summer BYOT"})
-    assert response.status_code == 201, response.text
-    program = response.json()
-    assert (program["program_code"], program["name"], program["status"]) == (PROGRAM, "Summer BYOT", "ACTIVE")
-    assert program["expected_shed_kw"] == 1.0
-    assert program["outcome_grace_hours"] == 24.0
-    url = f"{BASE}/programs/{PROGRAM}"
-    assert (await api.get(url)).json() == program
-
-    duplicate = await api.post(f"{BASE}/programs", json={"program_code": PROGRAM, "name": "Again"})
-    assert PROGRAM in assert_problem(duplicate, 409, "conflict")["detail"]
-    assert (await api.get(url)).json()["name"] == "Summer BYOT"
-
-    for status in ("INACTIVE", "ACTIVE", "INACTIVE"):
-        changed = await api.patch(url, json={"status": status})
-        assert changed.status_code == 200, changed.text
-        assert (await api.get(url)).json()["status"] == status
-    changed = await api.patch(url, json={"expected_shed_kw": 2.5})
-    assert changed.status_code == 200, changed.text
-    stored = (await api.get(url)).json()
-    assert (stored["expected_shed_kw"], stored["status"], stored["outcome_grace_hours"]) == (2.5, "INACTIVE", 24.0)
-    other = await api.post(
-        f"{BASE}/programs",
-        json={"program_code": OTHER_PROGRAM, "name": "Winter", "status": "INACTIVE", "outcome_grace_hours": 0},
+async def deliver(api: httpx.AsyncClient, envelope: Envelope) -> httpx.Response:
+    """Deliver ``envelope`` to the DERMS's inbound API, as the bridge does."""
+    return await api.post(
+        f"{BASE}/messages",
+        content=envelope.model_dump_json(),
+        headers={"Idempotency-Key": envelope.message_id, "content-type": "application/json"},
     )
-    assert other.status_code == 201, other.text
+
+
+async def test_programs_are_read_only_here_the_write_endpoints_say_where_to_go(api: httpx.AsyncClient) -> None:
+    for method, path in [
+        ("POST", "/programs"),
+        ("PATCH", f"/programs/{PROGRAM}"),
+        ("PUT", f"/programs/{PROGRAM}"),
+        ("DELETE", f"/programs/{PROGRAM}"),
+    ]:
+        response = await api.request(method, BASE + path, json={"program_code": PROGRAM, "name": "Summer"})
+        problem = assert_problem(response, 405, "read-only")
+        assert response.headers["allow"] == "GET"
+        assert "POST /assethub/v1/programs" in problem["detail"], method
+    assert (await api.get(f"{BASE}/programs")).json()["items"] == []
+    paths = (await api.get(f"{BASE}/openapi.json")).json()["paths"]
+    assert set(paths["/programs"]) == {"get"}
+    assert set(paths["/programs/{program_code}"]) == {"get"}
+
+
+async def test_programs_come_by_program_sync_newest_version_wins_once(api: httpx.AsyncClient, runtime: Runtime) -> None:
+    first = await deliver(api, program_sync(PROGRAM, 1, name="Summer BYOT"))
+    assert first.status_code == 200, first.text
+    assert first.json()["result"]["result"] == "APPLIED"
+    url = f"{BASE}/programs/{PROGRAM}"
+    program = (await api.get(url)).json()
+    assert (program["name"], program["status"], program["version"]) == ("Summer BYOT", "ACTIVE", 1)
+    assert (program["expected_shed_kw"], program["outcome_grace_hours"]) == (1.0, 24.0)
+
+    third = program_sync(PROGRAM, 3, name="Summer BYOT", status="SUSPENDED", expected_shed_kw=2.5)
+    assert (await deliver(api, third)).json()["result"]["result"] == "APPLIED"
+    again = await deliver(api, third)  # the bridge's at-least-once: a duplicate has its effect once
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "already-applied"
+    late = await deliver(api, program_sync(PROGRAM, 2, name="Old name", status="ACTIVE"))
+    assert late.json()["result"]["result"] == "STALE"
+    assert "not newer than version 3" in late.json()["result"]["detail"]
+    stored = (await api.get(url)).json()
+    assert (stored["name"], stored["status"], stored["expected_shed_kw"], stored["version"]) == (
+        "Summer BYOT",
+        "SUSPENDED",
+        2.5,
+        3,
+    )
+    async with runtime.async_engine("derms").connect() as connection:
+        log = (
+            await connection.execute(
+                select(t.program_sync_log.c.version, t.program_sync_log.c.result).order_by(t.program_sync_log.c.at)
+            )
+        ).all()
+    assert sorted(log) == [(1, "APPLIED"), (2, "STALE"), (3, "APPLIED")]
+    await deliver(api, program_sync(OTHER_PROGRAM, 1, outcome_grace_hours=0))
     assert await walk(api, f"{BASE}/programs", "program_code", limit=1) == ([PROGRAM, OTHER_PROGRAM], 2)
 
-    cases: list[tuple[dict[str, Any], str]] = [
-        ({"expected_shed_kw": 0}, "body.expected_shed_kw"),
-        ({"outcome_grace_hours": -1}, "body.outcome_grace_hours"),
-        ({"status": "CLOSED"}, "body.status"),
-        ({"rules": {}}, "body.rules"),
-        ({"name": ""}, "body.name"),
-    ]
-    for body, field in cases:
-        problem = assert_problem(await api.patch(url, json=body), 422, "validation-error")
-        assert fields(problem) == [field], body
-        refused = await api.post(f"{BASE}/programs", json={"program_code": "NEW-ONE", "name": "New"} | body)
-        assert fields(assert_problem(refused, 422, "validation-error")) == [field], body
-    lowercase = await api.post(f"{BASE}/programs", json={"program_code": "new-one", "name": "New"})
-    assert fields(assert_problem(lowercase, 422, "validation-error")) == ["body.program_code"]
-    assert (await api.get(url)).json() == stored
-    assert_problem(await api.get(f"{BASE}/programs/NEW-ONE"), 404)
+
+async def test_a_program_sync_that_breaks_its_contract_is_a_problem_naming_the_field(api: httpx.AsyncClient) -> None:
+    for payload_change, field in [
+        ({"expected_shed_kw": 0}, "body.payload.expected_shed_kw"),
+        ({"status": "INACTIVE"}, "body.payload.status"),
+        ({"program_code": "summer"}, "body.payload.program_code"),
+        ({"version": 0}, "body.payload.version"),
+        ({"colour": "blue"}, "body.payload.colour"),
+    ]:
+        envelope = program_sync(PROGRAM, 1)
+        broken = envelope.model_copy(update={"payload": envelope.payload | payload_change})
+        problem = assert_problem(await deliver(api, broken), 422, "invalid-payload")
+        assert fields(problem) == [field], payload_change
+    unordered = program_sync(PROGRAM, 2).model_copy(update={"sequence": 5})
+    problem = assert_problem(await deliver(api, unordered), 422, "invalid-envelope")
+    assert fields(problem) == ["body.business_key", "body.sequence"]
+    assert_problem(await api.get(f"{BASE}/programs/{PROGRAM}"), 404)
 
 
 # --- communication status -------------------------------------------------------------------------
@@ -545,9 +574,13 @@ async def test_an_event_that_cannot_be_created_is_refused_and_leaves_nothing(api
     empty = assert_problem(await create_event(api, 60, 60, target_devices=1), 422, "validation-error")
     assert fields(empty) == ["body.end_at"]
 
-    assert (await api.patch(f"{BASE}/programs/{PROGRAM}", json={"status": "INACTIVE"})).status_code == 200
+    await deliver(api, program_sync(PROGRAM, 2, status="SUSPENDED", expected_shed_kw=SHED_KW))
     inactive = assert_problem(await create_event(api, 60, 120, target_devices=1), 409, "program-not-active")
     assert PROGRAM in inactive["detail"]
+    assert "/assethub/v1/programs" in inactive["detail"]
+    await deliver(api, program_sync(PROGRAM, 3, status="CLOSED", expected_shed_kw=SHED_KW))
+    closed = assert_problem(await create_event(api, 60, 120, target_devices=1), 409, "program-closed")
+    assert fields(closed) == ["body.program_code"]
     assert (await api.get(f"{BASE}/events")).json()["items"] == []
     with_any = await api.get(f"{BASE}/events", params={"program_code": PROGRAM})
     assert with_any.json()["items"] == []

@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from derbridge.api.app import ALL_COMPONENTS
-from derbridge.assethub.domain.program import DeviceType
+from derbridge.assethub.domain.program import DeviceType, ProgramStatus
 from derbridge.bridge.tracking import MessageState
 from derbridge.cli.common import (
     ComponentChoice,
@@ -15,6 +15,7 @@ from derbridge.cli.common import (
     ExitCode,
     FlowChoice,
     MessageStateChoice,
+    ProgramStatusChoice,
     exit_code_for_status,
     fail,
     option_for_field,
@@ -29,6 +30,7 @@ def test_the_cli_choices_are_the_domain_values() -> None:
     assert tuple(c.value for c in ComponentChoice) == ALL_COMPONENTS
     assert [c.value for c in EventTypeChoice] == [t.value for t in EventType]
     assert [c.value for c in DeviceTypeChoice] == [t.value for t in DeviceType]
+    assert [c.value for c in ProgramStatusChoice] == [s.value for s in ProgramStatus]
 
 
 def test_exit_codes_are_distinct_and_fixed() -> None:

@@ -15,6 +15,7 @@ MODULES = (
     "derbridge.assethub.services.enrollment_sync",  # F3
     "derbridge.assethub.services.score_transfer",  # F4
     "derbridge.assethub.services.events",  # F5, F6, F7
+    "derbridge.assethub.services.program_sync",  # F8
     "derbridge.assethub.api.enrollment_routes",
     "derbridge.assethub.api.status_check_routes",
     "derbridge.assethub.api.score_routes",

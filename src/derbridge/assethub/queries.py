@@ -18,6 +18,22 @@ from derbridge.infra.listing import get_one, list_page
 from derbridge.infra.problems import not_found
 from derbridge.infra.web import Page, PageParams
 
+# --- programs ---------------------------------------------------------------------------------------
+
+
+async def list_programs(connection: AsyncConnection, *, status: str | None = None) -> list[s.Program]:
+    """Every program by code (there are few), or those in ``status``."""
+    statement = select(t.programs).order_by(t.programs.c.program_code)
+    if status is not None:
+        statement = statement.where(t.programs.c.status == status)
+    return [s.Program.model_validate(row) for row in (await connection.execute(statement)).mappings()]
+
+
+async def get_program(connection: AsyncConnection, program_code: str) -> s.Program:
+    """One program with its rules, version and sync state."""
+    return s.Program.model_validate(await get_one(connection, t.programs, "program_code", program_code, "program"))
+
+
 # --- enrollments ------------------------------------------------------------------------------------
 
 

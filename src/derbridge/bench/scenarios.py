@@ -137,7 +137,7 @@ async def _seeded_world(system: EmbeddedSystem, workdir: Path, devices: int) -> 
     progress(f"generating a utility for {devices:,} devices")
     generate(customers_for_devices(devices), workdir / "utility")
     table = accepted_devices(workdir / "utility", devices)
-    await create_programs(system.client)
+    await create_programs(system)
     progress(f"seeding {devices:,} enrolled devices in both systems")
     await asyncio.to_thread(seed_enrolled_devices, system.runtime, table, NOW)
 
@@ -612,7 +612,7 @@ async def _enrollment_world(system: EmbeddedSystem, workdir: Path, requests: int
     runtime = system.runtime
     loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
     await asyncio.to_thread(import_extract, utility.cis_extract, loaders)
-    await create_programs(system.client)
+    await create_programs(system)
     await report_online(system.client, accepted_devices(workdir / "utility"), NOW)
     await system.run_jobs()  # the edge mirrors the program
     aggregators = load_aggregators(workdir / "utility" / "aggregators")

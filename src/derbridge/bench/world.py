@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Table
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.derms.adapters import tables as dm
+from derbridge.embedded import EmbeddedSystem
 from derbridge.infra.bulk import bulk_upsert_arrow, db_timestamp
 from derbridge.infra.ids import new_ids
 from derbridge.runtime import Runtime
@@ -85,25 +86,26 @@ def accepted_devices(utility_dir: Path, count: int | None = None) -> pa.Table:
     return table.combine_chunks()
 
 
-async def create_programs(client: httpx.AsyncClient) -> None:
-    """The program, ACTIVE in Asset Hub and known to the DERMS, through their APIs (as the demo does)."""
-    for path, body in (
-        (
-            "/assethub/v1/programs",
-            {
-                "program_code": PROGRAM,
-                "name": "Summer bring-your-own-thermostat",
-                "status": "ACTIVE",
-                "enrollment_opens_at": ENROLLMENT_OPENS.isoformat(),
-                "enrollment_closes_at": (ENROLLMENT_CLOSES + timedelta(days=120)).isoformat(),
-                "eligible_device_types": ["THERMOSTAT", "WATER_HEATER"],
-            },
-        ),
-        ("/derms/v1/programs", {"program_code": PROGRAM, "name": "Summer bring-your-own-thermostat"}),
-    ):
-        response = await client.post(path, json=body)
-        if response.status_code not in (201, 409):
-            raise RuntimeError(f"creating the program at {path}: {response.status_code} {response.text[:300]}")
+async def create_programs(system: EmbeddedSystem) -> None:
+    """The program, ACTIVE in Asset Hub through its API (as the demo does), and carried to the DERMS by
+    program sync (the bridge settled until it is there)."""
+    response = await system.client.post(
+        "/assethub/v1/programs",
+        json={
+            "program_code": PROGRAM,
+            "name": "Summer bring-your-own-thermostat",
+            "status": "ACTIVE",
+            "enrollment_opens_at": ENROLLMENT_OPENS.isoformat(),
+            "enrollment_closes_at": (ENROLLMENT_CLOSES + timedelta(days=120)).isoformat(),
+            "eligible_device_types": ["THERMOSTAT", "WATER_HEATER"],
+        },
+    )
+    if response.status_code not in (201, 409):
+        raise RuntimeError(f"creating the program in Asset Hub: {response.status_code} {response.text[:300]}")
+    await system.settle()
+    synced = await system.client.get(f"/derms/v1/programs/{PROGRAM}")
+    if synced.status_code != 200:
+        raise RuntimeError(f"the program did not reach the DERMS: {synced.status_code} {synced.text[:300]}")
 
 
 async def report_online(client: httpx.AsyncClient, devices: pa.Table, now: datetime) -> None:

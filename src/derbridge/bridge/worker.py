@@ -33,6 +33,7 @@ from derbridge.bridge.routing import RouteError, route
 from derbridge.bridge.tracking import MessageState, Settlement, Tracker, backoff_delay
 from derbridge.bridge.transport.base import Delivery, Transport, TransportError, queue_name
 from derbridge.contracts.envelope import Envelope, Flow
+from derbridge.contracts.registry import BY_TYPE
 from derbridge.infra import metrics
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import deserialize, watch_outbox
@@ -156,6 +157,19 @@ class BridgeWorker:
         self._count(counted)
         await self.tracker.settle(settlements)
         await self.transport.ack(deliveries)
+        await self._announce(counted)
+
+    async def _announce(self, settled: Sequence[tuple[Envelope, Settlement]]) -> None:
+        """Wake what waited for the prerequisites this batch delivered (``MessageContract.announces``): an
+        enrollment sync parked for ``program:<code>`` goes again as soon as that program's sync arrived. After
+        the acknowledgement: a crash before it only leaves the parked message to its slow backoff."""
+        conditions = set()
+        for envelope, settlement in settled:
+            contract = BY_TYPE.get(envelope.type)
+            if contract is not None and contract.announces and settlement.state is MessageState.DELIVERED:
+                conditions.add(f"{contract.announces}:{envelope.business_key}")
+        if conditions:
+            await self.tracker.wake(conditions)
 
     async def _attempt_all(self, envelopes: list[Envelope], texts: Mapping[str, str]) -> list[AttemptResult]:
         """Route every envelope (a contract breach is dead at once), then deliver the rest in batches."""

@@ -26,6 +26,7 @@ from derbridge.cli.edge import edge_app
 from derbridge.cli.enrollments import enrollments_app
 from derbridge.cli.events import events_app
 from derbridge.cli.messages import messages_app
+from derbridge.cli.program import program_app
 from derbridge.cli.score import score_app
 from derbridge.cli.sim import sim_app
 from derbridge.cli.wait import wait_app
@@ -133,6 +134,7 @@ app.add_typer(cis_app, name="cis")
 app.command()(serving.up)
 app.command()(serving.serve)
 app.command()(demo.demo)
+app.add_typer(program_app, name="program")
 app.add_typer(assethub_app, name="assethub")
 app.add_typer(derms_app, name="derms")
 app.add_typer(enrollments_app, name="enrollments")

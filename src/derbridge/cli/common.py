@@ -93,6 +93,7 @@ class FlowChoice(StrEnum):
     EVENT_RESERVATION = "event-reservation"
     EVENT_CANCELLATION = "event-cancellation"
     EVENT_OUTCOME = "event-outcome"
+    PROGRAM_SYNC = "program-sync"
 
 
 class MessageStateChoice(StrEnum):
@@ -128,6 +129,15 @@ class DeviceTypeChoice(StrEnum):
     BATTERY = "BATTERY"
     EV_CHARGER = "EV_CHARGER"
     WATER_HEATER = "WATER_HEATER"
+
+
+class ProgramStatusChoice(StrEnum):
+    """Where a program is in its life (``derbridge.assethub.domain.program.ProgramStatus``)."""
+
+    DRAFT = "DRAFT"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    CLOSED = "CLOSED"
 
 
 class LogLevel(StrEnum):
@@ -298,7 +308,10 @@ def report_problem(problem: ProblemError, fields: Mapping[str, str] | None = Non
     lines = [field_line(option_for_field(e.field, fields), e.message, fields) for e in problem.errors or []]
     detail = in_options(problem.detail or "", fields)
     if len(lines) == 1:
-        fail(f"{problem.title}: {lines[0].rstrip('.')}. {detail}", exit_code_for_status(problem.status))
+        # A detail that only repeats the field's message (a rule refused) is said once.
+        said = lines[0].rstrip(".")
+        tail = "" if detail.rstrip(".") and detail.rstrip(".") in said else f" {detail}"
+        fail(f"{problem.title}: {said}.{tail}", exit_code_for_status(problem.status))
     for line in lines:
         err.print(f"  {line}", markup=False, highlight=False)
     fail(f"{problem.title}: {detail}", exit_code_for_status(problem.status))

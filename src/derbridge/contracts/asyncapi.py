@@ -28,6 +28,7 @@ from derbridge.contracts import (
     event_cancellation,
     event_outcome,
     event_reservation,
+    program_sync,
 )
 from derbridge.contracts.envelope import Envelope, Flow, SystemName
 from derbridge.contracts.registry import CONTRACTS, MessageContract
@@ -50,10 +51,11 @@ REPLIES: dict[str, str] = {
     event_reservation.TYPE: event_reservation.ACK_TYPE,
     event_cancellation.TYPE: event_cancellation.ACK_TYPE,
     event_outcome.TYPE: event_outcome.ACK_TYPE,
+    program_sync.TYPE: program_sync.ACK_TYPE,
 }
 """The message each request is answered with, on the same flow and tied by ``correlation_id``: the per-request
 enrollment answers (F1), the status-check answer (F2), and the target's acknowledgement of every
-state-carrying message (F3-F7). Replies are ordinary messages from the target's outbox (architecture.md)."""
+state-carrying message (F3-F8). Replies are ordinary messages from the target's outbox (architecture.md)."""
 
 _SYSTEM_NAMES = {SystemName.ASSETHUB: "Asset Hub", SystemName.DERMS: "the DERMS", SystemName.EDGE: "the edge"}
 

@@ -37,7 +37,7 @@ class AckStatus(StrEnum):
 
 
 class Acknowledgement(Contract):
-    """A target's answer to a state-carrying message (F3, F4, F5, F6, F7)."""
+    """A target's answer to a state-carrying message (F3, F4, F5, F6, F7, program sync)."""
 
     acknowledged_message_id: Id
     status: AckStatus

@@ -16,8 +16,8 @@ from derbridge.infra.ids import new_id
 
 
 class Flow(StrEnum):
-    """The seven flows between Asset Hub and the DERMS (flows.md). The value is the name used everywhere:
-    message ``flow``, metric label, docs, console."""
+    """The flows between Asset Hub and the DERMS: flows.md's seven, and program sync. The value is the name
+    used everywhere: message ``flow``, metric label, docs, console."""
 
     ENROLLMENT_REQUEST = "enrollment-request"
     """F1: aggregator → edge → DERMS → Asset Hub, answered per request."""
@@ -33,6 +33,8 @@ class Flow(StrEnum):
     """F6: the DERMS cancels an event before its start; acknowledged."""
     EVENT_OUTCOME = "event-outcome"
     """F7: per-device outcomes from the DERMS to Asset Hub; acknowledged."""
+    PROGRAM_SYNC = "program-sync"
+    """F8: Asset Hub's programs (its master data) to the DERMS, ordered by version; acknowledged."""
 
 
 class SystemName(StrEnum):

@@ -16,6 +16,7 @@ from derbridge.contracts import (
     event_cancellation,
     event_outcome,
     event_reservation,
+    program_sync,
 )
 from derbridge.contracts.common import Acknowledgement
 from derbridge.contracts.envelope import Endpoint, Envelope, Flow, SystemName
@@ -32,6 +33,10 @@ class MessageContract:
     source: SystemName
     target: SystemName
     summary: str
+    announces: str | None = None
+    """When a message of this type is delivered, the bridge wakes the messages parked until
+    ``<announces>:<business_key>`` (a program sync delivered wakes the enrollment syncs parked for
+    ``program:<code>``)."""
 
 
 AH, DM = SystemName.ASSETHUB, SystemName.DERMS
@@ -143,6 +148,23 @@ CONTRACTS: tuple[MessageContract, ...] = (
     ),
     MessageContract(
         event_outcome.ACK_TYPE, Flow.EVENT_OUTCOME, Acknowledgement, AH, DM, "Asset Hub recorded an outcome batch."
+    ),
+    MessageContract(
+        program_sync.TYPE,
+        Flow.PROGRAM_SYNC,
+        program_sync.ProgramSync,
+        AH,
+        DM,
+        "A program was created or changed in Asset Hub: the whole program at its new version.",
+        announces="program",
+    ),
+    MessageContract(
+        program_sync.ACK_TYPE,
+        Flow.PROGRAM_SYNC,
+        Acknowledgement,
+        DM,
+        AH,
+        "The DERMS applied (or ignored as stale) a program's version.",
     ),
 )
 

@@ -16,6 +16,7 @@ MODULES = (
     "derbridge.derms.services.score_snapshots",  # F4
     "derbridge.derms.services.event_messages",  # F5, F6, F7 messages and lifecycle
     "derbridge.derms.services.outcomes",  # F7
+    "derbridge.derms.services.program_sync",  # F8
     "derbridge.derms.api.enrollment_routes",
     "derbridge.derms.api.outcome_routes",
 )

@@ -106,6 +106,11 @@ programs = Table(
     Column("rules", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # program sync: the version of the last change (sent to the DERMS as its sequence; 0 = never sent), and
+    # what the DERMS made of that version
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("sync_state", String(16)),
+    Column("sync_detail", Text),
 )
 
 devices = Table(

@@ -141,7 +141,8 @@ async def list_programs(engine: Engine, page: Paging, status: ProgramStatus | No
 
 @router.post("/programs", status_code=201, tags=["programs"])
 async def create_program(engine: Engine, program: s.ProgramIn) -> s.Program:
-    """Create a program (DRAFT unless a status is given). Its rules default to scoring.md's constants."""
+    """Create a program (DRAFT unless a status is given). Its rules default to scoring.md's constants. Asset
+    Hub is the programs' system of record: the program reaches the DERMS by program sync (version 1)."""
     return s.Program.model_validate(await program_service.create_program(engine, program))
 
 
@@ -155,7 +156,8 @@ async def get_program(engine: Engine, program_code: Id) -> s.Program:
 @router.patch("/programs/{program_code}", tags=["programs"])
 async def update_program(engine: Engine, program_code: Id, patch: s.ProgramPatch) -> s.Program:
     """Change a program: name, window, device types, exclusions, rules, or status (DRAFT → ACTIVE ⇄
-    SUSPENDED → CLOSED)."""
+    SUSPENDED → CLOSED; CLOSED is final and the DERMS then refuses new events in it). Each change is the
+    program's next version, sent to the DERMS by program sync."""
     return s.Program.model_validate(await program_service.update_program(engine, program_code, patch))
 
 

@@ -119,6 +119,11 @@ class Program(_Out):
     rules: ProgramRules
     created_at: datetime
     updated_at: datetime
+    version: int = Field(description="One more at each change; the version last sent to the DERMS (program sync).")
+    sync_state: str | None = Field(
+        description="What the DERMS made of this version: SENT (not answered yet), APPLIED, STALE or FAILED."
+    )
+    sync_detail: str | None = Field(description="The DERMS's detail for this version.")
 
 
 class Device(_Out):

@@ -78,8 +78,9 @@ class ProgramRules(BaseModel):
     status_freshness_hours: float = Field(24.0, gt=0)
     status_check_timeout_minutes: float = Field(10.0, gt=0)
     setup_recheck_period_hours: float = Field(72.0, gt=0)
-    # reservations (F5)
-    expected_shed_kw: float = Field(1.0, gt=0)
+    # reservations (F5) and event closing (F7): sent to the DERMS by program sync
+    expected_shed_kw: float = Field(1.0, gt=0, le=1000)
+    outcome_grace_hours: float = Field(24.0, ge=0, le=24 * 14)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""Managing programs in Asset Hub: create and change, under the program lifecycle rules."""
+"""Managing programs in Asset Hub, their system of record: create and change (close included), under the
+program lifecycle rules. Each change bumps the program's ``version`` and sends it to the DERMS (program sync,
+:mod:`derbridge.assethub.services.program_sync`) in the same transaction."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from derbridge.assethub.domain.program import (
     check_enrollment_window,
     check_program_status_change,
 )
+from derbridge.assethub.services.enrollment_sync import SyncState
+from derbridge.assethub.services.program_sync import queue_program_sync
 from derbridge.infra.db import utcnow
 from derbridge.infra.problems import FieldError, ProblemError, not_found
 
@@ -40,7 +44,8 @@ def _row(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, Any]:
-    """Create a program; 409 if its code is taken, 422 if its window is backwards."""
+    """Create a program at version 1 and send it to the DERMS; 409 if its code is taken, 422 if its window is
+    backwards."""
     try:
         check_enrollment_window(program.enrollment_opens_at, program.enrollment_closes_at)
     except IllegalProgramChange as error:
@@ -48,7 +53,13 @@ async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, A
     if program.program_code in program.excluded_program_codes:
         raise _refused(IllegalProgramChange("a program cannot exclude itself"), "body.excluded_program_codes")
     now = utcnow()
-    row = _row(program.model_dump()) | {"created_at": now, "updated_at": now}
+    row = _row(program.model_dump()) | {
+        "created_at": now,
+        "updated_at": now,
+        "version": 1,
+        "sync_state": SyncState.SENT.value,
+        "sync_detail": None,
+    }
     async with engine.begin() as connection:
         exists = await connection.scalar(
             select(t.programs.c.program_code).where(t.programs.c.program_code == program.program_code)
@@ -58,9 +69,11 @@ async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, A
                 409,
                 "conflict",
                 "Program exists",
-                f"A program with code {program.program_code!r} exists; change it with PATCH instead.",
+                f"A program with code {program.program_code!r} exists; change it instead (PATCH "
+                f"/assethub/v1/programs/{program.program_code}, or 'derbridge program update').",
             )
         await connection.execute(t.programs.insert().values(**row))
+        await queue_program_sync(connection, row, now)
     return row
 
 
@@ -78,7 +91,8 @@ def _merge(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramPatch) -> dict[str, Any]:
-    """Apply ``patch`` to a program under its lifecycle rules.
+    """Apply ``patch`` to a program under its lifecycle rules, as its next version, and send that version to
+    the DERMS in the same transaction (status CLOSED closes it: final, the DERMS takes no new events in it).
 
     Fields left out keep their value, inside ``rules`` too: a patch of one rule leaves the others as they
     are. A null clears an enrollment window bound; any other required setting cannot be null (422).
@@ -95,7 +109,12 @@ async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramP
         )
     async with engine.begin() as connection:
         current = (
-            (await connection.execute(select(t.programs).where(t.programs.c.program_code == program_code)))
+            # FOR UPDATE (PostgreSQL): two changes of one program at once must not both become version n + 1.
+            (
+                await connection.execute(
+                    select(t.programs).where(t.programs.c.program_code == program_code).with_for_update()
+                )
+            )
             .mappings()
             .first()
         )
@@ -114,6 +133,13 @@ async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramP
             raise _refused(error, "body.enrollment_closes_at") from None
         if program_code in (merged["excluded_program_codes"] or []):
             raise _refused(IllegalProgramChange("a program cannot exclude itself"), "body.excluded_program_codes")
-        row = _row(merged) | {"updated_at": utcnow()}
+        now = utcnow()
+        row = _row(merged) | {
+            "updated_at": now,
+            "version": current["version"] + 1,
+            "sync_state": SyncState.SENT.value,
+            "sync_detail": None,
+        }
         await connection.execute(t.programs.update().where(t.programs.c.program_code == program_code).values(**row))
+        await queue_program_sync(connection, row, now)
     return row

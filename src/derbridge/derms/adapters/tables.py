@@ -96,6 +96,22 @@ programs = Table(
     Column("outcome_grace_hours", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # program sync: Asset Hub's version of the program applied here (the envelope's sequence); an older one
+    # arriving later is ignored. 0 for a program made before program sync existed.
+    Column("version", BigInteger, nullable=False, server_default="0"),
+)
+
+program_sync_log = Table(
+    "program_sync_log",
+    metadata,
+    # Every program sync the DERMS received, with what it did: APPLIED, or STALE (an older version than the one
+    # applied, ignored). The acknowledgement carries the same.
+    Column("message_id", String(64), primary_key=True),
+    Column("program_code", String(ID), nullable=False, index=True),
+    Column("version", BigInteger, nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
 )
 
 devices = Table(

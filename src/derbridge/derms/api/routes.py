@@ -1,5 +1,6 @@
 """The DERMS HTTP API, ``/derms/v1``: read everything the DERMS holds, record device communication status
-(as the edge does), manage programs, and create and cancel program events.
+(as the edge does), read programs (Asset Hub's, carried here by program sync), and create and cancel program
+events.
 
 Routers only translate HTTP: reads go to :mod:`derbridge.infra.listing`, writes to
 :mod:`derbridge.derms.services`.
@@ -18,10 +19,10 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
 from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.messages import inbox
-from derbridge.derms.services import communication, events, programs
+from derbridge.derms.services import communication, events
 from derbridge.infra.inbound import inbound_router
 from derbridge.infra.listing import get_one, list_page
-from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
+from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError, not_found
 from derbridge.infra.web import (
     NO_NUL,
     FilterQuery,
@@ -120,12 +121,6 @@ async def list_programs(engine: Engine, page: Paging) -> Page[s.Program]:
     return Page[s.Program](items=[s.Program.model_validate(r) for r in rows], next_after=after)
 
 
-@router.post("/programs", status_code=201, tags=["programs"])
-async def create_program(engine: Engine, program: s.ProgramIn) -> s.Program:
-    """Create a program events may be created in."""
-    return s.Program.model_validate(await programs.create_program(engine, program))
-
-
 @router.get("/programs/{program_code}", tags=["programs"])
 async def get_program(engine: Engine, program_code: Id) -> s.Program:
     """One program."""
@@ -133,10 +128,28 @@ async def get_program(engine: Engine, program_code: Id) -> s.Program:
         return s.Program.model_validate(await get_one(connection, t.programs, "program_code", program_code, "program"))
 
 
-@router.patch("/programs/{program_code}", tags=["programs"])
-async def update_program(engine: Engine, program_code: Id, patch: s.ProgramPatch) -> s.Program:
-    """Change a program's name, status or dispatch settings."""
-    return s.Program.model_validate(await programs.update_program(engine, program_code, patch))
+def _programs_are_read_only() -> ProblemError:
+    return ProblemError(
+        405,
+        "read-only",
+        "Programs are read-only in the DERMS",
+        "Programs are Asset Hub's master data and reach the DERMS by program sync: create one with "
+        "POST /assethub/v1/programs (or 'derbridge program create') and change or close it with "
+        "PATCH /assethub/v1/programs/{program_code} ('derbridge program update|close').",
+        headers={"Allow": "GET"},
+    )
+
+
+@router.post("/programs", include_in_schema=False)
+async def create_program() -> None:
+    """Gone: programs are created in Asset Hub (a 405 that says where)."""
+    raise _programs_are_read_only()
+
+
+@router.api_route("/programs/{program_code}", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def change_program(program_code: Id) -> None:
+    """Gone: programs are changed and closed in Asset Hub (a 405 that says where)."""
+    raise _programs_are_read_only()
 
 
 # --- devices and communication status ---------------------------------------------------------------

@@ -23,12 +23,17 @@ class _Out(BaseModel):
 
 
 class DermsProgramStatus(StrEnum):
-    """Whether the DERMS may create events in a program."""
+    """A program's status, as Asset Hub (its system of record) sent it by program sync: whether the DERMS may
+    create events in it."""
 
+    DRAFT = "DRAFT"
+    """Being set up in Asset Hub: no events yet."""
     ACTIVE = "ACTIVE"
     """Events may be created."""
-    INACTIVE = "INACTIVE"
-    """No new events; existing ones run their course."""
+    SUSPENDED = "SUSPENDED"
+    """Paused: no new events; existing ones run their course."""
+    CLOSED = "CLOSED"
+    """Over for good: no new events (409 ``program-closed``); existing ones run their course."""
 
 
 class Contact(_Out):
@@ -73,42 +78,17 @@ class Location(_Out):
     updated_at: datetime
 
 
-class ProgramIn(BaseModel):
-    """A program the DERMS may dispatch."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    program_code: ProgramCode
-    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
-    status: DermsProgramStatus = DermsProgramStatus.ACTIVE
-    expected_shed_kw: float = Field(1.0, gt=0, le=1000, description="Expected shed per device, for kW targets.")
-    outcome_grace_hours: float = Field(
-        24.0,
-        ge=0,
-        le=24 * 14,
-        description="Hours after an event's end that outcomes are awaited before silent devices are NON_RESPONSIVE.",
-    )
-
-
-class ProgramPatch(BaseModel):
-    """Changes to a DERMS program; fields left out keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, min_length=1, max_length=200, pattern=NO_NUL)
-    status: DermsProgramStatus | None = None
-    expected_shed_kw: float | None = Field(None, gt=0, le=1000)
-    outcome_grace_hours: float | None = Field(None, ge=0, le=24 * 14)
-
-
 class Program(_Out):
-    """A program in the DERMS."""
+    """A program in the DERMS: Asset Hub's program as program sync last applied it (read-only here)."""
 
     program_code: str
     name: str
     status: DermsProgramStatus
-    expected_shed_kw: float
-    outcome_grace_hours: float
+    expected_shed_kw: float = Field(description="Expected shed per device, for kW targets.")
+    outcome_grace_hours: float = Field(
+        description="Hours after an event's end that outcomes are awaited before silent devices are NON_RESPONSIVE."
+    )
+    version: int = Field(description="The program's version in Asset Hub that was applied here (0: before sync).")
     created_at: datetime
     updated_at: datetime
 

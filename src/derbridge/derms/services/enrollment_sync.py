@@ -8,9 +8,9 @@ all. In order:
 1. **Prerequisites (P0).** The customer (``customers`` by ``cis_account_id``) and its location
    (``locations`` by ``cis_service_point_id``, on that account and premise) must be here, else the message
    is parked with ``wake_on = cis-account:<id>`` — :func:`announce_cis_accounts` wakes it after a CIS
-   import loads that account. A program the DERMS does not know parks it with ``program:<code>`` (wake it
-   with ``derbridge messages wake program:<code>`` once the program exists; the slow park backoff retries
-   it meanwhile).
+   import loads that account. A program the DERMS does not know (its program sync has not arrived yet)
+   parks it with ``program:<code>`` (the bridge wakes it when it delivers that program's sync; the slow park
+   backoff retries it meanwhile).
 2. **Consistency.** A device list that does not fit its change (:func:`check_sync_devices`) is refused:
    logged REJECTED and acknowledged REJECTED with the reason, which Asset Hub shows as FAILED.
 3. **Ordering.** Syncs of one enrollment are serialised (a transaction-scoped advisory lock on PostgreSQL;
@@ -163,8 +163,8 @@ async def _check_prerequisites(connection: AsyncConnection, payload: contract.En
     if await connection.scalar(select(t.programs.c.program_code).where(t.programs.c.program_code == program)) is None:
         raise MissingPrerequisite(
             f"program:{program}",
-            f"program {program!r} is not in the DERMS; create it (POST /derms/v1/programs), then "
-            f"'derbridge messages wake program:{program}'",
+            f"program {program!r} is not in the DERMS yet; it arrives by program sync once created in Asset "
+            f"Hub (POST /assethub/v1/programs); then 'derbridge messages wake program:{program}'",
         )
 
 

@@ -263,15 +263,28 @@ async def create_event(
                 422,
                 "unknown-program",
                 "Unknown program",
-                f"No program has the code {request.program_code!r}; create it first (POST /derms/v1/programs).",
+                f"No program has the code {request.program_code!r}. Programs are created in Asset Hub "
+                "(POST /assethub/v1/programs) and reach the DERMS by program sync; check the code, or wait "
+                "for the sync ('derbridge messages list --flow program-sync').",
                 errors=[FieldError(field="body.program_code", message="unknown program")],
+            )
+        if program["status"] == DermsProgramStatus.CLOSED.value:
+            raise ProblemError(
+                409,
+                "program-closed",
+                "Program closed",
+                f"Program {request.program_code!r} is CLOSED: it takes no new events (those created before it "
+                "closed run their course). A closed program cannot reopen; create the event in another program.",
+                errors=[FieldError(field="body.program_code", message="program is CLOSED")],
             )
         if program["status"] != DermsProgramStatus.ACTIVE.value:
             raise ProblemError(
                 409,
                 "program-not-active",
                 "Program not active",
-                f"Program {request.program_code!r} is {program['status']}; activate it to create events.",
+                f"Program {request.program_code!r} is {program['status']}; activate it in Asset Hub "
+                f"(PATCH /assethub/v1/programs/{request.program_code} with status ACTIVE) to create events.",
+                errors=[FieldError(field="body.program_code", message=f"program is {program['status']}")],
             )
         await _lock_reservations(connection)
         plan = await _plan(connection, request.program_code, window, target, program["expected_shed_kw"])
