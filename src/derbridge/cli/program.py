@@ -240,7 +240,9 @@ def program_show(
     table.add_column("value")
     for key in ("name", "status", "version", "sync_state", "sync_detail"):
         table.add_row(key, str(program[key]))
-    table.add_row("enrollment window", f"{program['enrollment_opens_at']} → {program['enrollment_closes_at']}")
+    opens, closes = program["enrollment_opens_at"], program["enrollment_closes_at"]
+    window = "always open (no window)" if opens is None and closes is None else f"{opens or '…'} → {closes or '…'}"
+    table.add_row("enrollment window", window)
     table.add_row("eligible device types", ", ".join(program["eligible_device_types"]))
     table.add_row("excluded programs", ", ".join(program["excluded_program_codes"]) or "none")
     for key, value in program["rules"].items():
