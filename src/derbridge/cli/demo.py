@@ -11,7 +11,6 @@ import typer
 from derbridge.cli.common import (
     ExitCode,
     check_port_free,
-    err,
     load_settings,
     out,
 )
@@ -49,21 +48,11 @@ def demo(
         counts["dead"] or counts["parked"] for counts in result["flows"].values()
     )
     if serve:
-        import uvicorn
+        from derbridge.cli.serving import run_server
 
-        from derbridge.api.app import create_asgi
-        from derbridge.runtime import Runtime
-
-        err.print(
-            f"serving the demo's systems on http://{settings.server.host}:{settings.server.port} (Ctrl-C to stop)"
-        )
-        uvicorn.run(
-            create_asgi(Runtime(settings), run_bridge=True, run_jobs=True),
-            host=settings.server.host,
-            port=settings.server.port,
-            log_level="warning",
-            log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
-            access_log=False,
+        run_server(
+            settings,
+            f"serving the demo's systems on http://{settings.server.host}:{settings.server.port} (Ctrl-C to stop)",
         )
     if not healthy:
         raise typer.Exit(ExitCode.FAILED)

@@ -16,7 +16,7 @@ from derbridge.cli.common import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from derbridge.settings import Settings
 
 
 def up(
@@ -24,31 +24,12 @@ def up(
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
 ) -> None:
     """Serve both systems' APIs in one process, with /healthz, /readyz and /metrics."""
-    import uvicorn
-
-    from derbridge.api.app import create_asgi
-    from derbridge.runtime import Runtime, ensure_migrated
-
-    settings = load_settings()
-    if host is not None:
-        settings.server.host = host
-    if port is not None:
-        settings.server.port = port
-    check_port_free(settings.server.host, settings.server.port)
-    with reaching_servers():
-        ensure_migrated(settings)
-    err.print(
+    settings = _bound(host, port)
+    run_server(
+        settings,
         f"derbridge {__version__} on http://{settings.server.host}:{settings.server.port} "
         f"(Asset Hub: /assethub/v1/docs, DERMS: /derms/v1/docs); service token in "
-        f"{settings.data_dir / 'api-token'}"
-    )
-    uvicorn.run(
-        create_asgi(Runtime(settings), run_bridge=True, run_jobs=True),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level="warning",
-        log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
-        access_log=False,
+        f"{settings.data_dir / 'api-token'}",
     )
 
 
@@ -62,26 +43,44 @@ def serve(
 ) -> None:
     """Serve one component (the distributed mode): a system's API, or the bridge worker with its
     operations API. Several processes of each may run against the same databases and broker."""
-    import uvicorn
+    settings = _bound(host, port)
+    run_server(
+        settings,
+        f"derbridge {__version__}: {component.value} on http://{settings.server.host}:{settings.server.port}",
+        components=[component.value],
+    )
 
-    from derbridge.api.app import create_asgi
-    from derbridge.runtime import Runtime, ensure_migrated
 
+def _bound(host: str | None, port: int | None) -> Settings:
+    """The settings, with ``--host`` and ``--port`` on top."""
     settings = load_settings()
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    return settings
+
+
+def run_server(settings: Settings, banner: str, *, components: list[str] | None = None) -> None:
+    """Serve ``components`` (every one by default: the embedded system) until stopped: the port checked
+    first, the databases brought to the newest schema, ``banner`` on stderr, then uvicorn. The bridge worker
+    runs where the bridge is served, the systems' jobs where a system is."""
+    import uvicorn
+
+    from derbridge.api.app import ALL_COMPONENTS, create_asgi
+    from derbridge.runtime import Runtime, ensure_migrated
+
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
         ensure_migrated(settings)
-    err.print(f"derbridge {__version__}: {component.value} on http://{settings.server.host}:{settings.server.port}")
+    err.print(banner, markup=False, highlight=False)
+    served = [c for c in ALL_COMPONENTS if components is None or c in components]
     uvicorn.run(
         create_asgi(
             Runtime(settings),
-            components=[component.value],
-            run_bridge=component is ComponentChoice.BRIDGE,
-            run_jobs=component is not ComponentChoice.BRIDGE,
+            components=served,
+            run_bridge="bridge" in served,
+            run_jobs=served != ["bridge"],
         ),
         host=settings.server.host,
         port=settings.server.port,
