@@ -259,7 +259,7 @@ def test_programs_are_managed_from_the_command_line(tmp_path: Path) -> None:
     assert "PROGRAM_CODE" in bad.stderr
     assert "rules.fatigue_cap" in bad.stderr
     backwards = derbridge(*systems, "program", "update", "SUMMER-BYOT", "--status", "DRAFT", cwd=tmp_path)
-    assert backwards.returncode == 2
+    assert backwards.returncode == 6  # refused by the state the program is in, as the README's exit codes say
     assert backwards.stderr.count("\n") == 1  # one line, naming the option
     assert "--status: a ACTIVE program cannot become DRAFT" in backwards.stderr
     missing = derbridge(*systems, "program", "update", "NOPE", "--name", "x", cwd=tmp_path)
@@ -274,9 +274,14 @@ def test_programs_are_managed_from_the_command_line(tmp_path: Path) -> None:
     closed = derbridge(*systems, "program", "close", "SUMMER-BYOT", cwd=tmp_path)
     assert closed.returncode == 0, closed.stderr
     assert "CLOSED, version 3" in closed.stdout
+    # Sent again unchanged (after an upgrade from a release without program sync): the next version.
+    resent = derbridge(*systems, "program", "sync", "SUMMER-BYOT", cwd=tmp_path)
+    assert resent.returncode == 0, resent.stderr
+    assert "SUMMER-BYOT sent again: CLOSED, version 4" in resent.stdout
+    assert derbridge(*systems, "program", "sync", "NOPE", cwd=tmp_path).returncode == 3
 
     listed = derbridge(*systems, "program", "list", "--status", "CLOSED", "--json", cwd=tmp_path)
-    assert [(p["program_code"], p["version"]) for p in json.loads(listed.stdout)] == [("SUMMER-BYOT", 3)]
+    assert [(p["program_code"], p["version"]) for p in json.loads(listed.stdout)] == [("SUMMER-BYOT", 4)]
     shown = derbridge(*systems, "program", "show", "SUMMER-BYOT", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "CLOSED" in shown.stdout

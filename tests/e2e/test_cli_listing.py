@@ -260,7 +260,7 @@ def test_a_record_that_is_not_there_is_one_line_and_exit_status_3(
 ) -> None:
     result = systems.run(*command)
     assert result.returncode == 3
-    assert result.stderr.strip() == line
+    assert result.stderr.strip() == f"error: {line}"
     assert result.stdout == ""
 
 

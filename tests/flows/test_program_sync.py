@@ -252,7 +252,7 @@ async def test_a_closed_program_takes_no_new_events_and_keeps_the_ones_it_has(sy
 
     # CLOSED is final in Asset Hub: nothing more is sent.
     reopen = await system.client.patch(f"/assethub/v1/programs/{PROGRAM}", json={"status": "ACTIVE"})
-    assert reopen.status_code == 422
+    assert reopen.status_code == 409  # a CLOSED program cannot reopen: a conflict with its state
     assert reopen.json()["errors"][0]["field"] == "body.status"
     assert len(await syncs_sent(system)) == 2
 

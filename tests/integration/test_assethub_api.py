@@ -362,7 +362,7 @@ async def test_a_program_keeps_the_settings_it_was_created_with(api: httpx.Async
 
 async def test_the_program_lifecycle_is_enforced(api: httpx.AsyncClient) -> None:
     assert (await create(api)).status_code == 201
-    refused = assert_problem(await api.patch(PROGRAM, json={"status": "SUSPENDED"}), 422, "program-rule")
+    refused = assert_problem(await api.patch(PROGRAM, json={"status": "SUSPENDED"}), 409, "program-status-change")
     assert fields(refused) == ["body.status"]
     assert (await api.get(PROGRAM)).json()["status"] == "DRAFT"
 
@@ -372,7 +372,7 @@ async def test_the_program_lifecycle_is_enforced(api: httpx.AsyncClient) -> None
         assert response.json()["status"] == status
         assert (await api.get(PROGRAM)).json()["status"] == status
 
-    reopened = assert_problem(await api.patch(PROGRAM, json={"status": "ACTIVE"}), 422, "program-rule")
+    reopened = assert_problem(await api.patch(PROGRAM, json={"status": "ACTIVE"}), 409, "program-status-change")
     assert reopened["errors"][0]["field"] == "body.status"
     assert "CLOSED" in reopened["detail"]
     stored = (await api.get(PROGRAM)).json()
@@ -497,7 +497,7 @@ async def test_each_program_change_sends_one_program_sync_and_a_refused_one_send
 
     assert (await create(api, status="ACTIVE", rules={"expected_shed_kw": 2.5})).status_code == 201
     assert_problem(await create(api), 409, "conflict")
-    assert_problem(await api.patch(PROGRAM, json={"status": "DRAFT"}), 422, "program-rule")
+    assert_problem(await api.patch(PROGRAM, json={"status": "DRAFT"}), 409, "program-status-change")
     assert_problem(await api.patch(PROGRAM, json={"rules": {"expected_shed_kw": -1}}), 422, "validation-error")
     assert (await api.patch(PROGRAM, json={"status": "CLOSED"})).status_code == 200
     assert await sent() == [

@@ -159,8 +159,9 @@ class InFlight(BaseModel):
     tracked: int
     """Messages the bridge has received (each once, however often it was handed over)."""
     unsettled: int
-    """Received messages still pending or retrying."""
+    """Received messages still pending or retrying, and parked ones whose next attempt is due (woken)."""
     parked: int
+    """Parked messages waiting for their prerequisite (not yet due)."""
     dead: int
 
     @property
@@ -172,11 +173,29 @@ class InFlight(BaseModel):
         return self.unpublished == 0 and self.unsettled == 0 and self.tracked >= self.published
 
 
-async def in_flight(bridge: AsyncEngine, outboxes: dict[str, tuple[AsyncEngine, Any]]) -> InFlight:
+async def in_flight(
+    bridge: AsyncEngine, outboxes: dict[str, tuple[AsyncEngine, Any]], now: datetime | None = None
+) -> InFlight:
     """Count what is in flight: ``outboxes`` maps each source system to its engine and outbox table (the
-    same outboxes the relay reads)."""
+    same outboxes the relay reads).
+
+    The bridge is read *before* the outboxes, and that order is what makes :attr:`InFlight.idle` safe: a
+    message the bridge counted as settled had already committed its effect, replies included, so the outbox
+    read that follows sees those replies (unpublished, or published but not yet received, which leaves
+    ``tracked`` short of ``published``). Read the other way round, a reply written between the two reads
+    would be missed. A parked or retrying message whose next attempt is due is still in flight.
+    """
     from sqlalchemy import func
 
+    from derbridge.infra.db import utcnow
+
+    moment = now or utcnow()
+    due = t.c.next_attempt_at.is_not(None) & (t.c.next_attempt_at <= moment)
+    async with bridge.connect() as connection:
+        rows = (
+            await connection.execute(select(t.c.state, func.count(), func.count().filter(due)).group_by(t.c.state))
+        ).all()
+    by_state = {str(state): (int(count), int(due_now)) for state, count, due_now in rows}
     unpublished = published = 0
     for engine, outbox in outboxes.values():
         async with engine.connect() as connection:
@@ -190,14 +209,14 @@ async def in_flight(bridge: AsyncEngine, outboxes: dict[str, tuple[AsyncEngine, 
             ).one()
         unpublished += int(waiting)
         published += int(handed)
-    async with bridge.connect() as connection:
-        rows = (await connection.execute(select(t.c.state, func.count()).group_by(t.c.state))).all()
-    by_state = {str(state): int(count) for state, count in rows}
+    pending = by_state.get(MessageState.PENDING.value, (0, 0))[0]
+    retrying = by_state.get(MessageState.RETRYING.value, (0, 0))[0]
+    parked, parked_due = by_state.get(MessageState.PARKED.value, (0, 0))
     return InFlight(
         unpublished=unpublished,
         published=published,
-        tracked=sum(by_state.values()),
-        unsettled=by_state.get(MessageState.PENDING.value, 0) + by_state.get(MessageState.RETRYING.value, 0),
-        parked=by_state.get(MessageState.PARKED.value, 0),
-        dead=by_state.get(MessageState.DEAD.value, 0),
+        tracked=sum(count for count, _ in by_state.values()),
+        unsettled=pending + retrying + parked_due,
+        parked=parked - parked_due,
+        dead=by_state.get(MessageState.DEAD.value, (0, 0))[0],
     )

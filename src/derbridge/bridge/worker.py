@@ -162,14 +162,19 @@ class BridgeWorker:
     async def _announce(self, settled: Sequence[tuple[Envelope, Settlement]]) -> None:
         """Wake what waited for the prerequisites this batch delivered (``MessageContract.announces``): an
         enrollment sync parked for ``program:<code>`` goes again as soon as that program's sync arrived. After
-        the acknowledgement: a crash before it only leaves the parked message to its slow backoff."""
+        the acknowledgement: a crash before it only leaves the parked message to its slow backoff. So does an
+        announcement that comes before the waiting message's park is settled (two batches in parallel): the
+        wake finds nothing parked yet, and the message goes again at its first park backoff (60 s)."""
         conditions = set()
         for envelope, settlement in settled:
             contract = BY_TYPE.get(envelope.type)
             if contract is not None and contract.announces and settlement.state is MessageState.DELIVERED:
                 conditions.add(f"{contract.announces}:{envelope.business_key}")
         if conditions:
-            await self.tracker.wake(conditions)
+            try:
+                await self.tracker.wake(conditions)
+            except Exception:  # the batch is settled and acknowledged already: nothing of it is redone
+                log.warning("waking parked messages failed; they go again at their park backoff", exc_info=True)
 
     async def _attempt_all(self, envelopes: list[Envelope], texts: Mapping[str, str]) -> list[AttemptResult]:
         """Route every envelope (a contract breach is dead at once), then deliver the rest in batches."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -264,23 +264,54 @@ _CANNOT_CONNECT = re.compile(
 _CONNECTION_ERRNOS = {111, 113, 110, 101, 104}  # refused, no route, timed out, network unreachable, reset
 
 
-def system_call(work: Callable[[Runtime], Awaitable[Any]], *, fields: Mapping[str, str] | None = None) -> Any:
-    """Run ``work(runtime)`` against the configured systems (migrated first if behind); problems become
-    messages, their fields named by the command's options (``fields``: request field → option)."""
+def migrated(settings: Settings, systems: Sequence[str]) -> None:
+    """Bring ``systems``' databases to the newest schema (one query each when they are there already). A
+    database whose revision this derbridge does not know (migrated by a newer release) ends the command with
+    one line, not Alembic's traceback."""
+    from derbridge.runtime import ensure_migrated
+
+    try:
+        ensure_migrated(settings, systems)  # type: ignore[arg-type]
+    except Exception as error:
+        # Alembic is imported only when a database is behind; its errors are recognised without importing it.
+        if not type(error).__module__.startswith("alembic."):
+            raise
+        fail(
+            f"a database is at a schema this derbridge does not know ({error}): it was migrated by a newer "
+            "derbridge; run that one, or restore the database from before",
+            ExitCode.CONFLICT,
+        )
+
+
+SYSTEMS_OF_RECORD: tuple[str, ...] = ("assethub", "derms")
+"""What :func:`system_call` opens unless told otherwise: the two systems, not the bridge's database."""
+
+
+def system_call(
+    work: Callable[[Runtime], Awaitable[Any]],
+    *,
+    fields: Mapping[str, str] | None = None,
+    systems: Sequence[str] = SYSTEMS_OF_RECORD,
+) -> Any:
+    """Run ``work(runtime)`` against the configured systems; the databases of ``systems`` (those ``work``
+    opens) are checked first and migrated if behind, and no other is touched. Problems become messages, their
+    fields named by the command's options (``fields``: request field → option)."""
     with reaching_servers():
-        return _system_call(work, fields)
+        return _system_call(work, fields, systems)
 
 
-def _system_call(work: Callable[[Runtime], Awaitable[Any]], fields: Mapping[str, str] | None) -> Any:
+def _system_call(
+    work: Callable[[Runtime], Awaitable[Any]], fields: Mapping[str, str] | None, systems: Sequence[str]
+) -> Any:
     import asyncio
 
     from derbridge.assethub import flows as assethub_flows
     from derbridge.derms import flows as derms_flows
     from derbridge.infra.problems import ProblemError
-    from derbridge.runtime import Runtime, ensure_migrated
+    from derbridge.runtime import Runtime
 
     settings = load_settings()
-    ensure_migrated(settings)
+    migrated(settings, systems)
     assethub_flows.load()
     derms_flows.load()
 
@@ -424,10 +455,10 @@ def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], with_transport:
     import asyncio
 
     from derbridge.infra.problems import ProblemError
-    from derbridge.runtime import Runtime, ensure_migrated
+    from derbridge.runtime import Runtime
 
     settings = load_settings()
-    ensure_migrated(settings, ["bridge"])
+    migrated(settings, ["bridge"])
 
     async def run() -> Any:
         runtime = Runtime(settings)

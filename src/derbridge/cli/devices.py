@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from derbridge.cli.common import err, print_json, system_call
+from derbridge.cli.common import ExitCode, fail, print_json, system_call
 from derbridge.cli.reading import AsJson, Limit, id_column, next_page_hint, read, show, when
 from derbridge.derms.domain.availability import Availability
 from derbridge.derms.domain.communication import CommunicationStatus
@@ -64,8 +64,10 @@ def devices_list(
 
     derms_only = availability is not None or communication is not None
     if system is System.assethub and derms_only:
-        err.print("--availability and --communication are the DERMS's: use --system derms (or leave --system out)")
-        raise typer.Exit(2)
+        fail(
+            "--availability and --communication are the DERMS's: use --system derms (or leave --system out)",
+            ExitCode.USAGE,
+        )
     chosen = system or (System.derms if derms_only else System.assethub)
     page_params = PageParams(limit=limit, after=None if after is None else str(after))
 
@@ -172,8 +174,10 @@ def devices_show(
     head_end, _, nic_id = device.partition(":")
     by_key = bool(nic_id)
     if not by_key and not device.isdigit():
-        err.print(f"{device!r} is no device: give HEAD_END:NIC_ID (e.g. ECOBEE:521764415334) or Asset Hub's device id")
-        raise typer.Exit(2)
+        fail(
+            f"{device!r} is no device: give HEAD_END:NIC_ID (e.g. ECOBEE:521764415334) or Asset Hub's device id",
+            ExitCode.USAGE,
+        )
 
     async def work(runtime: Runtime) -> Any:
         hub: dict[str, Any] | None = None

@@ -211,6 +211,18 @@ def program_close(
     _update(program_code, ProgramPatch(status=ProgramStatus.CLOSED), as_json, "closed")
 
 
+@program_app.command("sync")
+def program_sync(
+    program_code: Annotated[str, typer.Argument(help="The program's code, e.g. SUMMER-BYOT.")], as_json: _Json = False
+) -> None:
+    """Send a program to the DERMS again, unchanged, as its next version: after upgrading from a release
+    without program sync (programs made before it were never sent), or to put right a DERMS copy that was
+    changed by other means. The DERMS takes it like any newer version."""
+    from derbridge.assethub.api.schemas import ProgramPatch
+
+    _update(program_code, ProgramPatch(), as_json, "sent again")
+
+
 def _update(program_code: str, patch: Any, as_json: bool, verb: str) -> None:
     from derbridge.assethub.services.programs import update_program
 

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from derbridge.cli.common import err, out, system_call
+from derbridge.cli.common import ExitCode, err, fail, out, system_call
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime
 
-NOT_FOUND_EXIT = 3
-"""The exit status of a record that is not there (as :func:`derbridge.cli.common.system_call` gives a 404)."""
 
 Limit = Annotated[int, typer.Option("--limit", min=1, max=1000, help="Rows per page (1-1000).")]
 After = Annotated[
@@ -50,8 +48,7 @@ def read(work: Callable[[Runtime], Awaitable[Any]], missing: str) -> Any:
     try:
         return system_call(guarded)
     except Missing:
-        err.print(missing, markup=False, highlight=False)
-        raise typer.Exit(NOT_FOUND_EXIT) from None
+        fail(missing, ExitCode.NOT_FOUND)
 
 
 def next_page_hint(command: str, options: Mapping[str, Any], limit: int, next_after: str | None) -> None:

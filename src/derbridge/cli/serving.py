@@ -12,6 +12,7 @@ from derbridge.cli.common import (
     check_port_free,
     err,
     load_settings,
+    migrated,
     reaching_servers,
 )
 
@@ -68,13 +69,14 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
     import uvicorn
 
     from derbridge.api.app import ALL_COMPONENTS, create_asgi
-    from derbridge.runtime import Runtime, ensure_migrated
+    from derbridge.runtime import Runtime
 
+    served = [c for c in ALL_COMPONENTS if components is None or c in components]
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
-        ensure_migrated(settings)
+        # A system's process opens its own database; the bridge opens every one (it relays both outboxes).
+        migrated(settings, ALL_COMPONENTS if "bridge" in served else served)
     err.print(banner, markup=False, highlight=False)
-    served = [c for c in ALL_COMPONENTS if components is None or c in components]
     uvicorn.run(
         create_asgi(
             Runtime(settings),

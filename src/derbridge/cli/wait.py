@@ -96,7 +96,7 @@ def wait_idle(timeout: Timeout = 120.0) -> None:
         )
 
     with working("waiting for the bridge to carry every message"):
-        state = system_call(work)
+        state = system_call(work, systems=("assethub", "derms", "bridge"))
     note = (
         f"; {state.parked} parked and {state.dead} dead (derbridge messages list --state parked)"
         if (state.parked or state.dead)

@@ -25,12 +25,25 @@ from derbridge.infra.problems import FieldError, ProblemError, not_found
 
 
 def _refused(error: IllegalProgramChange, field: str) -> ProblemError:
+    """A change whose values break a program rule (a backwards window, a program excluding itself): 422."""
     return ProblemError(
         422,
         "program-rule",
         "The program change is not allowed",
         str(error),
         errors=[FieldError(field=field, message=str(error))],
+    )
+
+
+def _status_refused(error: IllegalProgramChange) -> ProblemError:
+    """A status the program cannot go to from the one it is in (CLOSED is final): a conflict with its state,
+    409, as cancelling an event that has started is."""
+    return ProblemError(
+        409,
+        "program-status-change",
+        "The program cannot go to that status",
+        str(error),
+        errors=[FieldError(field="body.status", message=str(error))],
     )
 
 
@@ -126,7 +139,7 @@ async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramP
         try:
             check_program_status_change(ProgramStatus(current["status"]), ProgramStatus(merged["status"]))
         except IllegalProgramChange as error:
-            raise _refused(error, "body.status") from None
+            raise _status_refused(error) from None
         try:
             check_enrollment_window(merged["enrollment_opens_at"], merged["enrollment_closes_at"])
         except IllegalProgramChange as error:

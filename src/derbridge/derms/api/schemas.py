@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -12,6 +11,7 @@ from derbridge.assethub.api.schemas import ProgramCode
 from derbridge.cis.extract import AccountStatus
 from derbridge.derms.domain.communication import CommunicationStatus as CommunicationStatus
 from derbridge.derms.domain.event import EventStatus, EventType
+from derbridge.derms.domain.program import DermsProgramStatus
 from derbridge.infra.web import NO_NUL, UtcDateTime
 
 HeadEnd = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$", examples=["ECOBEE"])]
@@ -20,20 +20,6 @@ NicId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s/\x00]+
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-class DermsProgramStatus(StrEnum):
-    """A program's status, as Asset Hub (its system of record) sent it by program sync: whether the DERMS may
-    create events in it."""
-
-    DRAFT = "DRAFT"
-    """Being set up in Asset Hub: no events yet."""
-    ACTIVE = "ACTIVE"
-    """Events may be created."""
-    SUSPENDED = "SUSPENDED"
-    """Paused: no new events; existing ones run their course."""
-    CLOSED = "CLOSED"
-    """Over for good: no new events (409 ``program-closed``); existing ones run their course."""
 
 
 class Contact(_Out):

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.api.schemas import DermsProgramStatus, EventCancel, EventIn
+from derbridge.derms.api.schemas import EventCancel, EventIn
 from derbridge.derms.domain.event import (
     EventAlreadyStarted,
     EventNotCancellable,
@@ -37,6 +37,7 @@ from derbridge.derms.domain.event import (
     plan_cancellation,
     transitions_due,
 )
+from derbridge.derms.domain.program import DermsProgramStatus
 from derbridge.derms.domain.reservation import ReservationPlan, rank_columns
 from derbridge.derms.jobs import jobs
 from derbridge.derms.services.event_messages import (
