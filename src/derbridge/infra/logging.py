@@ -65,6 +65,13 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # A uvicorn started with its own log config (anywhere in this process, earlier) gave its loggers their
+    # own handlers and stopped them propagating: they would write past this renderer. Ours own them.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        for old in list(server_logger.handlers):
+            server_logger.removeHandler(old)
+        server_logger.propagate = True
     # Alembic's steps and httpx's per-request lines are noise at INFO for an operator running a command.
     for noisy in ("alembic", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
