@@ -38,10 +38,12 @@ $(UV_STAMP): tools/uv-requirements.txt
 	@touch $@
 
 # Exactly what uv.lock says (packages not in it are removed); --frozen: the lock is not re-resolved here,
-# CI checks it against pyproject.toml (make lock-check).
+# CI checks it against pyproject.toml (make lock-check). --compile-bytecode: uv, unlike pip, writes no .pyc
+# at install, and where PYTHONDONTWRITEBYTECODE is set (this machine sets it) every command would compile
+# SQLAlchemy, pydantic & co. from source at each start: 1.9 s instead of 0.8 s for `messages stats`.
 $(STAMP): uv.lock pyproject.toml $(UV_STAMP)
 	$(need_python)
-	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	$(UV) sync --frozen --extra dev --compile-bytecode --python $(PYTHON)
 	@touch $(STAMP)
 
 install: $(STAMP)
