@@ -89,6 +89,8 @@ class Failure(StrEnum):
     """Something did not reach the other side in time."""
     FAILED = "failed"
     """An API answered something else than it should."""
+    WRONG_URL = "wrong-url"
+    """A server answers at a URL, but not the API named: the option is wrong (nothing was done)."""
 
 
 class SmokeFailure(Exception):
@@ -174,10 +176,13 @@ class Api:
     """One system's API: calls that turn transport errors and refusals into :class:`SmokeFailure` naming
     the system, its URL and the option that set it."""
 
-    def __init__(self, name: str, option: str, base: str, token: str | None, transport: httpx.BaseTransport | None):
+    def __init__(
+        self, name: str, option: str, base: str, prefix: str, token: str | None, transport: httpx.BaseTransport | None
+    ) -> None:
         self.name = name
         self.option = option
         self.base = base
+        self.prefix = prefix
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base, headers=headers, timeout=REQUEST_SECONDS, transport=transport)
 
@@ -193,7 +198,7 @@ class Api:
             raise SmokeFailure(
                 Failure.UNREACHABLE,
                 f"cannot reach {self.name} at {self.base} ({type(error).__name__}: {error})",
-                f"is {self.name} running, and is {self.option} its URL (the server's root or the API's own URL)?",
+                f"is {self.name} running, and is {self.option} its URL (the server's root or …{self.prefix})?",
             ) from None
         if response.status_code in expect:
             return response
@@ -211,12 +216,6 @@ class Api:
                 "pass the deployment's service credential with --token or DERBRIDGE_API_TOKEN"
                 if self.option != "--vtn"
                 else "the VTN refused the test client's token: are the VTN processes sharing edge.token_secret?",
-            )
-        if status == 404 and not said.startswith(("No ", "not-found")) and "not found" not in said.lower():
-            return SmokeFailure(
-                Failure.FAILED,
-                f"no {self.name} API at {self.base} ({where}: 404)",
-                f"check {self.option}: the server's root (http://host:8080) or the API's own URL",
             )
         kind = Failure.REFUSED if status in (403, 409, 422) else Failure.FAILED
         return SmokeFailure(kind, f"{self.name} answered {where}: {status} {said}", f"{self.name}'s log")
@@ -317,15 +316,23 @@ class Step:
 
 
 def _reach(run: SmokeRun) -> str:
-    run.assethub.call("GET", "/programs", params={"limit": 1})
-    run.derms.call("GET", "/programs", params={"limit": 1})
-    answer = run.vtn_public.call("GET", "/auth/server").json()
-    if not isinstance(answer, dict) or "tokenURL" not in answer:
-        raise SmokeFailure(
-            Failure.FAILED,
-            f"{run.endpoints.vtn}/auth/server is not an OpenADR 3.1 VTN's ({str(answer)[:200]})",
-            "check --vtn",
-        )
+    for api, path, key in (
+        (run.assethub, "/programs", "items"),
+        (run.derms, "/programs", "items"),
+        (run.vtn_public, "/auth/server", "tokenURL"),
+    ):
+        response = api.call("GET", path, expect=(200, 404), params={"limit": 1} if key == "items" else None)
+        try:
+            answer = response.json() if response.status_code == 200 else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or key not in answer:
+            # A server answers, but not this API there: the URL names another server or path.
+            raise SmokeFailure(
+                Failure.WRONG_URL,
+                f"no {api.name} API at {api.base} (GET {path}: {response.status_code} {_problem_text(response)[:120]})",
+                f"{api.option} must be the server's root (http://host:8080) or the API's own URL (…{api.prefix})",
+            )
     return "Asset Hub, the DERMS and the VTN answer; the service credential is accepted"
 
 
@@ -435,7 +442,7 @@ def _aggregator(run: SmokeRun) -> str:
     run.client_id, run.client_secret = str(made["client_id"]), str(made["client_secret"])
     run.undo.append(("client revoked", _revoke_client))
     token = _token(run)
-    run.vtn = Api("the VTN", "--vtn", run.endpoints.vtn, token, run.transport)
+    run.vtn = Api("VTN", "--vtn", run.endpoints.vtn, VTN_PREFIX, token, run.transport)
     ven = run.vtn.call("POST", "/vens", expect=(201,), json={"objectType": "VEN_VEN_REQUEST", "venName": run.code})
     run.ven_id = str(ven.json()["id"])
     run.undo.append(("VEN deleted", _delete_ven))
@@ -478,7 +485,10 @@ def _delete_ven(run: SmokeRun) -> str:
     gone = ven.call("GET", f"/vens/{run.ven_id}", expect=(200, 404))
     if gone.status_code != 404:
         raise SmokeFailure(Failure.FAILED, f"VEN {run.ven_id} is still on the VTN after its deletion", "edge")
-    if run.resource_id is not None and ven.call("GET", f"/resources/{run.resource_id}", expect=(200, 404)).status_code != 404:
+    if (
+        run.resource_id is not None
+        and ven.call("GET", f"/resources/{run.resource_id}", expect=(200, 404)).status_code != 404
+    ):
         raise SmokeFailure(Failure.FAILED, f"resource {run.resource_id} outlived its VEN", "edge")
     return f"VEN {run.ven_id} and its resource deleted from the VTN"
 
@@ -533,8 +543,12 @@ def _enrollment_active(run: SmokeRun) -> str:
         found = resource()
         status = attribute(found, "ENROLLMENT_STATUS")
         if status == "REJECTED":
-            reasons = [v for a in found.get("attributes") or [] if a.get("type") == "ENROLLMENT_REJECTION"
-                       for v in a.get("values") or []]
+            reasons = [
+                v
+                for a in found.get("attributes") or []
+                if a.get("type") == "ENROLLMENT_REJECTION"
+                for v in a.get("values") or []
+            ]
             raise SmokeFailure(Failure.REFUSED, f"Asset Hub rejected the enrollment request: {reasons}", "the reasons")
         return attribute(found, "ENROLLMENT_ID"), f"ENROLLMENT_STATUS {status} on the VTN"
 
@@ -606,7 +620,9 @@ def _status_check(run: SmokeRun) -> str:
     # An agent's check asks the device's VEN for a fresh reading: an event addressed to it, targeted at the
     # resource. Answer it as an aggregator would; the VTN then deletes the event.
     reading = wait_for(
-        "the VTN's request for a fresh reading", lambda: (_fresh_reading_event(run), "no event yet"), run.timeout,
+        "the VTN's request for a fresh reading",
+        lambda: (_fresh_reading_event(run), "no event yet"),
+        run.timeout,
         "the DERMS's edge (fresh readings for an agent's status check)",
     )
     run.ven().call(
@@ -619,7 +635,10 @@ def _status_check(run: SmokeRun) -> str:
             "clientName": run.code,
             "reportName": f"{run.code} fresh reading",
             "resources": [
-                {"resourceName": run.nic_id, "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": ["NORMAL"]}]}]}
+                {
+                    "resourceName": run.nic_id,
+                    "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": ["NORMAL"]}]}],
+                }
             ],
         },
     )
@@ -795,8 +814,13 @@ def _attempt(name: str, action: Callable[[SmokeRun], str], run: SmokeRun, *, cle
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as error:
             # An answer of an unexpected shape: the deployment is not the derbridge this command knows.
             return StepResult(
-                name, False, elapsed(), f"unexpected answer ({type(error).__name__}: {error})", cleanup,
-                Failure.FAILED, "do the URLs name a derbridge of this version?",
+                name,
+                False,
+                elapsed(),
+                f"unexpected answer ({type(error).__name__}: {error})",
+                cleanup,
+                Failure.FAILED,
+                "do the URLs name a derbridge of this version?",
             )
     return StepResult(name, True, elapsed(), detail, cleanup)
 
@@ -817,9 +841,9 @@ def run_smoke(
         run_id=run_id or new_run_id(),
         endpoints=endpoints,
         timeout=timeout,
-        assethub=Api("Asset Hub", "--assethub", endpoints.assethub, token, transport),
-        derms=Api("the DERMS", "--derms", endpoints.derms, token, transport),
-        vtn_public=Api("the VTN", "--vtn", endpoints.vtn, None, transport),
+        assethub=Api("Asset Hub", "--assethub", endpoints.assethub, ASSETHUB_PREFIX, token, transport),
+        derms=Api("DERMS", "--derms", endpoints.derms, DERMS_PREFIX, token, transport),
+        vtn_public=Api("VTN", "--vtn", endpoints.vtn, VTN_PREFIX, None, transport),
         transport=transport,
     )
     report = SmokeReport(run.run_id, endpoints)

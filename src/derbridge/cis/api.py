@@ -90,9 +90,7 @@ async def post_cis_import(request: Request) -> CisImportOut:
     try:
         report = await asyncio.to_thread(_import_body, await request.body(), loader)
     except ExtractHeaderError as error:
-        raise ProblemError(
-            422, "not-a-cis-extract", "Not a CIS extract", f"{error}. Nothing was loaded."
-        ) from None
+        raise ProblemError(422, "not-a-cis-extract", "Not a CIS extract", f"{error}. Nothing was loaded.") from None
     counts = report.systems[loader.system]
     return CisImportOut(
         system=loader.system,

@@ -17,6 +17,7 @@ _EXIT_CODES = {
     "refused": ExitCode.CONFLICT,
     "timeout": ExitCode.WAITING,
     "failed": ExitCode.FAILED,
+    "wrong-url": ExitCode.USAGE,
 }
 
 
@@ -68,14 +69,13 @@ def smoke(
     event and its cancellation — then undo all of it (records the domain keeps as history are left CLOSED,
     named SMOKE-…). One line per step; exit 0 when every step passed.
 
-    Exit status otherwise: 5 a URL does not answer, 6 a credential or a rule refused, 4 a change did not
-    reach the other side in time, 1 an unexpected answer. The failed step's line says what to check."""
+    Exit status otherwise: 5 a URL does not answer, 2 a URL answers but is not the API named, 6 a
+    credential or a rule refused, 4 a change did not reach the other side in time, 1 an unexpected answer.
+    The failed step's line says what to check."""
     from derbridge.smoke import Endpoints, run_smoke
 
     endpoints = Endpoints.parse(assethub, derms, vtn)
-    report = run_smoke(
-        endpoints, _service_token(token), timeout=timeout, on_step=None if as_json else _line
-    )
+    report = run_smoke(endpoints, _service_token(token), timeout=timeout, on_step=None if as_json else _line)
     if as_json:
         print_json(report.as_dict())
     elif report.left:
