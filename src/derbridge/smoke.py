@@ -137,6 +137,9 @@ class SmokeReport:
     steps: list[StepResult] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
     """What the run made and leaves behind on purpose (closed records, kept as history)."""
+    made: dict[str, str] = field(default_factory=dict)
+    """The ids of what the run made (customer, program, client, VEN, resource, enrollment, event): where to
+    look when a step failed, and what a test checks the clean-up of."""
 
     @property
     def ok(self) -> bool:
@@ -159,6 +162,7 @@ class SmokeReport:
                 "vtn": self.endpoints.vtn,
             },
             "steps": [step.as_dict() for step in self.steps],
+            "made": self.made,
             "left": self.left,
         }
 
@@ -293,6 +297,24 @@ class SmokeRun:
     def nic_id(self) -> str:
         """The test device's id at its head-end."""
         return f"{self.run_id}-T1"
+
+    def made(self) -> dict[str, str]:
+        """The ids of what this run made so far."""
+        ids = {
+            "client_id": self.client_id,
+            "ven_id": self.ven_id,
+            "resource_id": self.resource_id,
+            "enrollment_id": self.enrollment_id,
+            "event_id": self.event_id,
+        }
+        undone = {name for name, _ in self.undo}
+        base = {"cis_account_id": self.run_id} if "customer closed" in undone else {}
+        if "program closed" in undone:
+            base["program_code"] = self.code
+        if self.client_id is not None:
+            base["head_end_system"] = self.code
+            base["nic_id"] = self.nic_id
+        return base | {k: v for k, v in ids.items() if v is not None}
 
     def ven(self) -> Api:
         """The test aggregator's VEN session (after the aggregator step)."""
@@ -672,7 +694,8 @@ def _fresh_reading_event(run: SmokeRun) -> dict[str, Any] | None:
 
 def _scores(run: SmokeRun) -> str:
     def started() -> tuple[Any, str]:
-        response = run.assethub.call("POST", "/score-transfers", expect=(202, 409))
+        # Asset Hub answers once the whole file is made and stored: a large utility takes a while.
+        response = run.assethub.call("POST", "/score-transfers", expect=(202, 409), timeout=max(run.timeout, 30.0))
         if response.status_code == 409:
             return None, "another score transfer is running"
         return response.json(), "started"
@@ -864,4 +887,5 @@ def run_smoke(
     finally:
         run.close()
     report.left = run.left
+    report.made = run.made()
     return report
