@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from derbridge.cis.extract import ExtractHeaderError
 from derbridge.cis.importer import ImportReport, import_extract
 from derbridge.cis.loading import CisLoader
-from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
+from derbridge.infra.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem, ProblemError
 from derbridge.infra.web import require_service_token
 
 MAX_REJECTIONS_ANSWERED = 50
@@ -70,6 +70,10 @@ def _import_body(body: bytes, loader: CisLoader) -> ImportReport:
 @router.post(
     "/cis-imports",
     tags=["customers"],
+    responses={
+        415: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": "The body is not text/csv"},
+        422: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": "Not a CIS extract"},
+    },
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
 async def post_cis_import(request: Request) -> CisImportOut:
