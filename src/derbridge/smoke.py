@@ -450,7 +450,10 @@ def _close_program(run: SmokeRun) -> str:
         return (True if status == "CLOSED" else None), f"the DERMS has it {status}"
 
     wait_for(f"program {run.code} CLOSED in the DERMS", closed, run.timeout, BRIDGE_CHECK)
-    run.left.append(f"program {run.code} (CLOSED: programs are kept as history)")
+    run.left.append(
+        f"program {run.code} (CLOSED: programs are kept as history; the VTN keeps its mirror of it, with its "
+        "status event, as it does for every DERMS program)"
+    )
     return f"program {run.code} CLOSED in Asset Hub and in the DERMS"
 
 
