@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -33,6 +33,9 @@ from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_p
 from derbridge.infra.web import BodySizeLimit, instrument
 from derbridge.migrations.runner import System
 from derbridge.runtime import Runtime
+
+if TYPE_CHECKING:
+    from derbridge.cis.loading import CisLoader
 
 Component = Literal["assethub", "derms", "bridge"]
 ALL_COMPONENTS: tuple[Component, ...] = ("assethub", "derms", "bridge")
@@ -74,11 +77,28 @@ def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastA
     app.state.engine = runtime.async_engine(system)
     app.state.api_token = runtime.settings.resolved_api_token()
     app.state.derms_instance_id = runtime.settings.derms_instance_id
+    app.state.cis_loader = _cis_loader_factory(runtime, system)
     install_problem_handlers(app)
     instrument(app, system)
     install_api_docs(app)
     (assethub_routes if system == "assethub" else derms_routes).mount(app)
     return app
+
+
+def _cis_loader_factory(runtime: Runtime, system: Literal["assethub", "derms"]) -> Callable[[], CisLoader]:
+    """A new CIS loader of ``system`` per import (``POST …/cis-imports``): the importer is the CLI's, on the
+    system's synchronous engine, made when the first import comes."""
+
+    def new_loader() -> CisLoader:
+        if system == "assethub":
+            from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
+
+            return AssetHubCisLoader(runtime.sync_engine("assethub"))
+        from derbridge.derms.adapters.cis_loader import DermsCisLoader
+
+        return DermsCisLoader(runtime.sync_engine("derms"))
+
+    return new_loader
 
 
 def _job_runner(runtime: Runtime, system: Literal["assethub", "derms"]) -> JobRunner:

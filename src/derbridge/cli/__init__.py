@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from derbridge import __version__
-from derbridge.cli import bench, demo, generate, serving
+from derbridge.cli import bench, demo, generate, serving, smoke
 from derbridge.cli.assethub import assethub_app
 from derbridge.cli.cis import cis_app
 from derbridge.cli.common import LogLevel, load_settings, log_level_for, out, state
@@ -143,6 +143,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(score_app, name="score")
 app.add_typer(messages_app, name="messages")
 app.add_typer(wait_app, name="wait")
+app.command()(smoke.smoke)
 app.add_typer(edge_app, name="edge")
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")

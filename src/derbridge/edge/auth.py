@@ -67,22 +67,58 @@ class NewClient:
     role: Role
 
 
-def add_client(engine: Engine, name: str, head_end_system: str, role: Role) -> NewClient:
-    """Create a client with a fresh id and secret; store the secret's hash."""
+def _new_client(name: str, head_end_system: str, role: Role) -> tuple[NewClient, dict[str, object]]:
+    """A fresh id and secret, and the row that keeps the secret's hash only."""
     client_id = f"{role.value}-{secrets.token_hex(8)}"
     secret = secrets.token_urlsafe(32)
+    row: dict[str, object] = {
+        "client_id": client_id,
+        "name": name,
+        "head_end_system": head_end_system,
+        "role": role.value,
+        "secret_hash": _hasher.hash(secret),
+        "created_at": utcnow(),
+    }
+    return NewClient(client_id, secret, name, head_end_system, role), row
+
+
+def add_client(engine: Engine, name: str, head_end_system: str, role: Role) -> NewClient:
+    """Create a client with a fresh id and secret; store the secret's hash."""
+    made, row = _new_client(name, head_end_system, role)
     with engine.begin() as connection:
-        connection.execute(
-            insert(edge_clients).values(
-                client_id=client_id,
-                name=name,
-                head_end_system=head_end_system,
-                role=role.value,
-                secret_hash=_hasher.hash(secret),
-                created_at=utcnow(),
-            )
+        connection.execute(insert(edge_clients).values(**row))
+    return made
+
+
+async def create_client(engine: AsyncEngine, name: str, head_end_system: str, role: Role) -> NewClient:
+    """:func:`add_client` for the API: the argon2 hash (tens of milliseconds of CPU) is made in a worker
+    thread, so the event loop keeps serving meanwhile."""
+    import asyncio
+
+    made, row = await asyncio.to_thread(_new_client, name, head_end_system, role)
+    async with engine.begin() as connection:
+        await connection.execute(insert(edge_clients).values(**row))
+    return made
+
+
+async def get_client(engine: AsyncEngine, client_id: str) -> dict[str, object] | None:
+    """One client without its secret's hash, or None."""
+    columns = [c for c in edge_clients.c if c.name != "secret_hash"]
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(*columns).where(edge_clients.c.client_id == client_id))).first()
+    return None if row is None else dict(row._mapping)
+
+
+async def revoke(engine: AsyncEngine, client_id: str) -> bool:
+    """:func:`revoke_client` for the API. False when there is no such live client."""
+    async with engine.begin() as connection:
+        done = await connection.execute(
+            update(edge_clients)
+            .where(edge_clients.c.client_id == client_id, edge_clients.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .returning(edge_clients.c.client_id)
         )
-    return NewClient(client_id, secret, name, head_end_system, role)
+        return done.first() is not None
 
 
 def list_clients(engine: Engine) -> list[dict[str, object]]:

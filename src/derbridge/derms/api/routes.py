@@ -308,3 +308,9 @@ def mount(app: FastAPI) -> None:
     for flow_router in flows.routers():
         app.include_router(flow_router)
     app.include_router(inbound_router(inbox))
+    from derbridge.cis.api import router as cis_import_router
+
+    app.include_router(cis_import_router)
+    from derbridge.edge.client_routes import router as edge_client_router
+
+    app.include_router(edge_client_router)
