@@ -200,7 +200,8 @@ async def test_two_schedulers_at_once_publish_each_due_message_once(workers: lis
         in_publish.set()
         await go_on.wait()
 
-    assert isinstance(first.transport, WatchedTransport) and isinstance(second.transport, WatchedTransport)
+    assert isinstance(first.transport, WatchedTransport)
+    assert isinstance(second.transport, WatchedTransport)
     first.transport.after_publish = hold  # the first scheduler stops right after its publish …
     first_run = asyncio.create_task(first.schedule_once())
     await asyncio.wait_for(in_publish.wait(), timeout=60)

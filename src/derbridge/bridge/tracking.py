@@ -243,9 +243,7 @@ class Tracker:
             statement, parameters = insert_rows(connection.dialect.name, delivery_attempts, attempts)
             await connection.execute(statement, parameters)
 
-    async def claim_due(
-        self, now: datetime, limit: int, stale_pending_before: datetime
-    ) -> list[tuple[str, str, str]]:
+    async def claim_due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
         """Claim the messages to put back on their queue — retrying or parked ones whose time has come, and
         pending ones untouched since ``stale_pending_before`` (a publication that was interrupted) — and
         return them as ``(message_id, flow, envelope)`` for the caller to publish.

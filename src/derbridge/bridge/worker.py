@@ -290,7 +290,7 @@ class BridgeWorker:
         a queue, so a worker that delivers a copy at once settles it for good, and two schedulers never
         publish the same message twice. A crash after the claim and before the publication leaves them
         pending with nothing queued, until the stale-pending sweep (a pending message untouched for
-        ``max(5 × lease, 300 s)``) publishes them again — late, never lost.
+        ``max(5 * lease, 300 s)``) publishes them again — late, never lost.
         """
         now = utcnow()
         stale = now - timedelta(seconds=max(self.settings.lease_seconds * 5, 300))
