@@ -56,8 +56,10 @@ class EmbeddedSystem:
             headers={"Authorization": f"Bearer {runtime.settings.resolved_api_token()}"},
             timeout=httpx.Timeout(300.0),
         )
-        self.assethub_jobs = JobRunner(runtime.async_engine("assethub"), ah.job_leases, assethub_jobs)
-        self.derms_jobs = JobRunner(runtime.async_engine("derms"), dm.job_leases, derms_jobs)
+        self.assethub_jobs = JobRunner(
+            runtime.async_engine("assethub"), ah.job_leases, assethub_jobs, system="assethub"
+        )
+        self.derms_jobs = JobRunner(runtime.async_engine("derms"), dm.job_leases, derms_jobs, system="derms")
         self._previous_clock: Clock | None = None
         self._stack = ExitStack()
 

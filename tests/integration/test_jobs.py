@@ -25,7 +25,7 @@ async def test_a_job_runs_once_per_interval_and_two_runners_do_not_both_run_it(r
     previous = use_clock(clock)
     try:
         engine = runtime.async_engine("assethub")
-        first, second = JobRunner(engine, job_leases, registry), JobRunner(engine, job_leases, registry)
+        first, second = (JobRunner(engine, job_leases, registry, system="test") for _ in range(2))
         assert await first.run_due() == {"count": 1}
         assert await second.run_due() == {}  # within the interval: nobody runs it again
         assert await first.run_due(force=True) == {"count": 1}  # forced (the demo, tests) runs regardless
@@ -48,7 +48,8 @@ async def test_a_failing_job_does_not_stop_the_others_and_releases_its_lease(run
         return 2
 
     engine = runtime.async_engine("assethub")
-    runner = JobRunner(engine, job_leases, registry)
+    runner = JobRunner(engine, job_leases, registry, system="test")
     assert await runner.run_due() == {"fine": 2}
-    assert await JobRunner(engine, job_leases, registry).run_due() == {"fine": 2}  # the lease was released
+    other = JobRunner(engine, job_leases, registry, system="test")
+    assert await other.run_due() == {"fine": 2}  # the lease was released
     await runtime.aclose()

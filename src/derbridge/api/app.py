@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,6 +37,8 @@ from derbridge.runtime import Runtime
 
 if TYPE_CHECKING:
     from derbridge.cis.loading import CisLoader
+
+log = structlog.get_logger("derbridge.server")
 
 Component = Literal["assethub", "derms", "bridge"]
 ALL_COMPONENTS: tuple[Component, ...] = ("assethub", "derms", "bridge")
@@ -106,11 +109,55 @@ def _job_runner(runtime: Runtime, system: Literal["assethub", "derms"]) -> JobRu
         from derbridge.assethub.adapters.tables import job_leases as assethub_leases
         from derbridge.assethub.jobs import jobs as assethub_jobs
 
-        return JobRunner(runtime.async_engine("assethub"), assethub_leases, assethub_jobs)
+        return JobRunner(runtime.async_engine("assethub"), assethub_leases, assethub_jobs, system="assethub")
     from derbridge.derms.adapters.tables import job_leases as derms_leases
     from derbridge.derms.jobs import jobs as derms_jobs
 
-    return JobRunner(runtime.async_engine("derms"), derms_leases, derms_jobs)
+    return JobRunner(runtime.async_engine("derms"), derms_leases, derms_jobs, system="derms")
+
+
+def _sentence(text: str) -> str:
+    """``text`` as a sentence: its first letter upper case, a full stop at the end."""
+    return text[:1].upper() + text[1:] + "."
+
+
+def _watch(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Say so loudly if a job loop ends before the process stops (it should not: it survives failures)."""
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if stop.is_set():
+            return
+        error = None if done.cancelled() else done.exception()
+        log.error("job loop ended; /readyz reports it", task=done.get_name(), error=repr(error))
+
+    task.add_done_callback(ended)
+
+
+async def _jobs_readiness(runners: Mapping[str, JobRunner]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """Per system whose jobs this process runs: "ok", "late", "not running" (the loop is not alive) or
+    "unavailable: …"; and the late jobs, each with when it last completed and the limit it passed."""
+    checks: dict[str, str] = {}
+    late: list[dict[str, Any]] = []
+    for system, runner in runners.items():
+        if not runner.alive:
+            checks[system] = "not running"
+            continue
+        try:
+            found = await runner.late_jobs()
+        except Exception as error:  # the database check says more; here: the jobs cannot be vouched for
+            checks[system] = f"unavailable: {type(error).__name__}"
+            continue
+        checks[system] = "late" if found else "ok"
+        late += [
+            {
+                "system": system,
+                "job": job.job,
+                "last_completed_at": job.last_completed_at.isoformat() if job.last_completed_at else None,
+                "late_after_seconds": job.late_after_seconds,
+            }
+            for job in found
+        ]
+    return checks, late
 
 
 def create_app(
@@ -136,11 +183,9 @@ def create_app(
         if run_bridge and transport is not None:
             worker = build_worker(runtime, app, transport, [s for s in mounted if s != "bridge"])
             worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
-        job_tasks = [
-            asyncio.create_task(_job_runner(runtime, system).run(stop), name=f"{system}-jobs")
-            for system in (mounted if run_jobs else [])
-            if system in ("assethub", "derms")
-        ]
+        job_tasks = [asyncio.create_task(runner.run(stop), name=f"{system}-jobs") for system, runner in runners.items()]
+        for task in job_tasks:
+            _watch(task, stop)
         try:
             with serving_pace():
                 yield
@@ -162,6 +207,11 @@ def create_app(
         if system in components:
             root.mount(f"/{system}/v1", _system_app(runtime, system))
             mounted.append(system)
+    # The jobs of the systems served here, each under a lease (one instance at a time across processes);
+    # made now so that /readyz can ask them, started by the lifespan.
+    runners: dict[str, JobRunner] = {
+        system: _job_runner(runtime, system) for system in mounted if run_jobs and system in ("assethub", "derms")
+    }
     if "derms" in components:
         # The edge gateway (OpenADR 3.1 VTN) is the DERMS's gateway: it serves wherever the DERMS does, on
         # the DERMS database; its jobs run with the DERMS's (see docs/edge.md).
@@ -188,7 +238,9 @@ def create_app(
 
     @root.get("/readyz", tags=["operations"], response_model=None)
     async def readyz() -> JSONResponse:
-        """Readiness: the database of every component served here answers a query."""
+        """Readiness: the database of every component served here answers a query, and the periodic jobs of
+        the systems served here are running and on time — each completed (in this process or another: the
+        lease table tells) within 3 times its interval + 60 s, and this process's job loop is alive."""
         checks: dict[str, str] = {}
         for system in mounted:
             try:
@@ -197,15 +249,32 @@ def create_app(
                 checks[system] = "ok"
             except Exception as error:  # any failure means not ready: report which system, and why
                 checks[system] = f"unavailable: {type(error).__name__}"
-        if all(v == "ok" for v in checks.values()):
-            return JSONResponse({"status": "ready", "checks": checks})
+        jobs, late = await _jobs_readiness(runners)
+        body: dict[str, Any] = {"checks": checks}
+        if jobs:
+            body["jobs"] = jobs
+        if all(v == "ok" for v in checks.values()) and all(v == "ok" for v in jobs.values()):
+            return JSONResponse({"status": "ready"} | body)
+        reasons = []
+        if any(v != "ok" for v in checks.values()):
+            reasons.append("a database does not answer; see checks")
+        if late:
+            named = ", ".join(f"{job['system']} {job['job']}" for job in late)
+            reasons.append(f"late jobs (not completed within 3 times their interval + 60 s): {named}")
+        stopped = [system for system, state in jobs.items() if state == "not running"]
+        if stopped:
+            reasons.append(f"the job loop of {', '.join(stopped)} is not running")
+        unavailable = [system for system, state in jobs.items() if state.startswith("unavailable")]
+        if unavailable and not reasons:
+            reasons.append(f"the jobs of {', '.join(unavailable)} cannot be checked; see jobs")
         return JSONResponse(
             {
                 "type": PROBLEM_BASE + "not-ready",
                 "title": "Not ready",
                 "status": 503,
-                "detail": "A database does not answer; see checks.",
-                "checks": checks,
+                "detail": _sentence("; ".join(reasons)),
+                **body,
+                "late_jobs": late,
             },
             status_code=503,
             media_type=PROBLEM_MEDIA_TYPE,

@@ -243,33 +243,39 @@ class Tracker:
             statement, parameters = insert_rows(connection.dialect.name, delivery_attempts, attempts)
             await connection.execute(statement, parameters)
 
-    async def due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
-        """Messages to put back on their queue: retrying or parked ones whose time has come, and pending
-        ones untouched since ``stale_pending_before`` (a replay whose publication was interrupted)."""
+    async def claim_due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
+        """Claim the messages to put back on their queue — retrying or parked ones whose time has come, and
+        pending ones untouched since ``stale_pending_before`` (a publication that was interrupted) — and
+        return them as ``(message_id, flow, envelope)`` for the caller to publish.
+
+        Claim first, publish after: one conditional ``UPDATE … RETURNING`` makes them pending (the copies
+        about to be published are their pending deliveries) and takes only rows that are *still* in the
+        state that made them due. So nothing the scheduler writes can land on a settlement made meanwhile:
+        a worker that takes a republished copy settles a row that is already pending, and that settlement
+        stays. (Marking after the publication, as the scheduler once did, overwrote such settlements with
+        "pending" and left the message waiting for the stale sweep.)
+
+        Two schedulers at once claim disjoint sets: on SQLite the statements run one after the other (one
+        writer); on PostgreSQL the second one's ``UPDATE`` waits for the first's row locks, then re-checks
+        the condition on the rows as committed — a claimed row is pending and fresh, no longer due — and
+        skips them. A crash between the claim and the publication leaves the messages pending with nothing
+        queued: the stale-pending sweep (this same query, ``stale_pending_before``) publishes them again.
+        """
         condition = or_(
             and_(t.c.state.in_([MessageState.RETRYING.value, MessageState.PARKED.value]), t.c.next_attempt_at <= now),
             and_(t.c.state == MessageState.PENDING.value, t.c.updated_at < stale_pending_before),
         )
-        async with self.engine.connect() as connection:
+        candidates = select(t.c.message_id).where(condition).order_by(t.c.next_attempt_at).limit(limit)
+        async with self.engine.begin() as connection:
             rows = await connection.execute(
-                select(t.c.message_id, t.c.flow, t.c.envelope)
-                .where(condition)
-                .order_by(t.c.next_attempt_at)
-                .limit(limit)
+                update(t)
+                # The condition again on the row itself, not only in the subquery: on PostgreSQL it is what is
+                # re-checked on a row another scheduler claimed (and committed) while this statement waited.
+                .where(t.c.message_id.in_(candidates.scalar_subquery()), condition)
+                .values(state=MessageState.PENDING.value, next_attempt_at=None, updated_at=now)
+                .returning(t.c.message_id, t.c.flow, t.c.envelope)
             )
             return [(r.message_id, r.flow, r.envelope) for r in rows]
-
-    async def mark_requeued(self, message_ids: Sequence[str], now: datetime | None = None) -> None:
-        """After republishing: the copies on the queue are the pending deliveries now."""
-        if not message_ids:
-            return
-        now = now or utcnow()
-        async with self.engine.begin() as connection:
-            await connection.execute(
-                update(t)
-                .where(t.c.message_id.in_(list(message_ids)))
-                .values(state=MessageState.PENDING.value, next_attempt_at=None, updated_at=now)
-            )
 
     async def wake(self, conditions: set[str], now: datetime | None = None) -> int:
         """Make parked messages waiting for any of ``conditions`` due now; returns how many woke."""

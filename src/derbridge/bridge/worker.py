@@ -284,17 +284,23 @@ class BridgeWorker:
                 await self.transport.release(deliveries)
 
     async def schedule_once(self) -> int:
-        """Put due retrying/parked (and stale pending) messages back on their queues; returns how many."""
+        """Put due retrying/parked (and stale pending) messages back on their queues; returns how many.
+
+        Claim, then publish (:meth:`Tracker.claim_due`): the claim marks them pending before any copy is on
+        a queue, so a worker that delivers a copy at once settles it for good, and two schedulers never
+        publish the same message twice. A crash after the claim and before the publication leaves them
+        pending with nothing queued, until the stale-pending sweep (a pending message untouched for
+        ``max(5 * lease, 300 s)``) publishes them again — late, never lost.
+        """
         now = utcnow()
         stale = now - timedelta(seconds=max(self.settings.lease_seconds * 5, 300))
-        due = await self.tracker.due(now, self.settings.batch_size, stale)
+        claimed = await self.tracker.claim_due(now, self.settings.batch_size, stale)
         by_flow: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
-        for message_id, flow, envelope in due:
+        for message_id, flow, envelope in claimed:
             by_flow[flow].append((message_id, envelope.encode()))
         for flow, messages in by_flow.items():
             await self.transport.publish(queue_name(self.settings.queue_prefix, flow), messages)
-        await self.tracker.mark_requeued([message_id for message_id, _, _ in due])
-        return len(due)
+        return len(claimed)
 
     async def relay_once(self) -> int:
         """One batch from every system's outbox; returns how many were published."""

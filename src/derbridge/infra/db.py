@@ -3,18 +3,22 @@
 Settings carry one plain URL per system (``sqlite:///…`` or ``postgresql://…``). This module picks the
 drivers: pysqlite / aiosqlite for SQLite, psycopg 3 for PostgreSQL in both modes (psycopg also gives us
 ``COPY`` for bulk loads). Every SQLite connection runs in WAL mode with foreign keys on and a busy
-timeout, so the API, the CLI and the bridge can share a file.
+timeout, so the API, the CLI and the bridge can share a file. On the async engine a write transaction
+(``engine.begin()``) begins ``IMMEDIATE``, so that a CLI command's write waits for a running server's write
+lock up to the busy timeout instead of failing "database is locked" (see :class:`SQLiteAsyncEngine`).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from derbridge.infra.sqlite_inline import inline_connect
 
@@ -95,9 +99,36 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE_INTENT = "derbridge_write_intent"
+"""Execution option set on the connections of :meth:`SQLiteAsyncEngine.begin`: their transaction writes."""
+
+
 def _begin_sqlite_transaction(connection: Any) -> None:
-    # The inline connection is in autocommit mode; SQLAlchemy's transaction starts the database's.
-    connection.exec_driver_sql("BEGIN")
+    # The inline connection is in autocommit mode; SQLAlchemy's transaction starts the database's. A write
+    # transaction takes the write lock at once (IMMEDIATE): that is where SQLite's busy handler waits for
+    # another process's writer. A deferred transaction that read first and then writes asks for the lock as
+    # an upgrade, and SQLite answers SQLITE_BUSY at once, without the busy handler, when another connection
+    # holds the lock or wrote since this one's snapshot ("database is locked" after seconds, not 30 s).
+    # Read-only work (``engine.connect()``) stays deferred: readers never wait for a writer in WAL mode.
+    immediate = connection.get_execution_options().get(WRITE_INTENT, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SQLiteAsyncEngine(AsyncEngine):
+    """The async engine on SQLite, whose ``begin()`` (the project's way to open a write transaction) begins
+    ``IMMEDIATE``: a write waits for another process's write lock up to the busy timeout instead of failing
+    when it finds it taken after a read (see ``_begin_sqlite_transaction``)."""
+
+    __slots__ = ()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a write transaction (``BEGIN IMMEDIATE``), committed at the end of the block."""
+        connection = self.connect()
+        async with connection:
+            await connection.execution_options(**{WRITE_INTENT: True})
+            async with connection.begin():
+                yield connection
 
 
 def create_sync_engine(url: str) -> Engine:
@@ -134,5 +165,5 @@ def create_async_db_engine(url: str) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
-        return engine
+        return SQLiteAsyncEngine(engine.sync_engine)
     return create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)

@@ -29,3 +29,20 @@ BRIDGE_LATENCY = Histogram(
 )
 BRIDGE_QUEUE_DEPTH = Gauge("derbridge_bridge_queue_depth", "Messages waiting in a flow's queue.", ["flow"])
 OUTBOX_PUBLISHED = Counter("derbridge_outbox_published_total", "Outbox rows published by the relay.", ["system"])
+
+# Periodic jobs (infra/jobs.py). A job is late when time() - last success > 3 * interval + 60 s: the alert
+# rule shipped for operators, and the same limit /readyz applies. The last success is the latest completion
+# this process knows of, its own or another process's (read from the lease table each round), so every
+# replica reports the cluster's view and only a job that runs nowhere is late everywhere.
+JOB_LAST_SUCCESS = Gauge(
+    "derbridge_job_last_success_timestamp_seconds",
+    "Unix time of the job's last successful run (in this process or another, from its lease row).",
+    ["system", "job"],
+)
+JOB_INTERVAL = Gauge("derbridge_job_interval_seconds", "How often the job is meant to run.", ["system", "job"])
+JOB_FAILURES = Counter(
+    "derbridge_job_failures_total",
+    "Turns of a job that failed in this process: the job raised, or its lease could not be taken or released "
+    "(the database did not answer).",
+    ["system", "job"],
+)

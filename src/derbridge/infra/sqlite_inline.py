@@ -9,7 +9,8 @@ SQLAlchemy's async API (the code is the same for PostgreSQL) at SQLite's own spe
 The price: while SQLite waits for another *process* holding the write lock (``busy_timeout``), the event
 loop waits too. Inside one process this never happens — each engine has one connection (see
 ``infra/db.py``) — so only a second process writing the same file (a CLI import beside a running server)
-can make the loop wait, for as long as that process's transaction lasts.
+can make the loop wait, for as long as that process's transaction lasts. (A write transaction begins
+``IMMEDIATE``, see ``infra/db.py``: it waits for the lock there, up to the busy timeout, rather than fail.)
 
 SQLAlchemy's ``sqlite+aiosqlite`` dialect drives this object through the same methods it calls on an
 ``aiosqlite.Connection`` (``async_creator=``), so nothing else changes.
