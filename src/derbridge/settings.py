@@ -57,7 +57,9 @@ class BridgeSettings(BaseModel):
     """Base URL of each system's inbound API (``{"derms": "http://derms:8080"}``); a system not listed is
     served in-process (the embedded mode)."""
     relay_systems: list[Literal["assethub", "derms"]] = Field(default=["assethub", "derms"])
-    """Systems whose outbox this process relays (a distributed system process may relay its own)."""
+    """Systems whose outbox the bridge worker of this process relays. Only a process that runs the bridge
+    worker relays (``up``, ``serve bridge``; ``serve assethub|derms`` relays none), and it reads each of these
+    systems' databases: a ``serve bridge`` process needs their database URLs (docs/operations.md)."""
     batch_size: int = Field(100, ge=1, le=10_000)
     relay_batch_size: int = Field(1000, ge=1, le=10_000)
     """Outbox rows a relay publishes per round: a publish waits for the transport's confirmation (a quorum
