@@ -29,3 +29,9 @@ BRIDGE_LATENCY = Histogram(
 )
 BRIDGE_QUEUE_DEPTH = Gauge("derbridge_bridge_queue_depth", "Messages waiting in a flow's queue.", ["flow"])
 OUTBOX_PUBLISHED = Counter("derbridge_outbox_published_total", "Outbox rows published by the relay.", ["system"])
+EDGE_AUTH_FAILURES = Counter(
+    "derbridge_edge_auth_failures_total",
+    "Refused edge credentials and tokens, by reason: bad_credentials (token request), expired, invalid (a bad "
+    "signature: e.g. replicas not sharing edge.token_secret), revoked, malformed.",
+    ["reason"],
+)
