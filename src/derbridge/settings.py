@@ -128,6 +128,11 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Larger request bodies are refused with 413 before they are read."""
+    forwarded_allow_ips: str | None = None
+    """Addresses of the TLS-terminating reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For``
+    are believed (comma-separated; ``*``: any, when nothing else can reach the port), so that the links a
+    server makes (the VTN's token URL in ``/auth/server``) say ``https``. Unset: uvicorn's default
+    (``FORWARDED_ALLOW_IPS``, else 127.0.0.1 only)."""
 
 
 class Settings(BaseSettings):

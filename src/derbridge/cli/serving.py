@@ -160,6 +160,7 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
         ),
         host=settings.server.host,
         port=settings.server.port,
+        forwarded_allow_ips=settings.server.forwarded_allow_ips,
         log_level="warning",
         log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,
