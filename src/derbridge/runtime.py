@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
-from derbridge.migrations.runner import SYSTEMS, System, upgrade, upgrade_if_behind
+from derbridge.migrations.runner import SYSTEMS, Migration, System, upgrade_if_behind, upgrade_locked
 from derbridge.settings import Settings
 
 
-def migrate_all(settings: Settings) -> None:
-    """Bring every system's database to the newest schema (idempotent): Alembic runs for each, whatever
-    state it is in (``derbridge db upgrade``, fresh databases)."""
-    for system in SYSTEMS:
-        upgrade(system, settings.database_url(system))
+def migrate_all(
+    settings: Settings,
+    systems: Iterable[System] = SYSTEMS,
+    on_wait: Callable[[System], None] | None = None,
+) -> list[Migration]:
+    """Bring the databases of ``systems`` (every one by default) to the newest schema, each under its
+    migration lock (idempotent: ``derbridge db upgrade``). Alembic runs for each, whatever state it is in;
+    ``on_wait(system)`` is called when another process is migrating that database and this one waits."""
+    migrations = []
+    for system in systems:
+        wait = None if on_wait is None else partial(on_wait, system)
+        migrations.append(upgrade_locked(system, settings.database_url(system), wait))
+    return migrations
 
 
 def ensure_migrated(settings: Settings, systems: Iterable[System] = SYSTEMS) -> list[System]:

@@ -57,7 +57,9 @@ class BridgeSettings(BaseModel):
     """Base URL of each system's inbound API (``{"derms": "http://derms:8080"}``); a system not listed is
     served in-process (the embedded mode)."""
     relay_systems: list[Literal["assethub", "derms"]] = Field(default=["assethub", "derms"])
-    """Systems whose outbox this process relays (a distributed system process may relay its own)."""
+    """Systems whose outbox the bridge worker of this process relays. Only a process that runs the bridge
+    worker relays (``up``, ``serve bridge``; ``serve assethub|derms`` relays none), and it reads each of these
+    systems' databases: a ``serve bridge`` process needs their database URLs (docs/operations.md)."""
     batch_size: int = Field(100, ge=1, le=10_000)
     relay_batch_size: int = Field(1000, ge=1, le=10_000)
     """Outbox rows a relay publishes per round: a publish waits for the transport's confirmation (a quorum
@@ -126,6 +128,11 @@ class ServerSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Larger request bodies are refused with 413 before they are read."""
+    forwarded_allow_ips: str | None = None
+    """Addresses of the TLS-terminating reverse proxies whose ``X-Forwarded-Proto`` and ``X-Forwarded-For``
+    are believed (comma-separated; ``*``: any, when nothing else can reach the port), so that the links a
+    server makes (the VTN's token URL in ``/auth/server``) say ``https``. Unset: uvicorn's default
+    (``FORWARDED_ALLOW_IPS``, else 127.0.0.1 only)."""
 
 
 class Settings(BaseSettings):

@@ -11,14 +11,18 @@ import typer
 
 from derbridge import __version__
 from derbridge.cli.common import (
+    ComponentChoice,
+    ExitCode,
     err,
+    fail,
     load_settings,
     out,
-    working,
+    print_json,
+    reaching_servers,
 )
 
 if TYPE_CHECKING:
-    pass
+    from derbridge.migrations.runner import System
 
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="The systems' databases.", no_args_is_help=True)
@@ -31,15 +35,118 @@ def config_show() -> None:
     out.print_json(json.dumps(load_settings().masked()))
 
 
+SystemsOption = Annotated[
+    list[ComponentChoice] | None,
+    typer.Option(
+        "--system",
+        case_sensitive=False,
+        help="A system whose database to work on (repeat for several).",
+        show_default="every one: assethub, derms, bridge",
+    ),
+]
+
+
+def _systems(chosen: list[ComponentChoice] | None) -> list[System]:
+    """The systems named by ``--system``, in the order of ``SYSTEMS``, each once (all when none is named)."""
+    from derbridge.migrations.runner import SYSTEMS
+
+    return [s for s in SYSTEMS if not chosen or s in {c.value for c in chosen}]
+
+
+def _revision(revisions: frozenset[str] | None) -> str:
+    return "(new)" if revisions is None else ", ".join(sorted(revisions)) or "(empty)"
+
+
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate every system's database to the newest schema."""
+def db_upgrade(
+    system: SystemsOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
+) -> None:
+    """Create or migrate the systems' databases to the newest schema: the one migration step of a
+    deployment, run before the servers start (they refuse a database that is behind).
+
+    Each database migrates under a lock of its own (a PostgreSQL advisory lock, a file lock beside a SQLite
+    file), so migration jobs or replicas that start together take turns, and the later ones find nothing to
+    do. Prints each database's revision before and after."""
     from derbridge.runtime import migrate_all
 
     settings = load_settings()
-    with working("migrating the databases"):
-        migrate_all(settings)
-    err.print("[green]databases are up to date[/]")
+    systems = _systems(system)
+
+    def waiting(name: str) -> None:
+        err.print(f"{name}: another process is migrating this database; waiting for it", markup=False)
+
+    with reaching_servers():
+        try:
+            migrations = migrate_all(settings, systems, on_wait=waiting)
+        except Exception as error:
+            # Alembic is imported only by the migration; its errors are recognised without importing it.
+            if not type(error).__module__.startswith("alembic."):
+                raise
+            fail(
+                f"a database is at a schema this derbridge does not know ({error}): it was migrated by a newer "
+                "derbridge; run that one, or restore the database from before",
+                ExitCode.CONFLICT,
+            )
+    if json_output:
+        print_json(
+            [
+                {
+                    "system": m.system,
+                    "before": None if m.before is None else sorted(m.before),
+                    "after": None if m.after is None else sorted(m.after),
+                    "changed": m.changed,
+                }
+                for m in migrations
+            ]
+        )
+        return
+    for m in migrations:
+        if m.changed:
+            out.print(f"{m.system}: {_revision(m.before)} -> {_revision(m.after)}", markup=False, highlight=False)
+        else:
+            out.print(f"{m.system}: at {_revision(m.after)}, nothing to do", markup=False, highlight=False)
+    err.print("databases are up to date", markup=False, highlight=False)
+
+
+@db_app.command("status")
+def db_status(
+    system: SystemsOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the revisions as JSON.")] = False,
+) -> None:
+    """Each database's revision next to the newest this derbridge knows; changes nothing. Exits 0 when
+    every one is at the newest, 1 when one is new, behind or ahead (run `derbridge db upgrade`)."""
+    from sqlalchemy.engine import make_url
+
+    from derbridge.infra.db import is_sqlite
+    from derbridge.migrations.runner import current_revisions, head_revisions
+
+    settings = load_settings()
+    rows = []
+    with reaching_servers():
+        for name in _systems(system):
+            url = settings.database_url(name)
+            # A SQLite file that is not there is new: connecting would create it, and status changes nothing.
+            missing = is_sqlite(url) and not Path(make_url(url).database or "").exists()
+            rows.append((name, None if missing else current_revisions(url), head_revisions(name)))
+    if json_output:
+        print_json(
+            [
+                {
+                    "system": name,
+                    "current": None if current is None else sorted(current),
+                    "head": sorted(head),
+                    "at_head": current == head,
+                }
+                for name, current, head in rows
+            ]
+        )
+    else:
+        for name, current, head in rows:
+            said = "at head" if current == head else f"head is {_revision(head)}: run derbridge db upgrade"
+            out.print(f"{name}: {_revision(current)} ({said})", markup=False, highlight=False)
+    if any(current != head for _, current, head in rows):
+        raise typer.Exit(int(ExitCode.FAILED))
 
 
 @contracts_app.command("asyncapi")

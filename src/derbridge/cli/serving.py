@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -9,8 +10,10 @@ import typer
 from derbridge import __version__
 from derbridge.cli.common import (
     ComponentChoice,
+    ExitCode,
     check_port_free,
     err,
+    fail,
     load_settings,
     migrated,
     reaching_servers,
@@ -19,18 +22,23 @@ from derbridge.cli.common import (
 if TYPE_CHECKING:
     from derbridge.settings import Settings
 
+OTHER_SYSTEM = {"assethub": "derms", "derms": "assethub"}
+"""Where a system's outbox messages go: the bridge delivering one system's messages needs the other's URL."""
+
 
 def up(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
 ) -> None:
-    """Serve both systems' APIs in one process, with /healthz, /readyz and /metrics."""
+    """Serve both systems' APIs in one process, with /healthz, /readyz and /metrics. The databases are
+    created or migrated on start."""
     settings = _bound(host, port)
     run_server(
         settings,
         f"derbridge {__version__} on http://{settings.server.host}:{settings.server.port} "
         f"(Asset Hub: /assethub/v1/docs, DERMS: /derms/v1/docs); service token in "
         f"{settings.data_dir / 'api-token'}",
+        migrate=True,
     )
 
 
@@ -41,15 +49,77 @@ def serve(
     ],
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Create or migrate this process's databases on start (one process, a lab); a deployment runs "
+            "`derbridge db upgrade` first instead.",
+        ),
+    ] = False,
 ) -> None:
     """Serve one component (the distributed mode): a system's API, or the bridge worker with its
-    operations API. Several processes of each may run against the same databases and broker."""
+    operations API. Several processes of each may run against the same databases and broker.
+
+    A system's process opens only its own database; the bridge's opens its own and those of the systems
+    whose outboxes it relays (`bridge.relay_systems`). Each must be at the newest schema: run `derbridge db
+    upgrade` first (or pass `--migrate`)."""
     settings = _bound(host, port)
+    if component is ComponentChoice.BRIDGE:
+        check_bridge_settings(settings)
     run_server(
         settings,
         f"derbridge {__version__}: {component.value} on http://{settings.server.host}:{settings.server.port}",
         components=[component.value],
+        migrate=migrate,
     )
+
+
+def databases_of(settings: Settings, served: Sequence[str]) -> list[str]:
+    """The databases a process serving ``served`` opens: each system's own; for the bridge, its own and
+    the outboxes it relays."""
+    needed = set(served)
+    if "bridge" in served:
+        needed.update(settings.bridge.relay_systems)
+    return [s for s in ("assethub", "derms", "bridge") if s in needed]
+
+
+def check_bridge_settings(settings: Settings) -> None:
+    """Refuse a distributed bridge whose settings cannot work: an outbox it relays left at the embedded
+    SQLite default while its own database is elsewhere (it would relay from an empty file, and every
+    message of that system would wait for ever), or a system its messages go to without a URL in
+    ``bridge.targets`` (nothing is served in this process: they would be dead at once)."""
+    from derbridge.infra.db import is_sqlite
+
+    bridge_url = settings.bridge.database_url
+    for system in settings.bridge.relay_systems:
+        configured = getattr(settings, system).database_url
+        if bridge_url and not is_sqlite(bridge_url) and not configured:
+            fail(
+                f"serve bridge relays the {system} outbox, but DERBRIDGE_{system.upper()}__DATABASE_URL is not "
+                f"set: it would read an empty SQLite file ({settings.database_url(system)}) while the bridge's "
+                f"database is not SQLite; set it to that system's database, or leave {system} out of "
+                "DERBRIDGE_BRIDGE__RELAY_SYSTEMS",
+                ExitCode.USAGE,
+            )
+        target = OTHER_SYSTEM[system]
+        if not settings.bridge.targets.get(target):
+            fail(
+                f"serve bridge delivers the {system} outbox's messages to {target}, but DERBRIDGE_BRIDGE__TARGETS "
+                f"has no URL for {target}; set it, e.g. "
+                """DERBRIDGE_BRIDGE__TARGETS='{"assethub": "http://assethub:8080", "derms": "http://derms:8080"}'""",
+                ExitCode.USAGE,
+            )
+    for target in ("assethub", "derms"):
+        if not settings.bridge.targets.get(target):
+            # Another bridge process may relay that system's outbox: this one would take its messages
+            # from the shared queues too, and find no route for them.
+            err.print(
+                f"warning: DERBRIDGE_BRIDGE__TARGETS has no URL for {target}: a message to it that this "
+                "worker takes is dead (no route) until the setting is added and the message replayed",
+                markup=False,
+                highlight=False,
+            )
 
 
 def _bound(host: str | None, port: int | None) -> Settings:
@@ -62,10 +132,11 @@ def _bound(host: str | None, port: int | None) -> Settings:
     return settings
 
 
-def run_server(settings: Settings, banner: str, *, components: list[str] | None = None) -> None:
+def run_server(settings: Settings, banner: str, *, components: list[str] | None = None, migrate: bool = False) -> None:
     """Serve ``components`` (every one by default: the embedded system) until stopped: the port checked
-    first, the databases brought to the newest schema, ``banner`` on stderr, then uvicorn. The bridge worker
-    runs where the bridge is served, the systems' jobs where a system is."""
+    first, the databases this process opens brought to the newest schema (``migrate``) or found there, then
+    ``banner`` on stderr, then uvicorn. The bridge worker runs where the bridge is served, the systems' jobs
+    where a system is."""
     import uvicorn
 
     from derbridge.api.app import ALL_COMPONENTS, create_asgi
@@ -74,8 +145,11 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
     served = [c for c in ALL_COMPONENTS if components is None or c in components]
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
-        # A system's process opens its own database; the bridge opens every one (it relays both outboxes).
-        migrated(settings, ALL_COMPONENTS if "bridge" in served else served)
+        if migrate:
+            migrated(settings, databases_of(settings, served))
+        else:
+            # Distributed: replicas do not race to migrate; the one migration step is `db upgrade`.
+            require_at_head(settings, databases_of(settings, served))
     err.print(banner, markup=False, highlight=False)
     uvicorn.run(
         create_asgi(
@@ -86,7 +160,38 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
         ),
         host=settings.server.host,
         port=settings.server.port,
+        forwarded_allow_ips=settings.server.forwarded_allow_ips,
         log_level="warning",
         log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,
     )
+
+
+def require_at_head(settings: Settings, systems: list[str]) -> None:
+    """End the command (:attr:`ExitCode.CONFLICT`) unless every database of ``systems`` is at the newest
+    schema this derbridge knows: one query each, no Alembic."""
+    from derbridge.infra.db import is_sqlite
+    from derbridge.migrations.runner import current_revisions, head_revisions, known_revisions
+
+    for system in systems:
+        url = settings.database_url(system)
+        head = head_revisions(system)
+        current = current_revisions(url)
+        if current == head:
+            continue
+        where = f"the {system} database"
+        if is_sqlite(url):
+            where += f" ({url.removeprefix('sqlite:///')})"
+        if current is None:
+            fail(f"{where} has no schema yet: run `derbridge db upgrade` first (or serve --migrate)", ExitCode.CONFLICT)
+        if current - known_revisions(system):  # type: ignore[arg-type]
+            fail(
+                f"{where} is at {', '.join(sorted(current))}, a schema this derbridge does not know: it was "
+                "migrated by a newer derbridge; run that one",
+                ExitCode.CONFLICT,
+            )
+        fail(
+            f"{where} is at {', '.join(sorted(current))}, behind {', '.join(sorted(head))}: run "
+            "`derbridge db upgrade` first",
+            ExitCode.CONFLICT,
+        )

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from derbridge.edge.domain import Role, grant_scopes
 from derbridge.edge.tables import edge_clients
 from derbridge.infra.db import utcnow
+from derbridge.infra.metrics import EDGE_AUTH_FAILURES
 from derbridge.settings import Settings
 
 TOKEN_SECRET_FILE = "edge-token-secret"  # noqa: S105 - a file name, not a secret
@@ -172,8 +173,10 @@ async def issue_token(
     try:
         _hasher.verify(row.secret_hash if row is not None else _DUMMY_HASH, secret)
     except (VerificationError, InvalidHashError):
+        EDGE_AUTH_FAILURES.labels("bad_credentials").inc()
         raise CredentialsRefused("wrong client id or secret") from None
     if row is None or row.revoked_at is not None:
+        EDGE_AUTH_FAILURES.labels("bad_credentials").inc()
         raise CredentialsRefused("wrong client id or secret")
     role = Role(row.role)
     scopes = grant_scopes(role, scope)
@@ -200,13 +203,20 @@ async def verify_token(engine: AsyncEngine, key: str, token: str) -> Principal:
         claims = jwt.decode(
             token, key, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub", "iss"]}
         )
+    except jwt.ExpiredSignatureError as error:
+        EDGE_AUTH_FAILURES.labels("expired").inc()
+        raise TokenRefused(str(error)) from None
     except jwt.PyJWTError as error:
+        # A signature that does not verify lands here: a forged token, or API replicas that do not share
+        # edge.token_secret (a token from one refused by the others) — what the alert on this metric is for.
+        EDGE_AUTH_FAILURES.labels("invalid").inc()
         raise TokenRefused(str(error)) from None
     async with engine.connect() as connection:
         revoked = await connection.scalar(
             select(edge_clients.c.revoked_at.is_not(None)).where(edge_clients.c.client_id == claims["sub"])
         )
     if revoked is None or revoked:
+        EDGE_AUTH_FAILURES.labels("revoked").inc()
         raise TokenRefused("the client is unknown or revoked")
     try:
         return Principal(
@@ -216,4 +226,5 @@ async def verify_token(engine: AsyncEngine, key: str, token: str) -> Principal:
             scopes=frozenset(str(claims.get("scope", "")).split()),
         )
     except (KeyError, ValueError) as error:
+        EDGE_AUTH_FAILURES.labels("malformed").inc()
         raise TokenRefused(f"malformed claims: {error}") from None

@@ -46,3 +46,9 @@ JOB_FAILURES = Counter(
     "(the database did not answer).",
     ["system", "job"],
 )
+EDGE_AUTH_FAILURES = Counter(
+    "derbridge_edge_auth_failures_total",
+    "Refused edge credentials and tokens, by reason: bad_credentials (token request), expired, invalid (a bad "
+    "signature: e.g. replicas not sharing edge.token_secret), revoked, malformed.",
+    ["reason"],
+)

@@ -9,12 +9,22 @@ directory and its migration context costs most of a second, spent for nothing on
 newest schema — the usual case. That check reads the ``alembic_version`` row(s) with one query and compares
 them with the heads of the history, read from the version files without Alembic (:func:`head_revisions`);
 only a database that is new or behind runs Alembic. Alembic is imported only by the functions that run it.
+
+Every migration runs under :func:`migration_lock`, one lock per system's database: replicas or migration
+jobs that start together take turns, and the later ones find the database at head and do nothing (without
+it, two upgrades of a new PostgreSQL database both began with ``CREATE TABLE alembic_version`` and one
+failed). On PostgreSQL it is a session advisory lock on :data:`MIGRATION_LOCK_KEYS` (released by the server
+if the process dies); on SQLite an exclusive ``flock`` of a file beside the database (``assethub.db.migrate-lock``),
+not of the database file itself, whose POSIX locks SQLite owns.
 """
 
 from __future__ import annotations
 
 import re
 from ast import literal_eval
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,6 +38,16 @@ SYSTEMS: tuple[System, ...] = ("assethub", "derms", "bridge")
 
 HISTORIES = Path(__file__).parent
 """``<system>/versions/*.py`` under here: each system's migration history."""
+
+MIGRATION_LOCK_KEYS: dict[System, int] = {
+    "assethub": 0x64657262_00000001,
+    "derms": 0x64657262_00000002,
+    "bridge": 0x64657262_00000003,
+}
+"""PostgreSQL advisory lock key held while a system's database migrates (``derb`` and the system's number):
+fixed, so every derbridge process and release agrees on it, and an operator can find a waiting migration in
+``pg_locks`` (``objid`` is the low 32 bits). Advisory locks are per database, and the keys differ so that
+systems sharing one database still migrate independently."""
 
 # ``revision: str = "x"`` / ``down_revision: str | None = ("a", "b")`` at the start of a line, as Alembic's
 # template (our script.py.mako) writes them; a tuple or list may span lines.
@@ -66,6 +86,18 @@ def head_revisions(system: System) -> frozenset[str]:
     """The head revision(s) of ``system``'s history — what ``alembic_version`` holds once a database is
     upgraded to ``head`` — read from the version files as Alembic reads them (every ``*.py`` but
     ``__init__``): the revisions no other revision names as its ``down_revision``."""
+    revisions, parents = _history(system)
+    return revisions - parents
+
+
+def known_revisions(system: System) -> frozenset[str]:
+    """Every revision of ``system``'s history (read from the version files each time: for an error's
+    message): a database at a revision not among them was migrated by a newer derbridge."""
+    return _history(system)[0]
+
+
+def _history(system: System) -> tuple[frozenset[str], frozenset[str]]:
+    """The revisions of ``system``'s version files, and those named as a ``down_revision``."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in sorted((HISTORIES / system / "versions").glob("*.py")):
@@ -77,7 +109,7 @@ def head_revisions(system: System) -> frozenset[str]:
         revisions.add(found["revision"])
         down = found.get("down_revision")
         parents.update([down] if isinstance(down, str) else down or ())
-    return frozenset(revisions - parents)
+    return frozenset(revisions), frozenset(parents)
 
 
 def current_revisions(url: str) -> frozenset[str] | None:
@@ -106,14 +138,104 @@ def is_at_head(system: System, url: str) -> bool:
     return current_revisions(url) == head_revisions(system)
 
 
+@contextmanager
+def migration_lock(system: System, url: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold ``system``'s migration lock on the database at ``url`` for the body: one migration at a time per
+    database, whatever process runs it. Blocks until the lock is free, calling ``on_wait`` once first when
+    another process holds it (a caller says "waiting for another migration")."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        with _advisory_lock(MIGRATION_LOCK_KEYS[system], url, on_wait):
+            yield
+    elif backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        with _file_lock(Path(f"{parsed.database}.migrate-lock"), on_wait):
+            yield
+    else:
+        yield  # an in-memory database belongs to one connection: nothing else can migrate it
+
+
+@contextmanager
+def _advisory_lock(key: int, url: str, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    from sqlalchemy import text
+
+    from derbridge.infra.db import create_sync_engine
+
+    # Its own connection, outside the migration's transaction: a session lock, so it spans Alembic's
+    # transaction and ends with this connection if the process dies.
+    engine = create_sync_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            if not connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}):
+                if on_wait is not None:
+                    on_wait()
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _file_lock(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What an upgrade of one system's database did: its revision(s) before and after (None: new)."""
+
+    system: System
+    before: frozenset[str] | None
+    after: frozenset[str] | None
+
+    @property
+    def changed(self) -> bool:
+        """True when the upgrade moved the database (a later process found it done: False)."""
+        return self.before != self.after
+
+
+def upgrade_locked(system: System, url: str, on_wait: Callable[[], None] | None = None) -> Migration:
+    """Bring ``system``'s database at ``url`` to head under its migration lock (``derbridge db upgrade``).
+    The revision is read again once the lock is held, so a process that waited for another's migration
+    reports "nothing to do"; Alembic runs whatever the state (it refuses a database ahead of this
+    derbridge with its own message)."""
+    with migration_lock(system, url, on_wait):
+        before = current_revisions(url)
+        upgrade(system, url)
+        return Migration(system, before, current_revisions(url))
+
+
 def upgrade_if_behind(system: System, url: str) -> bool:
     """Bring ``system``'s database at ``url`` to the newest schema unless it is there already (one query,
-    no Alembic); True when Alembic ran. A database *ahead* of this derbridge goes to Alembic too, which
-    refuses it with its own message."""
+    no Alembic); True when Alembic ran. A database behind is migrated under its migration lock, and looked
+    at again once the lock is held (another process may have just migrated it). A database *ahead* of this
+    derbridge goes to Alembic too, which refuses it with its own message."""
     if is_at_head(system, url):
         return False
-    upgrade(system, url)
-    return True
+    with migration_lock(system, url):
+        if is_at_head(system, url):
+            return False
+        upgrade(system, url)
+        return True
 
 
 def metadata_of(system: System) -> MetaData:
