@@ -248,6 +248,19 @@ enrollment_sync_log = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 
+enrollment_states = Table(
+    "enrollment_states",
+    metadata,
+    # The latest state the DERMS knows of each enrollment, and its revision: 0 for Asset Hub's F1 answer
+    # (PENDING), the F3 sync's sequence after that. Both writers go through this row, so an answer and a
+    # sync of one enrollment, in either order or at once, leave the highest revision here; the recorded
+    # request's state is taken from it (docs/flows/enrollment-sync.md, "Answer and syncs in any order").
+    Column("enrollment_id", String(36), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 job_leases = Table(
     "job_leases",
     metadata,

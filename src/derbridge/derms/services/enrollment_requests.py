@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
@@ -30,6 +30,7 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.messages import inbox
+from derbridge.derms.services.enrollment_states import known_state, note_answers
 from derbridge.infra import clock
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
@@ -219,7 +220,9 @@ def on_requests_answered(listener: AnswersListener) -> AnswersListener:
 
 
 def _answer_update() -> Any:
-    """Only an unanswered request takes an answer (executemany, one row per answer)."""
+    """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
+    enrollment's at the highest revision known (:mod:`~derbridge.derms.services.enrollment_states`): the
+    answer's own PENDING, or the state a sync that overtook the answer brought."""
     table = t.enrollment_requests
     return (
         update(table)
@@ -231,7 +234,7 @@ def _answer_update() -> Any:
         .values(
             answer=bindparam("b_answer"),
             enrollment_id=bindparam("b_enrollment_id"),
-            state=bindparam("b_state"),
+            state=func.coalesce(known_state(bindparam("b_enrollment_id")), bindparam("b_state")),
             rejections=bindparam("b_rejections"),
             answered_at=bindparam("b_now"),
             updated_at=bindparam("b_now"),
@@ -257,6 +260,15 @@ def _answer_rows(payload: contract.EnrollmentResponseBatch, now: datetime) -> li
     ]
 
 
+def _accepted(payload: contract.EnrollmentResponseBatch) -> list[tuple[str, str]]:
+    """``(enrollment_id, state)`` of the accepted answers: revision 0 of their enrollments."""
+    return [
+        (a.enrollment_id, a.state)
+        for a in payload.answers
+        if a.answer is contract.Answer.ACCEPTED and a.enrollment_id is not None
+    ]
+
+
 def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
     accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
     return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
@@ -269,10 +281,13 @@ async def handle_enrollment_response(
     """Record Asset Hub's answer to each request of a batch.
 
     Only an unanswered request takes an answer: Asset Hub answers a request once (a repeat gets the same
-    first answer), and a late copy must not put back PENDING over a state F3 has moved on since.
+    first answer), and a late copy must not put back PENDING over a state F3 has moved on since. The state
+    it takes is its enrollment's newest known one: a sync that overtook the answer (another flow, another
+    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING.
     """
     now = clock.now()
     if payload.answers:
+        await note_answers(connection, _accepted(payload), now)
         await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
         for listener in _answer_listeners:
             await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
@@ -291,6 +306,7 @@ async def handle_enrollment_responses(
     now = clock.now()
     rows = [row for _, payload in messages for row in _answer_rows(payload, now)]
     if rows:
+        await note_answers(connection, [a for _, payload in messages for a in _accepted(payload)], now)
         await connection.execute(_ANSWER_UPDATE, rows)
     for _, payload in messages:
         if payload.answers:
