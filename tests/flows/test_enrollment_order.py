@@ -363,7 +363,8 @@ async def test_a_request_held_back_is_judged_before_a_later_one_for_the_same_dev
     assert await _answers(system) == {"R1": ("ACCEPTED", []), "R2": ("REJECTED", ["DEVICE_ALREADY_ENROLLED"])}
     assert (await tracked(system, ids["R2"]))["state"] == "delivered"
     async with system.runtime.async_engine("assethub").connect() as connection:
-        states = dict((await connection.execute(select(ah.enrollments.c.request_id, ah.enrollments.c.state))).tuples())
+        rows = await connection.execute(select(ah.enrollments.c.request_id, ah.enrollments.c.state))
+        states = {row.request_id: row.state for row in rows}
     assert states == {"R1": "PENDING", "R2": "REJECTED"}
 
 

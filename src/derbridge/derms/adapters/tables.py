@@ -235,6 +235,23 @@ enrollment_requests = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+device_latest_requests = Table(
+    "device_latest_requests",
+    metadata,
+    # Per device, the enrollment request the DERMS recorded last for it, and the one before (what the
+    # recording upsert returns): each new request names its predecessor, so Asset Hub judges the requests
+    # about one device in the order they were made (docs/flows/enrollment-request.md).
+    Column("head_end_system", String(ID), primary_key=True),
+    Column("nic_id", String(ID), primary_key=True),
+    Column("request_head_end_system", String(ID), nullable=False),
+    Column("request_id", String(ID), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("previous_head_end_system", String(ID)),
+    Column("previous_request_id", String(ID)),
+    Column("previous_message_id", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 enrollment_sync_log = Table(
     "enrollment_sync_log",
     metadata,
