@@ -161,15 +161,19 @@ class BridgeWorker:
 
     async def _announce(self, settled: Sequence[tuple[Envelope, Settlement]]) -> None:
         """Wake what waited for the prerequisites this batch delivered (``MessageContract.announces``): an
-        enrollment sync parked for ``program:<code>`` goes again as soon as that program's sync arrived. After
+        enrollment sync parked for ``program:<code>`` goes again as soon as that program's sync arrived, an
+        enrollment request parked for ``enrollment-request:<id>`` as soon as that earlier request's message
+        was judged. After
         the acknowledgement: a crash before it only leaves the parked message to its slow backoff. So does an
         announcement that comes before the waiting message's park is settled (two batches in parallel): the
         wake finds nothing parked yet, and the message goes again at its first park backoff (60 s)."""
         conditions = set()
         for envelope, settlement in settled:
             contract = BY_TYPE.get(envelope.type)
-            if contract is not None and contract.announces and settlement.state is MessageState.DELIVERED:
-                conditions.add(f"{contract.announces}:{envelope.business_key}")
+            if contract is not None and settlement.state is MessageState.DELIVERED:
+                condition = contract.announcement(envelope)
+                if condition is not None:
+                    conditions.add(condition)
         if conditions:
             try:
                 await self.tracker.wake(conditions)

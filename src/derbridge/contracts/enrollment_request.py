@@ -56,6 +56,14 @@ class RequestedDevice(Contract):
     badge_no: str | None = Field(None, max_length=64)
 
 
+class PreviousRequest(Contract):
+    """A request the DERMS recorded before this one for one of its devices (the latest such request)."""
+
+    head_end_system: HeadEnd
+    request_id: Id
+    message_id: Id = Field(description="The enrollment-request message that carried it: what to wait for.")
+
+
 class EnrollmentRequest(Contract):
     """One aggregator request: a customer's devices into a program at a location."""
 
@@ -69,6 +77,12 @@ class EnrollmentRequest(Contract):
     asset_ownership: str = Field(max_length=32, examples=["CUSTOMER_OWNED"])
     raw_start_date: str | None = Field(
         None, max_length=32, description="The start date as the aggregator sent it, when it was not a valid date."
+    )
+    previous_requests: list[PreviousRequest] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Stamped by the DERMS: for each device, the request it recorded last before this one. Asset "
+        "Hub judges this request only after those (requests about one device in the aggregator's order).",
     )
 
 

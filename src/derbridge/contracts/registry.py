@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -36,7 +37,17 @@ class MessageContract:
     announces: str | None = None
     """When a message of this type is delivered, the bridge wakes the messages parked until
     ``<announces>:<business_key>`` (a program sync delivered wakes the enrollment syncs parked for
-    ``program:<code>``)."""
+    ``program:<code>``), or ``<announces>:<message_id>`` with ``announces_by="message_id"`` (an enrollment
+    request delivered wakes the later requests for its devices, parked for ``enrollment-request:<id>``)."""
+    announces_by: Literal["business_key", "message_id"] = "business_key"
+    """Which envelope field completes the announced condition."""
+
+    def announcement(self, envelope: Envelope) -> str | None:
+        """The condition a delivered ``envelope`` of this type announces, if its type announces one."""
+        if self.announces is None:
+            return None
+        key = envelope.message_id if self.announces_by == "message_id" else envelope.business_key
+        return f"{self.announces}:{key}"
 
 
 AH, DM = SystemName.ASSETHUB, SystemName.DERMS
@@ -49,6 +60,9 @@ CONTRACTS: tuple[MessageContract, ...] = (
         DM,
         AH,
         "Enrollment requests from an aggregator, to be validated by Asset Hub.",
+        # A request names the earlier requests for its devices; Asset Hub parks it until they are judged.
+        announces="enrollment-request",
+        announces_by="message_id",
     ),
     MessageContract(
         enrollment_request.RESPONSE_TYPE,
@@ -201,15 +215,18 @@ def new_envelope(
     sequence: int | None = None,
     source_instance: str = "default",
     target_instance: str = "default",
+    message_id: str | None = None,
 ) -> Envelope:
     """An envelope for ``payload`` of ``message_type``, with flow, source and target from the contract.
 
-    ``correlation_id`` defaults to the new message's own id (a message that starts a conversation).
+    ``correlation_id`` defaults to the new message's own id (a message that starts a conversation);
+    ``message_id`` to a new id (give one made with :func:`~derbridge.infra.ids.new_id` when the payload, or
+    a row written with it, must name its own message).
     """
     contract = BY_TYPE[message_type]
     if not isinstance(payload, contract.payload):
         raise TypeError(f"{message_type} carries {contract.payload.__name__}, not {type(payload).__name__}")
-    message_id = new_id()
+    message_id = message_id or new_id()
     return Envelope(
         message_id=message_id,
         type=message_type,

@@ -6,17 +6,20 @@ transaction:
 
 1. requests already seen — same ``(head_end_system, request_id)``, in an earlier message or earlier in this
    one — get their first answer back, never a second enrollment;
-2. the facts every new request needs are read set-based, a few queries for the whole batch: the accounts
+2. the new requests are put in chain order: each after the requests the DERMS recorded before it for its
+   devices (``previous_requests``); one of those neither judged yet nor in this message parks the message
+   (``wake_on = enrollment-request:<its message id>``) until the bridge delivers it;
+3. the facts every new request needs are read set-based, a few queries for the whole batch: the accounts
    with their premises and service points, the programs, and the non-terminal enrollments of every
    requested device;
-3. each request is validated on its own by the pure
-   :func:`~derbridge.assethub.domain.enrollment_validation.validate_enrollment_request`, in batch order; an
+4. each request is validated on its own by the pure
+   :func:`~derbridge.assethub.domain.enrollment_validation.validate_enrollment_request`, in that order; an
    accepted request holds its devices from then on, so a device requested twice in one batch is
    DEVICE_ALREADY_ENROLLED the second time;
-4. accepted requests insert their devices (upsert by ``(head_end_system, nic_id)``), an enrollment in
+5. accepted requests insert their devices (upsert by ``(head_end_system, nic_id)``), an enrollment in
    PENDING, its devices and its transition; refused ones an enrollment in REJECTED with its rejections and
    the transition ``None → REJECTED`` — all with bulk statements;
-5. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox.
+6. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox.
 
 Decisions where flows.md is open:
 
@@ -32,6 +35,7 @@ Decisions where flows.md is open:
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +71,7 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra import clock
 from derbridge.infra.ids import new_id
+from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
 
@@ -269,6 +274,76 @@ async def _holdings(
     return held
 
 
+async def _judged(connection: AsyncConnection, refs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the requests ``refs`` (``(head_end_system, request_id)``) Asset Hub has judged: each judged
+    request has its enrollment (PENDING or REJECTED at first)."""
+    e = t.enrollments
+    found: set[tuple[str, str]] = set()
+    for part in chunks(refs, CHUNK // 2):
+        rows = await connection.execute(
+            select(e.c.head_end_system, e.c.request_id).where(tuple_(e.c.head_end_system, e.c.request_id).in_(part))
+        )
+        found |= {(row.head_end_system, row.request_id) for row in rows}
+    return found
+
+
+async def _judging_order(
+    connection: AsyncConnection,
+    head_end: str,
+    requests: Sequence[contract.EnrollmentRequest],
+    new: list[int],
+    first_of: Mapping[str, int],
+) -> list[int]:
+    """The new requests of a pass (indices into ``requests``) in the order to judge them: each after the
+    requests the DERMS recorded before it for its devices (``previous_requests``), batch order otherwise.
+
+    A predecessor must be judged already or be in this pass; else the message parks
+    (:class:`MissingPrerequisite`, ``wake_on = enrollment-request:<its message id>``) until the bridge
+    delivers that message, so that a request held back by a stalled worker is still judged first."""
+    named = [(i, ref) for i in new for ref in requests[i].previous_requests]
+    if not named:
+        return new
+    in_pass = {r.request_id for r in requests}
+    outside = sorted(
+        {(ref.head_end_system, ref.request_id) for _, ref in named} - {(head_end, request_id) for request_id in in_pass}
+    )
+    judged = await _judged(connection, outside) if outside else set()
+    for i, ref in named:
+        key = (ref.head_end_system, ref.request_id)
+        if key in outside and key not in judged:
+            raise MissingPrerequisite(
+                f"enrollment-request:{ref.message_id}",
+                f"request {ref.head_end_system}:{ref.request_id} (message {ref.message_id}) was made before "
+                f"request {head_end}:{requests[i].request_id} for one of its devices and has not been judged yet: "
+                "requests about a device are judged in the order they were made. This message goes again when "
+                "that one is delivered (or at its park backoff); if that message is dead, replay it: "
+                f"derbridge messages replay {ref.message_id}",
+            )
+    # Kahn's algorithm over the predecessors that are new in this pass; ties in batch order.
+    position = set(new)
+    after: dict[int, list[int]] = defaultdict(list)
+    waiting: dict[int, int] = dict.fromkeys(new, 0)
+    for i, ref in named:
+        j = first_of.get(ref.request_id) if ref.head_end_system == head_end else None
+        if j is not None and j != i and j in position:
+            after[j].append(i)
+            waiting[i] += 1
+    ready = [i for i in new if waiting[i] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in after[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                heapq.heappush(ready, k)
+    if len(order) < len(new):  # a cycle: never made by the DERMS (a predecessor is recorded first)
+        placed = set(order)
+        order += [i for i in new if i not in placed]
+    return order
+
+
 # --- the batch ---------------------------------------------------------------------------------------------
 
 
@@ -391,6 +466,7 @@ async def _apply_requests(
 
     answers: dict[int, contract.EnrollmentAnswer] = {}
     if new:
+        new = await _judging_order(connection, head_end, requests, new, first_of)
         domain = {i: to_domain(head_end, requests[i]) for i in new}
         refs = sorted(
             {d.device_ref for i in new for d in domain[i].devices}, key=lambda r: (r.head_end_system, r.nic_id)
@@ -467,7 +543,8 @@ async def handle_enrollment_requests(
     recorded in one :func:`apply_enrollment_requests` pass, then each message gets its own reply with its
     own answers. The effect is that of one by one in order, because one pass already judges each request
     after the ones before it: a request repeated from an earlier message gets that first answer, and a
-    device accepted earlier is held for the later ones."""
+    device accepted earlier is held for the later ones. A request whose predecessor (``previous_requests``)
+    comes later in the run is judged after it in the pass, where one by one would park it until then."""
     now = clock.now()
     answers: list[contract.EnrollmentAnswer] = []
     start = 0

@@ -235,6 +235,23 @@ enrollment_requests = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+device_latest_requests = Table(
+    "device_latest_requests",
+    metadata,
+    # Per device, the enrollment request the DERMS recorded last for it, and the one before (what the
+    # recording upsert returns): each new request names its predecessor, so Asset Hub judges the requests
+    # about one device in the order they were made (docs/flows/enrollment-request.md).
+    Column("head_end_system", String(ID), primary_key=True),
+    Column("nic_id", String(ID), primary_key=True),
+    Column("request_head_end_system", String(ID), nullable=False),
+    Column("request_id", String(ID), nullable=False),
+    Column("message_id", String(64), nullable=False),
+    Column("previous_head_end_system", String(ID)),
+    Column("previous_request_id", String(ID)),
+    Column("previous_message_id", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 enrollment_sync_log = Table(
     "enrollment_sync_log",
     metadata,
@@ -246,6 +263,19 @@ enrollment_sync_log = Table(
     Column("result", String(16), nullable=False),
     Column("detail", Text),
     Column("at", UTCDateTime, nullable=False),
+)
+
+enrollment_states = Table(
+    "enrollment_states",
+    metadata,
+    # The latest state the DERMS knows of each enrollment, and its revision: 0 for Asset Hub's F1 answer
+    # (PENDING), the F3 sync's sequence after that. Both writers go through this row, so an answer and a
+    # sync of one enrollment, in either order or at once, leave the highest revision here; the recorded
+    # request's state is taken from it (docs/flows/enrollment-sync.md, "Answer and syncs in any order").
+    Column("enrollment_id", String(36), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 job_leases = Table(

@@ -5,7 +5,10 @@ The edge gateway (and, until it exists, anyone with the service credential) post
 API (:mod:`derbridge.derms.api.enrollment_routes`). :func:`record_enrollment_requests` stores each one in
 ``enrollment_requests`` keyed by ``(head_end_system, request_id)`` and, in the same transaction, writes one
 ``enrollment-request.v1`` message carrying every request that was new. A request sent again is not
-forwarded a second time: the caller gets what is recorded for it. Asset Hub's ``enrollment-response.v1``
+forwarded a second time: the caller gets what is recorded for it. Each new request is stamped with its
+``previous_requests``: for each of its devices, the request recorded last for that device before it
+(``device_latest_requests``), so that Asset Hub judges a device's requests in the order they were made
+whatever order the bridge delivers them in. Asset Hub's ``enrollment-response.v1``
 fills in each request's answer (:func:`handle_enrollment_response`); later lifecycle changes of the
 enrollment reach the DERMS by enrollment sync (F3), which keeps ``state`` current.
 
@@ -22,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
@@ -30,7 +33,9 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.messages import inbox
+from derbridge.derms.services.enrollment_states import known_state, note_answers
 from derbridge.infra import clock
+from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
 
@@ -164,12 +169,18 @@ async def record_enrollment_requests_in(
     inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
     new = [request for request_id, request in first.items() if request_id in inserted]
     if new:
+        message_id = new_id()
+        previous = await _chain(connection, head_end_system, new, message_id, at)
         envelope = new_envelope(
             contract.TYPE,
-            contract.EnrollmentRequestBatch(head_end_system=head_end_system, requests=new),
+            contract.EnrollmentRequestBatch(
+                head_end_system=head_end_system,
+                requests=[r.model_copy(update={"previous_requests": previous[r.request_id]}) for r in new],
+            ),
             business_key=_business_key(head_end_system, [r.request_id for r in new]),
             occurred_at=at,
             source_instance=derms_instance_id,
+            message_id=message_id,
         )
         await _stamp_message(connection, head_end_system, inserted, envelope)
         await write_outbox(connection, t.outbox, [envelope])
@@ -179,6 +190,88 @@ async def record_enrollment_requests_in(
         new=len(new),
         requests=[recorded[r.request_id] for r in requests],
     )
+
+
+def _latest_request_upsert(dialect_name: str) -> Any:
+    """Make a request the latest of its device, keeping the one it replaces as ``previous_*`` (RETURNING
+    gives them back): one statement reads and moves the device's head, so two calls recording requests for
+    one device at once are chained one after the other (the second waits for the first's row)."""
+    d = t.device_latest_requests
+    statement = insert_for(dialect_name, d)
+    return statement.on_conflict_do_update(
+        index_elements=[d.c.head_end_system, d.c.nic_id],
+        set_={
+            # Right-hand sides read the row as it was: the request that was latest becomes the previous one.
+            "previous_head_end_system": d.c.request_head_end_system,
+            "previous_request_id": d.c.request_id,
+            "previous_message_id": d.c.message_id,
+            "request_head_end_system": statement.excluded.request_head_end_system,
+            "request_id": statement.excluded.request_id,
+            "message_id": statement.excluded.message_id,
+            "updated_at": statement.excluded.updated_at,
+        },
+    ).returning(
+        d.c.head_end_system, d.c.nic_id, d.c.previous_head_end_system, d.c.previous_request_id, d.c.previous_message_id
+    )
+
+
+async def _chain(
+    connection: AsyncConnection,
+    head_end_system: str,
+    requests: Sequence[contract.EnrollmentRequest],
+    message_id: str,
+    now: datetime,
+) -> dict[str, list[contract.PreviousRequest]]:
+    """For each of ``requests`` (new, in the order made, all carried by ``message_id``), the requests recorded
+    last before it for each of its devices: earlier in this call, or earlier at all (``device_latest_requests``).
+    Each device's latest request becomes the last of this call that names it."""
+    previous: dict[str, set[contract.PreviousRequest]] = {r.request_id: set() for r in requests}
+    latest: dict[tuple[str, str], contract.PreviousRequest] = {}
+    first: dict[tuple[str, str], str] = {}
+    for request in requests:
+        this = contract.PreviousRequest(
+            head_end_system=head_end_system, request_id=request.request_id, message_id=message_id
+        )
+        for device in request.devices:
+            key = (device.head_end_system, device.nic_id)
+            before = latest.get(key)
+            if before is None:
+                first[key] = request.request_id
+            elif before != this:
+                previous[request.request_id].add(before)
+            latest[key] = this
+    if latest:
+        rows = await connection.execute(
+            _latest_request_upsert(connection.dialect.name),
+            [
+                {
+                    "head_end_system": hes,
+                    "nic_id": nic,
+                    "request_head_end_system": ref.head_end_system,
+                    "request_id": ref.request_id,
+                    "message_id": ref.message_id,
+                    "previous_head_end_system": None,
+                    "previous_request_id": None,
+                    "previous_message_id": None,
+                    "updated_at": now,
+                }
+                # In key order: two calls with overlapping devices lock them in the same order.
+                for (hes, nic), ref in sorted(latest.items())
+            ],
+        )
+        for row in rows:
+            if row.previous_request_id is not None:
+                previous[first[(row.head_end_system, row.nic_id)]].add(
+                    contract.PreviousRequest(
+                        head_end_system=row.previous_head_end_system,
+                        request_id=row.previous_request_id,
+                        message_id=row.previous_message_id,
+                    )
+                )
+    return {
+        request_id: sorted(refs, key=lambda r: (r.head_end_system, r.request_id))
+        for request_id, refs in previous.items()
+    }
 
 
 async def _stamp_message(
@@ -219,7 +312,9 @@ def on_requests_answered(listener: AnswersListener) -> AnswersListener:
 
 
 def _answer_update() -> Any:
-    """Only an unanswered request takes an answer (executemany, one row per answer)."""
+    """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
+    enrollment's at the highest revision known (:mod:`~derbridge.derms.services.enrollment_states`): the
+    answer's own PENDING, or the state a sync that overtook the answer brought."""
     table = t.enrollment_requests
     return (
         update(table)
@@ -231,7 +326,7 @@ def _answer_update() -> Any:
         .values(
             answer=bindparam("b_answer"),
             enrollment_id=bindparam("b_enrollment_id"),
-            state=bindparam("b_state"),
+            state=func.coalesce(known_state(bindparam("b_enrollment_id")), bindparam("b_state")),
             rejections=bindparam("b_rejections"),
             answered_at=bindparam("b_now"),
             updated_at=bindparam("b_now"),
@@ -257,6 +352,15 @@ def _answer_rows(payload: contract.EnrollmentResponseBatch, now: datetime) -> li
     ]
 
 
+def _accepted(payload: contract.EnrollmentResponseBatch) -> list[tuple[str, str]]:
+    """``(enrollment_id, state)`` of the accepted answers: revision 0 of their enrollments."""
+    return [
+        (a.enrollment_id, a.state)
+        for a in payload.answers
+        if a.answer is contract.Answer.ACCEPTED and a.enrollment_id is not None
+    ]
+
+
 def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
     accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
     return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
@@ -269,10 +373,13 @@ async def handle_enrollment_response(
     """Record Asset Hub's answer to each request of a batch.
 
     Only an unanswered request takes an answer: Asset Hub answers a request once (a repeat gets the same
-    first answer), and a late copy must not put back PENDING over a state F3 has moved on since.
+    first answer), and a late copy must not put back PENDING over a state F3 has moved on since. The state
+    it takes is its enrollment's newest known one: a sync that overtook the answer (another flow, another
+    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING.
     """
     now = clock.now()
     if payload.answers:
+        await note_answers(connection, _accepted(payload), now)
         await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
         for listener in _answer_listeners:
             await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
@@ -291,6 +398,7 @@ async def handle_enrollment_responses(
     now = clock.now()
     rows = [row for _, payload in messages for row in _answer_rows(payload, now)]
     if rows:
+        await note_answers(connection, [a for _, payload in messages for a in _accepted(payload)], now)
         await connection.execute(_ANSWER_UPDATE, rows)
     for _, payload in messages:
         if payload.answers:

@@ -24,9 +24,12 @@ all. In order:
 5. **Releases.** A device made UNAVAILABLE loses its reservations of the program's events not yet started
    (:func:`reservations_to_release`); each event touched gets an F5 update
    (:func:`~derbridge.derms.services.event_messages.queue_reservation_updates`).
-6. The enrollment request the DERMS recorded for F1 takes the enrollment's new state (ACTIVE or
+6. The enrollment's known state (:mod:`~derbridge.derms.services.enrollment_states`, revision = the sync's
+   sequence) and the enrollment request the DERMS recorded for F1 take the new state (ACTIVE or
    UNENROLLED), which the edge shows to the aggregator (and tells its subscribers, through the listeners of
-   :func:`on_enrollment_states_changed`); the sync is logged APPLIED and acknowledged.
+   :func:`on_enrollment_states_changed`); the sync is logged APPLIED and acknowledged. A sync that overtook
+   Asset Hub's F1 answer finds no answered request to update: the answer, when it comes, takes the state
+   recorded here instead of its PENDING.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from derbridge.derms.domain.availability import (
 )
 from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.messages import inbox
+from derbridge.derms.services.enrollment_states import note_syncs
 from derbridge.derms.services.event_messages import queue_reservation_updates
 from derbridge.infra import clock
 from derbridge.infra.inbound import MissingPrerequisite, NotBatchable
@@ -445,6 +449,8 @@ async def apply_enrollment_sync(
         )
         if events:
             await queue_reservation_updates(connection, events, now)
+    # The enrollment's known state first: an answer not applied yet takes it from there when it comes.
+    await note_syncs(connection, [(enrollment_id, _ENROLLMENT_STATE_AFTER[change], sequence)], now)
     await connection.execute(
         update(t.enrollment_requests)
         .where(t.enrollment_requests.c.enrollment_id == enrollment_id)
@@ -541,6 +547,12 @@ async def apply_enrollment_syncs(
             ),
             key=lambda row: (row["device_id"], row["program_code"]),
         ),
+    )
+    state = _ENROLLMENT_STATE_AFTER[SyncChange.ENROLLED]
+    await note_syncs(
+        connection,
+        [(p.subscription.subscription_id, state, e.sequence) for e, p in messages if e.sequence is not None],
+        now,
     )
     r = t.enrollment_requests
     await connection.execute(
