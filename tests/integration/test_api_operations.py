@@ -251,3 +251,51 @@ async def test_the_default_limit_refuses_a_declared_length_over_16_mib(sqlite_ap
         headers={"content-type": "application/json", "content-length": str(16 * 1024 * 1024 + 1)},
     )
     assert str(16 * 1024 * 1024) in assert_problem(response, 413, "payload-too-large")["detail"]
+
+
+async def test_readyz_of_a_bridge_process_checks_the_outboxes_it_relays_and_its_worker(tmp_path: Path) -> None:
+    # `serve bridge`: its own database answers, but the Asset Hub database whose outbox it relays does not —
+    # it relays nothing, so it is not ready, and says which.
+    from derbridge.api.app import create_app
+
+    settings = Settings.model_validate(
+        {
+            "data_dir": tmp_path / "var",
+            "api_token": TOKEN,
+            "assethub": {"database_url": "postgresql://nobody@127.0.0.1:1/nothing"},  # nothing listens there
+        }
+    )
+    upgrade("derms", settings.database_url("derms"))
+    upgrade("bridge", settings.database_url("bridge"))
+    runtime = Runtime(settings)
+    app = create_app(runtime, components=("bridge",), run_bridge=True)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://derbridge.test") as api:
+            response = await api.get("/readyz")
+    problem = assert_problem(response, 503, "not-ready")
+    assert problem["checks"]["bridge"] == "ok"
+    assert problem["checks"]["assethub outbox"].startswith("unavailable: ")
+    assert problem["checks"]["derms outbox"] == "ok"
+    assert problem["checks"]["bridge worker"] == "ok"
+    assert "database does not answer" in problem["detail"]
+
+
+async def test_readyz_of_a_bridge_process_is_ready_when_its_outboxes_answer(tmp_path: Path) -> None:
+    from derbridge.api.app import create_app
+
+    settings = Settings.model_validate({"data_dir": tmp_path / "var", "api_token": TOKEN})
+    migrate_all(settings)
+    runtime = Runtime(settings)
+    app = create_app(runtime, components=("bridge",), run_bridge=True)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://derbridge.test") as api:
+            response = await api.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"] == {
+        "bridge": "ok",
+        "assethub outbox": "ok",
+        "derms outbox": "ok",
+        "bridge worker": "ok",
+    }

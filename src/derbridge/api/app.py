@@ -122,13 +122,14 @@ def _sentence(text: str) -> str:
 
 
 def _watch(task: asyncio.Task[None], stop: asyncio.Event) -> None:
-    """Say so loudly if a job loop ends before the process stops (it should not: it survives failures)."""
+    """Say so loudly if a job loop or the bridge worker ends before the process stops (neither should: each
+    survives failures)."""
 
     def ended(done: asyncio.Task[None]) -> None:
         if stop.is_set():
             return
         error = None if done.cancelled() else done.exception()
-        log.error("job loop ended; /readyz reports it", task=done.get_name(), error=repr(error))
+        log.error("loop ended before the process stops; /readyz reports it", task=done.get_name(), error=repr(error))
 
     task.add_done_callback(ended)
 
@@ -173,16 +174,25 @@ def create_app(
     settings = runtime.settings
     transport = build_transport(runtime) if "bridge" in components else None
 
+    # The bridge worker's task once the lifespan started it: /readyz reports whether it is still running.
+    bridge_task: asyncio.Task[None] | None = None
+
+    def worker_alive() -> bool:
+        return bridge_task is not None and not bridge_task.done()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
         worker: BridgeWorker | None = None
         worker_task: asyncio.Task[None] | None = None
+        nonlocal bridge_task
         if transport is not None:
             await transport.start(list(flow_queues(settings.bridge.queue_prefix)))
         if run_bridge and transport is not None:
             worker = build_worker(runtime, app, transport, [s for s in mounted if s != "bridge"])
             worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
+            bridge_task = worker_task
+            _watch(worker_task, stop)
         job_tasks = [asyncio.create_task(runner.run(stop), name=f"{system}-jobs") for system, runner in runners.items()]
         for task in job_tasks:
             _watch(task, stop)
@@ -242,13 +252,18 @@ def create_app(
         the systems served here are running and on time — each completed (in this process or another: the
         lease table tells) within 3 times its interval + 60 s, and this process's job loop is alive."""
         checks: dict[str, str] = {}
-        for system in mounted:
+        # A bridge process also reads the outboxes it relays: their databases are its own readiness too
+        # (a `serve bridge` whose Asset Hub database is down relays nothing, yet its own database answers).
+        relayed = [s for s in settings.bridge.relay_systems if run_bridge and s not in mounted]
+        for name, system in [(s, s) for s in mounted] + [(f"{s} outbox", s) for s in relayed]:
             try:
                 async with runtime.async_engine(system).connect() as connection:
                     await connection.execute(text("SELECT 1"))
-                checks[system] = "ok"
+                checks[name] = "ok"
             except Exception as error:  # any failure means not ready: report which system, and why
-                checks[system] = f"unavailable: {type(error).__name__}"
+                checks[name] = f"unavailable: {type(error).__name__}"
+        if run_bridge:
+            checks["bridge worker"] = "ok" if worker_alive() else "not running"
         jobs, late = await _jobs_readiness(runners)
         body: dict[str, Any] = {"checks": checks}
         if jobs:
@@ -256,8 +271,10 @@ def create_app(
         if all(v == "ok" for v in checks.values()) and all(v == "ok" for v in jobs.values()):
             return JSONResponse({"status": "ready"} | body)
         reasons = []
-        if any(v != "ok" for v in checks.values()):
+        if any(v.startswith("unavailable") for v in checks.values()):
             reasons.append("a database does not answer; see checks")
+        if checks.get("bridge worker") == "not running":
+            reasons.append("the bridge worker is not running")
         if late:
             named = ", ".join(f"{job['system']} {job['job']}" for job in late)
             reasons.append(f"late jobs (not completed within 3 times their interval + 60 s): {named}")
