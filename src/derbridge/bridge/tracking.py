@@ -18,16 +18,23 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.bridge.tables import delivery_attempts, tracked_messages
 from derbridge.contracts.envelope import Envelope
+from derbridge.contracts.registry import CONTRACTS, MessageContract
 from derbridge.infra.db import utcnow
 from derbridge.infra.idlists import id_list
 from derbridge.infra.outbox import insert_rows, serialize
 from derbridge.infra.upsert import insert_for
 
 t = tracked_messages
+
+# The contracts whose delivery announces a condition, by the condition's prefix (``program`` → program sync).
+ANNOUNCERS: dict[str, tuple[MessageContract, ...]] = {}
+for _contract in CONTRACTS:
+    if _contract.announces is not None:
+        ANNOUNCERS[_contract.announces] = (*ANNOUNCERS.get(_contract.announces, ()), _contract)
 
 
 class MessageState(StrEnum):
@@ -162,10 +169,20 @@ class Tracker:
             )
             await connection.execute(statement.on_conflict_do_nothing(index_elements=[t.c.message_id]))
 
-    async def settle(self, settlements: Sequence[tuple[str, int, Settlement]], now: datetime | None = None) -> None:
+    async def settle(
+        self,
+        settlements: Sequence[tuple[str, int, Settlement]],
+        now: datetime | None = None,
+        *,
+        attempted_at: datetime | None = None,
+    ) -> None:
         """Record attempts — ``(message_id, attempt number, settlement)`` — and the states they lead to,
         all in one transaction: one UPDATE per group of messages settled alike (a delivered batch), an
-        ``executemany`` for the rest, one multi-row INSERT of the attempts."""
+        ``executemany`` for the rest, one multi-row INSERT of the attempts.
+
+        A message parked for a condition that was announced since its attempt began (``attempted_at``) is made
+        due at once: its target may have answered before the prerequisite landed, and the announcement's
+        wake ran before this park existed (:meth:`parked_for_past_announcements`)."""
         if not settlements:
             return
         now = now or utcnow()
@@ -242,6 +259,47 @@ class Tracker:
                 )
             statement, parameters = insert_rows(connection.dialect.name, delivery_attempts, attempts)
             await connection.execute(statement, parameters)
+            parks = {message_id: s.wake_on for message_id, _, s in settlements if s.wake_on is not None}
+            if parks and attempted_at is not None:
+                await self.parked_for_past_announcements(connection, parks, attempted_at, now)
+
+    @staticmethod
+    async def parked_for_past_announcements(
+        connection: AsyncConnection, parks: Mapping[str, str], since: datetime, now: datetime
+    ) -> list[str]:
+        """Make due now the parked messages of ``parks`` (message id → ``wake_on``) whose condition a message
+        delivered at or after ``since`` announced (``MessageContract.announces``); returns their ids.
+
+        The worker wakes parked messages after it settles the announcing message. Two batches in parallel —
+        the prerequisite in one, the message that needs it in the other — could otherwise miss each other:
+        the target parks the second because the first has not landed yet, the first's wake finds nothing
+        parked yet, and the second waits its whole park backoff. Only announcements since the attempt began
+        count, so a target that parks again after its prerequisite is long delivered backs off as usual
+        rather than being retried in a loop."""
+        satisfied: list[str] = []
+        for message_id, condition in parks.items():
+            prefix, _, key = condition.partition(":")
+            for contract in ANNOUNCERS.get(prefix, ()):
+                match = (
+                    t.c.message_id == key
+                    if contract.announces_by == "message_id"
+                    else and_(t.c.business_key == key, t.c.type == contract.type)
+                )
+                found = await connection.execute(
+                    select(t.c.message_id)
+                    .where(match, t.c.state == MessageState.DELIVERED.value, t.c.delivered_at >= since)
+                    .limit(1)
+                )
+                if found.first() is not None:
+                    satisfied.append(message_id)
+                    break
+        if satisfied:
+            await connection.execute(
+                update(t)
+                .where(t.c.message_id.in_(satisfied), t.c.state == MessageState.PARKED.value)
+                .values(next_attempt_at=now, updated_at=now)
+            )
+        return satisfied
 
     async def claim_due(self, now: datetime, limit: int, stale_pending_before: datetime) -> list[tuple[str, str, str]]:
         """Claim the messages to put back on their queue — retrying or parked ones whose time has come, and

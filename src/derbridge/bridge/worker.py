@@ -155,7 +155,7 @@ class BridgeWorker:
                 duplicates=len(envelopes) - len(chosen),
             )
         self._count(counted)
-        await self.tracker.settle(settlements)
+        await self.tracker.settle(settlements, attempted_at=now)
         await self.transport.ack(deliveries)
         await self._announce(counted)
 
@@ -163,10 +163,10 @@ class BridgeWorker:
         """Wake what waited for the prerequisites this batch delivered (``MessageContract.announces``): an
         enrollment sync parked for ``program:<code>`` goes again as soon as that program's sync arrived, an
         enrollment request parked for ``enrollment-request:<id>`` as soon as that earlier request's message
-        was judged. After
-        the acknowledgement: a crash before it only leaves the parked message to its slow backoff. So does an
-        announcement that comes before the waiting message's park is settled (two batches in parallel): the
-        wake finds nothing parked yet, and the message goes again at its first park backoff (60 s)."""
+        was judged. After the acknowledgement: a crash before it only leaves the parked message to its slow
+        backoff. An announcement that comes before the waiting message's park is settled (two batches in
+        parallel) finds nothing parked yet; that park sees the announcement instead when it is settled
+        (``Tracker.parked_for_past_announcements``) and is due at once."""
         conditions = set()
         for envelope, settlement in settled:
             contract = BY_TYPE.get(envelope.type)
