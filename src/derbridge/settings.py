@@ -103,7 +103,9 @@ class EventSettings(BaseModel):
     """Reservation lists longer than this travel as a file (claim check) rather than in the message."""
 
 
-RATE_LIMIT = r"^\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*(;\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*)*$"
+RATE_LIMIT = (
+    r"^\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*(;\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*)*$"
+)
 """A rate limit in the ``limits`` library's notation: ``20/minute``, ``100/hour;1000/day``."""
 
 TokenAlgorithm = Literal["HS256", "ES256", "RS256"]
@@ -134,7 +136,7 @@ class PreviousTokenKey(BaseModel):
 class EdgeSettings(BaseModel):
     """The OpenADR 3.1 edge gateway (VTN) for aggregators (see docs/edge.md and docs/security.md)."""
 
-    token_algorithm: TokenAlgorithm = "HS256"
+    token_algorithm: TokenAlgorithm = "HS256"  # noqa: S105 - an algorithm name, not a secret
     """How tokens are signed. ES256/RS256 sign with ``token_private_key_file``; their public keys are served
     in the VTN's JWKS document (``/openadr3/3.1.0/.well-known/jwks.json``)."""
     token_secret: SecretStr | None = None

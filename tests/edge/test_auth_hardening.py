@@ -127,9 +127,7 @@ async def test_wrong_secrets_for_one_client_id_from_many_addresses_get_429(
     assert (await app_clients[addresses[0]].post(TOKEN, data=form(other_id, other_secret))).status_code == 200
 
 
-async def test_token_requests_per_address_are_limited(
-    runtime: Runtime, app_clients: Callers
-) -> None:
+async def test_token_requests_per_address_are_limited(runtime: Runtime, app_clients: Callers) -> None:
     runtime.settings.edge.token_requests_per_address = "3/minute"
     client_id, secret = new_client(runtime, "ECOBEE")
     caller = app_clients["198.51.100.1"]
@@ -207,7 +205,8 @@ async def test_a_token_carries_audience_and_key_id(runtime: Runtime, app_clients
     assert answer.headers["pragma"] == "no-cache"
     token = answer.json()["access_token"]
     header = jwt.get_unverified_header(token)
-    assert header["alg"] == "HS256" and header["kid"]
+    assert header["alg"] == "HS256"
+    assert header["kid"]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["aud"] == runtime.settings.edge.token_audience
     # A token without the audience, signed with the right key, is refused.
@@ -291,7 +290,9 @@ async def test_es256_tokens_verify_with_the_served_jwks(runtime: Runtime, tmp_pa
         )
         mac = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
         forged = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
-        assert (await caller.get(PREFIX + "/programs", headers={"Authorization": f"Bearer {forged}"})).status_code == 401
+        assert (
+            await caller.get(PREFIX + "/programs", headers={"Authorization": f"Bearer {forged}"})
+        ).status_code == 401
     await runtime.aclose()
 
 
@@ -323,7 +324,9 @@ async def test_every_api_answers_with_security_headers(runtime: Runtime) -> None
         # A body over the limit is refused outside the applications: the headers are there too.
         runtime.settings.server.max_body_bytes = 10
     async with client_from(runtime, "198.51.100.1") as small:
-        too_big = await small.post("/derms/v1/events", content=b"x" * 100, headers={"Authorization": "Bearer test-token"})
+        too_big = await small.post(
+            "/derms/v1/events", content=b"x" * 100, headers={"Authorization": "Bearer test-token"}
+        )
         assert too_big.status_code == 413
         assert too_big.headers.get("x-content-type-options") == "nosniff"
     async with client_from(runtime, "198.51.100.1", base="https://derbridge.test") as secure:
@@ -374,15 +377,18 @@ async def test_basic_and_body_credentials_that_differ_are_invalid_request(
     assert answer.json()["error"] == "invalid_request"
 
 
-async def test_token_errors_carry_the_oauth2_error_member(
-    runtime: Runtime, app_clients: Callers
-) -> None:
+async def test_token_errors_carry_the_oauth2_error_member(runtime: Runtime, app_clients: Callers) -> None:
     client_id, secret = new_client(runtime, "ECOBEE")
     caller = app_clients["198.51.100.1"]
     cases: list[tuple[dict[str, str], dict[str, str], int, str]] = [
         ({"grant_type": "client_credentials"}, {}, 400, "invalid_request"),  # no credentials at all
         ({"client_id": client_id, "client_secret": secret}, {}, 400, "invalid_request"),  # no grant_type
-        ({"grant_type": "password", "client_id": client_id, "client_secret": secret}, {}, 400, "unsupported_grant_type"),
+        (
+            {"grant_type": "password", "client_id": client_id, "client_secret": secret},
+            {},
+            400,
+            "unsupported_grant_type",
+        ),
         (form(client_id, "wrong"), {}, 401, "invalid_client"),
         ({"grant_type": "client_credentials"}, basic(client_id, "wrong"), 401, "invalid_client"),
         ({"grant_type": "client_credentials"}, {"Authorization": "Basic !!not-base64"}, 400, "invalid_request"),

@@ -51,8 +51,8 @@ from derbridge.edge.schemas import (
     VenRequest,
 )
 from derbridge.edge.store import Query as ListQuery
-from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
 from derbridge.edge.store import get_object, list_objects
+from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
 from derbridge.edge.vtn import Vtn
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
@@ -761,7 +761,9 @@ def _client_credentials(request: Request, client_id: str | None, client_secret: 
             "Send client_id and client_secret: by HTTP Basic (RFC 6749 §2.3.1) or in the form body.",
         )
     if len(client_id) > MAX_CREDENTIAL or len(client_secret) > MAX_CREDENTIAL:
-        raise _TokenError(400, "invalid_request", f"client_id and client_secret are at most {MAX_CREDENTIAL} characters.")
+        raise _TokenError(
+            400, "invalid_request", f"client_id and client_secret are at most {MAX_CREDENTIAL} characters."
+        )
     return client_id, client_secret, basic is not None
 
 
@@ -802,15 +804,19 @@ async def fetch_token(
             raise _TokenError(400, "invalid_scope", str(refused)) from None
     except TooManyAttempts as refused:
         problem = _too_many(refused)
-        return _problem(
-            request, 429, problem.kind, problem.title, problem.detail, NO_STORE | (problem.headers or {})
-        )
+        return _problem(request, 429, problem.kind, problem.title, problem.detail, NO_STORE | (problem.headers or {}))
     except _TokenError as refused:
         title = HTTPStatus(refused.status).phrase
         headers = NO_STORE | ({"WWW-Authenticate": 'Basic realm="openadr3"'} if refused.status == 401 else {})
         headers |= refused.headers
         return _problem(
-            request, refused.status, refused.error.replace("_", "-"), title, refused.detail, headers, error=refused.error
+            request,
+            refused.status,
+            refused.error.replace("_", "-"),
+            title,
+            refused.detail,
+            headers,
+            error=refused.error,
         )
     body = {"access_token": token, "token_type": "Bearer", "expires_in": state.token_ttl, "scope": " ".join(scopes)}
     return JSONResponse(body, headers=NO_STORE)

@@ -82,7 +82,9 @@ def _b64(data: bytes) -> str:
 
 def _public_jwk(public: Any, algorithm: str) -> dict[str, Any]:
     """The public JWK of an EC or RSA public key (no private members)."""
-    jwk = ECAlgorithm.to_jwk(public, as_dict=True) if algorithm == "ES256" else RSAAlgorithm.to_jwk(public, as_dict=True)
+    jwk = (
+        ECAlgorithm.to_jwk(public, as_dict=True) if algorithm == "ES256" else RSAAlgorithm.to_jwk(public, as_dict=True)
+    )
     return {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
 
 
@@ -153,7 +155,7 @@ class TokenKeys:
                 public = _load_public(old.public_key_file, old.algorithm)
                 jwk = _public_jwk(public, old.algorithm) | {"kid": old.kid, "alg": old.algorithm, "use": "sig"}
                 keys[old.kid] = VerificationKey(old.kid, old.algorithm, public, jwk)
-        if edge.token_algorithm == "HS256":
+        if edge.token_algorithm == "HS256":  # noqa: S105 - an algorithm name, not a secret
             secret = token_secret(settings)
             kid = edge.token_key_id or _hs256_kid(secret)
             signing: Any = secret
@@ -314,7 +316,13 @@ def _secret_matches(secret_hash: str, secret: str) -> bool:
 
 
 async def issue_token(
-    engine: AsyncEngine, keys: TokenKeys, ttl_seconds: int, client_id: str, secret: str, scope: str | None, now: datetime
+    engine: AsyncEngine,
+    keys: TokenKeys,
+    ttl_seconds: int,
+    client_id: str,
+    secret: str,
+    scope: str | None,
+    now: datetime,
 ) -> tuple[str, list[str]]:
     """A signed access token for a live client whose secret matches, and the scopes it carries.
 
@@ -355,7 +363,8 @@ async def verify_token(engine: AsyncEngine, keys: TokenKeys, token: str) -> Prin
         raise TokenRefused(str(error)) from None
     except jwt.PyJWTError as error:
         # A signature that does not verify lands here: a forged token, or API replicas that do not share
-        # edge.token_secret (a token from one refused by the others), or a key retired too early — what the alert on this metric is for.
+        # edge.token_secret (a token from one refused by the others), or a key retired too early — what the
+        # alert on this metric is for.
         EDGE_AUTH_FAILURES.labels("invalid").inc()
         raise TokenRefused(str(error)) from None
     async with engine.connect() as connection:
