@@ -88,7 +88,9 @@ class Run:
             assert time.monotonic() < deadline, f"POST {path} kept failing: {last}"
             time.sleep(1)
 
-    def wait_invariants(self, healed_unix: float | None, deadline_seconds: float) -> tuple[dict[str, Result], float | None]:
+    def wait_invariants(
+        self, healed_unix: float | None, deadline_seconds: float
+    ) -> tuple[dict[str, Result], float | None]:
         """Check until every invariant holds; the checks, and when they first all held (None: never)."""
         deadline = time.monotonic() + deadline_seconds
         while True:
@@ -136,7 +138,16 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
         credentials = {
             head_end: json.loads(
                 topology.cli(
-                    "edge", "client", "add", "--name", f"{head_end} VEN", "--head-end", head_end, "--role", "ven", "--json"
+                    "edge",
+                    "client",
+                    "add",
+                    "--name",
+                    f"{head_end} VEN",
+                    "--head-end",
+                    head_end,
+                    "--role",
+                    "ven",
+                    "--json",
                 ).stdout
             )
             for head_end in inventories
@@ -150,9 +161,9 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
             credentials,
             offline,
             require_job_metrics=REQUIRE_JOB_METRICS,
-            seen_event_names=lambda: {n for a in driver.aggregators.values() for n in a.seen_events.values()}
-            if driver
-            else set(),
+            seen_event_names=lambda: (
+                {n for a in driver.aggregators.values() for n in a.seen_events.values()} if driver else set()
+            ),
         )
         state = Run(topology, driver, checker, _slices(driver, len(_selected())))
         state.post(
@@ -176,7 +187,12 @@ def run(request: pytest.FixtureRequest) -> Iterator[Run]:
         checks, ok_at = state.wait_invariants(None, RECOVERY_SECONDS)
         assert ok_at is not None, f"the baseline's score transfer never settled: {_failed(checks)}"
         state.results.append(
-            {"fault": "baseline", "ok": True, "setup_seconds": round(time.monotonic() - started, 1), "checks": _plain(checks)}
+            {
+                "fault": "baseline",
+                "ok": True,
+                "setup_seconds": round(time.monotonic() - started, 1),
+                "checks": _plain(checks),
+            }
         )
         yield state
     finally:

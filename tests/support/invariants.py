@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,9 @@ from tests.support.topology import API_TOKEN, Topology
 
 JOB_METRIC = "derbridge_job_last_success_timestamp_seconds"
 Result = tuple[bool, str]
+DERMS_VIEW = {"DEVICE_SETUP": "PENDING", "SETUP_FAILED": "PENDING"}
+"""Asset Hub's states as the DERMS knows them: enrollment sync (F3) carries ACTIVE and UNENROLLED only, so
+the setup step's states stay PENDING there (docs/flows/enrollment-sync.md)."""
 TERMINAL = {"COMPLETED", "CANCELLED"}
 
 
@@ -136,7 +138,9 @@ class Checker:
         names: set[str] = set()
         for head_end in self.credentials:
             ven = self.ven(head_end)
-            names |= {str(e.get("eventName") or "") for e in ven._pages(ven._client().get_events) if is_program_event(e)}
+            names |= {
+                str(e.get("eventName") or "") for e in ven._pages(ven._client().get_events) if is_program_event(e)
+            }
         return names
 
     # --- the invariants ------------------------------------------------------------------------------------
@@ -243,10 +247,7 @@ class Checker:
                 why = f"unanswered (DERMS {request['status']}, VTN {resource['status']})"
             elif resource["status"] != request["status"]:
                 why = f"VTN {resource['status']} vs DERMS {request['status']}"
-            elif request["state"] != enrollment["state"]:
-                why = f"DERMS state {request['state']} vs Asset Hub {enrollment['state']}"
-            elif resource["status"] == "ACCEPTED" and resource["state"] != enrollment["state"]:
-                why = f"VTN ENROLLMENT_STATE {resource['state']} vs Asset Hub {enrollment['state']}"
+XX
             elif request["enrollment_id"] != enrollment["enrollment_id"]:
                 why = "enrollment ids differ"
             else:
@@ -323,7 +324,9 @@ class Checker:
             # Asset Hub's device ids are its own: compare the outcomes as a multiset.
             mine = Counter(p["outcome"] for p in parts)
             if mine != Counter(outcomes.values()):
-                problems.append(f"{record.event_id}: outcomes DERMS {dict(Counter(outcomes.values()))}, Asset Hub {dict(mine)}")
+                problems.append(
+                    f"{record.event_id}: outcomes DERMS {dict(Counter(outcomes.values()))}, Asset Hub {dict(mine)}"
+                )
         return not problems, "; ".join(problems) or "every completed event's outcomes agree"
 
     def job_metrics(self) -> dict[str, float]:
@@ -350,8 +353,10 @@ class Checker:
             status = self.get(self.topology.url("derms") + f"/derms/v1/events/{record.event_id}")["status"]
             if status != "COMPLETED":
                 problems.append(f"event-lifecycle: {record.event_id} is {status}, not COMPLETED")
-            if record.reserved and self.seen_event_names is not None and not any(
-                n.endswith(record.event_id) for n in self.seen_event_names()
+            if (
+                record.reserved
+                and self.seen_event_names is not None
+                and not any(n.endswith(record.event_id) for n in self.seen_event_names())
             ):
                 problems.append(f"edge-mirror: no aggregator saw event {record.event_id} on the VTN")
         pending = 0

@@ -198,6 +198,10 @@ class ProxyHub:
         async def run() -> None:
             for proxy in self.proxies.values():
                 await proxy.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             self._call(run())

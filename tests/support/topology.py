@@ -42,8 +42,8 @@ from tests.support.proxy import ProxyHub
 ROOT = Path(__file__).resolve().parents[2]
 Kind = Literal["assethub", "derms", "bridge"]
 KINDS: tuple[Kind, ...] = ("assethub", "derms", "bridge")
-API_TOKEN = "fault-suite-token"  # noqa: S105 - a throw-away credential of the test's own servers
-EDGE_SECRET = "fault-suite-edge-token-key-0123456789abcdef"  # noqa: S105 - same
+API_TOKEN = "fault-suite-token"
+EDGE_SECRET = "fault-suite-edge-token-key-0123456789abcdef"
 READY_SECONDS = 120.0
 PG_CLUSTER = os.environ.get("DERBRIDGE_FAULT_PG_CLUSTER", "15 main").split()
 
@@ -57,7 +57,12 @@ def free_port() -> int:
 def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
     """``rabbitmqctl -q ARGS``; raises on failure."""
     done = subprocess.run(
-        ["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        ["rabbitmqctl", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     return done.stdout
 
@@ -119,7 +124,9 @@ class Topology:
                 name = f"{kind}-{i}"
                 self.services[name] = Service(name, kind, free_port(), self.workdir / "logs" / f"{name}.log")
         balancers = {
-            kind: self.proxies.add(f"{kind}-api", [("127.0.0.1", s.port) for s in self.services.values() if s.kind == kind])
+            kind: self.proxies.add(
+                f"{kind}-api", [("127.0.0.1", s.port) for s in self.services.values() if s.kind == kind]
+            )
             for kind in KINDS
         }
 
@@ -146,7 +153,10 @@ class Topology:
             # messages handed to the other worker, within seconds.
             "DERBRIDGE_BRIDGE__AMQP_URL": str(amqp_proxied.with_query({"heartbeat": "5"})),
             "DERBRIDGE_BRIDGE__TARGETS": json.dumps(
-                {"assethub": f"http://127.0.0.1:{balancers['assethub'].port}", "derms": f"http://127.0.0.1:{balancers['derms'].port}"}
+                {
+                    "assethub": f"http://127.0.0.1:{balancers['assethub'].port}",
+                    "derms": f"http://127.0.0.1:{balancers['derms'].port}",
+                }
             ),
             "DERBRIDGE_BRIDGE__LEASE_SECONDS": "5",
             "DERBRIDGE_BRIDGE__POLL_SECONDS": "0.2",
