@@ -247,7 +247,10 @@ class Checker:
                 why = f"unanswered (DERMS {request['status']}, VTN {resource['status']})"
             elif resource["status"] != request["status"]:
                 why = f"VTN {resource['status']} vs DERMS {request['status']}"
-XX
+            elif request["state"] != DERMS_VIEW.get(enrollment["state"], enrollment["state"]):
+                why = f"DERMS state {request['state']} vs Asset Hub {enrollment['state']}"
+            elif resource["status"] == "ACCEPTED" and resource["state"] != request["state"]:
+                why = f"VTN ENROLLMENT_STATE {resource['state']} vs DERMS {request['state']}"
             elif request["enrollment_id"] != enrollment["enrollment_id"]:
                 why = "enrollment ids differ"
             else:
