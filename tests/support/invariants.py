@@ -168,7 +168,9 @@ class Checker:
                 results[name] = check()
             except Exception as error:  # unreadable now: not true yet
                 results[name] = (False, f"could not read: {type(error).__name__}: {str(error)[:300]}")
-                for ven in self._vens.values():
+                for ven in self._vens.values():  # connect again next time (closed: no socket left behind)
+                    with contextlib.suppress(Exception):
+                        ven.close()
                     ven.client = None
         return results
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shlex
 import signal
 import socket
@@ -102,6 +103,9 @@ class Topology:
 
     def start(self) -> None:
         """Databases, vhost, migrations, proxies, then the six processes, each ready."""
+        # The proxies hold two sockets per connection of six processes and the aggregators: room for them.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
         admin = self._admin_conninfo()
