@@ -340,6 +340,25 @@ def test_the_systems_agree_again_after(run: Run, fault: str) -> None:
     )
 
 
+def test_smoke_passes_against_the_topology_after_the_faults(run: Run) -> None:
+    """`derbridge smoke`, the post-deployment check of docs/operations.md, against the balanced URLs of the
+    replicas, after every fault: one loop through the public APIs, cleaned up after; the systems still agree."""
+    done = run.topology.cli(
+        "smoke",
+        "--assethub",
+        run.topology.url("assethub"),
+        "--derms",
+        run.topology.url("derms"),
+        "--vtn",
+        run.topology.url("derms"),
+        "--json",
+        check=False,
+    )
+    assert done.returncode == 0, f"smoke failed ({done.returncode}): {done.stdout[-3000:]} {done.stderr[-2000:]}"
+    checks, ok_at = run.wait_invariants(time.time(), RECOVERY_SECONDS)
+    assert ok_at is not None, f"after smoke, not every invariant held: {_failed(checks)}"
+
+
 def _repair(run: Run) -> dict[str, Any]:
     """After a failed phase, restart every replica (one at a time) and wait for the invariants again, so the
     next fault starts from a working topology: one defect then fails one phase, not every later one."""

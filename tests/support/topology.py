@@ -220,11 +220,22 @@ class Topology:
             service.process = subprocess.Popen(
                 [sys.executable, "-m", "derbridge", "serve", service.kind, "--port", str(service.port)],
                 cwd=self.workdir,
-                env=self.env,
+                env=self.service_env(service.kind),
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
+
+    def service_env(self, kind: Kind) -> dict[str, str]:
+        """What a replica of ``kind`` is given, as docs/operations.md says: a system's process only its own
+        database and the secrets it uses; the bridge every database (it relays both outboxes)."""
+        if kind == "bridge":
+            return self.env
+        others = {f"DERBRIDGE_{other.upper()}__DATABASE_URL" for other in KINDS if other != kind}
+        others |= {key for key in self.env if key.startswith("DERBRIDGE_BRIDGE__")}
+        if kind == "assethub":
+            others.add("DERBRIDGE_EDGE__TOKEN_SECRET")
+        return {key: value for key, value in self.env.items() if key not in others}
 
     def wait_ready(self, service: Service, timeout: float = READY_SECONDS) -> None:
         deadline = time.monotonic() + timeout
