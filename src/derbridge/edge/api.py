@@ -3,7 +3,7 @@ extension, ``POST /resources/batch`` (bulk onboarding).
 
 Routers only translate HTTP: the bearer token to a :class:`~derbridge.edge.auth.Principal` and its scope
 check, the body to a request model, and the call to :class:`~derbridge.edge.vtn.Vtn`. Every error is a
-``problem`` object as the spec defines it (``application/json``; ``instance`` the absolute request URL):
+``problem`` object as the spec defines it (``application/json``; ``instance`` the request's path):
 401 without a valid token, 403 without the operation's scope, 400 for a body or query the spec's schemas
 refuse (the spec's code for a missing required property), 404 for an object the caller may not see.
 """
