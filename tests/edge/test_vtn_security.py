@@ -151,6 +151,8 @@ async def test_nul_and_invalid_text_are_refused_naming_the_field_never_500(
     assert refused["errors"][0]["field"] == "query.venName"
     refused = assert_problem(await a.get("/resources", resourceName="r\x01"), 400)
     assert refused["errors"][0]["field"] == "query.resourceName"
+    refused = assert_problem(await a.get("/vens/a%00b"), 400)
+    assert [e["field"] for e in refused["errors"]] == ["path.venID"]
 
     refused = assert_problem(await a.post("/vens", {"objectType": "VEN_VEN_REQUEST", "venName": "v\x00"}), 400)
     assert [e["field"] for e in refused["errors"]] == ["body.venName"]

@@ -6,7 +6,7 @@ Why one rule at the edge of every API rather than a pattern on each field: Postg
 (the VTN answered 500 for ``GET /vens?venName=%00``), a lone surrogate cannot be encoded as UTF-8 at all,
 and control characters in names end up in logs and in other systems' files. A per-field pattern is easy
 to forget on the next field; a dependency installed on every application's router cannot be. The refusal is
-a 422 problem naming the field (``query.venName``, ``path``, ``body.attributes.0.values.1``); the VTN
+a 422 problem naming the field (``query.venName``, ``path.venID``, ``body.attributes.0.values.1``); the VTN
 answers it as 400, its spec's code for an invalid request.
 
 Cost: the body is already read by FastAPI (it caches it); a JSON body is scanned once for the only ways
@@ -63,13 +63,19 @@ def _walk(value: Any, path: str, found: list[FieldError]) -> None:
             _walk(item, f"{path}.{i}", found)
 
 
-def text_errors(query: list[tuple[str, str]], path: str, body: bytes | None) -> list[FieldError]:
-    """Every breach of the text rule in a request's query, path and JSON body (at most 20)."""
+def text_errors(
+    query: list[tuple[str, str]], path_params: dict[str, Any], path: str, body: bytes | None
+) -> list[FieldError]:
+    """Every breach of the text rule in a request's query, path parameters (else its path) and JSON body
+    (at most 20)."""
     found: list[FieldError] = []
     for name, value in query:
         if bad_text(name) or bad_text(value):
             found.append(FieldError(field=f"query.{name}", message=_message(value if bad_text(value) else name)))
-    if bad_text(path):
+    for name, value in path_params.items():
+        if isinstance(value, str) and bad_text(value):
+            found.append(FieldError(field=f"path.{name}", message=_message(value)))
+    if not any(e.field.startswith("path.") for e in found) and bad_text(path):
         found.append(FieldError(field="path", message=_message(path)))
     if body and _SUSPECT_ESCAPE.search(body):
         try:
@@ -85,13 +91,14 @@ async def text_guard(request: Request) -> None:
     body: bytes | None = None
     if request.method in ("POST", "PUT", "PATCH") and "json" in request.headers.get("content-type", ""):
         body = await request.body()
-    errors = text_errors(request.query_params.multi_items(), request.url.path, body)
+    errors = text_errors(request.query_params.multi_items(), request.path_params, request.url.path, body)
     if errors:
         fields = ", ".join(e.field for e in errors[:5])
+        # The same kind and title as any other invalid request (infra/problems.py): to a client it is one.
         raise ProblemError(
             422,
-            "invalid-text",
-            "The request holds invalid text",
+            "validation-error",
+            "The request is not valid",
             f"Remove NUL, control characters and lone surrogates from: {fields}.",
             errors=errors,
         )
