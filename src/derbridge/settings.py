@@ -171,6 +171,21 @@ class EdgeSettings(BaseModel):
     webhook_backoff_seconds: float = Field(2.0, gt=0)
     webhook_backoff_cap_seconds: float = Field(3600.0, gt=0)
 
+    # --- limits on what a client may store and read (issue 15, finding 6; docs/edge.md "Limits") ---
+    max_attribute_chars: int = Field(8_192, ge=64)
+    """Largest ``valuesMap`` (its type and values, in characters) in a ven's or resource's ``attributes``."""
+    max_object_chars: int = Field(65_536, ge=1_024)
+    """Largest ven, resource or subscription a client may write (its attributes, names, callbacks, in
+    characters). Reports are not bounded by it (one report may name 100,000 resources): the server's
+    ``max_body_bytes`` bounds them."""
+    max_vens_per_client: int = Field(100, ge=1)
+    max_resources_per_client: int = Field(500_000, ge=1)
+    max_subscriptions_per_client: int = Field(100, ge=1)
+    max_reports_per_client: int = Field(1_000_000, ge=1)
+    page_max_bytes: int = Field(4 * 1024 * 1024, ge=1_024)
+    """A listing page stops before the object that would take it past this many bytes of stored
+    representation (it always holds at least one object): a short page is then not the last one."""
+
 
 class ServerSettings(BaseModel):
     """The HTTP server of ``derbridge up``. It binds loopback unless told otherwise."""

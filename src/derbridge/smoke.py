@@ -682,7 +682,7 @@ def _ven_events(run: SmokeRun) -> list[dict[str, Any]]:
     while True:
         page = run.ven().call("GET", "/events", params={"skip": skip, "limit": 50}).json()
         events.extend(page)
-        if len(page) < 50:
+        if not page:  # a page may be cut short by bytes (edge.page_max_bytes): only an empty one is the end
             return events
         skip += len(page)
 

@@ -246,7 +246,7 @@ async def test_an_event_reaches_the_ven_and_its_report_reaches_asset_hub(
         assert sent.status_code == 201, sent.text
         assert_schema(sent.json(), "report")
         # NEST cannot report on ECOBEE's event, nor name ECOBEE's resources.
-        assert_problem(await off_loop(other.create_report, report), 404)
+        assert_problem(await off_loop(other.create_report, report), 400)  # POST /reports: no 404 in the spec
         await system.settle()
         records = await participations(system, event["event_id"])
         assert records[("ECOBEE", "e-01")]["outcome"] == "SUCCESSFUL_PARTICIPATION"

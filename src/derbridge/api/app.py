@@ -31,6 +31,7 @@ from derbridge.infra.collector import serving_pace
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
+from derbridge.infra.text import install_text_guard
 from derbridge.infra.web import BodySizeLimit, SecurityHeaders, instrument
 from derbridge.migrations.runner import System
 from derbridge.runtime import Runtime
@@ -82,6 +83,7 @@ def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastA
     app.state.derms_instance_id = runtime.settings.derms_instance_id
     app.state.cis_loader = _cis_loader_factory(runtime, system)
     install_problem_handlers(app)
+    install_text_guard(app)
     instrument(app, system)
     install_api_docs(app)
     (assethub_routes if system == "assethub" else derms_routes).mount(app)

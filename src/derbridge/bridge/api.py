@@ -15,6 +15,7 @@ from derbridge.bridge.transport.base import Transport
 from derbridge.contracts.envelope import Flow
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_RESPONSES, install_problem_handlers
+from derbridge.infra.text import install_text_guard
 from derbridge.infra.web import Page, instrument, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
@@ -108,6 +109,7 @@ def create_bridge_app(tracker: Tracker, transport: Transport, queue_prefix: str,
     app.state.queue_prefix = queue_prefix
     app.state.api_token = api_token
     install_problem_handlers(app)
+    install_text_guard(app)
     instrument(app, "bridge")
     install_api_docs(app)
     app.include_router(router)

@@ -3,7 +3,7 @@ extension, ``POST /resources/batch`` (bulk onboarding).
 
 Routers only translate HTTP: the bearer token to a :class:`~derbridge.edge.auth.Principal` and its scope
 check, the body to a request model, and the call to :class:`~derbridge.edge.vtn.Vtn`. Every error is a
-``problem`` object as the spec defines it (``application/json``; ``instance`` the absolute request URL):
+``problem`` object as the spec defines it (``application/json``; ``instance`` the request's path):
 401 without a valid token, 403 without the operation's scope, 400 for a body or query the spec's schemas
 refuse (the spec's code for a missing required property), 404 for an object the caller may not see.
 """
@@ -56,7 +56,8 @@ from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
 from derbridge.edge.vtn import Vtn
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
-from derbridge.infra.problems import PROBLEM_BASE, ProblemError
+from derbridge.infra.problems import PROBLEM_BASE, ProblemError, problem_instance
+from derbridge.infra.text import install_text_guard
 from derbridge.runtime import Runtime
 
 PREFIX = "/openadr3/3.1.0"
@@ -92,7 +93,7 @@ def _problem(
         "title": title,
         "status": status,
         "detail": detail,
-        "instance": str(request.url),
+        "instance": problem_instance(request),
         **{k: v for k, v in extra.items() if v is not None},
     }
     answer_headers = {"WWW-Authenticate": 'Bearer realm="openadr3"'} if status == 401 else {}
@@ -196,8 +197,8 @@ Targets = Annotated[list[Target] | None, Query(description="Indicates targets")]
 IdQuery = Annotated[ObjectID | None, Query()]
 
 
-def _page(equals: dict[str, str | None], targets: list[str] | None, skip: int, limit: int) -> ListQuery:
-    return ListQuery(equals=equals, targets=targets, skip=skip, limit=limit)
+def _page(vtn: Vtn, equals: dict[str, str | None], targets: list[str] | None, skip: int, limit: int) -> ListQuery:
+    return ListQuery(equals=equals, targets=targets, skip=skip, limit=limit, max_bytes=vtn.limits.page_max_bytes)
 
 
 ReadTargets = Annotated[Principal, Depends(requires(Scope.READ_TARGETS))]
@@ -225,7 +226,9 @@ async def search_all_programs(
     vtn: VtnDep, who: ReadTargets, targets: Targets = None, skip: Skip = 0, limit: Limit = MAX_LIMIT
 ) -> Any:
     """List the programs visible to the caller (by targets for a VEN)."""
-    return await vtn.render(await list_objects(vtn.engine, who, ObjectType.PROGRAM, _page({}, targets, skip, limit)))
+    return await vtn.render(
+        await list_objects(vtn.engine, who, ObjectType.PROGRAM, _page(vtn, {}, targets, skip, limit))
+    )
 
 
 @router.post(
@@ -298,7 +301,9 @@ async def search_all_events(
 ) -> Any:
     """The events visible to the caller: a VEN sees the events the DERMS addressed to it, with only its own
     resources as targets, and the business logic's events by targets. ``active`` drops events that are over."""
-    rows = await list_objects(vtn.engine, who, ObjectType.EVENT, _page({"program_id": programID}, targets, skip, limit))
+    rows = await list_objects(
+        vtn.engine, who, ObjectType.EVENT, _page(vtn, {"program_id": programID}, targets, skip, limit)
+    )
     if active:
         now = utcnow()
         rows = [r for r in rows if not _over(r.body, now)]
@@ -390,7 +395,7 @@ async def search_all_reports(
     limit: Limit = MAX_LIMIT,
 ) -> Any:
     """The caller's reports (all of them for the business logic)."""
-    query = _page({"program_id": programID, "event_id": eventID, "name": None}, None, skip, limit)
+    query = _page(vtn, {"program_id": programID, "event_id": eventID, "name": None}, None, skip, limit)
     rows = await list_objects(vtn.engine, who, ObjectType.REPORT, query)
     if clientName is not None:
         rows = [r for r in rows if r.body.get("clientName") == clientName]
@@ -471,7 +476,7 @@ async def search_subscriptions(
     limit: Limit = MAX_LIMIT,
 ) -> Any:
     """The caller's subscriptions (all for the business logic)."""
-    query = _page({"program_id": programID, "name": clientName}, None, skip, limit)
+    query = _page(vtn, {"program_id": programID, "name": clientName}, None, skip, limit)
     rows = await list_objects(vtn.engine, who, ObjectType.SUBSCRIPTION, query)
     if objects:
         wanted = {o.value for o in objects}
@@ -546,7 +551,7 @@ async def search_vens(
 ) -> Any:
     """The caller's vens (all for the business logic)."""
     return await vtn.render(
-        await list_objects(vtn.engine, who, ObjectType.VEN, _page({"name": venName}, targets, skip, limit))
+        await list_objects(vtn.engine, who, ObjectType.VEN, _page(vtn, {"name": venName}, targets, skip, limit))
     )
 
 
@@ -607,7 +612,7 @@ async def search_resources(
     limit: Limit = MAX_LIMIT,
 ) -> Any:
     """The caller's resources, each enrollment resource with its ENROLLMENT_* status attributes."""
-    query = _page({"name": resourceName, "ven_id": venID}, targets, skip, limit)
+    query = _page(vtn, {"name": resourceName, "ven_id": venID}, targets, skip, limit)
     rows = await list_objects(vtn.engine, who, ObjectType.RESOURCE, query)
     await vtn.heard_about(who, rows)
     return await vtn.render(rows)
@@ -838,8 +843,9 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     app.state.token_keys = auth.TokenKeys.from_settings(settings)
     app.state.throttle = AuthThrottle(settings.edge)
     app.state.token_ttl = settings.edge.token_ttl_seconds
-    app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge))
+    app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge), settings.edge)
     install_problems(app)
+    install_text_guard(app)
     install_api_docs(app)
     app.include_router(router)
     return app

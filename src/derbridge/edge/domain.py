@@ -94,11 +94,12 @@ def effective_targets(granted: Iterable[str], requested: Sequence[str] | None) -
     return mine if not requested else mine & set(requested)
 
 
-def visible_targets(object_targets: Sequence[str], effective: set[str]) -> list[str] | None:
+def visible_targets(object_targets: Sequence[str], effective: set[str], filtered: bool = False) -> list[str] | None:
     """The targets of a targeted program or event a VEN may see (target hiding: only matching ones), or
-    None when it may not see the object at all. An object without targets is for every VEN."""
+    None when it may not see the object at all. An object without targets is for every VEN — unless the
+    VEN ``filtered`` by targets: a filter includes only objects with a matching target (Definition.md)."""
     if not object_targets:
-        return []
+        return None if filtered else []
     shown = [t for t in object_targets if t in effective]
     return shown or None
 

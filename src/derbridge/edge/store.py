@@ -21,8 +21,10 @@ from sqlalchemy import (
     ARRAY,
     ColumnElement,
     String,
+    Text,
     any_,
     bindparam,
+    cast,
     delete,
     exists,
     func,
@@ -42,7 +44,7 @@ from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.tables import edge_clients, edge_notifications, edge_objects
 from derbridge.infra import clock
 from derbridge.infra.ids import new_id
-from derbridge.infra.problems import ProblemError
+from derbridge.infra.problems import FieldError, ProblemError
 
 o = edge_objects
 
@@ -110,13 +112,19 @@ def _iso(at: datetime) -> str:
 
 
 async def granted_targets(connection: AsyncConnection, client_id: str) -> set[str]:
-    """The targets granted to a VEN client: those of its vens and their resources."""
+    """The targets the business logic granted to a VEN client: those of its vens and their resources.
+
+    A resource's own ``resourceName`` is never a grant, even where an older VTN stored it among the targets
+    (it granted every resource its name): the VEN chooses that name, so it could name a resource after a
+    target meant for another aggregator and see its events (issue 15, finding 2)."""
     rows = await connection.execute(
-        select(o.c.targets).where(
+        select(o.c.object_type, o.c.name, o.c.targets).where(
             o.c.object_type.in_([ObjectType.VEN.value, ObjectType.RESOURCE.value]), o.c.client_id == client_id
         )
     )
-    return {t for (targets,) in rows for t in targets or []}
+    return {
+        t for (kind, name, targets) in rows for t in targets or [] if kind != ObjectType.RESOURCE.value or t != name
+    }
 
 
 async def any_target_granted(connection: AsyncConnection, client_id: str, targets: Sequence[str]) -> bool:
@@ -138,7 +146,11 @@ async def any_target_granted(connection: AsyncConnection, client_id: str, target
         .select_from(o)
         .join(granted, true())
         .where(
-            o.c.object_type.in_([ObjectType.VEN.value, ObjectType.RESOURCE.value]), o.c.client_id == client_id, wanted
+            o.c.object_type.in_([ObjectType.VEN.value, ObjectType.RESOURCE.value]),
+            o.c.client_id == client_id,
+            wanted,
+            # A resource's own name is not a grant (see granted_targets).
+            or_(o.c.object_type == ObjectType.VEN.value, o.c.name.is_(None), granted.c.value != o.c.name),
         )
     )
     return (await connection.execute(select(exists(found)))).scalar() is True
@@ -152,6 +164,16 @@ class Query:
     targets: Sequence[str] | None
     skip: int
     limit: int
+    max_bytes: int | None = None
+    """The page stops before the object that would take it past this many bytes of stored representation
+    (always at least one object): a VEN's 157 MB page of ten 15 MB resources was one answer."""
+
+
+def _size_of(connection: AsyncConnection) -> ColumnElement[int]:
+    """The stored representation's length, in the database (the body need not be read to be measured)."""
+    if connection.dialect.name == "postgresql":
+        return func.length(cast(o.c.body, Text))
+    return func.length(o.c.body)
 
 
 def _owned_scope(principal: Principal) -> list[ColumnElement[bool]]:
@@ -174,16 +196,19 @@ async def list_objects(engine: AsyncEngine, principal: Principal, object_type: O
                 rows = [Row.of(r) for r in (await connection.execute(statement)).mappings()]
                 wanted = set(query.targets)
                 rows = [r for r in rows if wanted & set(r.targets)]
-                return rows[query.skip : query.skip + query.limit]
-            statement = statement.offset(query.skip).limit(query.limit)
-            return [Row.of(r) for r in (await connection.execute(statement)).mappings()]
+                return _within_bytes(rows[query.skip : query.skip + query.limit], query.max_bytes)
+            if query.max_bytes is None:
+                statement = statement.offset(query.skip).limit(query.limit)
+                return [Row.of(r) for r in (await connection.execute(statement)).mappings()]
+            return await _page_by_bytes(connection, statement, query)
         # Programs and events: visibility depends on targets, so they are filtered here before paging.
         shown = await _target_filter(connection, principal, query.targets)
         if principal.is_ven:
             statement = statement.where(or_(o.c.client_id.is_(None), o.c.client_id == principal.client_id))
         found: list[Row] = []
         skipped = 0
-        for mapping in (await connection.execute(statement)).mappings():
+        spent = 0
+        for mapping in (await connection.execute(statement.add_columns(_size_of(connection).label("size")))).mappings():
             row = Row.of(mapping)
             targets = shown(row)
             if targets is None:
@@ -191,11 +216,57 @@ async def list_objects(engine: AsyncEngine, principal: Principal, object_type: O
             if skipped < query.skip:
                 skipped += 1
                 continue
+            spent += int(mapping["size"] or 0)
+            if found and query.max_bytes is not None and spent > query.max_bytes:
+                break
             row.targets = targets
             found.append(row)
             if len(found) >= query.limit:
                 break
         return found
+
+
+def _within_bytes(rows: list[Row], max_bytes: int | None) -> list[Row]:
+    """The first rows whose representations fit ``max_bytes`` (at least one)."""
+    if max_bytes is None:
+        return rows
+    kept: list[Row] = []
+    spent = 0
+    for row in rows:
+        spent += len(json.dumps(row.body))
+        if kept and spent > max_bytes:
+            break
+        kept.append(row)
+    return kept
+
+
+async def _page_by_bytes(connection: AsyncConnection, statement: Any, query: Query) -> list[Row]:
+    """A page of ``statement``'s rows cut by count and by bytes, measured and cut in the database: only the
+    rows of the page are read (a page of huge objects never reaches Python whole)."""
+    sizes = (
+        statement.with_only_columns(o.c.id, _size_of(connection).label("size"))
+        .offset(query.skip)
+        .limit(query.limit)
+        .subquery()
+    )
+    running = select(
+        sizes.c.id, sizes.c.size, func.sum(sizes.c.size).over(order_by=sizes.c.id).label("running")
+    ).subquery()
+    chosen = (
+        select(o)
+        .join(running, running.c.id == o.c.id)
+        # A row is in the page while the page up to it fits the budget; the first one always is.
+        .where(or_(running.c.running <= query.max_bytes, running.c.running - running.c.size == 0))
+        .order_by(o.c.id)
+    )
+    return [Row.of(r) for r in (await connection.execute(chosen)).mappings()]
+
+
+def addressed_targets(targets: Sequence[str], requested: Sequence[str] | None) -> list[str] | None:
+    """The targets a VEN sees of an event the VTN addressed to its client (a mirrored event, a
+    fresh-reading event): the VTN wrote them, all naming that client's own resources, so none is hidden;
+    a ``targets`` filter still narrows them (and leaves out the event when none matches)."""
+    return visible_targets(targets, set(requested) if requested else set(targets), bool(requested))
 
 
 async def _target_filter(connection: AsyncConnection, principal: Principal, requested: Sequence[str] | None) -> Any:
@@ -210,9 +281,12 @@ async def _target_filter(connection: AsyncConnection, principal: Principal, requ
 
         return for_bl
     effective = effective_targets(await granted_targets(connection, principal.client_id), requested)
+    filtered = bool(requested)
 
     def for_ven(row: Row) -> list[str] | None:
-        return visible_targets(row.targets, effective)
+        if row.client_id == principal.client_id:
+            return addressed_targets(row.targets, requested)
+        return visible_targets(row.targets, effective, filtered)
 
     return for_ven
 
@@ -292,11 +366,17 @@ def conflict(detail: str) -> ProblemError:
 
 
 def _name_conflict(new: NewObject) -> ProblemError:
+    # Generic on purpose: a venName is unique in the whole VTN (Definition.md), so it may be taken by another
+    # aggregator's ven; the answer says that the name is taken, never whose it is nor echoes it back.
     what = {ObjectType.PROGRAM: "programName", ObjectType.VEN: "venName", ObjectType.RESOURCE: "resourceName"}
     field = what.get(new.object_type, "name")
     scope = "its ven" if new.object_type is ObjectType.RESOURCE else "this VTN"
-    return conflict(
-        f"Another {new.object_type.value.lower()} has the {field} {new.name!r}; it must be unique in {scope}."
+    return ProblemError(
+        409,
+        "conflict",
+        "Conflict",
+        f"This {field} is not available: it must be unique in {scope}. Choose another.",
+        errors=[FieldError(field=f"body.{field}", message="is not available")],
     )
 
 
@@ -443,9 +523,13 @@ async def _shown_to(
         return represent(row)
     if row.client_id is not None and row.client_id != subscription.client_id:
         return None
+    if row.client_id is not None:
+        shown = addressed_targets(row.targets, wanted or None)
+        return None if shown is None else represent(row, shown)
     if subscription.client_id not in grants:
         grants[subscription.client_id] = await granted_targets(connection, subscription.client_id)
-    shown = visible_targets(row.targets, effective_targets(grants[subscription.client_id], wanted or None))
+    effective = effective_targets(grants[subscription.client_id], wanted or None)
+    shown = visible_targets(row.targets, effective, bool(wanted))
     return None if shown is None else represent(row, shown)
 
 

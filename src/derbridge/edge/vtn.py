@@ -13,12 +13,13 @@ rules of each object type and the mapping to the DERMS (docs/edge.md):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as f1
@@ -49,6 +50,7 @@ from derbridge.infra import clock
 from derbridge.infra.columnar import id_list
 from derbridge.infra.ids import new_id
 from derbridge.infra.problems import FieldError, ProblemError
+from derbridge.settings import EdgeSettings
 
 NIC_MAX = 64
 
@@ -76,6 +78,59 @@ class Vtn:
     engine: AsyncEngine
     derms_instance_id: str
     callbacks: CallbackChecker
+    limits: EdgeSettings = field(default_factory=EdgeSettings)
+    """The sizes and quotas a client's objects are held to (``edge.max_*``, ``edge.page_max_bytes``)."""
+
+    # --- limits (issue 15, finding 6) ------------------------------------------------------------
+
+    def _check_size(self, body: dict[str, Any], prefix: str, whole: bool = False) -> None:
+        """Refuse (400, the code every write may answer) a ven or resource whose attributes, or a ven,
+        resource or subscription whose representation, is larger than the limits; ``whole``: measure the
+        whole body (a subscription), else its attributes, targets and names."""
+        limits = self.limits
+        attributes = body.get("attributes") or []
+        sizes = attribute_sizes(attributes)
+        errors = [
+            (f"{prefix}.attributes.{i}", f"is {size} characters; the limit is {limits.max_attribute_chars}")
+            for i, size in enumerate(sizes)
+            if size > limits.max_attribute_chars
+        ]
+        if whole:
+            total = len(json.dumps(body))
+        else:
+            total = sum(sizes) + sum(len(str(v)) for k, v in body.items() if k != "attributes")
+        if not errors and total > limits.max_object_chars:
+            errors.append((prefix, f"is {total} characters; the limit is {limits.max_object_chars}"))
+        if errors:
+            raise ProblemError(
+                400,
+                "too-large",
+                "Bad Request",
+                "The object is larger than this VTN accepts; see errors for each limit.",
+                errors=[FieldError(field=f, message=m) for f, m in errors[:50]],
+            )
+
+    async def _check_quota(
+        self, connection: AsyncConnection, object_type: ObjectType, client_id: str, adding: int, status: int
+    ) -> None:
+        """Refuse a create that would take a client past its quota of ``object_type`` (``status``: 409 where
+        the operation may answer it, else 400)."""
+        limit = {
+            ObjectType.VEN: self.limits.max_vens_per_client,
+            ObjectType.RESOURCE: self.limits.max_resources_per_client,
+            ObjectType.SUBSCRIPTION: self.limits.max_subscriptions_per_client,
+            ObjectType.REPORT: self.limits.max_reports_per_client,
+        }[object_type]
+        held = await count_owned(connection, object_type, client_id)
+        if held + adding > limit:
+            kind = object_type.value.lower()
+            raise ProblemError(
+                status,
+                "quota-exceeded",
+                "Conflict" if status == 409 else "Bad Request",
+                f"This client holds {held} {kind}s; the limit is {limit}. Delete some, or ask the utility "
+                "to raise the limit.",
+            )
 
     # --- rendering --------------------------------------------------------------------------------
 
@@ -148,7 +203,8 @@ class Vtn:
         async with self.engine.begin() as connection:
             row = await store.get_in(connection, principal, object_type, object_id)
             if object_type in (ObjectType.PROGRAM, ObjectType.EVENT):
-                _not_mirrored(row)
+                # DELETE may answer 400 but not 409 (openadr3.yaml); PUT keeps its 409.
+                _not_mirrored(row, status=400)
             doomed = [row]
             if object_type is ObjectType.VEN:
                 doomed += await store.children_of_ven(connection, row.id)
@@ -164,7 +220,14 @@ class Vtn:
         async with self.engine.begin() as connection:
             if new.head_end_system is None:
                 new.head_end_system = await store.client_head_end(connection, new.client_id or "")
-            return (await store.insert_objects(connection, [new], clock.now()))[0]
+            await self._check_quota(connection, ObjectType.VEN, new.client_id or "", 1, 400)
+            try:
+                return (await store.insert_objects(connection, [new], clock.now()))[0]
+            except ProblemError as refused:
+                # POST /vens may answer 400 but not 409 (openadr3.yaml): a taken venName is a bad request.
+                if refused.status == 409:
+                    refused.status, refused.kind, refused.title = 400, "bad-request", "Bad Request"
+                raise
 
     async def update_ven(self, principal: Principal, ven_id: str, request: BlVenRequest | VenVenRequest) -> Row:
         """Replace a ven. A VEN keeps the targets the business logic granted."""
@@ -192,6 +255,7 @@ class Vtn:
         body = dump(request)
         body.pop("objectType", None)
         body["clientID"] = client_id
+        self._check_size(body, "body")
         return NewObject(
             ObjectType.VEN,
             body,
@@ -216,7 +280,13 @@ class Vtn:
             for i, request in enumerate(requests):
                 if request.venID not in vens:
                     vens[request.venID] = await self._ven_for(connection, principal, request.venID, i, len(requests))
-                news.append(await self._resource(connection, principal, request, vens[request.venID], None, i))
+                index = i if len(requests) > 1 else None  # one resource: its fields are body.*, as in _ven_for
+                news.append(await self._resource(connection, principal, request, vens[request.venID], None, index))
+            adding: dict[str, int] = {}
+            for new in news:
+                adding[new.client_id or ""] = adding.get(new.client_id or "", 0) + 1
+            for client_id, count in adding.items():
+                await self._check_quota(connection, ObjectType.RESOURCE, client_id, count, 409)
             enrollments = self._enrollments(news, requests, now)
             rows = await store.insert_objects(connection, news, now)
             await self._forward(connection, enrollments)
@@ -289,8 +359,11 @@ class Vtn:
                     [(f"{prefix}.clientID", f"must be the ven's clientID {ven.client_id!r}")],
                 )
             client_id, targets = request.clientID, list(request.targets or [])
-        # The VTN grants each resource its own name, so that an event can target it by name.
-        targets = _dedupe([*targets, request.resourceName])
+        # Only the business logic grants targets (Definition.md). The VTN no longer grants a resource its own
+        # name: a VEN chooses that name, so it could take a target meant for another aggregator. Events the
+        # VTN addresses to one client (mirrored, fresh readings) still name its resources as targets; they
+        # are visible to that client alone (store.addressed_targets).
+        targets = _dedupe(targets)
         # One dump serves both the attributes and the stored body (a 5,000-resource batch dumped each twice);
         # its attribute dicts are fresh, so they are kept rather than copied.
         body = dump(request)
@@ -307,6 +380,7 @@ class Vtn:
         body["attributes"] = attributes
         if not attributes:
             body.pop("attributes")
+        self._check_size(body, prefix)
         return NewObject(
             ObjectType.RESOURCE,
             body,
@@ -379,10 +453,11 @@ class Vtn:
             try:
                 event = await _reported_event(connection, principal, request.eventID)
             except ProblemError:
+                # 400, not 404: POST and PUT /reports may answer 400 but not 404 (openadr3.yaml).
                 raise ProblemError(
-                    404,
-                    "not-found",
-                    "Not Found",
+                    400,
+                    "bad-request",
+                    "Bad Request",
                     f"No event {request.eventID!r} is visible to this client.",
                     errors=[FieldError(field="body.eventID", message="names no event of this client")],
                 ) from None
@@ -434,6 +509,7 @@ class Vtn:
                 name=request.reportName,
             )
             if report_id is None:
+                await self._check_quota(connection, ObjectType.REPORT, principal.client_id, 1, 409)
                 row = (await store.insert_objects(connection, [new], now))[0]
             else:
                 old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
@@ -452,6 +528,7 @@ class Vtn:
         """A subscription of the caller, once each callback URL proved it is live and the caller's."""
         new = await self._subscription(principal, request)
         async with self.engine.begin() as connection:
+            await self._check_quota(connection, ObjectType.SUBSCRIPTION, principal.client_id, 1, 409)
             return (await store.insert_objects(connection, [new], clock.now()))[0]
 
     async def update_subscription(
@@ -466,6 +543,7 @@ class Vtn:
             return await store.replace_object(connection, row, new, clock.now())
 
     async def _subscription(self, principal: Principal, request: SubscriptionRequest) -> NewObject:
+        self._check_size(dump(request), "body", whole=True)  # before any callback is called
         if request.programID is not None:
             async with self.engine.connect() as connection:
                 try:
@@ -493,6 +571,23 @@ class Vtn:
         )
 
 
+def attribute_sizes(attributes: Sequence[Any]) -> list[int]:
+    """The size of each ``valuesMap`` in characters: its type and its values (a number or a point counts
+    as 24). Measured on what the request parsed, without encoding it again."""
+    return [
+        len(str(a["type"])) + sum(len(v) if isinstance(v, str) else 24 for v in a.get("values") or [])
+        for a in attributes
+    ]
+
+
+async def count_owned(connection: AsyncConnection, object_type: ObjectType, client_id: str) -> int:
+    """How many objects of ``object_type`` a client holds (the index on type, client and id answers it)."""
+    found = await connection.scalar(
+        select(func.count()).select_from(o).where(o.c.object_type == object_type.value, o.c.client_id == client_id)
+    )
+    return int(found or 0)
+
+
 async def _reported_event(connection: AsyncConnection, principal: Principal, event_id: str) -> Row:
     """The event a report is about, as :func:`store.get_in` reads it for ``principal``.
 
@@ -509,9 +604,12 @@ async def _reported_event(connection: AsyncConnection, principal: Principal, eve
         raise store.not_found(ObjectType.EVENT, event_id)
     if not principal.is_ven:
         return Row.of(found)
-    mine = found["client_id"] in (None, principal.client_id)
+    if found["client_id"] == principal.client_id:
+        return Row.of(found)  # addressed to this client by the VTN: its targets are this client's resources
     targets = found["targets"] or []
-    if mine and (not targets or await store.any_target_granted(connection, principal.client_id, targets)):
+    if found["client_id"] is None and (
+        not targets or await store.any_target_granted(connection, principal.client_id, targets)
+    ):
         return Row.of(found)
     raise store.not_found(ObjectType.EVENT, event_id)
 
@@ -614,12 +712,15 @@ async def _heard_from(
     await record_communication_statuses_in(connection, reports)
 
 
-def _not_mirrored(row: Row) -> None:
+def _not_mirrored(row: Row, status: int = 409) -> None:
     if row.derms_key is not None:
-        raise conflict(
+        refused = conflict(
             f"{row.object_type.value.lower()} {row.id} mirrors the DERMS; change it there "
             "(an event is withdrawn by cancelling it in the DERMS)."
         )
+        if status == 400:
+            refused.status, refused.kind, refused.title = 400, "bad-request", "Bad Request"
+        raise refused
 
 
 def _dedupe(values: Sequence[str]) -> list[str]:

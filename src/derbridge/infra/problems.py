@@ -78,6 +78,18 @@ def not_found(what: str, key: str) -> ProblemError:
     )
 
 
+MAX_INSTANCE = 2000
+"""An ``instance`` longer than this is cut (an 8,000-character query made 8,000-character problems)."""
+
+
+def problem_instance(request: Request) -> str:
+    """The problem's ``instance``: the request's path only (no query: it may carry long or personal
+    values), percent-encoded so that it is a valid URI reference with any characters, and bounded."""
+    from urllib.parse import quote
+
+    return quote(request.url.path, safe="/:@!$&'()*+,;=-._~")[:MAX_INSTANCE]
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -96,7 +108,7 @@ def problem_response(
         title=title,
         status=status,
         detail=detail,
-        instance=request.url.path,
+        instance=problem_instance(request),
         errors=list(errors) if errors else None,
         **(extensions or {}),
     )

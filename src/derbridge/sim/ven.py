@@ -230,7 +230,9 @@ class SimulatedVen:
         while True:
             page = _ok(call(skip=skip, limit=PAGE, **params), "listing")
             yield from page
-            if len(page) < PAGE:
+            # Not "fewer than PAGE": the VTN also cuts a page at edge.page_max_bytes (events targeting tens of
+            # thousands of resources), so only an empty page is the end.
+            if not page:
                 return
             skip += len(page)
 
