@@ -181,7 +181,12 @@ def test_up_serves_both_apis_health_and_metrics_on_loopback(tmp_path: Path) -> N
             assert server.poll() is None, (tmp_path / "server.log").read_text()
             assert time.monotonic() < deadline, "server did not come up"
             time.sleep(0.2)
-        assert httpx.get(f"{base}/readyz").json()["checks"] == {"assethub": "ok", "derms": "ok", "bridge": "ok"}
+        assert httpx.get(f"{base}/readyz").json()["checks"] == {
+            "assethub": "ok",
+            "derms": "ok",
+            "bridge": "ok",
+            "bridge worker": "ok",
+        }
         token = (tmp_path / "V" / "api-token").read_text().strip()
         auth = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{base}/assethub/v1/programs", headers=auth).status_code == 200
