@@ -198,10 +198,12 @@ class Settings(BaseSettings):
         """The service credential: configured, or read from (or first written to) the data dir."""
         if self.api_token is not None:
             return self.api_token.get_secret_value()
+        from derbridge.infra.private import private_dir, private_file
+
         path = self.data_dir / API_TOKEN_FILE
         if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+            return private_file(path).read_text().strip()
+        private_dir(self.data_dir)
         token = secrets.token_urlsafe(32)
         # O_EXCL: two processes starting at once must not each write a different token.
         try:

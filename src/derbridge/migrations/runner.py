@@ -185,8 +185,10 @@ def _advisory_lock(key: int, url: str, on_wait: Callable[[], None] | None) -> It
 def _file_lock(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    from derbridge.infra.private import private_dir, private_file
+
+    private_dir(path.parent)  # beside the database: the data directory, the service's user's only
+    with private_file(path).open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
