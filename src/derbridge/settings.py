@@ -119,6 +119,9 @@ class EdgeSettings(BaseModel):
     """After this many failed deliveries a notification is given up (``failed``) and logged."""
     webhook_backoff_seconds: float = Field(2.0, gt=0)
     webhook_backoff_cap_seconds: float = Field(3600.0, gt=0)
+    webhook_token_key: SecretStr | None = None
+    """Fernet key(s), comma-separated, newest first, that encrypt subscribers' webhook bearer tokens at rest.
+    Unset: made once into ``DATA_DIR/edge-webhook-key`` (mode 0600). See docs/security.md for rotation."""
 
 
 class ServerSettings(BaseModel):

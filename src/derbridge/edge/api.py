@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from derbridge import __version__
-from derbridge.edge import auth, webhooks
+from derbridge.edge import auth, token_vault, webhooks
 from derbridge.edge.auth import CredentialsRefused, Principal, TokenRefused
 from derbridge.edge.domain import Scope, ScopeRefused, satisfies
 from derbridge.edge.schemas import (
@@ -696,6 +696,7 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     """The VTN as its own application (its own OpenAPI document at ``/openadr3/3.1.0/openapi.json``)."""
     settings = runtime.settings
     webhooks.use_settings(settings.edge)
+    token_vault.use_vault(token_vault.TokenVault(token_vault.webhook_token_keys(settings)))
     app = FastAPI(
         title="derbridge edge gateway (OpenADR 3.1.0 VTN)",
         version=__version__,

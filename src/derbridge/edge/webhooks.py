@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.derms.jobs import jobs
 from derbridge.edge.tables import edge_notifications as n
+from derbridge.edge.token_vault import vault
 from derbridge.settings import EdgeSettings
 
 log = structlog.get_logger("derbridge.edge.webhooks")
@@ -98,7 +99,7 @@ def backoff(attempts: int, settings: EdgeSettings) -> timedelta:
 
 
 async def _post(http: httpx.AsyncClient, row: Any) -> str | None:
-    headers = {"Authorization": f"Bearer {row.bearer_token}"} if row.bearer_token else {}
+    headers = {"Authorization": f"Bearer {vault().open(row.bearer_token)}"} if row.bearer_token else {}
     try:
         answer = await http.post(row.callback_url, json=row.body, headers=headers)
     except httpx.HTTPError as error:
