@@ -136,6 +136,19 @@ class ServerSettings(BaseModel):
     are believed (comma-separated; ``*``: any, when nothing else can reach the port), so that the links a
     server makes (the VTN's token URL in ``/auth/server``) say ``https``. Unset: uvicorn's default
     (``FORWARDED_ALLOW_IPS``, else 127.0.0.1 only)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with itself, without a reverse proxy (``--tls-cert``); with
+    ``tls_key``. Unset: plain HTTP, TLS terminated in front."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (``--tls-key``)."""
+    access_log: bool = True
+    """One log line per request (``http request``: method, route template, status, duration, client id when
+    authenticated; no query, no path values, no bodies): the trail of who called what."""
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when this server terminates TLS itself."""
+        return "https" if self.tls_cert is not None else "http"
 
 
 class Settings(BaseSettings):

@@ -53,6 +53,7 @@ from derbridge.edge.vtn import Vtn
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_BASE, ProblemError
+from derbridge.infra.web import instrument, note_client
 from derbridge.runtime import Runtime
 
 PREFIX = "/openadr3/3.1.0"
@@ -139,6 +140,7 @@ def requires(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
             caller = await auth.verify_token(state.engine, state.token_key, token.strip())
         except TokenRefused:
             raise _refuse(401, "Unauthorized", "The access token is not valid (expired, forged or revoked).") from None
+        note_client(request, caller.client_id)  # the access log's "who"
         if not satisfies(caller.scopes, scope):
             raise _refuse(403, "Forbidden", f"This operation needs the scope {scope.value}.")
         return caller
@@ -710,6 +712,8 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     app.state.token_ttl = settings.edge.token_ttl_seconds
     app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge))
     install_problems(app)
+    # In /metrics as system="vtn" (a 401/403/429 flood shows), and in the access log with the client id.
+    instrument(app, "vtn", access_log=settings.server.access_log)
     install_api_docs(app)
     app.include_router(router)
     return app
