@@ -21,7 +21,7 @@ unexport UV_INDEX UV_DEFAULT_INDEX UV_INDEX_URL UV_EXTRA_INDEX_URL UV_FIND_LINKS
 # Locking also ignores uv.toml files of the user or the machine (--no-config): only pyproject.toml decides.
 UV_LOCK = $(UV) lock --no-config --python $(PYTHON)
 
-.PHONY: install demo test lint format bench bench-quick bench-ci vendor-docs-assets lock lock-upgrade lock-check clean
+.PHONY: install demo test test-faults lint format bench bench-quick bench-ci vendor-docs-assets lock lock-upgrade lock-check clean
 
 define need_python
 	@test -n "$(PYTHON)" || { echo "derbridge needs Python 3.11, 3.12 or 3.13 on PATH (uv.lock covers those)" >&2; exit 1; }
@@ -53,6 +53,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The fault suite (tests/fault/, about 10 minutes): the distributed topology as processes through SIGKILL,
+# SIGSTOP, PostgreSQL and RabbitMQ restarts, latency, resets and partitions. Needs DERBRIDGE_TEST_POSTGRES_URL
+# and DERBRIDGE_TEST_AMQP_URL; DERBRIDGE_FAULT_REAL_RESTARTS=1 restarts those servers for real (CI's own step
+# only). Report: $${DERBRIDGE_FAULT_REPORT:-build/fault-report.json}.
+test-faults: $(STAMP)
+	DERBRIDGE_TEST_FAULTS=1 $(BIN)/pytest tests/fault -m fault -v
 
 # Benchmarks (docs/performance.md): one JSON object per scenario on stdout. PostgreSQL and RabbitMQ runs
 # use DERBRIDGE_BENCH_POSTGRES_URL / DERBRIDGE_BENCH_AMQP_URL (or the test URLs) when set.

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,12 +103,63 @@ class EventSettings(BaseModel):
     """Reservation lists longer than this travel as a file (claim check) rather than in the message."""
 
 
-class EdgeSettings(BaseModel):
-    """The OpenADR 3.1 edge gateway (VTN) for aggregators (see docs/edge.md)."""
+RATE_LIMIT = (
+    r"^\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*(;\s*\d+\s*/\s*(\d+\s*)?(second|minute|hour|day)s?\s*)*$"
+)
+"""A rate limit in the ``limits`` library's notation: ``20/minute``, ``100/hour;1000/day``."""
 
+TokenAlgorithm = Literal["HS256", "ES256", "RS256"]
+"""How the edge's access tokens are signed: a shared secret (HS256) or a private key (ES256, RS256)."""
+
+
+class PreviousTokenKey(BaseModel):
+    """A key that signed tokens before the current one: tokens it signed still verify until it is removed
+    (keep it for at least ``edge.token_ttl_seconds`` after the rotation). Only verification material:
+    the HS256 secret, or the public (or private) key file of an ES256/RS256 key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kid: str = Field(min_length=1, max_length=128)
+    algorithm: TokenAlgorithm = "HS256"
+    secret: SecretStr | None = None
+    public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _material(self) -> PreviousTokenKey:
+        if self.algorithm == "HS256" and self.secret is None:
+            raise ValueError(f"previous token key {self.kid!r}: an HS256 key needs its secret")
+        if self.algorithm != "HS256" and self.public_key_file is None:
+            raise ValueError(f"previous token key {self.kid!r}: an {self.algorithm} key needs public_key_file")
+        return self
+
+
+class EdgeSettings(BaseModel):
+    """The OpenADR 3.1 edge gateway (VTN) for aggregators (see docs/edge.md and docs/security.md)."""
+
+    token_algorithm: TokenAlgorithm = "HS256"  # noqa: S105 - an algorithm name, not a secret
+    """How tokens are signed. ES256/RS256 sign with ``token_private_key_file``; their public keys are served
+    in the VTN's JWKS document (``/openadr3/3.1.0/.well-known/jwks.json``)."""
     token_secret: SecretStr | None = None
     """HS256 key of the access tokens. Unset: made once into ``DATA_DIR/edge-token-secret`` (mode 0600)."""
+    token_private_key_file: Path | None = None
+    """PEM private key (PKCS#8 or traditional, unencrypted) for ES256 (P-256) or RS256 (2048 bits or more)."""
+    token_key_id: str | None = Field(None, min_length=1, max_length=128)
+    """``kid`` of the current signing key. Unset: derived from the key (HS256: a digest of the secret;
+    ES256/RS256: the RFC 7638 thumbprint), so replicas sharing the key agree on it."""
+    token_previous_keys: list[PreviousTokenKey] = Field(default_factory=list)
+    """Keys that signed tokens before the current one, still accepted for verification (rotation)."""
+    token_audience: str = Field("derbridge-vtn", min_length=1, max_length=256)
+    """``aud`` of every token; a token for another audience is refused."""
     token_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    token_requests_per_address: str = Field("60/minute", pattern=RATE_LIMIT)
+    """Token requests from one remote address (each costs an argon2 check); over it: 429 with Retry-After."""
+    token_failures_per_client: str = Field("50/hour", pattern=RATE_LIMIT)
+    """Refused secrets for one client id, from any address; over it the client id gets 429 until the window
+    moves on. Higher than the per-address limit so that one guessing address is stopped first."""
+    auth_failures_per_address: str = Field("20/minute", pattern=RATE_LIMIT)
+    """Refused credentials (token endpoint) and refused bearer tokens (every VTN operation) from one
+    address; over it, every VTN request from that address gets 429 with Retry-After. Limits are counted in
+    each process (replicas do not share them): N replicas allow N times as much."""
     allow_http_callbacks: bool = False
     """The spec demands HTTPS webhook callbacks; allow plain HTTP only for a lab or a test on loopback."""
     allow_private_callbacks: bool = False

@@ -15,7 +15,10 @@ from derbridge.infra.db import create_async_db_engine, create_sync_engine, utcno
 from derbridge.migrations.runner import upgrade
 from derbridge.settings import Settings
 
-KEY = "k" * 48
+KEY = auth.TokenKeys("k1", "HS256", "k" * 48, "derbridge-vtn", {"k1": auth.VerificationKey("k1", "HS256", "k" * 48)})
+OTHER_KEY = auth.TokenKeys(
+    "k1", "HS256", "x" * 48, "derbridge-vtn", {"k1": auth.VerificationKey("k1", "HS256", "x" * 48)}
+)
 
 
 def failures(reason: str) -> float:
@@ -38,7 +41,7 @@ async def test_each_refusal_is_counted_under_its_reason(sqlite_settings: Setting
         with pytest.raises(CredentialsRefused):
             await auth.issue_token(engine, KEY, 3600, client.client_id, "wrong", None, utcnow())
         with pytest.raises(TokenRefused):  # signed with another key: replicas that do not share it
-            await auth.verify_token(engine, "another-key-" + KEY, token)
+            await auth.verify_token(engine, OTHER_KEY, token)
         old, _ = await auth.issue_token(
             engine, KEY, 60, client.client_id, client.client_secret, None, utcnow() - timedelta(hours=2)
         )

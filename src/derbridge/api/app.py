@@ -31,7 +31,7 @@ from derbridge.infra.collector import serving_pace
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
-from derbridge.infra.web import BodySizeLimit, instrument
+from derbridge.infra.web import BodySizeLimit, SecurityHeaders, instrument
 from derbridge.migrations.runner import System
 from derbridge.runtime import Runtime
 
@@ -211,6 +211,9 @@ def create_app(
             await runtime.aclose()
 
     root = FastAPI(title="derbridge", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Here too, not only in create_asgi: the embedded system (demo, flow tests) serves this app directly.
+    # A header already set (by create_asgi's copy, or a docs page's own policy) is left as it is.
+    root.add_middleware(SecurityHeaders)
     install_problem_handlers(root)
     mounted: list[System] = []
     for system in ("assethub", "derms"):
@@ -311,9 +314,12 @@ def create_asgi(
     components: Sequence[Component] = ALL_COMPONENTS,
     run_bridge: bool = False,
     run_jobs: bool = False,
-) -> BodySizeLimit:
-    """The application as served: ``create_app`` behind the request body limit."""
-    return BodySizeLimit(
-        create_app(runtime, components=components, run_bridge=run_bridge, run_jobs=run_jobs),
-        runtime.settings.server.max_body_bytes,
+) -> SecurityHeaders:
+    """The application as served: ``create_app`` behind the request body limit, every answer (the body
+    limit's 413 too) with the security headers."""
+    return SecurityHeaders(
+        BodySizeLimit(
+            create_app(runtime, components=components, run_bridge=run_bridge, run_jobs=run_jobs),
+            runtime.settings.server.max_body_bytes,
+        )
     )

@@ -10,10 +10,13 @@ refuse (the spec's code for a missing required property), 404 for an object the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +52,7 @@ from derbridge.edge.schemas import (
 )
 from derbridge.edge.store import Query as ListQuery
 from derbridge.edge.store import get_object, list_objects
+from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
 from derbridge.edge.vtn import Vtn
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
@@ -75,7 +79,15 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _problem(request: Request, status: int, kind: str, title: str, detail: str | None, **extra: Any) -> JSONResponse:
+def _problem(
+    request: Request,
+    status: int,
+    kind: str,
+    title: str,
+    detail: str | None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + kind,
         "title": title,
@@ -84,8 +96,9 @@ def _problem(request: Request, status: int, kind: str, title: str, detail: str |
         "instance": str(request.url),
         **{k: v for k, v in extra.items() if v is not None},
     }
-    headers = {"WWW-Authenticate": 'Bearer realm="openadr3"'} if status == 401 else None
-    return JSONResponse({k: v for k, v in body.items() if v is not None}, status_code=status, headers=headers)
+    answer_headers = {"WWW-Authenticate": 'Bearer realm="openadr3"'} if status == 401 else {}
+    answer_headers.update(headers or {})
+    return JSONResponse({k: v for k, v in body.items() if v is not None}, status_code=status, headers=answer_headers)
 
 
 def install_problems(app: FastAPI) -> None:
@@ -104,7 +117,7 @@ def install_problems(app: FastAPI) -> None:
         assert isinstance(exc, ProblemError)
         status = 400 if exc.status == 422 else exc.status
         errors = [e.model_dump() for e in exc.errors] if exc.errors else None
-        return _problem(request, status, exc.kind, exc.title, exc.detail, errors=errors)
+        return _problem(request, status, exc.kind, exc.title, exc.detail, exc.headers, errors=errors)
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -125,20 +138,43 @@ def _refuse(status: int, title: str, detail: str) -> ProblemError:
     return ProblemError(status, title.lower().replace(" ", "-"), title, detail)
 
 
+def remote_address(request: Request) -> str:
+    """The caller's address: the peer, or what a trusted proxy said it was (``server.forwarded_allow_ips``:
+    uvicorn then puts ``X-Forwarded-For``'s client here)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _too_many(refused: TooManyAttempts) -> ProblemError:
+    return ProblemError(
+        429,
+        "too-many-requests",
+        "Too Many Requests",
+        f"{refused.what} Retry after {refused.retry_after} s.",
+        headers={"Retry-After": str(refused.retry_after)},
+    )
+
+
 def requires(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency: the caller's principal, once its token is valid (401) and holds ``scope`` (403)."""
+    """A dependency: the caller's principal, once its token is valid (401) and holds ``scope`` (403). An
+    address over its refused-credentials limit gets 429 before its token is looked at."""
 
     async def principal(request: Request) -> Principal:
+        state = request.app.state
+        address = remote_address(request)
+        try:
+            state.throttle.check_address(address)
+        except TooManyAttempts as refused:
+            raise _too_many(refused) from None
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise _refuse(
                 401, "Unauthorized", "Send an access token: Authorization: Bearer <token> (see /auth/server)."
             )
-        state = request.app.state
         try:
-            caller = await auth.verify_token(state.engine, state.token_key, token.strip())
+            caller = await auth.verify_token(state.engine, state.token_keys, token.strip())
         except TokenRefused:
+            state.throttle.failed(address)
             raise _refuse(401, "Unauthorized", "The access token is not valid (expired, forged or revoked).") from None
         note_client(request, caller.client_id)  # the access log's "who"
         if not satisfies(caller.scopes, scope):
@@ -659,39 +695,133 @@ async def auth_server(request: Request) -> Any:
     return {"tokenURL": str(request.url_for("fetch_token"))}
 
 
+@router.get(
+    "/.well-known/jwks.json",
+    tags=["Auth"],
+    operation_id="getTokenKeys",
+    summary="The public keys of the access tokens (JWKS)",
+)
+async def token_keys(request: Request) -> Any:
+    """The JWKS document (RFC 7517) of the keys this VTN's access tokens verify with: the current ES256 or
+    RS256 key and the previous ones still accepted. Empty when tokens are signed HS256 (a shared secret is
+    never published). An extension of the spec: served beside the VTN's other auth operations."""
+    keys: auth.TokenKeys = request.app.state.token_keys
+    return JSONResponse(keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+# RFC 6749 §5.1: a token answer, granted or refused, must not be cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_CREDENTIAL = 4096
+
+
+class _TokenError(Exception):
+    """A refused token request: the OAuth2 ``error`` code (RFC 6749 §5.2) and its problem."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+
+_BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="openadr3"'}
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """The client id and secret of an ``Authorization: Basic`` header (RFC 6749 §2.3.1: each
+    form-urlencoded, joined by a colon, base64-encoded); None when the header is not Basic."""
+    kind, _, encoded = header.partition(" ")
+    if kind.lower() != "basic":
+        return None
+    try:
+        pair = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _TokenError(400, "invalid_request", "The Basic credentials are not base64 of UTF-8 text.") from None
+    client_id, colon, secret = pair.partition(":")
+    if not colon:
+        raise _TokenError(400, "invalid_request", "The Basic credentials need 'client_id:client_secret'.")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _client_credentials(request: Request, client_id: str | None, client_secret: str | None) -> tuple[str, str, bool]:
+    """The client's id and secret, by HTTP Basic or in the body (the same ones in both are accepted, two
+    different ones are not), and whether Basic carried them."""
+    basic = _basic_credentials(request.headers.get("authorization", ""))
+    if basic is not None:
+        if (client_id is not None and client_id != basic[0]) or (
+            client_secret is not None and client_secret != basic[1]
+        ):
+            raise _TokenError(
+                400, "invalid_request", "Send the client credentials once: by HTTP Basic or in the body, not both."
+            )
+        client_id, client_secret = basic
+    if not client_id or not client_secret:
+        raise _TokenError(
+            400,
+            "invalid_request",
+            "Send client_id and client_secret: by HTTP Basic (RFC 6749 §2.3.1) or in the form body.",
+        )
+    if len(client_id) > MAX_CREDENTIAL or len(client_secret) > MAX_CREDENTIAL:
+        raise _TokenError(
+            400, "invalid_request", f"client_id and client_secret are at most {MAX_CREDENTIAL} characters."
+        )
+    return client_id, client_secret, basic is not None
+
+
 @router.post(
     "/auth/token", tags=["Auth"], operation_id="fetchToken", name="fetch_token", response_model=ClientCredentialResponse
 )
 async def fetch_token(
     request: Request,
-    grant_type: Annotated[str, Form(max_length=64)],
-    client_id: Annotated[str, Form(min_length=1, max_length=4096)],
-    client_secret: Annotated[str, Form(min_length=1, max_length=4096)],
-    scope: Annotated[str | None, Form(max_length=4096)] = None,
+    grant_type: Annotated[str | None, Form()] = None,
+    client_id: Annotated[str | None, Form(description="Or by HTTP Basic (RFC 6749 §2.3.1).")] = None,
+    client_secret: Annotated[str | None, Form(description="Or by HTTP Basic (RFC 6749 §2.3.1).")] = None,
+    scope: Annotated[str | None, Form()] = None,
 ) -> Any:
-    """OAuth2 client credentials: a bearer token for a client's id and secret. Refusals carry the OAuth2
-    ``error`` code beside the problem fields."""
-    if grant_type != "client_credentials":
+    """OAuth2 client credentials: a bearer token for a client's id and secret, sent by HTTP Basic or in the
+    form body. Refusals carry the OAuth2 ``error`` code (RFC 6749 §5.2) beside the problem fields; an
+    address or client id over its rate limit gets 429 with ``Retry-After``. Never cached (``no-store``)."""
+    state = request.app.state
+    address = remote_address(request)
+    try:
+        if grant_type is None:
+            raise _TokenError(400, "invalid_request", "Send grant_type=client_credentials.")
+        if grant_type != "client_credentials":
+            raise _TokenError(400, "unsupported_grant_type", "Only client_credentials is supported.")
+        client, secret, by_basic = _client_credentials(request, client_id, client_secret)
+        if scope is not None and len(scope) > MAX_CREDENTIAL:
+            raise _TokenError(400, "invalid_request", f"scope is at most {MAX_CREDENTIAL} characters.")
+        state.throttle.token_request(address, client)
+        try:
+            token, scopes = await auth.issue_token(
+                state.engine, state.token_keys, state.token_ttl, client, secret, scope, utcnow()
+            )
+        except CredentialsRefused:
+            state.throttle.failed(address, client)
+            raise _TokenError(
+                401, "invalid_client", "Wrong client id or secret.", _BASIC_CHALLENGE if by_basic else {}
+            ) from None
+        except ScopeRefused as refused:
+            raise _TokenError(400, "invalid_scope", str(refused)) from None
+    except TooManyAttempts as refused:
+        problem = _too_many(refused)
+        return _problem(request, 429, problem.kind, problem.title, problem.detail, NO_STORE | (problem.headers or {}))
+    except _TokenError as refused:
+        title = HTTPStatus(refused.status).phrase
+        headers = NO_STORE | ({"WWW-Authenticate": 'Basic realm="openadr3"'} if refused.status == 401 else {})
+        headers |= refused.headers
         return _problem(
             request,
-            400,
-            "unsupported-grant-type",
-            "Bad Request",
-            "Only client_credentials is supported.",
-            error="unsupported_grant_type",
+            refused.status,
+            refused.error.replace("_", "-"),
+            title,
+            refused.detail,
+            headers,
+            error=refused.error,
         )
-    state = request.app.state
-    try:
-        token, scopes = await auth.issue_token(
-            state.engine, state.token_key, state.token_ttl, client_id, client_secret, scope, utcnow()
-        )
-    except CredentialsRefused:
-        return _problem(
-            request, 401, "invalid-client", "Unauthorized", "Wrong client id or secret.", error="invalid_client"
-        )
-    except ScopeRefused as refused:
-        return _problem(request, 400, "invalid-scope", "Bad Request", str(refused), error="invalid_scope")
-    return {"access_token": token, "token_type": "Bearer", "expires_in": state.token_ttl, "scope": " ".join(scopes)}
+    body = {"access_token": token, "token_type": "Bearer", "expires_in": state.token_ttl, "scope": " ".join(scopes)}
+    return JSONResponse(body, headers=NO_STORE)
 
 
 def create_edge_app(runtime: Runtime) -> FastAPI:
@@ -708,7 +838,8 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     )
     engine = runtime.async_engine("derms")
     app.state.engine = engine
-    app.state.token_key = auth.token_key(settings)
+    app.state.token_keys = auth.TokenKeys.from_settings(settings)
+    app.state.throttle = AuthThrottle(settings.edge)
     app.state.token_ttl = settings.edge.token_ttl_seconds
     app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge))
     install_problems(app)

@@ -105,6 +105,17 @@ WRITE_INTENT = "derbridge_write_intent"
 """Execution option set on the connections of :meth:`SQLiteAsyncEngine.begin`: their transaction writes."""
 
 
+# TCP keepalives on every PostgreSQL connection: a server that vanished without a reset (a partition, a
+# host gone, a NAT entry expired) otherwise leaves a query waiting on the socket for the kernel's default of
+# over two hours, and a job or the relay with it. With these, such a connection fails in about a minute and
+# the pool opens a new one. A URL's own settings win (``?keepalives_idle=…``).
+POSTGRES_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def _postgres_connect_args(url: URL) -> dict[str, Any]:
+    return {key: value for key, value in POSTGRES_KEEPALIVES.items() if key not in url.query}
+
+
 def _begin_sqlite_transaction(connection: Any) -> None:
     # The inline connection is in autocommit mode; SQLAlchemy's transaction starts the database's. A write
     # transaction takes the write lock at once (IMMEDIATE): that is where SQLite's busy handler waits for
@@ -141,7 +152,7 @@ def create_sync_engine(url: str) -> Engine:
         engine = create_engine(target, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(target, pool_pre_ping=True)
+    return create_engine(target, pool_pre_ping=True, connect_args=_postgres_connect_args(target))
 
 
 def create_async_db_engine(url: str) -> AsyncEngine:
@@ -168,4 +179,6 @@ def create_async_db_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         return SQLiteAsyncEngine(engine.sync_engine)
-    return create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        target, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=_postgres_connect_args(target)
+    )

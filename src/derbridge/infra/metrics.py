@@ -49,6 +49,7 @@ JOB_FAILURES = Counter(
 EDGE_AUTH_FAILURES = Counter(
     "derbridge_edge_auth_failures_total",
     "Refused edge credentials and tokens, by reason: bad_credentials (token request), expired, invalid (a bad "
-    "signature: e.g. replicas not sharing edge.token_secret), revoked, malformed.",
+    "signature: e.g. replicas not sharing edge.token_secret), revoked, malformed, rate_limited (429: over a "
+    "rate limit on credentials).",
     ["reason"],
 )

@@ -1,5 +1,5 @@
-"""What every HTTP API of ours shares: the service credential, the body-size limit, request metrics and
-keyset pages."""
+"""What every HTTP API of ours shares: the service credential, the body-size limit, security headers,
+request metrics and keyset pages."""
 
 from __future__ import annotations
 
@@ -169,6 +169,45 @@ class BodySizeLimit:
             f"The body is over {self.max_bytes} bytes. Send a smaller body, or split the batch.",
         )
         await response(scope, receive, send)
+
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    # An API answer is data, never a page: it may load nothing and be framed by nobody. The docs pages set
+    # their own policy (infra/docs_ui.py), which this one does not replace.
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+)
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+"""Sent only over HTTPS: served with TLS, or behind a trusted proxy that said ``X-Forwarded-Proto: https``
+(uvicorn then makes the request's scheme https). Over plain HTTP the header means nothing to a browser."""
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding the standard security headers to every response that does not set its
+    own: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``,
+    a Content-Security-Policy that loads nothing and forbids framing, and ``Strict-Transport-Security``
+    when the request came over HTTPS."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = SECURITY_HEADERS + ((HSTS,) if scope.get("scheme") == "https" else ())
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend((name, value) for name, value in extra if name not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 _access = structlog.get_logger("derbridge.access")
