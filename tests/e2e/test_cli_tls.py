@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -89,6 +90,12 @@ def test_the_server_speaks_https_with_the_given_certificate_and_logs_each_reques
                 time.sleep(0.3)
             auth = {"Authorization": "Bearer tls-test-token"}
             assert httpx.get(f"{base}/derms/v1/programs", headers=auth, verify=trusted).status_code == 200
+            # Finding 8 on the real command: the data dir it made is 0700, every file in it 0600.
+            data_dir = tmp_path / "V"
+            assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+            files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data_dir.iterdir() if p.is_file()}
+            assert "derms.db" in files
+            assert files == dict.fromkeys(files, 0o600)
             with pytest.raises(httpx.TransportError):  # plain HTTP is not spoken on the TLS port
                 httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
         finally:
