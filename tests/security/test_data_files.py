@@ -13,7 +13,7 @@ from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from derbridge.bridge.filestore.local import LocalDirectoryStore
-from derbridge.edge.auth import token_key
+from derbridge.edge.auth import token_secret
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 
@@ -38,7 +38,7 @@ def test_a_new_data_dir_is_0700_and_every_file_in_it_0600(tmp_path: Path) -> Non
         with runtime.sync_engine("derms").connect() as connection:
             connection.execute(text("SELECT 1"))
         settings.resolved_api_token()
-        token_key(settings)
+        token_secret(settings)
         files = list((tmp_path / "var").iterdir())
         names = {p.name for p in files}
         assert {"assethub.db", "derms.db", "bridge.db", "api-token", "edge-token-secret"} <= names
