@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,15 +26,24 @@ def migrate_all(
     migrations = []
     for system in systems:
         wait = None if on_wait is None else partial(on_wait, system)
-        migrations.append(upgrade_locked(system, settings.database_url(system), wait))
+        migrations.append(upgrade_locked(system, settings.database_url(system), wait, migration_attributes(settings)))
     return migrations
+
+
+def migration_attributes(settings: Settings) -> dict[str, Any]:
+    """What data migrations may need from the settings: the webhook token keys (derms_0009 encrypts the
+    bearer tokens stored before it), asked for only when there is a token to encrypt."""
+    from derbridge.edge.token_vault import webhook_token_keys
+
+    return {"webhook_token_keys": partial(webhook_token_keys, settings)}
 
 
 def ensure_migrated(settings: Settings, systems: Iterable[System] = SYSTEMS) -> list[System]:
     """Bring the databases of ``systems`` — those a command opens — to the newest schema, running Alembic
     only for one that is new or behind (a database at head costs one query: see
     :func:`derbridge.migrations.runner.upgrade_if_behind`). The systems that were migrated."""
-    return [system for system in systems if upgrade_if_behind(system, settings.database_url(system))]
+    attributes = migration_attributes(settings)
+    return [system for system in systems if upgrade_if_behind(system, settings.database_url(system), attributes)]
 
 
 @dataclass

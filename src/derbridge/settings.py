@@ -170,6 +170,9 @@ class EdgeSettings(BaseModel):
     """After this many failed deliveries a notification is given up (``failed``) and logged."""
     webhook_backoff_seconds: float = Field(2.0, gt=0)
     webhook_backoff_cap_seconds: float = Field(3600.0, gt=0)
+    webhook_token_key: SecretStr | None = None
+    """Fernet key(s), comma-separated, newest first, that encrypt subscribers' webhook bearer tokens at rest.
+    Unset: made once into ``DATA_DIR/edge-webhook-key`` (mode 0600). See docs/security.md for rotation."""
 
     # --- limits on what a client may store and read (issue 15, finding 6; docs/edge.md "Limits") ---
     max_attribute_chars: int = Field(8_192, ge=64)
@@ -199,6 +202,19 @@ class ServerSettings(BaseModel):
     are believed (comma-separated; ``*``: any, when nothing else can reach the port), so that the links a
     server makes (the VTN's token URL in ``/auth/server``) say ``https``. Unset: uvicorn's default
     (``FORWARDED_ALLOW_IPS``, else 127.0.0.1 only)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with itself, without a reverse proxy (``--tls-cert``); with
+    ``tls_key``. Unset: plain HTTP, TLS terminated in front."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert`` (``--tls-key``)."""
+    access_log: bool = True
+    """One log line per request (``http request``: method, route template, status, duration, client id when
+    authenticated; no query, no path values, no bodies): the trail of who called what."""
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when this server terminates TLS itself."""
+        return "https" if self.tls_cert is not None else "http"
 
 
 class Settings(BaseSettings):
@@ -264,10 +280,12 @@ class Settings(BaseSettings):
         """The service credential: configured, or read from (or first written to) the data dir."""
         if self.api_token is not None:
             return self.api_token.get_secret_value()
+        from derbridge.infra.private import private_dir, private_file
+
         path = self.data_dir / API_TOKEN_FILE
         if path.exists():
-            return path.read_text().strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+            return private_file(path).read_text().strip()
+        private_dir(self.data_dir)
         token = secrets.token_urlsafe(32)
         # O_EXCL: two processes starting at once must not each write a different token.
         try:

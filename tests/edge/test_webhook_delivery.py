@@ -5,6 +5,7 @@ attempts when it never does."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
-from derbridge.edge.tables import edge_notifications
+from derbridge.edge.tables import edge_notifications, edge_objects
 from tests.edge.support import assert_schema, close_clients, make_client, off_loop, serve, ven_client
 
 if TYPE_CHECKING:
@@ -186,3 +187,30 @@ async def test_an_unreachable_receiver_is_retried_like_an_error_answer(system: S
     assert row["next_attempt_at"] == system.clock.now() + timedelta(seconds=BACKOFF)
     assert row["failed_at"] is None
     assert receiver.posts == []
+
+
+async def test_the_bearer_token_is_encrypted_at_rest_and_still_sent_and_shown_to_its_owner(
+    system: System, vtn: str
+) -> None:
+    # Issue 15, finding 8: the subscriber's webhook bearer token lay in plain text in the subscription's
+    # row and in every queued notification, readable by anyone who could read the database file.
+    receiver = FlakyReceiver([200])
+    async with serve(receiver.app) as hook:
+        ven, ven_id = await subscribed_ven(system, vtn, hook)
+        await create_resource(ven, ven_id, "e-01")
+        async with system.runtime.async_engine("derms").connect() as connection:
+            stored = (
+                await connection.execute(
+                    select(edge_objects.c.body, edge_objects.c.id).where(edge_objects.c.object_type == "SUBSCRIPTION")
+                )
+            ).one()
+        assert "hook-secret" not in json.dumps(stored.body)
+        assert stored.body["objectOperations"][0]["bearerToken"].startswith("fernet:")
+        [row] = await notifications(system)
+        assert row["bearer_token"].startswith("fernet:")
+        assert "hook-secret" not in row["bearer_token"]
+
+        assert await deliver(system) == 1
+        assert [token for token, _, _ in receiver.posts] == ["Bearer hook-secret"]
+        shown = (await off_loop(ven.get_subscription_by_id, stored.id)).json()
+        assert shown["objectOperations"][0]["bearerToken"] == "hook-secret"

@@ -161,5 +161,33 @@ def test_a_row_with_broken_utf8_is_rejected_alone(runtime: Runtime, tmp_path: Pa
     data = path.read_bytes().replace(b",0 Main St,", b",0 Main St\xff,")  # row of SP0 only
     path.write_bytes(data)
     report = run_import(runtime, path)
-    assert [(r.line, r.reason) for r in report.rejected] == [(2, "the row is not valid UTF-8")]
+    assert [(r.line, r.reason) for r in report.rejected] == [(2, "address1 is not valid UTF-8")]
     assert counts(report, "assethub") == (3, 2, 0, 0, 1)
+
+
+@pytest.mark.parametrize("bad", ["Customer\x000", "Customer\x07 bell", "\x00"])
+def test_a_row_with_a_nul_or_control_character_is_rejected_alone_naming_its_field(
+    runtime: Runtime, tmp_path: Path, bad: str
+) -> None:
+    # Issue 15, finding 4: on PostgreSQL one NUL byte aborted the whole chunk (0 of 3 rows loaded) with a
+    # traceback. The row is rejected with its line and field; the others load on either backend.
+    path = write_extract(tmp_path / "cis.csv", [cis_row(0), cis_row(2, name=bad), cis_row(4)])
+    report = run_import(runtime, path)
+    assert [(r.line, r.column) for r in report.rejected] == [(3, "name")]
+    assert "control character" in report.rejected[0].reason
+    assert counts(report, "assethub") == (3, 2, 0, 0, 1)
+    assert counts(report, "derms") == (3, 2, 0, 0, 1)
+    with runtime.sync_engine("derms").connect() as connection:
+        loaded = set(connection.scalars(select(dm.locations.c.cis_service_point_id)))
+    assert loaded == {"SP0", "SP4"}
+
+
+def test_a_nul_in_a_file_without_quotes_takes_the_same_path_as_any_other_bad_row(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    path = write_extract(tmp_path / "cis.csv", [cis_row(n) for n in range(3)])
+    path.write_bytes(path.read_bytes().replace(b",1 Main St,", b",1 Main\x00St,"))
+    report = run_import(runtime, path)
+    assert [(r.line, r.column) for r in report.rejected] == [(3, "address1")]
+    assert counts(report, "assethub") == (3, 2, 0, 0, 1)
+    assert counts(report, "derms") == (3, 2, 0, 0, 1)

@@ -154,6 +154,9 @@ EDGE_ROWS: list[list[str]] = [
     row(address2="x" * 200),
     row(address2="x" * 201),
     row(postal="62701\ufffd"),
+    row(name="Ada\x00Lovelace"),
+    row(address2="\x1bFlat"),
+    row(city="Spring\tfield"),
     row(division=""),
     row(county=""),
 ]
@@ -169,9 +172,6 @@ def test_validate_columns_accepts_and_rejects_exactly_what_parse_row_does() -> N
     expected_records: list[CisRecord] = []
     expected_rejected: list[RejectedRow] = []
     for line, fields in zip(lines, EDGE_ROWS, strict=True):
-        if any("\ufffd" in value for value in fields):
-            expected_rejected.append(RejectedRow(line, None, "the row is not valid UTF-8"))
-            continue
         parsed = parse_row(line, fields)
         (expected_rejected if isinstance(parsed, RejectedRow) else expected_records).append(parsed)  # type: ignore[arg-type]
     assert sorted(rejected, key=lambda r: r.line) == expected_rejected

@@ -84,7 +84,7 @@ def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastA
     app.state.cis_loader = _cis_loader_factory(runtime, system)
     install_problem_handlers(app)
     install_text_guard(app)
-    instrument(app, system)
+    instrument(app, system, access_log=runtime.settings.server.access_log)
     install_api_docs(app)
     (assethub_routes if system == "assethub" else derms_routes).mount(app)
     return app

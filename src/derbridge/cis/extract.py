@@ -76,6 +76,10 @@ _ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _EMAIL_PATTERN: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TIME_ZONE_PATTERN: Final = re.compile(r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+){0,2}$|^UTC$")
 _ID_COLUMNS: Final = ("cis_person_id", "cis_account_id", "cis_premise_id", "cis_service_point_id")
+_CONTROL_CHARACTERS: Final = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+"""C0 control characters other than tab and line ends: never in a name or an address, and PostgreSQL
+refuses NUL in text outright (one such row aborted the whole chunk on PostgreSQL, issue 15)."""
+_CONTROL_PATTERN: Final = re.compile(_CONTROL_CHARACTERS)
 
 
 class AccountStatus(StrEnum):
@@ -171,6 +175,11 @@ def parse_row(line: int, fields: list[str]) -> CisRecord | RejectedRow:
     values = dict(zip(CIS_COLUMNS, (f.strip() for f in fields), strict=True))
     for column in CIS_COLUMNS:
         value = values[column]
+        if "\ufffd" in value:  # the reader decodes with errors="replace": a byte that was not UTF-8
+            return RejectedRow(line, column, f"{column} is not valid UTF-8")
+        if control := _CONTROL_PATTERN.search(value):
+            code = f"U+{ord(control.group()):04X}"
+            return RejectedRow(line, column, f"{column} contains the control character {code} (only tab and line ends)")
         if not value and column in REQUIRED_COLUMNS:
             return RejectedRow(line, column, f"{column} is required")
         if len(value) > MAX_FIELD_LENGTH:
@@ -287,8 +296,8 @@ def validate_columns(lines: Any, raw: Sequence[Any]) -> tuple[Any, list[Rejected
     string arrays in CIS_COLUMNS order, as read). Returns the valid rows as an Arrow table of
     :data:`VALID_COLUMNS`, in line order, and the rejected rows.
 
-    The result is the one ``parse_row`` gives row by row (a test holds them to it); a row with U+FFFD
-    (a byte that was not UTF-8) is rejected as the reader always did.
+    The result is the one ``parse_row`` gives row by row (a test holds them to it), including a field
+    with U+FFFD (a byte that was not UTF-8) or a control character.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -302,6 +311,7 @@ def validate_columns(lines: Any, raw: Sequence[Any]) -> tuple[Any, list[Rejected
     for column in CIS_COLUMNS:
         ok = pc.and_(ok, pc.less_equal(lengths[column], MAX_FIELD_LENGTH))
         ok = pc.and_(ok, pc.invert(pc.match_substring(raw[CIS_COLUMNS.index(column)], "\ufffd")))
+        ok = pc.and_(ok, pc.invert(pc.match_substring_regex(values[column], _CONTROL_CHARACTERS)))
         if column in REQUIRED_COLUMNS:
             ok = pc.and_(ok, pc.greater(lengths[column], 0))
     for column in _ID_COLUMNS:
@@ -349,9 +359,6 @@ def validate_columns(lines: Any, raw: Sequence[Any]) -> tuple[Any, list[Rejected
         for index in suspects:
             line = lines[index].as_py()
             fields = [raw[i][index].as_py() for i in range(len(CIS_COLUMNS))]
-            if any("\ufffd" in value for value in fields):
-                rejected.append(RejectedRow(line, None, "the row is not valid UTF-8"))
-                continue
             parsed = parse_row(line, fields)
             if isinstance(parsed, RejectedRow):
                 rejected.append(parsed)

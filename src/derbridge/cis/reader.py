@@ -54,7 +54,7 @@ def _line_ends(data: bytes) -> int:
 
 
 def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
-    """Whole lines of ``raw``, cut only where no quoted field can be open (an even number of quotes)."""
+    """Whole lines of ``raw``, cut only where a record must begin (see :func:`_safe_cut`)."""
     pending = b""
     while True:
         data = raw.read(BLOCK_BYTES)
@@ -71,10 +71,29 @@ def _blocks(raw: IO[bytes]) -> Iterator[bytes]:
             pending = pending[cut + 1 :]
 
 
+_ANCHOR_LINES = 64
+"""Lines looked back from the end of the data for a complete row to cut before."""
+
+
 def _safe_cut(data: bytes) -> int:
-    """The last newline of ``data`` after which no quoted field is open, or -1."""
+    """The newline of ``data`` after which a record must begin, or -1.
+
+    Without quotes every line is a record. With quotes, the cut goes just before a line that is a
+    complete row by itself: the reader never continues a quoted field onto such a line (see
+    :class:`_Lines`), so a record begins there whatever came before, an unterminated quote included.
+    Failing that (rows with too few fields everywhere), the cut goes where an even number of quotes
+    has been seen, as the reader always did.
+    """
     if b'"' not in data:
         return data.rfind(b"\n")
+    end = data.rfind(b"\n")
+    for _ in range(_ANCHOR_LINES):
+        if end <= 0:
+            break
+        start = data.rfind(b"\n", 0, end) + 1
+        if start > 0 and _complete_row(data[start : end + 1]):
+            return start - 1
+        end = start - 1
     cut, start, odd = -1, 0, False
     while (end := data.find(b"\n", start)) >= 0:
         odd ^= bool(data.count(b'"', start, end) % 2)
@@ -82,6 +101,56 @@ def _safe_cut(data: bytes) -> int:
             cut = end
         start = end + 1
     return cut
+
+
+def _complete_row(line: bytes) -> bool:
+    """Whether one physical line is by itself a whole row of the extract (all its fields, quotes closed)."""
+    if line.count(b",") < len(CIS_COLUMNS) - 1 or line.count(b'"') % 2:
+        return False
+    try:
+        rows = list(csv.reader([line.decode("utf-8", errors="replace")], strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and len(rows[0]) == len(CIS_COLUMNS)
+
+
+class _Lines:
+    """The physical lines of a block, fed to ``csv.reader`` one record at a time.
+
+    CIS extracts have one record per line, except that a quoted field may hold a line end. A quoted
+    field is therefore allowed to continue onto the next line, but never onto a line that is a complete
+    row by itself: a continuation line closes the open quote, so it holds an odd number of quotes, and a
+    line that parses alone as a whole row holds an even number. Meeting such a line while a quote is
+    open means the quote was never closed: the record is given up there (csv sees the end of its data)
+    and that line starts the next record, so one stray quote costs one row instead of the rest of the
+    file (issue 15).
+    """
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines = lines
+        self.position = 0
+        self.record_start = 0
+        self.refused = False
+        """Whether the current record wanted a line it was refused (or the block ended inside it)."""
+
+    def start_record(self) -> None:
+        """The next line read begins a record."""
+        self.record_start = self.position
+        self.refused = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.position >= len(self.lines):
+            self.refused = self.position > self.record_start
+            raise StopIteration
+        line = self.lines[self.position]
+        if self.position > self.record_start and _complete_row(line):
+            self.refused = True
+            raise StopIteration
+        self.position += 1
+        return line.decode("utf-8", errors="replace")
 
 
 def _arrow_block(block: bytes) -> list[Any] | None:
@@ -111,29 +180,40 @@ def _arrow_block(block: bytes) -> list[Any] | None:
 
 
 def _python_block(block: bytes, first_line: int, tally: ReadTally) -> tuple[list[int], list[Any]]:
-    """Parse a block the way the reader always has: line numbers from csv, malformed rows rejected."""
-    # errors="replace": one row with a broken byte is rejected by itself (validate_columns); a strict
-    # decoder would abort the whole file at that point instead.
-    text = block.decode("utf-8", errors="replace")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    """Parse a block record by record with the csv module: line numbers exact, malformed rows rejected,
+    and every line an unterminated quote kept from being read named (:class:`_Lines`)."""
+    # Split on bytes: str.splitlines would also split on \v, \f, U+2028 and more, which csv does not.
+    # errors="replace" (in _Lines): one row with a broken byte is rejected by itself (parse_row says
+    # which field); a strict decoder would abort the whole file at that point instead.
+    source = _Lines(block.splitlines(keepends=True))
     lines: list[int] = []
     rows: list[list[str]] = []
-    while True:
+    reader = csv.reader(source, strict=True)
+    while source.position < len(source.lines):
+        source.start_record()
+        line = first_line + source.position
         try:
-            fields = next(reader)
-        except StopIteration:
-            break
+            fields = next(reader, None)
         except csv.Error as error:
-            tally.read += 1
-            tally.rejected.append(RejectedRow(first_line + reader.line_num - 1, None, f"malformed CSV: {error}"))
+            reader = csv.reader(source, strict=True)  # a fresh parser: no state of the broken record
+            if source.refused:
+                reason = f"a quoted field opened on line {line} is not closed"
+            else:
+                reason = f"malformed CSV: {error}"
+            unread = range(line, first_line + max(source.position, source.record_start + 1))
+            for number in unread:
+                tally.read += 1
+                tally.rejected.append(
+                    RejectedRow(number, None, reason if number == line else f"{reason} (this line was inside it)")
+                )
+            source.position = max(source.position, source.record_start + 1)
             continue
-        if not fields:  # a blank line is layout, not a row
+        if not fields:  # a blank line is layout, not a row (or the block's end, refused by _Lines)
+            if fields is None:
+                reader = csv.reader(source, strict=True)  # an exhausted reader stays exhausted
             continue
         tally.read += 1
-        line = first_line + reader.line_num - 1
-        if any("\ufffd" in value for value in fields):
-            tally.rejected.append(RejectedRow(line, None, "the row is not valid UTF-8"))
-            continue
+        line = first_line + source.position - 1  # a record over several lines is known by its last one
         if len(fields) != len(CIS_COLUMNS):
             tally.rejected.append(RejectedRow(line, None, f"expected {len(CIS_COLUMNS)} fields, found {len(fields)}"))
             continue

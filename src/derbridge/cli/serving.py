@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,16 +27,32 @@ OTHER_SYSTEM = {"assethub": "derms", "derms": "assethub"}
 """Where a system's outbox messages go: the bridge delivering one system's messages needs the other's URL."""
 
 
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        exists=True,
+        dir_okay=False,
+        help="PEM certificate (chain): serve HTTPS with it (with --tls-key). Default: plain HTTP behind a proxy.",
+    ),
+]
+TlsKey = Annotated[
+    Path | None, typer.Option("--tls-key", exists=True, dir_okay=False, help="PEM private key of --tls-cert.")
+]
+
+
 def up(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Serve both systems' APIs in one process, with /healthz, /readyz and /metrics. The databases are
     created or migrated on start."""
-    settings = _bound(host, port)
+    settings = _bound(host, port, tls_cert, tls_key)
     run_server(
         settings,
-        f"derbridge {__version__} on http://{settings.server.host}:{settings.server.port} "
+        f"derbridge {__version__} on {settings.server.scheme}://{settings.server.host}:{settings.server.port} "
         f"(Asset Hub: /assethub/v1/docs, DERMS: /derms/v1/docs); service token in "
         f"{settings.data_dir / 'api-token'}",
         migrate=True,
@@ -57,6 +74,8 @@ def serve(
             "`derbridge db upgrade` first instead.",
         ),
     ] = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
 ) -> None:
     """Serve one component (the distributed mode): a system's API, or the bridge worker with its
     operations API. Several processes of each may run against the same databases and broker.
@@ -64,12 +83,13 @@ def serve(
     A system's process opens only its own database; the bridge's opens its own and those of the systems
     whose outboxes it relays (`bridge.relay_systems`). Each must be at the newest schema: run `derbridge db
     upgrade` first (or pass `--migrate`)."""
-    settings = _bound(host, port)
+    settings = _bound(host, port, tls_cert, tls_key)
     if component is ComponentChoice.BRIDGE:
         check_bridge_settings(settings)
     run_server(
         settings,
-        f"derbridge {__version__}: {component.value} on http://{settings.server.host}:{settings.server.port}",
+        f"derbridge {__version__}: {component.value} on "
+        f"{settings.server.scheme}://{settings.server.host}:{settings.server.port}",
         components=[component.value],
         migrate=migrate,
     )
@@ -122,13 +142,19 @@ def check_bridge_settings(settings: Settings) -> None:
             )
 
 
-def _bound(host: str | None, port: int | None) -> Settings:
-    """The settings, with ``--host`` and ``--port`` on top."""
+def _bound(host: str | None, port: int | None, tls_cert: Path | None = None, tls_key: Path | None = None) -> Settings:
+    """The settings, with ``--host``, ``--port``, ``--tls-cert`` and ``--tls-key`` on top."""
     settings = load_settings()
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
+    if tls_cert is not None:
+        settings.server.tls_cert = tls_cert
+    if tls_key is not None:
+        settings.server.tls_key = tls_key
+    if (settings.server.tls_cert is None) != (settings.server.tls_key is None):
+        fail("--tls-cert and --tls-key go together (DERBRIDGE_SERVER__TLS_CERT and __TLS_KEY)", ExitCode.USAGE)
     return settings
 
 
@@ -161,9 +187,11 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
         host=settings.server.host,
         port=settings.server.port,
         forwarded_allow_ips=settings.server.forwarded_allow_ips,
+        ssl_certfile=settings.server.tls_cert,
+        ssl_keyfile=settings.server.tls_key,
         log_level="warning",
         log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
-        access_log=False,
+        access_log=False,  # uvicorn's would log the query string: ours (infra/web.py) logs the route template
     )
 
 

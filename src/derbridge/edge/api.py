@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from derbridge import __version__
-from derbridge.edge import auth, webhooks
+from derbridge.edge import auth, token_vault, webhooks
 from derbridge.edge.auth import CredentialsRefused, Principal, TokenRefused
 from derbridge.edge.domain import Scope, ScopeRefused, satisfies
 from derbridge.edge.schemas import (
@@ -58,6 +58,7 @@ from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_BASE, ProblemError, problem_instance
 from derbridge.infra.text import install_text_guard
+from derbridge.infra.web import instrument, note_client
 from derbridge.runtime import Runtime
 
 PREFIX = "/openadr3/3.1.0"
@@ -176,6 +177,7 @@ def requires(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
         except TokenRefused:
             state.throttle.failed(address)
             raise _refuse(401, "Unauthorized", "The access token is not valid (expired, forged or revoked).") from None
+        note_client(request, caller.client_id)  # the access log's "who"
         if not satisfies(caller.scopes, scope):
             raise _refuse(403, "Forbidden", f"This operation needs the scope {scope.value}.")
         return caller
@@ -831,6 +833,7 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     """The VTN as its own application (its own OpenAPI document at ``/openadr3/3.1.0/openapi.json``)."""
     settings = runtime.settings
     webhooks.use_settings(settings.edge)
+    token_vault.use_vault(token_vault.TokenVault(token_vault.webhook_token_keys(settings)))
     app = FastAPI(
         title="derbridge edge gateway (OpenADR 3.1.0 VTN)",
         version=__version__,
@@ -846,6 +849,8 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge), settings.edge)
     install_problems(app)
     install_text_guard(app)
+    # In /metrics as system="vtn" (a 401/403/429 flood shows), and in the access log with the client id.
+    instrument(app, "vtn", access_log=settings.server.access_log)
     install_api_docs(app)
     app.include_router(router)
     return app

@@ -44,6 +44,7 @@ from derbridge.edge.domain import Role, grant_scopes
 from derbridge.edge.tables import edge_clients
 from derbridge.infra.db import utcnow
 from derbridge.infra.metrics import EDGE_AUTH_FAILURES
+from derbridge.infra.private import private_dir, private_file
 from derbridge.settings import Settings
 
 TOKEN_SECRET_FILE = "edge-token-secret"  # noqa: S105 - a file name, not a secret
@@ -64,8 +65,8 @@ def token_secret(settings: Settings) -> str:
         return settings.edge.token_secret.get_secret_value()
     path = settings.data_dir / TOKEN_SECRET_FILE
     if path.exists():
-        return path.read_text().strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return private_file(path).read_text().strip()
+    private_dir(settings.data_dir)
     key = secrets.token_urlsafe(48)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ObjectID = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]*$")]
 Name128 = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_OBJECT_OPERATIONS = 8
+"""Most ``objectOperations`` in one subscription (a deviation from the spec, which sets none: docs/edge.md)."""
 Target = Annotated[str, Field(min_length=1, max_length=128)]
 Duration = Annotated[
     str,
@@ -163,7 +165,9 @@ class SubscriptionRequest(_Model):
 
     clientName: Name128
     programID: ObjectID | None = None
-    objectOperations: list[ObjectOperation]
+    # Each operation's callback gets an echo request (up to edge.webhook_timeout_seconds) before the answer:
+    # unbounded, one request made the VTN send 200 of them in a row (issue 15). The spec sets no maximum.
+    objectOperations: list[ObjectOperation] = Field(max_length=MAX_OBJECT_OPERATIONS)
     targets: list[Target] | None = None
 
 

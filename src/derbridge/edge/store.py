@@ -42,6 +42,7 @@ from derbridge.edge.auth import Principal
 from derbridge.edge.domain import effective_targets, visible_targets
 from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.tables import edge_clients, edge_notifications, edge_objects
+from derbridge.edge.token_vault import vault
 from derbridge.infra import clock
 from derbridge.infra.ids import new_id
 from derbridge.infra.problems import FieldError, ProblemError
@@ -88,6 +89,8 @@ class Row:
 def represent(row: Row, shown_targets: list[str] | None = None, extra_attributes: Sequence[Any] = ()) -> dict[str, Any]:
     """The object as the API answers it: the VTN's metadata, then the stored representation."""
     body = dict(row.body)
+    if row.object_type is ObjectType.SUBSCRIPTION:  # its bearer tokens are sealed at rest
+        body = vault().open_subscription(body)
     targets = row.targets if shown_targets is None else shown_targets
     if targets:
         body["targets"] = targets
@@ -353,11 +356,17 @@ class NewObject:
             "name": self.name,
             "unique_key": self.unique_key,
             "targets": self.targets,
-            "body": {k: v for k, v in self.body.items() if k != "targets"},
+            "body": self._stored_body(),
             "derms_key": self.derms_key,
             "head_end_system": self.head_end_system,
             "nic_id": self.nic_id,
         }
+
+    def _stored_body(self) -> dict[str, Any]:
+        body = {k: v for k, v in self.body.items() if k != "targets"}
+        if self.object_type is ObjectType.SUBSCRIPTION:  # a subscriber's credential: sealed at rest
+            body = vault().seal_subscription(body)
+        return body
 
 
 def conflict(detail: str) -> ProblemError:
@@ -480,7 +489,7 @@ async def queue_notifications(connection: AsyncConnection, operation: Operation,
                     {
                         "subscription_id": subscription.id,
                         "callback_url": operations["callbackUrl"],
-                        "bearer_token": operations.get("bearerToken"),
+                        "bearer_token": operations.get("bearerToken"),  # sealed, as in the subscription
                         "body": body,
                         "attempts": 0,
                         "next_attempt_at": now,

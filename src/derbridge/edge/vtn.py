@@ -553,8 +553,11 @@ class Vtn:
                         f"No program {request.programID!r}.", [("body.programID", "names no program")]
                     ) from None
         errors: list[tuple[str, str]] = []
+        checked: dict[str, str | None] = {}  # one echo request per distinct URL, however often it is named
         for i, operation in enumerate(request.objectOperations):
-            problem = await self.callbacks.check(operation.callbackUrl)
+            if operation.callbackUrl not in checked:
+                checked[operation.callbackUrl] = await self.callbacks.check(operation.callbackUrl)
+            problem = checked[operation.callbackUrl]
             if problem is not None:
                 errors.append((f"body.objectOperations.{i}.callbackUrl", problem))
         if errors:

@@ -20,6 +20,7 @@ from sqlalchemy import BigInteger, DateTime, Dialect, Integer, TypeDecorator, cr
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from derbridge.infra.private import private_sqlite_file
 from derbridge.infra.sqlite_inline import inline_connect
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -87,7 +88,8 @@ def is_sqlite(url: str) -> bool:
 
 def _prepare_sqlite_file(url: URL) -> None:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        # Personal data: 0600 in a 0700 directory before SQLite opens it (its -wal and -shm follow).
+        private_sqlite_file(Path(url.database))
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
+import structlog
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
@@ -69,6 +70,17 @@ async def require_service_token(
             "the api-token file in the data directory.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    note_client(request, SERVICE_CLIENT)
+
+
+SERVICE_CLIENT = "service"
+"""The access log's client id of a call made with the service credential."""
+
+
+def note_client(request: Request, client_id: str) -> None:
+    """Record who is calling, once authenticated, for the access log (``scope["state"]``, which the
+    middleware of :func:`instrument` reads when the response is sent)."""
+    request.state.client_id = client_id
 
 
 class Page(BaseModel, Generic[T]):
@@ -198,14 +210,18 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+_access = structlog.get_logger("derbridge.access")
+
+
 class _RequestTimer:
     """Pure ASGI middleware timing each request. Not ``@app.middleware("http")``: Starlette's
     BaseHTTPMiddleware runs every request through an extra task and memory stream, which costs more than
     many of our handlers (the bridge delivers thousands of messages a second through these apps)."""
 
-    def __init__(self, app: ASGIApp, system: str) -> None:
+    def __init__(self, app: ASGIApp, system: str, access_log: bool = True) -> None:
         self.app = app
         self.system = system
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -225,14 +241,27 @@ class _RequestTimer:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            HTTP_REQUEST_SECONDS.labels(self.system, scope.get("method", ""), template, str(status or 500)).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "")
+            HTTP_REQUEST_SECONDS.labels(self.system, method, template, str(status or 500)).observe(elapsed)
+            if self.access_log:
+                # The route template, never the path or query: their values may be personal data.
+                _access.info(
+                    "http request",
+                    system=self.system,
+                    method=method,
+                    route=scope.get("root_path", "") + template if route is not None else "unmatched",
+                    status=status or 500,
+                    duration_ms=round(elapsed * 1000, 1),
+                    client_id=(scope.get("state") or {}).get("client_id"),
+                )
 
 
-def instrument(app: FastAPI, system: str) -> None:
-    """Time every request of ``app`` by route template and status (no ids in labels: bounded series)."""
-    app.add_middleware(_RequestTimer, system=system)
+def instrument(app: FastAPI, system: str, access_log: bool = True) -> None:
+    """Time every request of ``app`` by route template and status (no ids in labels: bounded series), and,
+    with ``access_log``, log one ``http request`` line for it (method, route template, status, duration,
+    the client id once authenticated: see :func:`note_client`)."""
+    app.add_middleware(_RequestTimer, system=system, access_log=access_log)
 
 
 async def system_engine(request: Request) -> AsyncEngine:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import re
 from ast import literal_eval
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -57,28 +57,31 @@ _IDENTIFIER = re.compile(
 )
 
 
-def alembic_config(system: System, url: str) -> Config:
-    """An Alembic configuration for ``system``'s history pointed at ``url``."""
+def alembic_config(system: System, url: str, attributes: Mapping[str, Any] | None = None) -> Config:
+    """An Alembic configuration for ``system``'s history pointed at ``url``; ``attributes`` reach the
+    migrations as ``op.get_context().config.attributes`` (secrets a data migration needs, such as
+    ``webhook_token_keys``: a callable returning the keys that encrypt webhook bearer tokens)."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", f"derbridge:migrations/{system}")
+    config.attributes.update(attributes or {})
     config.attributes["database_url"] = url
     return config
 
 
-def upgrade(system: System, url: str, revision: str = "head") -> None:
+def upgrade(system: System, url: str, revision: str = "head", attributes: Mapping[str, Any] | None = None) -> None:
     """Bring ``system``'s database at ``url`` up to ``revision``."""
     from alembic import command
 
-    command.upgrade(alembic_config(system, url), revision)
+    command.upgrade(alembic_config(system, url, attributes), revision)
 
 
-def downgrade(system: System, url: str, revision: str = "base") -> None:
+def downgrade(system: System, url: str, revision: str = "base", attributes: Mapping[str, Any] | None = None) -> None:
     """Take ``system``'s database at ``url`` down to ``revision``."""
     from alembic import command
 
-    command.downgrade(alembic_config(system, url), revision)
+    command.downgrade(alembic_config(system, url, attributes), revision)
 
 
 @cache
@@ -185,8 +188,10 @@ def _advisory_lock(key: int, url: str, on_wait: Callable[[], None] | None) -> It
 def _file_lock(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    from derbridge.infra.private import private_dir, private_file
+
+    private_dir(path.parent)  # beside the database: the data directory, the service's user's only
+    with private_file(path).open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -213,18 +218,23 @@ class Migration:
         return self.before != self.after
 
 
-def upgrade_locked(system: System, url: str, on_wait: Callable[[], None] | None = None) -> Migration:
+def upgrade_locked(
+    system: System,
+    url: str,
+    on_wait: Callable[[], None] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Migration:
     """Bring ``system``'s database at ``url`` to head under its migration lock (``derbridge db upgrade``).
     The revision is read again once the lock is held, so a process that waited for another's migration
     reports "nothing to do"; Alembic runs whatever the state (it refuses a database ahead of this
     derbridge with its own message)."""
     with migration_lock(system, url, on_wait):
         before = current_revisions(url)
-        upgrade(system, url)
+        upgrade(system, url, attributes=attributes)
         return Migration(system, before, current_revisions(url))
 
 
-def upgrade_if_behind(system: System, url: str) -> bool:
+def upgrade_if_behind(system: System, url: str, attributes: Mapping[str, Any] | None = None) -> bool:
     """Bring ``system``'s database at ``url`` to the newest schema unless it is there already (one query,
     no Alembic); True when Alembic ran. A database behind is migrated under its migration lock, and looked
     at again once the lock is held (another process may have just migrated it). A database *ahead* of this
@@ -234,7 +244,7 @@ def upgrade_if_behind(system: System, url: str) -> bool:
     with migration_lock(system, url):
         if is_at_head(system, url):
             return False
-        upgrade(system, url)
+        upgrade(system, url, attributes=attributes)
         return True
 
 

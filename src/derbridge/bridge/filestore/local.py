@@ -10,6 +10,7 @@ from pathlib import Path
 
 from derbridge.bridge.filestore.base import PARTIAL_SUFFIX, FileNotInStore, FileStore, FileStoreError, validate_key
 from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.infra.private import open_private, private_dir
 
 COPY_CHUNK = 1024 * 1024
 
@@ -65,10 +66,11 @@ class LocalDirectoryStore(FileStore):
         # FileNotFoundError, not a store failure.
         with local_path.open("rb") as source:
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(target.parent)
                 partial = _temporary_sibling(target)
                 try:
-                    with partial.open("xb") as out:
+                    # Files of the store hold device data: the service's user's only, like the data dir.
+                    with os.fdopen(open_private(partial), "wb") as out:
                         shutil.copyfileobj(source, out, COPY_CHUNK)
                         out.flush()
                         # Without the fsync a crash after the rename could leave the key naming an empty or
