@@ -4,44 +4,16 @@ README's "Exit codes"). Real processes against a real ``derbridge up`` on a loop
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support.embedded import derbridge, embedded_up, free_port
+
 pytestmark = pytest.mark.slow
-
-WAIT = 120.0
-"""A bound on the wait for the server (a hang fails the test; nothing is timed)."""
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_")} | extra
-
-
-def derbridge(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "derbridge", *args],
-        cwd=cwd,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -68,33 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("errors")
     generated = derbridge("generate", "--customers", "20", "--seed", "3", "--out", "U", "--json", cwd=home)
     assert generated.returncode == 0, generated.stderr
-    port = _free_port()
-    log_path = home / "server.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "derbridge", "--data-dir", "V", "up", "--port", str(port)],
-        cwd=home,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        yield Server(port, base, home, log_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with embedded_up(home, ready="/healthz") as up:
+        yield Server(up.port, up.base, home, up.log)
 
 
 def sim(vtn: str, client_id: str, secret: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -122,7 +69,7 @@ def test_a_wrong_secret_is_one_line_naming_the_client_and_the_options_exit_6(ser
 
 
 def test_a_vtn_that_is_down_is_one_line_asking_whether_up_runs_exit_5(tmp_path: Path, server: Server) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"  # bound once, then released: nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}"  # bound once, then released: nothing listens there
 
     down = sim(closed, "any-client", "any-secret", server.home)
 
@@ -176,7 +123,7 @@ def test_event_errors_name_the_options_not_the_api_fields_exit_2_and_3(tmp_path:
 
 
 def test_a_database_that_cannot_be_reached_is_one_line_exit_5(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     down = derbridge(
         "--data-dir", "V", "messages", "stats", cwd=tmp_path,
         DERBRIDGE_BRIDGE__DATABASE_URL=f"postgresql://nobody@127.0.0.1:{port}/none",

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,37 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.embedded import WAIT, derbridge, embedded_up
+
 pytestmark = pytest.mark.slow
 
 PROGRAM = "SUMMER-BYOT"
 HEAD_END = "ECOBEE"
-WAIT = 120.0
-"""A bound on each wait for the server or the bridge (a hang fails the test; nothing is timed)."""
-
-
-def _env() -> dict[str, str]:
-    # The processes use the data dir's SQLite databases, whatever this shell's DERBRIDGE_* say.
-    return {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_")}
-
-
-def derbridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "derbridge", *args],
-        cwd=cwd,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -64,34 +37,8 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``derbridge up`` on a loopback port over ``tmp_path/V`` (SQLite), once it is healthy."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "derbridge", "--data-dir", "V", "up", "--port", str(port)],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.2)
-        token = (tmp_path / "V" / "api-token").read_text().strip()
-        yield Server(base, {"Authorization": f"Bearer {token}"}, log_path)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with embedded_up(tmp_path, ready="/healthz") as up:
+        yield Server(up.base, up.auth, up.log)
 
 
 def inventory_devices(path: Path) -> list[dict[str, str]]:

@@ -7,11 +7,8 @@ to check when a URL is wrong or nothing listens."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.embedded import clean_env, embedded_up, free_port
+
 pytestmark = pytest.mark.slow
 
-WAIT = 120.0
-"""A bound on each wait for the server (a hang fails the test; nothing is timed)."""
 
 LOOP = [
     "reach",
@@ -40,22 +37,11 @@ LOOP = [
 CLEAN_UP = ["event cancelled", "unenrolled", "VEN deleted", "client revoked", "program closed", "customer closed"]
 
 
-def _env() -> dict[str, str]:
-    # The processes use the data dir's SQLite databases and token file, whatever this shell's DERBRIDGE_* say.
-    return {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_")}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def smoke(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "derbridge", "--data-dir", "V", "smoke", *args],
         cwd=cwd,
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -73,34 +59,9 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    """``derbridge up`` on a loopback port over ``tmp_path/V`` (SQLite), once it is healthy."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "derbridge", "--data-dir", "V", "up", "--port", str(port)],
-            cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + WAIT
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
-            token = (tmp_path / "V" / "api-token").read_text().strip()
-            yield Server(base, {"Authorization": f"Bearer {token}"}, log_path, tmp_path)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    """``derbridge up`` on a loopback port over ``tmp_path/V`` (SQLite), once it is ready."""
+    with embedded_up(tmp_path) as up:
+        yield Server(up.base, up.auth, up.log, tmp_path)
 
 
 def _get(server: Server, path: str, **params: Any) -> Any:
@@ -226,7 +187,7 @@ def test_human_output_is_one_line_per_step_and_a_wrong_derms_url_names_the_optio
 
 
 def test_smoke_where_nothing_listens_fails_at_reach_as_unreachable(tmp_path: Path) -> None:
-    nowhere = f"http://127.0.0.1:{_free_port()}"
+    nowhere = f"http://127.0.0.1:{free_port()}"
     done = smoke(tmp_path, "--assethub", nowhere, "--derms", nowhere, "--vtn", nowhere, "--json")
     assert done.returncode == 5, done.stdout + done.stderr
     report = json.loads(done.stdout)
