@@ -169,6 +169,8 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
     from derbridge.runtime import Runtime
 
     served = [c for c in ALL_COMPONENTS if components is None or c in components]
+    if "derms" in served:
+        check_token_keys(settings)
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
         if migrate:
@@ -193,6 +195,18 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
         log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,  # uvicorn's would log the query string: ours (infra/web.py) logs the route template
     )
+
+
+def check_token_keys(settings: Settings) -> None:
+    """End the command (:attr:`ExitCode.USAGE`, one line naming the setting and the file) when a key file of
+    the edge's tokens is missing, unreadable or not a key of its algorithm: before anything is started,
+    rather than as a traceback when the VTN is mounted."""
+    from derbridge.edge.auth import TokenKeyError, TokenKeys
+
+    try:
+        TokenKeys.from_settings(settings)
+    except TokenKeyError as error:
+        fail(f"{error} (environment or --config file)", ExitCode.USAGE)
 
 
 def require_at_head(settings: Settings, systems: list[str]) -> None:
