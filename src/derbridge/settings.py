@@ -68,6 +68,21 @@ class BridgeSettings(BaseModel):
     lease_seconds: float = Field(60.0, gt=0)
     poll_seconds: float = Field(0.2, gt=0)
     http_timeout_seconds: float = Field(30.0, gt=0)
+    tls_client_cert: Path | None = None
+    """PEM certificate the bridge presents to ``targets`` served with mutual TLS (``tls_client_ca`` there);
+    with ``tls_client_key``."""
+    tls_client_key: Path | None = None
+    """PEM private key of ``tls_client_cert``."""
+    tls_ca_file: Path | None = None
+    """PEM CA certificate(s) the bridge trusts for ``targets`` served over HTTPS (e.g. a private CA);
+    unset: the system's trusted CAs."""
+
+    @model_validator(mode="after")
+    def _client_certificate_whole(self) -> BridgeSettings:
+        if (self.tls_client_cert is None) != (self.tls_client_key is None):
+            raise ValueError("bridge.tls_client_cert and bridge.tls_client_key go together")
+        return self
+
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     park: ParkPolicy = Field(default_factory=ParkPolicy)
 
@@ -207,6 +222,10 @@ class ServerSettings(BaseModel):
     ``tls_key``. Unset: plain HTTP, TLS terminated in front."""
     tls_key: Path | None = None
     """PEM private key of ``tls_cert`` (``--tls-key``)."""
+    tls_client_ca: Path | None = None
+    """PEM certificate(s) of the CA that signs client certificates (``--tls-client-ca``): mutual TLS, every
+    connection must present a certificate it signed, or the handshake fails. Needs ``tls_cert``. Unset: no
+    client certificate asked for."""
     access_log: bool = True
     """One log line per request (``http request``: method, route template, status, duration, client id when
     authenticated; no query, no path values, no bodies): the trail of who called what."""

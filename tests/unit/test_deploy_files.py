@@ -264,6 +264,8 @@ def test_every_alert_rule_is_complete_and_queries_metrics_derbridge_defines() ->
         "derbridge_edge_auth_failures_total",
     } <= used
     assert len({rule["alert"] for rule in rules}) == len(rules)
+    # 429s of the edge's rate limits (issue 15, finding 1) have an alert of their own.
+    assert any('derbridge_edge_auth_failures_total{reason="rate_limited"}' in rule["expr"] for rule in rules)
 
 
 def test_the_dashboard_is_a_grafana_dashboard_whose_queries_use_derbridge_metrics() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 
 import httpx
@@ -35,6 +36,18 @@ def build_transport(runtime: Runtime) -> Transport:
     )
 
 
+def target_client(settings: BridgeSettings, url: str, timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The HTTP client to one target system's URL: trusting ``tls_ca_file`` when set (else the system's
+    CAs), and presenting ``tls_client_cert`` when set (a target served with mutual TLS asks for it)."""
+    verify: ssl.SSLContext | bool = True
+    if settings.tls_ca_file is not None or settings.tls_client_cert is not None:
+        verify = ssl.create_default_context(cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None)
+        if settings.tls_client_cert is not None:
+            key = str(settings.tls_client_key) if settings.tls_client_key is not None else None
+            verify.load_cert_chain(str(settings.tls_client_cert), key)
+    return httpx.AsyncClient(base_url=url, timeout=timeout, verify=verify)
+
+
 def build_deliverer(
     runtime: Runtime, in_process: ASGIApp | None, in_process_systems: Sequence[str] = TARGET_SYSTEMS
 ) -> Deliverer:
@@ -46,7 +59,7 @@ def build_deliverer(
     for system in TARGET_SYSTEMS:
         url = settings.targets.get(system)
         if url:
-            clients[system] = httpx.AsyncClient(base_url=url, timeout=timeout)
+            clients[system] = target_client(settings, url, timeout)
         elif in_process is not None and system in in_process_systems:
             clients[system] = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=in_process, raise_app_exceptions=False),

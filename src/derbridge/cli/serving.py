@@ -39,6 +39,16 @@ TlsCert = Annotated[
 TlsKey = Annotated[
     Path | None, typer.Option("--tls-key", exists=True, dir_okay=False, help="PEM private key of --tls-cert.")
 ]
+TlsClientCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-client-ca",
+        exists=True,
+        dir_okay=False,
+        help="PEM CA certificate(s): mutual TLS, every client must present a certificate this CA signed "
+        "(with --tls-cert).",
+    ),
+]
 
 
 def up(
@@ -46,10 +56,11 @@ def up(
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8080).")] = None,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Serve both systems' APIs in one process, with /healthz, /readyz and /metrics. The databases are
     created or migrated on start."""
-    settings = _bound(host, port, tls_cert, tls_key)
+    settings = _bound(host, port, tls_cert, tls_key, tls_client_ca)
     run_server(
         settings,
         f"derbridge {__version__} on {settings.server.scheme}://{settings.server.host}:{settings.server.port} "
@@ -76,6 +87,7 @@ def serve(
     ] = False,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Serve one component (the distributed mode): a system's API, or the bridge worker with its
     operations API. Several processes of each may run against the same databases and broker.
@@ -83,7 +95,7 @@ def serve(
     A system's process opens only its own database; the bridge's opens its own and those of the systems
     whose outboxes it relays (`bridge.relay_systems`). Each must be at the newest schema: run `derbridge db
     upgrade` first (or pass `--migrate`)."""
-    settings = _bound(host, port, tls_cert, tls_key)
+    settings = _bound(host, port, tls_cert, tls_key, tls_client_ca)
     if component is ComponentChoice.BRIDGE:
         check_bridge_settings(settings)
     run_server(
@@ -142,8 +154,15 @@ def check_bridge_settings(settings: Settings) -> None:
             )
 
 
-def _bound(host: str | None, port: int | None, tls_cert: Path | None = None, tls_key: Path | None = None) -> Settings:
-    """The settings, with ``--host``, ``--port``, ``--tls-cert`` and ``--tls-key`` on top."""
+def _bound(
+    host: str | None,
+    port: int | None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_client_ca: Path | None = None,
+) -> Settings:
+    """The settings, with ``--host``, ``--port``, ``--tls-cert``, ``--tls-key`` and ``--tls-client-ca`` on
+    top."""
     settings = load_settings()
     if host is not None:
         settings.server.host = host
@@ -155,6 +174,13 @@ def _bound(host: str | None, port: int | None, tls_cert: Path | None = None, tls
         settings.server.tls_key = tls_key
     if (settings.server.tls_cert is None) != (settings.server.tls_key is None):
         fail("--tls-cert and --tls-key go together (DERBRIDGE_SERVER__TLS_CERT and __TLS_KEY)", ExitCode.USAGE)
+    if tls_client_ca is not None:
+        settings.server.tls_client_ca = tls_client_ca
+    if settings.server.tls_client_ca is not None and settings.server.tls_cert is None:
+        fail(
+            "--tls-client-ca (DERBRIDGE_SERVER__TLS_CLIENT_CA) needs --tls-cert and --tls-key: mutual TLS is TLS",
+            ExitCode.USAGE,
+        )
     return settings
 
 
@@ -163,12 +189,16 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
     first, the databases this process opens brought to the newest schema (``migrate``) or found there, then
     ``banner`` on stderr, then uvicorn. The bridge worker runs where the bridge is served, the systems' jobs
     where a system is."""
+    import ssl
+
     import uvicorn
 
     from derbridge.api.app import ALL_COMPONENTS, create_asgi
     from derbridge.runtime import Runtime
 
     served = [c for c in ALL_COMPONENTS if components is None or c in components]
+    if "derms" in served:
+        check_token_keys(settings)
     check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
         if migrate:
@@ -189,10 +219,25 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
         forwarded_allow_ips=settings.server.forwarded_allow_ips,
         ssl_certfile=settings.server.tls_cert,
         ssl_keyfile=settings.server.tls_key,
+        # Mutual TLS: a client without a certificate the CA signed fails the handshake, before any HTTP.
+        ssl_ca_certs=str(settings.server.tls_client_ca) if settings.server.tls_client_ca is not None else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if settings.server.tls_client_ca is not None else ssl.CERT_NONE,
         log_level="warning",
         log_config=None,  # uvicorn's loggers through ours: on stderr, in the same format
         access_log=False,  # uvicorn's would log the query string: ours (infra/web.py) logs the route template
     )
+
+
+def check_token_keys(settings: Settings) -> None:
+    """End the command (:attr:`ExitCode.USAGE`, one line naming the setting and the file) when a key file of
+    the edge's tokens is missing, unreadable or not a key of its algorithm: before anything is started,
+    rather than as a traceback when the VTN is mounted."""
+    from derbridge.edge.auth import TokenKeyError, TokenKeys
+
+    try:
+        TokenKeys.from_settings(settings)
+    except TokenKeyError as error:
+        fail(f"{error} (environment or --config file)", ExitCode.USAGE)
 
 
 def require_at_head(settings: Settings, systems: list[str]) -> None:

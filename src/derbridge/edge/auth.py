@@ -33,6 +33,7 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -101,15 +102,41 @@ def _hs256_kid(secret: str) -> str:
     return "hs-" + hashlib.sha256(b"derbridge edge kid\0" + secret.encode()).hexdigest()[:16]
 
 
-def _load_public(path: Path, algorithm: str) -> Any:
+class TokenKeyError(ValueError):
+    """A key file the edge settings name cannot be used: missing, unreadable, or not a key of its algorithm.
+    The message names the setting and the file (one line: the server ends with it at start-up)."""
+
+
+def _read_key_file(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TokenKeyError(f"{setting}: cannot read {path}: {error.strerror or error}") from error
+
+
+def _load_public(path: Path, algorithm: str, setting: str) -> Any:
     """The public key of a PEM file holding a public or a private key of ``algorithm``."""
-    data = path.read_bytes()
+    data = _read_key_file(path, setting)
     key: Any
-    if b"PRIVATE KEY" in data:
-        key = serialization.load_pem_private_key(data, password=None).public_key()
-    else:
-        key = serialization.load_pem_public_key(data)
-    _check_kind(key, algorithm, path)
+    try:
+        if b"PRIVATE KEY" in data:
+            key = serialization.load_pem_private_key(data, password=None).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+        _check_kind(key, algorithm, path)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise TokenKeyError(f"{setting}: {path} is not a usable {algorithm} key: {error}") from error
+    return key
+
+
+def _load_private(path: Path, algorithm: str, setting: str) -> Any:
+    """The private key of a PEM file (unencrypted) of ``algorithm``."""
+    data = _read_key_file(path, setting)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+        _check_kind(key, algorithm, path)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise TokenKeyError(f"{setting}: {path} is not a usable {algorithm} private key: {error}") from error
     return key
 
 
@@ -147,13 +174,14 @@ class TokenKeys:
         """The keys ``settings.edge`` names (reading the key files once)."""
         edge = settings.edge
         keys: dict[str, VerificationKey] = {}
-        for old in edge.token_previous_keys:
+        for i, old in enumerate(edge.token_previous_keys):
             if old.algorithm == "HS256":
                 assert old.secret is not None  # the settings model requires it
                 keys[old.kid] = VerificationKey(old.kid, "HS256", old.secret.get_secret_value())
             else:
                 assert old.public_key_file is not None
-                public = _load_public(old.public_key_file, old.algorithm)
+                setting = f"edge.token_previous_keys[{i}].public_key_file (key {old.kid!r})"
+                public = _load_public(old.public_key_file, old.algorithm, setting)
                 jwk = _public_jwk(public, old.algorithm) | {"kid": old.kid, "alg": old.algorithm, "use": "sig"}
                 keys[old.kid] = VerificationKey(old.kid, old.algorithm, public, jwk)
         if edge.token_algorithm == "HS256":  # noqa: S105 - an algorithm name, not a secret
@@ -163,10 +191,15 @@ class TokenKeys:
             current = VerificationKey(kid, "HS256", secret)
         else:
             if edge.token_private_key_file is None:
-                raise ValueError(f"edge.token_algorithm {edge.token_algorithm} needs edge.token_private_key_file")
-            path = edge.token_private_key_file
-            signing = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            _check_kind(signing, edge.token_algorithm, path)
+                raise TokenKeyError(
+                    f"edge.token_algorithm {edge.token_algorithm} needs edge.token_private_key_file"
+                    " (DERBRIDGE_EDGE__TOKEN_PRIVATE_KEY_FILE)"
+                )
+            signing = _load_private(
+                edge.token_private_key_file,
+                edge.token_algorithm,
+                "edge.token_private_key_file (DERBRIDGE_EDGE__TOKEN_PRIVATE_KEY_FILE)",
+            )
             public = signing.public_key()
             jwk = _public_jwk(public, edge.token_algorithm)
             kid = edge.token_key_id or _thumbprint(jwk)
