@@ -1,8 +1,9 @@
 """A target system for crash tests: applies enrollment-sync messages through the real inbox machinery and
 counts every effect in a ledger database that lives outside the bridge's processes.
 
-Run it as ``python -m uvicorn tests.bridge.ledger_app:app`` with ``LEDGER_URL`` (a database URL) and
-``LEDGER_FAILURE_RATE`` (share of calls answered 500, to exercise retries while the bridge is killed).
+Run it as ``python -m uvicorn --factory tests.bridge.ledger_app:create_app`` with ``LEDGER_URL`` (a
+database URL) and ``LEDGER_FAILURE_RATE`` (share of calls answered 500, to exercise retries while the
+bridge is killed).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ effects = Table(
     Column("applied", Integer, nullable=False),
 )
 
-LEDGER_URL = os.environ.get("LEDGER_URL", "sqlite:///ledger.db")
 FAILURE_RATE = float(os.environ.get("LEDGER_FAILURE_RATE", "0"))
 
 inbox = Inbox(SystemName.DERMS, inbox_table)
@@ -72,13 +72,17 @@ def create_ledger_tables(url: str) -> None:
     engine.dispose()
 
 
-# JSON logs at WARNING: the scripted failures are logged with their traceback, and structlog's default
-# (rich, with local variables) would make the target slower than the bridge under test.
-configure_logging("WARNING", json=True)
-system = FastAPI()
-system.state.engine = create_async_db_engine(LEDGER_URL)
-system.state.api_token = os.environ.get("DERBRIDGE_API_TOKEN", "test-token")
-install_problem_handlers(system)
-system.include_router(inbound_router(inbox))
-app = FastAPI()
-app.mount("/derms/v1", system)
+def create_app() -> FastAPI:
+    """The ledger target as served (``uvicorn --factory``): built when the server starts, not at import, so
+    that a test importing the tables opens no database and leaves the test process's logging alone."""
+    # JSON logs at WARNING: the scripted failures are logged with their traceback, and structlog's default
+    # (rich, with local variables) would make the target slower than the bridge under test.
+    configure_logging("WARNING", json=True)
+    system = FastAPI()
+    system.state.engine = create_async_db_engine(os.environ["LEDGER_URL"])
+    system.state.api_token = os.environ.get("DERBRIDGE_API_TOKEN", "test-token")
+    install_problem_handlers(system)
+    system.include_router(inbound_router(inbox))
+    app = FastAPI()
+    app.mount("/derms/v1", system)
+    return app
