@@ -9,7 +9,7 @@ Outcome classes (architecture.md):
 | answer | outcome |
 | --- | --- |
 | 2xx (applied, or already applied) | DELIVERED |
-| 5xx, 408, 429, timeout, connection refused or reset | RETRY (capped exponential backoff, full jitter) |
+| 5xx, 401, 408, 425, 429, timeout, connection refused or reset | RETRY (capped exponential backoff, full jitter) |
 | 409 with problem type ``missing-prerequisite`` and ``wake_on`` | PARK until ``wake_on`` is announced |
 | any other 4xx | DEAD, with the target's problem detail |
 """
@@ -37,8 +37,12 @@ BATCH_BYTES = 4 * 1024 * 1024
 servers' body limit (``server.max_body_bytes``, 16 MiB), which would refuse a whole call with 413 — and a 413
 is final. Two hundred bulk F1 messages of 5,000 requests each make hundreds of megabytes."""
 
-RETRYABLE_4XX = frozenset({408, 425, 429})
-"""4xx answers that say "not now" rather than "never"."""
+RETRYABLE_4XX = frozenset({401, 408, 425, 429})
+"""4xx answers that say "not now" rather than "never". A 401 is the deployment's fault, not the message's:
+the bridge and the target disagree on the service credential (a rollover under way, a replica not yet
+restarted with the new value); dead-lettering every message until then would leave the operator a replay
+of all of them. Retried on the backoff, it goes through once the credential is fixed, and is dead only
+when the retries are exhausted."""
 
 
 class Outcome(StrEnum):
