@@ -197,9 +197,11 @@ def run_server(settings: Settings, banner: str, *, components: list[str] | None 
     from derbridge.runtime import Runtime
 
     served = [c for c in ALL_COMPONENTS if components is None or c in components]
+    # The port first: it has no side effect, where reading the token keys makes the HS256 secret in the data
+    # dir when there is none yet (a busy port must leave nothing behind).
+    check_port_free(settings.server.host, settings.server.port)
     if "derms" in served:
         check_token_keys(settings)
-    check_port_free(settings.server.host, settings.server.port)
     with reaching_servers():
         if migrate:
             migrated(settings, databases_of(settings, served))
