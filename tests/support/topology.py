@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import resource
 import shlex
 import signal
@@ -49,10 +50,34 @@ READY_SECONDS = 120.0
 PG_CLUSTER = os.environ.get("DERBRIDGE_FAULT_PG_CLUSTER", "15 main").split()
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_taken: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port for a replica, from below the kernel's ephemeral range: a port the kernel hands out
+    itself (bind to 0) can be taken again by any outgoing connection, or a proxy's listener, in the seconds
+    before the replica binds it — which once made a replica start on a port already in use. A replica keeps
+    its port through restarts, so the balancer in front of it never changes."""
+    ephemeral = _ephemeral_range()
+    candidates = [port for port in range(20000, 32000) if port not in ephemeral and port not in _taken]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def rabbitmqctl(*args: str, timeout: float = 60.0) -> str:
