@@ -270,8 +270,16 @@ def migrated(settings: Settings, systems: Sequence[str]) -> None:
     one line, not Alembic's traceback."""
     from derbridge.runtime import ensure_migrated
 
-    try:
+    with schema_unknown_is_one_line():
         ensure_migrated(settings, systems)  # type: ignore[arg-type]
+
+
+@contextmanager
+def schema_unknown_is_one_line() -> Iterator[None]:
+    """Around a migration: a database at a revision this derbridge does not know (a newer release migrated
+    it) ends the command with one line and :attr:`ExitCode.CONFLICT`, not Alembic's traceback."""
+    try:
+        yield
     except Exception as error:
         # Alembic is imported only when a database is behind; its errors are recognised without importing it.
         if not type(error).__module__.startswith("alembic."):

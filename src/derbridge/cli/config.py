@@ -14,11 +14,11 @@ from derbridge.cli.common import (
     ComponentChoice,
     ExitCode,
     err,
-    fail,
     load_settings,
     out,
     print_json,
     reaching_servers,
+    schema_unknown_is_one_line,
 )
 
 if TYPE_CHECKING:
@@ -76,18 +76,8 @@ def db_upgrade(
     def waiting(name: str) -> None:
         err.print(f"{name}: another process is migrating this database; waiting for it", markup=False)
 
-    with reaching_servers():
-        try:
-            migrations = migrate_all(settings, systems, on_wait=waiting)
-        except Exception as error:
-            # Alembic is imported only by the migration; its errors are recognised without importing it.
-            if not type(error).__module__.startswith("alembic."):
-                raise
-            fail(
-                f"a database is at a schema this derbridge does not know ({error}): it was migrated by a newer "
-                "derbridge; run that one, or restore the database from before",
-                ExitCode.CONFLICT,
-            )
+    with reaching_servers(), schema_unknown_is_one_line():
+        migrations = migrate_all(settings, systems, on_wait=waiting)
     if json_output:
         print_json(
             [
