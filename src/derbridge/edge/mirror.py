@@ -20,7 +20,7 @@ Every change and its notifications commit in one transaction.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -28,7 +28,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.domain.event import EventStatus
-from derbridge.derms.jobs import jobs
 from derbridge.edge import domain, store
 from derbridge.edge.schemas import ObjectType
 from derbridge.edge.store import NewObject, Row
@@ -195,7 +194,6 @@ async def mirror_events(engine: AsyncEngine, now: datetime) -> int:
     return changed
 
 
-@jobs.job("edge-mirror", every=timedelta(seconds=5))
 async def mirror_job(engine: AsyncEngine, now: datetime) -> int:
     """Mirror the DERMS's programs and live events into the VTN."""
     return await mirror_events(engine, now)

@@ -29,7 +29,6 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from derbridge.derms.jobs import jobs
 from derbridge.edge.tables import edge_notifications as n
 from derbridge.edge.token_vault import vault
 from derbridge.settings import EdgeSettings
@@ -289,7 +288,6 @@ async def deliver_due(engine: AsyncEngine, now: datetime, settings: EdgeSettings
     return delivered
 
 
-@jobs.job("edge-webhooks", every=timedelta(seconds=1))
 async def webhook_job(engine: AsyncEngine, now: datetime) -> int:
     """Deliver the due webhook notifications."""
     return await deliver_due(engine, now)

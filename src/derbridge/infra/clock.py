@@ -1,7 +1,8 @@
 """The business clock: what "now" is for the rules that depend on time.
 
-Timeouts, freshness windows, event starts and ends, and closing graces read :func:`now`. In production it
-is the wall clock; the demo swaps in a :class:`SimulatedClock` to run a summer of events in seconds.
+Timeouts, freshness windows, event starts and ends, and closing graces read the clock each system is built
+with (``build(..., clock=...)`` in the system's composition root, never a module global): in production the
+wall clock; the demo and the flow tests pass a :class:`SimulatedClock` to run a summer of events in seconds.
 Infrastructure timing (retries, leases, logs) always uses the wall clock (``infra.db.utcnow``).
 """
 
@@ -48,18 +49,3 @@ class SimulatedClock:
         if moment < self._now:
             raise ValueError("time does not go backwards")
         self._now = moment
-
-
-_clock: Clock = SystemClock()
-
-
-def now() -> datetime:
-    """The current business time."""
-    return _clock.now()
-
-
-def use_clock(clock: Clock) -> Clock:
-    """Make ``clock`` the business clock of this process; returns the previous one (to restore)."""
-    global _clock
-    previous, _clock = _clock, clock
-    return previous

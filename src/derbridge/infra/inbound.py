@@ -15,7 +15,7 @@ What the bridge reads from the answer:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -72,37 +72,28 @@ class InboundResult(BaseModel):
     result: dict[str, Any]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Inbox:
-    """One system's inbound side: its inbox table and a handler per message type it accepts."""
+    """One system's inbound side: its inbox table and a handler per message type it accepts, given by the
+    system's composition root (``build()``); nothing is added after."""
 
     system: SystemName
     table: Table
-    handlers: dict[str, Handler] = field(default_factory=dict)
-    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
+    """Set-based handlers of runs of one message type in a batch delivery (such a type keeps its one-message
+    handler for single deliveries and fallbacks)."""
 
-    def handles(self, message_type: str) -> Callable[[Handler], Handler]:
-        """Register the decorated function as the handler of ``message_type``."""
-
-        def register(handler: Handler) -> Handler:
-            if message_type not in BY_TYPE:
+    def __post_init__(self) -> None:
+        for message_type in [*self.handlers, *self.batch_handlers]:
+            contract = BY_TYPE.get(message_type)
+            if contract is None:
                 raise ValueError(f"no contract for message type {message_type!r}")
-            self.handlers[message_type] = handler
-            return handler
-
-        return register
-
-    def handles_batch(self, message_type: str) -> Callable[[BatchHandler], BatchHandler]:
-        """Register the decorated function as the set-based handler of runs of ``message_type`` messages in
-        a batch delivery (the type keeps its one-message handler for single deliveries and fallbacks)."""
-
-        def register(handler: BatchHandler) -> BatchHandler:
-            if message_type not in BY_TYPE:
-                raise ValueError(f"no contract for message type {message_type!r}")
-            self.batch_handlers[message_type] = handler
-            return handler
-
-        return register
+            if contract.target is not self.system:
+                raise ValueError(f"{message_type!r} goes to {contract.target.value}, not {self.system.value}")
+        alone = set(self.batch_handlers) - set(self.handlers)
+        if alone:
+            raise ValueError(f"a batch handler needs its one-message handler too: {sorted(alone)}")
 
     def _prepare(self, envelope: Envelope) -> tuple[Handler, BaseModel]:
         """The handler and the validated payload of ``envelope``, or a 422 problem."""

@@ -1,9 +1,9 @@
 """Periodic jobs of a system (status-check timeouts, event lifecycle, scheduled score transfers …), run
 under a lease in the system's own database so that one instance runs each job at a time across processes.
 
-A flow registers its job on its system's :class:`JobRegistry` with ``@jobs.job(name, every=...)``; the job
-is ``async def job(engine, now) -> int`` (how much it did) and must be idempotent: a job that dies halfway
-is simply run again.
+A system's composition root (``build()``) lists its jobs as :class:`Job` values; a job is
+``async def job(engine, now) -> int`` (how much it did, ``now`` read from the system's business clock) and
+must be idempotent: a job that dies halfway is simply run again.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from derbridge.infra import clock, metrics
+from derbridge.infra import metrics
+from derbridge.infra.clock import Clock
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.upsert import insert_for
@@ -36,22 +37,6 @@ class Job:
     name: str
     every: timedelta
     run: JobFunction
-
-
-@dataclass
-class JobRegistry:
-    """The jobs of one system."""
-
-    jobs: dict[str, Job] = field(default_factory=dict)
-
-    def job(self, name: str, *, every: timedelta) -> Callable[[JobFunction], JobFunction]:
-        """Register the decorated function as the job ``name``."""
-
-        def register(function: JobFunction) -> JobFunction:
-            self.jobs[name] = Job(name, every, function)
-            return function
-
-        return register
 
 
 LATE_MARGIN = timedelta(seconds=60)
@@ -84,16 +69,19 @@ class JobRunner:
     passes — the job is never held longer than its lease.
     """
 
-    def __init__(self, engine: AsyncEngine, leases: Table, registry: JobRegistry, *, system: str) -> None:
+    def __init__(self, engine: AsyncEngine, leases: Table, jobs: Sequence[Job], *, system: str, clock: Clock) -> None:
         self.engine = engine
         self.leases = leases
-        self.registry = registry
+        self.jobs = {job.name: job for job in jobs}
+        if len(self.jobs) != len(jobs):
+            raise ValueError(f"two jobs of {system} have one name")
         self.system = system
+        self.clock = clock
         self.owner = new_id()
         self.started_at = utcnow()
         self._running = False
         self._last_success: dict[str, float] = {}
-        for job in registry.jobs.values():
+        for job in self.jobs.values():
             metrics.JOB_INTERVAL.labels(system, job.name).set(job.every.total_seconds())
 
     @property
@@ -147,7 +135,7 @@ class JobRunner:
     async def _observe_completions(self) -> None:
         """Carry the completions the lease table knows of (this process's or another's) into the metric."""
         for name, last_run_at in (await last_runs(self.engine, self.leases)).items():
-            job = self.registry.jobs.get(name)
+            job = self.jobs.get(name)
             if job is not None and last_run_at is not None:
                 self._succeeded(job, last_run_at.timestamp())
 
@@ -163,10 +151,10 @@ class JobRunner:
             try:
                 await self._observe_completions()
             except Exception:
-                for job in self.registry.jobs.values():
+                for job in self.jobs.values():
                     self._failed(job)
                 raise
-        for job in self.registry.jobs.values():
+        for job in self.jobs.values():
             wall = utcnow()
             if not force:
                 try:
@@ -177,7 +165,7 @@ class JobRunner:
                     raise
             completed = False
             try:
-                done[job.name] = await job.run(self.engine, clock.now())
+                done[job.name] = await job.run(self.engine, self.clock.now())
                 completed = True
                 self._succeeded(job, time.time())
             except Exception:
@@ -240,7 +228,7 @@ class JobRunner:
                 )
             }
         late: list[LateJob] = []
-        for job in self.registry.jobs.values():
+        for job in self.jobs.values():
             limit = late_after(job)
             row = rows.get(job.name)
             last = row.last_run_at if row is not None else None

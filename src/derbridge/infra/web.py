@@ -15,6 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from derbridge.infra.clock import Clock
 from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
 from derbridge.infra.problems import ProblemError, problem_response
 
@@ -274,6 +275,17 @@ async def system_engine(request: Request) -> AsyncEngine:
 
 SystemEngine = Annotated[AsyncEngine, Depends(system_engine)]
 """A route parameter: the serving system's database engine."""
+
+
+async def business_now(request: Request) -> datetime:
+    """The business time of the request: the clock the serving system was built with (``app.state.clock``;
+    the wall clock in production, a simulated one in the demo and the flow tests)."""
+    clock: Clock = request.app.state.clock
+    return clock.now()
+
+
+BusinessNow = Annotated[datetime, Depends(business_now)]
+"""A route parameter: the serving system's business time now."""
 
 Paging = Annotated[PageParams, Depends(page_params)]
 """A route parameter: the keyset paging of a listing (``limit``, ``after``)."""

@@ -19,7 +19,7 @@ from derbridge.assethub.services import enrollment_sync as service
 from derbridge.assethub.services.enrollment_sync import DeviceKey, EnrollmentChange, ReplacementDevice
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import NO_NUL, IdPath, SystemEngine, require_service_token
+from derbridge.infra.web import NO_NUL, BusinessNow, IdPath, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
@@ -72,19 +72,21 @@ def _out(change: EnrollmentChange) -> EnrollmentChangeOut:
 
 
 @router.post("/enrollments/{enrollment_id}/unenroll", tags=["enrollments"])
-async def unenroll(engine: Engine, enrollment_id: IdPath, body: UnenrollIn) -> EnrollmentChangeOut:
+async def unenroll(engine: Engine, now: BusinessNow, enrollment_id: IdPath, body: UnenrollIn) -> EnrollmentChangeOut:
     """End an ACTIVE enrollment: it becomes UNENROLLED (kept with the reason) and the DERMS is told to make
     its devices unavailable. 409 from any other state."""
-    return _out(await service.unenroll(engine, enrollment_id, body.reason))
+    return _out(await service.unenroll(engine, enrollment_id, body.reason, now=now))
 
 
 @router.post("/enrollments/{enrollment_id}/replace-device", tags=["enrollments"])
-async def replace_device(engine: Engine, enrollment_id: IdPath, body: ReplaceDeviceIn) -> EnrollmentChangeOut:
+async def replace_device(
+    engine: Engine, now: BusinessNow, enrollment_id: IdPath, body: ReplaceDeviceIn
+) -> EnrollmentChangeOut:
     """Swap a device of an ACTIVE enrollment: the old device is removed (kept for history), the new one
     added, and the DERMS makes the old one unavailable and the new one available in one step. 409 when the
     enrollment is not ACTIVE or the new device is enrolled elsewhere; 422 for a device that cannot be
     swapped in or out."""
-    return _out(await service.replace_device(engine, enrollment_id, body.old, body.new))
+    return _out(await service.replace_device(engine, enrollment_id, body.old, body.new, now=now))
 
 
 @router.get("/enrollments/{enrollment_id}/syncs", tags=["enrollments"])

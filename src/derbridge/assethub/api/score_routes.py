@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from derbridge.assethub.services import score_transfer
-from derbridge.infra import clock
 from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
-from derbridge.infra.web import SystemEngine, require_service_token
+from derbridge.infra.web import BusinessNow, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
 
 @router.post("/score-transfers", status_code=202, tags=["scores"])
-async def start_score_transfer(engine: SystemEngine) -> score_transfer.TransferReport:
+async def start_score_transfer(
+    request: Request, engine: SystemEngine, now: BusinessNow
+) -> score_transfer.TransferReport:
     """Score every device of every ACTIVE enrollment in an ACTIVE program now, store the score file and send
     its manifest to the DERMS. 202: the snapshot is recorded in Asset Hub and the message is on its way;
     the DERMS loads it asynchronously and acknowledges (see the bridge's messages of flow
     ``device-score-transfer``). 409 while another transfer runs."""
     try:
-        return await score_transfer.transfer_scores(engine, score_transfer.configured_settings(), now=clock.now())
+        return await score_transfer.transfer_scores(engine, request.app.state.settings, now=now)
     except score_transfer.TransferBusy as busy:
         raise ProblemError(
             409, "transfer-in-progress", "A score transfer is running", f"{busy} (one runs at a time)."

@@ -11,7 +11,7 @@ from derbridge.assethub.api.schemas import StatusCheck
 from derbridge.assethub.services import status_checks as service
 from derbridge.contracts.common import HeadEnd
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import NO_NUL, SystemEngine, require_service_token
+from derbridge.infra.web import NO_NUL, BusinessNow, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
@@ -32,9 +32,9 @@ class AgentStatusCheckIn(BaseModel):
 
 
 @router.post("/status-checks", status_code=202, tags=["status checks"])
-async def start_status_check(engine: Engine, body: AgentStatusCheckIn) -> StatusCheck:
+async def start_status_check(engine: Engine, now: BusinessNow, body: AgentStatusCheckIn) -> StatusCheck:
     """Ask the DERMS for a device's latest communication status (reason AGENT_TROUBLESHOOT). The check is
     OPEN until the DERMS answers or its timeout passes: poll ``GET /status-checks/{check_id}``. 404 when
     Asset Hub does not know the device."""
-    row = await service.start_agent_status_check(engine, body.head_end_system, body.nic_id, body.requested_by)
+    row = await service.start_agent_status_check(engine, body.head_end_system, body.nic_id, body.requested_by, now=now)
     return StatusCheck.model_validate(row)

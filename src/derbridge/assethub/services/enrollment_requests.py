@@ -64,12 +64,11 @@ from derbridge.assethub.domain.enrollment_validation import (
     validate_enrollment_request,
 )
 from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
-from derbridge.assethub.messages import inbox
 from derbridge.cis.extract import AccountStatus
 from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
 from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
@@ -521,9 +520,8 @@ async def _apply_requests(
     return [seen.get(r.request_id) or answers.get(i) or answers[first_of[r.request_id]] for i, r in enumerate(requests)]
 
 
-@inbox.handles(contract.TYPE)
 async def handle_enrollment_request(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentRequestBatch
+    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentRequestBatch, *, clock: Clock
 ) -> dict[str, Any]:
     """Answer an ``enrollment-request.v1`` batch with one ``enrollment-response.v1`` (same order, same
     correlation id, caused by the request message)."""
@@ -534,9 +532,8 @@ async def handle_enrollment_request(
     return _summary(answers, reply)
 
 
-@inbox.handles_batch(contract.TYPE)
 async def handle_enrollment_requests(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentRequestBatch]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentRequestBatch]], *, clock: Clock
 ) -> list[dict[str, Any]]:
     """:func:`handle_enrollment_request` for a run of messages (the edge forwards each single resource as
     its own message), set-based: the requests of consecutive messages of one head-end are validated and

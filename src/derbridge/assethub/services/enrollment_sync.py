@@ -53,13 +53,12 @@ from derbridge.assethub.domain.enrollment_validation import (
     validate_enrollment_request,
 )
 from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
-from derbridge.assethub.messages import inbox
 from derbridge.contracts import enrollment_sync as contract
 from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.enrollment_sync import DeviceAvailability, SubscriptionStatus, SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
@@ -497,16 +496,13 @@ async def _record_transition(connection: AsyncConnection, transition: Transition
     )
 
 
-async def unenroll(
-    engine: AsyncEngine, enrollment_id: str, reason: str, *, now: datetime | None = None
-) -> EnrollmentChange:
+async def unenroll(engine: AsyncEngine, enrollment_id: str, reason: str, *, now: datetime) -> EnrollmentChange:
     """End an ACTIVE enrollment (ACTIVE → UNENROLLED, kept with ``reason``) and sync UNENROLLED to the DERMS,
-    in one transaction. ``now`` defaults to the business clock.
+    in one transaction.
 
     Raises :class:`ProblemError`: 404 for an unknown enrollment, 409 when it is not ACTIVE, 422 for a
     blank reason.
     """
-    now = now or clock.now()
     if not reason.strip() or "\x00" in reason or len(reason) > 500:
         raise ProblemError(
             422,
@@ -648,20 +644,19 @@ async def replace_device(
     old: DeviceKey,
     new: ReplacementDevice,
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> EnrollmentChange:
     """Swap an ACTIVE enrollment's device ``old`` for ``new`` and sync DEVICE_REPLACED, in one transaction.
 
     The old device's ``enrollment_devices`` row gets ``removed_at`` (kept for history); the new device is
     upserted by ``(head_end_system, nic_id)`` and added in the old one's slot; the ACTIVE → ACTIVE
-    transition names both. ``now`` defaults to the business clock.
+    transition names both.
 
     Raises :class:`ProblemError`: 404 unknown enrollment; 409 when it is not ACTIVE or the new device has a
     non-terminal enrollment in this program or an excluding one; 422 when ``old`` is not a current device
     of the enrollment, ``new`` is ``old`` or already in it, its type is not eligible in the program, or its
     head-end is not the enrollment's.
     """
-    now = now or clock.now()
     ed, d = t.enrollment_devices, t.devices
     async with engine.begin() as connection:
         locked = await _lock(connection, enrollment_id)
@@ -769,9 +764,8 @@ async def replace_device(
 # --- the DERMS's acknowledgement ---------------------------------------------------------------------
 
 
-@inbox.handles(contract.ACK_TYPE)
 async def apply_enrollment_sync_ack(
-    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
+    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement, *, clock: Clock
 ) -> dict[str, Any]:
     """Record what the DERMS did with a sync: the sync becomes APPLIED, STALE or FAILED with the detail.
 
@@ -816,9 +810,8 @@ async def apply_enrollment_sync_ack(
     }
 
 
-@inbox.handles_batch(contract.ACK_TYPE)
 async def apply_enrollment_sync_acks(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, Acknowledgement]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, Acknowledgement]], *, clock: Clock
 ) -> list[dict[str, Any]]:
     """:func:`apply_enrollment_sync_ack` for a run of acknowledgements, set-based: one read, two
     ``executemany`` updates. A run acknowledging one sync twice, or an unknown sync, is declined

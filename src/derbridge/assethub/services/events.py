@@ -46,21 +46,19 @@ from derbridge.assethub.adapters.participation_summaries import (
     refresh_summaries,
     set_event_classes,
 )
-from derbridge.assethub.messages import inbox
 from derbridge.bridge.filestore.base import FileNotInStore
-from derbridge.bridge.filestore.factory import build_file_store
+from derbridge.bridge.filestore.factory import FileStoreOpener
 from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity, HeadEnd, Id
 from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.columnar import db_times, id_list, insert_arrow
 from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
-from derbridge.settings import Settings
 
 log = structlog.get_logger("derbridge.assethub.events")
 
@@ -95,25 +93,6 @@ times more on a list of 100,000)."""
 
 # --- the file store for claim-checked reservation lists ---------------------------------------------------
 
-_settings: Settings | None = None
-
-
-class FileStoreNotConfigured(RuntimeError):
-    """A reservation list arrived as a file but this process was given no settings to find the file store."""
-
-
-def use_settings(settings: Settings | None) -> Settings | None:
-    """Give this process's settings (the file store of claim-checked reservation lists) to the event
-    handlers; returns the previous ones (None: none), so that a test can restore them.
-
-    Message handlers receive only a connection; whoever builds the Asset Hub application calls this once at
-    start. Without it, inline reservation lists still apply; a list sent as a file is retried (500) until
-    the process is configured.
-    """
-    global _settings
-    previous, _settings = _settings, settings
-    return previous
-
 
 def _read_reservation_file(path: Path) -> list[Reserved]:
     """The rows of a reservation file, validated against the contract's field types (line numbers counted
@@ -138,21 +117,19 @@ def _read_reservation_file(path: Path) -> list[Reserved]:
         raise ValueError(f"line {line}, {column}: {first['msg']}") from None
 
 
-async def _fetch_devices(event_id: str, manifest: FileManifest, location: FileLocation) -> list[Reserved]:
+async def _fetch_devices(
+    event_id: str, manifest: FileManifest, location: FileLocation, files: FileStoreOpener
+) -> list[Reserved]:
     """The reserved devices of a claim-checked list: fetched, verified against the manifest, then read.
 
     A file that is missing, not the one its manifest describes, or unreadable is refused (the message goes
     to the dead letters with the reason; an operator fixes the file and replays it). A store that cannot be
     reached raises on, so that the bridge retries.
     """
-    if _settings is None:
-        raise FileStoreNotConfigured(
-            f"the reservation list of event {event_id} is in a file and this process has no settings (use_settings)"
-        )
     with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
         path = Path(directory) / "reservations.csv"
         try:
-            async with build_file_store(_settings) as store:
+            async with files() as store:
                 await store.fetch(location, path)
         except FileNotInStore as missing:
             raise ProblemError(
@@ -230,6 +207,8 @@ async def _acknowledge(
     status: AckStatus,
     detail: str,
     unknown: Sequence[Key] = (),
+    *,
+    now: datetime,
 ) -> None:
     """Write the acknowledgement of ``envelope`` to Asset Hub's outbox (in the inbox transaction)."""
     ack = Acknowledgement(
@@ -244,7 +223,7 @@ async def _acknowledge(
         business_key=envelope.business_key,
         correlation_id=envelope.correlation_id,
         causation_id=envelope.message_id,
-        occurred_at=clock.now(),
+        occurred_at=now,
         target_instance=envelope.source.instance,
     )
     await write_outbox(connection, t.outbox, [reply])
@@ -258,9 +237,13 @@ def _named(keys: Sequence[Key], limit: int = 10) -> str:
 # --- F5 · event-reservation -------------------------------------------------------------------------------
 
 
-@inbox.handles(event_reservation.TYPE)
 async def apply_reservation(
-    connection: AsyncConnection, envelope: Envelope, payload: event_reservation.EventReservation
+    connection: AsyncConnection,
+    envelope: Envelope,
+    payload: event_reservation.EventReservation,
+    *,
+    clock: Clock,
+    files: FileStoreOpener,
 ) -> dict[str, Any]:
     """Record an event and its participation records (RESERVED); on an update, release the records of the
     devices no longer listed and add the new ones. Acknowledged with the devices Asset Hub does not know."""
@@ -280,11 +263,11 @@ async def apply_reservation(
     elif event is not None and not payload.update:
         stale = "the event is recorded already (a later update overtook this list); nothing changed"
     if stale is not None:
-        await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.STALE, stale)
+        await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.STALE, stale, now=clock.now())
         return {"event_id": event_id, "status": AckStatus.STALE.value, "detail": stale}
 
     if payload.devices_file is not None and payload.devices_location is not None:
-        devices = await _fetch_devices(event_id, payload.devices_file, payload.devices_location)
+        devices = await _fetch_devices(event_id, payload.devices_file, payload.devices_location, files)
     else:
         devices = [
             (x.record_id, x.head_end_system, x.nic_id, x.reservation_start_at, x.reservation_end_at)
@@ -349,7 +332,9 @@ async def apply_reservation(
     detail = f"{len(new_rows)} reserved, {len(released)} released, {len(unknown)} unknown device(s)"
     if unknown:
         detail += f": {_named(unknown)}"
-    await _acknowledge(connection, event_reservation.ACK_TYPE, envelope, AckStatus.APPLIED, detail, unknown)
+    await _acknowledge(
+        connection, event_reservation.ACK_TYPE, envelope, AckStatus.APPLIED, detail, unknown, now=clock.now()
+    )
     log.info(
         "event reservation applied",
         event_id=event_id,
@@ -398,9 +383,8 @@ def _history_changed(event: RowMapping, fields: dict[str, Any]) -> bool:
 # --- F6 · event-cancellation ------------------------------------------------------------------------------
 
 
-@inbox.handles(event_cancellation.TYPE)
 async def apply_cancellation(
-    connection: AsyncConnection, envelope: Envelope, payload: event_cancellation.EventCancellation
+    connection: AsyncConnection, envelope: Envelope, payload: event_cancellation.EventCancellation, *, clock: Clock
 ) -> dict[str, Any]:
     """Mark the event CANCELLED and every participation record of it CANCELLED; acknowledge."""
     event_id = payload.event_id
@@ -410,7 +394,9 @@ async def apply_cancellation(
     e, p = t.program_events, t.participation_records
     if event["status"] == CANCELLED:
         detail = "the event was cancelled already; nothing changed"
-        await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail)
+        await _acknowledge(
+            connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail, now=clock.now()
+        )
         return {"event_id": event_id, "status": AckStatus.APPLIED.value, "cancelled_records": 0}
     await connection.execute(
         e.update()
@@ -422,7 +408,7 @@ async def apply_cancellation(
     )
     await refresh_event_summaries(connection, event_id)  # cancelled: the event leaves every device's history
     detail = f"event cancelled with {records.rowcount} participation record(s)"
-    await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail)
+    await _acknowledge(connection, event_cancellation.ACK_TYPE, envelope, AckStatus.APPLIED, detail, now=clock.now())
     log.info("event cancellation applied", event_id=event_id, records=records.rowcount)
     return {"event_id": event_id, "status": AckStatus.APPLIED.value, "cancelled_records": records.rowcount}
 
@@ -507,9 +493,8 @@ async def _records(connection: AsyncConnection, event_id: str, device_ids: Itera
     return {record["device_id"]: record for record in found}
 
 
-@inbox.handles(event_outcome.TYPE)
 async def apply_outcomes(
-    connection: AsyncConnection, envelope: Envelope, payload: event_outcome.EventOutcomeBatch
+    connection: AsyncConnection, envelope: Envelope, payload: event_outcome.EventOutcomeBatch, *, clock: Clock
 ) -> dict[str, Any]:
     """Give each participation record its device's outcome, idempotently per event and device.
 
@@ -579,7 +564,9 @@ async def apply_outcomes(
     )
     if not_held:
         detail += f"; ignored: {_named(not_held)}"
-    await _acknowledge(connection, event_outcome.ACK_TYPE, envelope, AckStatus.APPLIED, detail, no_record)
+    await _acknowledge(
+        connection, event_outcome.ACK_TYPE, envelope, AckStatus.APPLIED, detail, no_record, now=clock.now()
+    )
     log.info(
         "event outcomes applied",
         event_id=event_id,

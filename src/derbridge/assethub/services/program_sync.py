@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.domain.program import ProgramRules
-from derbridge.assethub.messages import inbox
 from derbridge.assethub.services.enrollment_sync import SyncState
 from derbridge.contracts import program_sync as contract
 from derbridge.contracts.common import Acknowledgement, AckStatus
@@ -66,7 +65,6 @@ async def queue_program_sync(connection: AsyncConnection, program: Mapping[str, 
     return envelope
 
 
-@inbox.handles(contract.ACK_TYPE)
 async def apply_program_sync_ack(
     connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
 ) -> dict[str, Any]:

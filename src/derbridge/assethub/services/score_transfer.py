@@ -74,13 +74,10 @@ from derbridge.assethub.domain.scoring import (
     classify_events,
     score_devices,
 )
-from derbridge.assethub.jobs import jobs
-from derbridge.assethub.messages import inbox
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.device_score_transfer import (
-    ACK_TYPE,
     SCORE_FILE_COLUMNS,
     TYPE,
     Compression,
@@ -90,7 +87,6 @@ from derbridge.contracts.device_score_transfer import (
 )
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
-from derbridge.infra import clock
 from derbridge.infra.columnar import read_arrow
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
@@ -150,33 +146,6 @@ class TransferReport(BaseModel):
     location: FileLocation | None = None
     message_id: str | None = Field(None, description="The device-score-transfer.v1 message sent.")
     seconds: dict[str, float] = Field(default_factory=dict, description="Time spent per step.")
-
-
-# --- configuration of this process ----------------------------------------------------------------
-
-_settings: Settings | None = None
-
-
-def use_settings(settings: Settings | None) -> Settings | None:
-    """Give this process's settings (file store, schedule) to the job and the API of this flow.
-
-    The scheduled job and the HTTP route receive only an engine; whoever builds the Asset Hub application
-    calls this once with the process's settings. Returns the settings used before (None: none), so that
-    a test can restore them.
-    """
-    global _settings
-    previous, _settings = _settings, settings
-    return previous
-
-
-def configured_settings() -> Settings:
-    """The settings given to :func:`use_settings`; a process that serves Asset Hub must have called it."""
-    if _settings is None:
-        raise RuntimeError(
-            "the score transfer has no settings: the process serving Asset Hub must call "
-            "derbridge.assethub.services.score_transfer.use_settings(settings) at start"
-        )
-    return _settings
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -678,10 +647,10 @@ async def _transfer(engine: AsyncEngine, settings: Settings, now: datetime, owne
     )
 
 
-async def transfer_now(runtime: Runtime, now: datetime | None = None) -> TransferReport:
+async def transfer_now(runtime: Runtime, now: datetime) -> TransferReport:
     """A transfer on demand (``derbridge score transfer``): Asset Hub's engine and settings of ``runtime``,
-    at ``now`` (default: the business clock). Raises :class:`TransferBusy` when one is running."""
-    return await transfer_scores(runtime.async_engine("assethub"), runtime.settings, now=now or clock.now())
+    at ``now``. Raises :class:`TransferBusy` when one is running."""
+    return await transfer_scores(runtime.async_engine("assethub"), runtime.settings, now=now)
 
 
 # --- the schedule ---------------------------------------------------------------------------------
@@ -713,10 +682,8 @@ async def transfer_due(engine: AsyncEngine, settings: Settings, now: datetime) -
     return latest is None or latest < due
 
 
-@jobs.job(JOB_NAME, every=JOB_EVERY)
-async def scheduled_transfer(engine: AsyncEngine, now: datetime) -> int:
+async def scheduled_transfer(engine: AsyncEngine, now: datetime, *, settings: Settings) -> int:
     """The scheduled job: transfer when due (see :func:`transfer_due`); returns how many transfers ran."""
-    settings = configured_settings()
     if not await transfer_due(engine, settings, now):
         return 0
     try:
@@ -729,7 +696,6 @@ async def scheduled_transfer(engine: AsyncEngine, now: datetime) -> int:
 # --- the DERMS's acknowledgement ------------------------------------------------------------------
 
 
-@inbox.handles(ACK_TYPE)
 async def record_acknowledgement(
     connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
 ) -> dict[str, Any]:

@@ -46,8 +46,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.domain.enrollment import DeviceRef, EnrollmentState, plan_transition
 from derbridge.assethub.domain.program import ProgramRules
-from derbridge.assethub.jobs import jobs
-from derbridge.assethub.messages import inbox
 from derbridge.assethub.services import enrollment_sync
 from derbridge.assethub.services.enrollment_requests import chunks, transition_rows
 from derbridge.contracts import device_status_check as contract
@@ -55,7 +53,7 @@ from derbridge.contracts.device_status_check import CheckReason, CommunicationSt
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
@@ -276,7 +274,7 @@ async def start_status_check(
 
 
 async def start_agent_status_check(
-    engine: AsyncEngine, head_end_system: str, nic_id: str, requested_by: str, *, now: datetime | None = None
+    engine: AsyncEngine, head_end_system: str, nic_id: str, requested_by: str, *, now: datetime
 ) -> dict[str, Any]:
     """Start an AGENT_TROUBLESHOOT check of the device ``head_end_system:nic_id`` in its own transaction;
     a 404 problem when Asset Hub does not know the device."""
@@ -294,9 +292,7 @@ async def start_agent_status_check(
                 "(GET /assethub/v1/devices?head_end_system=…); a device is known once an enrollment request "
                 "for it was accepted.",
             )
-        return await start_status_check(
-            connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now or clock.now()
-        )
+        return await start_status_check(connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now)
 
 
 async def wait_for_status_check(
@@ -634,14 +630,12 @@ async def time_out_status_checks(connection: AsyncConnection, *, now: datetime) 
     return len(timed_out)
 
 
-@jobs.job("enrollment-setup", every=timedelta(seconds=5))
 async def enrollment_setup_job(engine: AsyncEngine, now: datetime) -> int:
     """Job: the device-setup step (see :func:`run_setup_step`)."""
     async with engine.begin() as connection:
         return await run_setup_step(connection, now=now)
 
 
-@jobs.job("status-check-timeouts", every=timedelta(seconds=5))
 async def status_check_timeouts_job(engine: AsyncEngine, now: datetime) -> int:
     """Job: time out unanswered checks (see :func:`time_out_status_checks`)."""
     async with engine.begin() as connection:
@@ -651,9 +645,8 @@ async def status_check_timeouts_job(engine: AsyncEngine, now: datetime) -> int:
 # --- answers ------------------------------------------------------------------------------------------------
 
 
-@inbox.handles(contract.RESPONSE_TYPE)
 async def handle_status_check_response(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckResponse
+    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckResponse, *, clock: Clock
 ) -> dict[str, Any]:
     """Record the DERMS's answer to a check and, for a setup check answered in time, decide the setup."""
     now = clock.now()
@@ -722,9 +715,8 @@ async def handle_status_check_response(
     return {"check_id": check.check_id, "outcome": "updated"}
 
 
-@inbox.handles_batch(contract.RESPONSE_TYPE)
 async def handle_status_check_responses(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckResponse]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckResponse]], *, clock: Clock
 ) -> list[dict[str, Any]]:
     """:func:`handle_status_check_response` for a run of answers, set-based, when every answer is the common
     case — an OPEN check answered by its timeout, no check answered twice in the run. Anything else is

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from derbridge.bridge.filestore.base import FileStore
 from derbridge.bridge.filestore.local import LocalDirectoryStore
 from derbridge.settings import Settings
@@ -25,3 +28,13 @@ def build_file_store(settings: Settings) -> FileStore:
             connect_timeout=files.sftp_connect_timeout,
         )
     return LocalDirectoryStore(files.local_root or settings.data_dir / "files")
+
+
+FileStoreOpener = Callable[[], FileStore]
+"""Opens the file store for one use (``async with files() as store``): what a flow that moves files is given
+by its system's composition root, instead of settings."""
+
+
+def file_store_opener(settings: Settings) -> FileStoreOpener:
+    """The opener of the file store the settings name."""
+    return partial(build_file_store, settings)

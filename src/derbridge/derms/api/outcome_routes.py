@@ -10,7 +10,7 @@ from derbridge.contracts.event_outcome import DeviceOutcome
 from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.services import outcomes
 from derbridge.infra.problems import PROBLEM_RESPONSES
-from derbridge.infra.web import IdPath, SystemEngine, require_service_token
+from derbridge.infra.web import BusinessNow, IdPath, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
 
@@ -33,11 +33,13 @@ class OutcomeReceipt(BaseModel):
 
 
 @router.post("/events/{event_id}/outcomes", tags=["events"])
-async def report_outcomes(engine: SystemEngine, event_id: IdPath, report: OutcomeReport) -> OutcomeReceipt:
+async def report_outcomes(
+    engine: SystemEngine, now: BusinessNow, event_id: IdPath, report: OutcomeReport
+) -> OutcomeReceipt:
     """Record per-device outcomes of an event that has started (ACTIVE or COMPLETED) and forward them to Asset
     Hub. A later report for a device replaces the earlier one. 404 for an unknown event, 409 for a cancelled
     or not yet started one, 422 naming each device not reserved for the event or repeated in the batch."""
-    done = await outcomes.record_outcomes(engine, event_id, report.outcomes)
+    done = await outcomes.record_outcomes(engine, event_id, report.outcomes, now)
     return OutcomeReceipt(
         event_id=done.event_id, event_status=done.event_status, accepted=done.accepted, messages=done.messages
     )

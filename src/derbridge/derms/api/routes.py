@@ -25,6 +25,7 @@ from derbridge.infra.listing import get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError, not_found
 from derbridge.infra.web import (
     NO_NUL,
+    BusinessNow,
     FilterQuery,
     IdPath,
     IntIdPath,
@@ -253,10 +254,12 @@ async def list_events(
 
 
 @router.post("/events", status_code=201, tags=["events"])
-async def create_event(request: Request, engine: Engine, event: s.EventIn) -> s.ProgramEvent:
+async def create_event(request: Request, engine: Engine, now: BusinessNow, event: s.EventIn) -> s.ProgramEvent:
     """Create a program event and reserve the most eligible devices. A shortfall (fewer candidates than
     the target) is reported on the event, not an error."""
-    created = await events.create_event(engine, event, request.app.state.derms_instance_id)
+    created = await events.create_event(
+        engine, event, request.app.state.derms_instance_id, files=request.app.state.reservation_files, now=now
+    )
     return s.ProgramEvent.model_validate(created)
 
 
@@ -268,9 +271,11 @@ async def get_event(engine: Engine, event_id: Id) -> s.ProgramEvent:
 
 
 @router.post("/events/{event_id}/cancel", tags=["events"])
-async def cancel_event(engine: Engine, event_id: Id, cancel: s.EventCancel | None = None) -> s.ProgramEvent:
+async def cancel_event(
+    engine: Engine, now: BusinessNow, event_id: Id, cancel: s.EventCancel | None = None
+) -> s.ProgramEvent:
     """Cancel a SCHEDULED event before its start and release its reservations. After the start: 409."""
-    cancelled = await events.cancel_event(engine, event_id, cancel or s.EventCancel())
+    cancelled = await events.cancel_event(engine, event_id, cancel or s.EventCancel(), now)
     return s.ProgramEvent.model_validate(cancelled)
 
 

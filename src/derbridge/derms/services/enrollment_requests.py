@@ -32,9 +32,9 @@ from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.messages import inbox
+from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.enrollment_states import known_state, note_answers
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
@@ -119,7 +119,7 @@ async def record_enrollment_requests(
     requests: Sequence[contract.EnrollmentRequest],
     *,
     derms_instance_id: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> RecordedRequests:
     """Record ``requests`` of ``head_end_system`` and forward the new ones to Asset Hub in one message.
 
@@ -138,11 +138,11 @@ async def record_enrollment_requests_in(
     requests: Sequence[contract.EnrollmentRequest],
     *,
     derms_instance_id: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> RecordedRequests:
     """:func:`record_enrollment_requests` in the caller's transaction: the edge gateway writes its resources
     and records their requests in one unit of work, so a failure of either leaves neither."""
-    at = now or clock.now()
+    at = now
     table = t.enrollment_requests
     first: dict[str, contract.EnrollmentRequest] = {}
     for request in requests:
@@ -293,24 +293,6 @@ async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, requ
         return (await _read(connection, head_end_system, [request_id])).get(request_id)
 
 
-class AnswersListener(Protocol):
-    """Told, in the inbox transaction, which requests of a head-end just took Asset Hub's answer."""
-
-    async def __call__(
-        self, connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str], now: datetime
-    ) -> None: ...
-
-
-_answer_listeners: list[AnswersListener] = []
-
-
-def on_requests_answered(listener: AnswersListener) -> AnswersListener:
-    """Register ``listener`` (the edge gateway's: it tells the aggregator's subscribers that the resource's
-    enrollment status changed) to run after each batch of answers is recorded, in the same transaction."""
-    _answer_listeners.append(listener)
-    return listener
-
-
 def _answer_update() -> Any:
     """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
     enrollment's at the highest revision known (:mod:`~derbridge.derms.services.enrollment_states`): the
@@ -366,9 +348,8 @@ def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
     return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
 
 
-@inbox.handles(contract.RESPONSE_TYPE)
 async def handle_enrollment_response(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentResponseBatch
+    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentResponseBatch, *, clock: Clock, ports: DermsPorts
 ) -> dict[str, Any]:
     """Record Asset Hub's answer to each request of a batch.
 
@@ -381,14 +362,16 @@ async def handle_enrollment_response(
     if payload.answers:
         await note_answers(connection, _accepted(payload), now)
         await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
-        for listener in _answer_listeners:
+        for listener in ports.requests_answered:
             await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
     return _answered(payload)
 
 
-@inbox.handles_batch(contract.RESPONSE_TYPE)
 async def handle_enrollment_responses(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]],
+    *,
+    clock: Clock,
+    ports: DermsPorts,
 ) -> list[dict[str, Any]]:
     """:func:`handle_enrollment_response` for a run of messages (Asset Hub answers each single request the
     edge forwarded in its own message): every answer of the run in one ``executemany``, then the listeners
@@ -402,6 +385,6 @@ async def handle_enrollment_responses(
         await connection.execute(_ANSWER_UPDATE, rows)
     for _, payload in messages:
         if payload.answers:
-            for listener in _answer_listeners:
+            for listener in ports.requests_answered:
                 await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
     return [_answered(payload) for _, payload in messages]

@@ -26,8 +26,8 @@ all. In order:
    (:func:`~derbridge.derms.services.event_messages.queue_reservation_updates`).
 6. The enrollment's known state (:mod:`~derbridge.derms.services.enrollment_states`, revision = the sync's
    sequence) and the enrollment request the DERMS recorded for F1 take the new state (ACTIVE or
-   UNENROLLED), which the edge shows to the aggregator (and tells its subscribers, through the listeners of
-   :func:`on_enrollment_states_changed`); the sync is logged APPLIED and acknowledged. A sync that overtook
+   UNENROLLED), which the edge shows to the aggregator (and tells its subscribers, through the port
+   :attr:`~derbridge.derms.ports.DermsPorts.enrollment_states_changed`); the sync is logged APPLIED and acknowledged. A sync that overtook
    Asset Hub's F1 answer finds no answered request to update: the answer, when it comes, takes the state
    recorded here instead of its PENDING.
 """
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy import bindparam, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,6 +47,7 @@ from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
+from derbridge.derms.ports import DermsPorts
 from derbridge.derms.domain.availability import (
     Availability,
     SyncChange,
@@ -58,10 +59,9 @@ from derbridge.derms.domain.availability import (
     reservations_to_release,
 )
 from derbridge.derms.domain.event import EventStatus
-from derbridge.derms.messages import inbox
 from derbridge.derms.services.enrollment_states import note_syncs
-from derbridge.derms.services.event_messages import queue_reservation_updates
-from derbridge.infra import clock
+from derbridge.derms.services.event_messages import ReservationFiles, queue_reservation_updates
+from derbridge.infra.clock import Clock
 from derbridge.infra.inbound import MissingPrerequisite, NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import FieldError, ProblemError
@@ -79,28 +79,6 @@ _ENROLLMENT_STATE_AFTER: Final[dict[SyncChange, str]] = {
     SyncChange.DEVICE_REPLACED: "ACTIVE",
     SyncChange.UNENROLLED: "UNENROLLED",
 }
-
-
-class StatesListener(Protocol):
-    """Told, in the inbox transaction, which enrollments just took a new state from an applied sync."""
-
-    async def __call__(self, connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None: ...
-
-
-_state_listeners: list[StatesListener] = []
-
-
-def on_enrollment_states_changed(listener: StatesListener) -> StatesListener:
-    """Register ``listener`` (the edge gateway's: it tells the aggregator's subscribers that the resource's
-    enrollment state changed) to run after applied syncs set the recorded requests' state, in the same
-    transaction."""
-    _state_listeners.append(listener)
-    return listener
-
-
-async def _states_changed(connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None:
-    for listener in _state_listeners:
-        await listener(connection, enrollment_ids, now)
 
 
 async def announce_cis_accounts(runtime_or_bridge_engine: Runtime | AsyncEngine, account_ids: Iterable[str]) -> int:
@@ -396,9 +374,12 @@ async def _release_reservations(
     return len(released), {x.event_id for x in released}
 
 
-@inbox.handles(contract.TYPE)
 async def apply_enrollment_sync(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentSync
+    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentSync,
+    *,
+    clock: Clock,
+    ports: DermsPorts,
+    files: ReservationFiles,
 ) -> dict[str, Any]:
     """Apply one enrollment sync (see the module docstring); the answer the bridge records."""
     enrollment_id = payload.subscription.subscription_id
@@ -448,7 +429,7 @@ async def apply_enrollment_sync(
             connection, made_unavailable, payload.subscription.program_code, reason, now
         )
         if events:
-            await queue_reservation_updates(connection, events, now)
+            await queue_reservation_updates(connection, events, now, files)
     # The enrollment's known state first: an answer not applied yet takes it from there when it comes.
     await note_syncs(connection, [(enrollment_id, _ENROLLMENT_STATE_AFTER[change], sequence)], now)
     await connection.execute(
@@ -456,7 +437,8 @@ async def apply_enrollment_sync(
         .where(t.enrollment_requests.c.enrollment_id == enrollment_id)
         .values(state=_ENROLLMENT_STATE_AFTER[change], updated_at=now)
     )
-    await _states_changed(connection, [enrollment_id], now)
+    for listener in ports.enrollment_states_changed:
+        await listener(connection, [enrollment_id], now)
     available = sum(1 for x in payload.devices if x.availability is contract.DeviceAvailability.AVAILABLE)
     detail = (
         f"{available} device(s) available, {len(payload.devices) - available} unavailable in "
@@ -473,9 +455,11 @@ async def apply_enrollment_sync(
     }
 
 
-@inbox.handles_batch(contract.TYPE)
 async def apply_enrollment_syncs(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentSync]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentSync]],
+    *,
+    clock: Clock,
+    ports: DermsPorts,
 ) -> list[dict[str, Any]]:
     """:func:`apply_enrollment_sync` for a run of syncs, set-based, in the common case: ENROLLED syncs of
     distinct enrollments and devices, every prerequisite present, none stale. Anything else (a sync to
@@ -561,7 +545,8 @@ async def apply_enrollment_syncs(
         .values(state=_ENROLLMENT_STATE_AFTER[SyncChange.ENROLLED], updated_at=now),
         [{"b_enrollment_id": enrollment_id} for enrollment_id in enrollments],
     )
-    await _states_changed(connection, enrollments, now)
+    for listener in ports.enrollment_states_changed:
+        await listener(connection, enrollments, now)
     logs: list[dict[str, Any]] = []
     acks: list[Envelope] = []
     results: list[dict[str, Any]] = []

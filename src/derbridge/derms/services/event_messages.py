@@ -35,7 +35,6 @@ from derbridge.contracts.device_score_transfer import Compression, FileLocation,
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.messages import inbox
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.settings import Settings
@@ -44,8 +43,7 @@ log = structlog.get_logger("derbridge.derms.events")
 
 RESERVATION_FILE_THRESHOLD = 5_000
 """Reservation lists longer than this travel as a file (claim check). The default of the setting
-``events.reservation_file_threshold``, which rules once the process's settings are given
-(:func:`use_settings`)."""
+``events.reservation_file_threshold`` (:meth:`ReservationFiles.from_settings`)."""
 
 INLINE_MAX = 10_000
 """The most devices an ``event-reservation.v1`` message may list inline (the contract's limit): a larger
@@ -58,10 +56,6 @@ target's request body limit (16 MiB) whatever the size of the event."""
 RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
 """The header of a reservation file: the fields of the contract's ``ReservedDevice``, in order, so that
 both ends derive the format from the contract alone."""
-
-
-class FileStoreNotConfigured(RuntimeError):
-    """A reservation list must travel as a file but this process was given no file store."""
 
 
 @dataclass(frozen=True)
@@ -83,29 +77,6 @@ class ReservationFiles:
     def limit(self) -> int:
         """The longest list that still travels inside the message (never more than the contract allows)."""
         return min(self.threshold if self.threshold is not None else RESERVATION_FILE_THRESHOLD, INLINE_MAX)
-
-
-_settings: Settings | None = None
-_configured: ReservationFiles | None = None
-
-
-def use_settings(settings: Settings | None) -> Settings | None:
-    """Give this process's settings (file store, threshold) to the event messages; returns the previous
-    ones (None: none), so that a test can restore them.
-
-    Messages are also written where no settings are at hand (the F3 handler calls
-    :func:`queue_reservation_updates` inside the inbox transaction), so whoever builds the DERMS application
-    calls this once at start. Without it, lists up to :data:`RESERVATION_FILE_THRESHOLD` still travel
-    inline; a longer one fails with :class:`FileStoreNotConfigured`.
-    """
-    global _settings, _configured
-    previous, _settings = _settings, settings
-    _configured = ReservationFiles.from_settings(settings) if settings is not None else None
-    return previous
-
-
-def _limit(files: ReservationFiles | None) -> int:
-    return files.limit() if files is not None else min(RESERVATION_FILE_THRESHOLD, INLINE_MAX)
 
 
 class ReservedRow(NamedTuple):
@@ -137,7 +108,7 @@ def _write_reservation_file(path: Path, rows: Sequence[ReservedRow]) -> None:
 
 
 async def _claim_check(
-    rows: Sequence[ReservedRow], event_id: str, now: datetime, files: ReservationFiles | None
+    rows: Sequence[ReservedRow], event_id: str, now: datetime, files: ReservationFiles
 ) -> tuple[FileManifest, FileLocation]:
     """Write ``rows`` as a reservation file, put it in the file store, and return its manifest and location.
 
@@ -145,11 +116,6 @@ async def _claim_check(
     file no message names is left in the store, which is harmless; the other order could send a message
     naming a file that never arrives.
     """
-    if files is None:
-        raise FileStoreNotConfigured(
-            f"event {event_id} reserves {len(rows)} devices, more than travel in a message, and no file store "
-            "was configured (use_settings)"
-        )
     file_id = new_id()
     with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
         path = Path(directory) / f"{file_id}.csv"
@@ -185,22 +151,20 @@ async def reservation_envelope(
     *,
     update: bool,
     now: datetime,
-    files: ReservationFiles | None = None,
+    files: ReservationFiles,
     held: Sequence[ReservedRow] | None = None,
 ) -> Envelope:
     """The F5 message of an event with the devices it holds now (``update`` after some were released).
 
-    ``files`` defaults to the process's configuration (:func:`use_settings`); it is needed only when the
-    list is longer than the threshold. ``held``: the devices the event holds, in rank order, when the caller
+    ``files`` is where a list longer than its threshold goes. ``held``: the devices the event holds, in rank order, when the caller
     has them at hand (it just reserved them); otherwise they are read.
     """
-    files = files or _configured
     event = (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id))).one()
     rows = held if held is not None else await _held(connection, event_id)
     devices: list[event_reservation.ReservedDevice] = []
     manifest: FileManifest | None = None
     location: FileLocation | None = None
-    if len(rows) > _limit(files):
+    if len(rows) > files.limit():
         manifest, location = await _claim_check(rows, event_id, now, files)
     else:
         devices = [
@@ -240,7 +204,7 @@ async def queue_reservation(
     connection: AsyncConnection,
     event_id: str,
     now: datetime,
-    files: ReservationFiles | None = None,
+    files: ReservationFiles,
     held: Sequence[ReservedRow] | None = None,
 ) -> Envelope:
     """Write the F5 message of a newly created event (in the transaction that created it); ``held`` as in
@@ -250,10 +214,14 @@ async def queue_reservation(
     return envelope
 
 
-async def queue_reservation_updates(connection: AsyncConnection, event_ids: Iterable[str], now: datetime) -> int:
+async def queue_reservation_updates(
+    connection: AsyncConnection, event_ids: Iterable[str], now: datetime, files: ReservationFiles
+) -> int:
     """After reservations were released (a device became unavailable, F3), tell Asset Hub each event's new
     reservation list (an F5 update); returns how many messages were written."""
-    envelopes = [await reservation_envelope(connection, e, update=True, now=now) for e in sorted(set(event_ids))]
+    envelopes = [
+        await reservation_envelope(connection, e, update=True, now=now, files=files) for e in sorted(set(event_ids))
+    ]
     await write_outbox(connection, t.outbox, envelopes)
     return len(envelopes)
 
@@ -310,7 +278,9 @@ async def queue_outcomes(
     return len(envelopes)
 
 
-async def _acknowledged(connection: AsyncConnection, envelope: Envelope, ack: Acknowledgement) -> dict[str, Any]:
+async def record_acknowledgement(
+    connection: AsyncConnection, envelope: Envelope, ack: Acknowledgement
+) -> dict[str, Any]:
     """Asset Hub applied (or refused) an event message. Nothing in the DERMS depends on it: the event and
     its reservations are the DERMS's own record. It is logged, and the answer kept in the inbox: at DEBUG
     when it is plainly applied (one per message; the bridge's batch lines count them), else as a warning."""
@@ -329,7 +299,3 @@ async def _acknowledged(connection: AsyncConnection, envelope: Envelope, ack: Ac
         "status": ack.status.value,
         "unknown_devices": len(ack.unknown_devices),
     }
-
-
-for _ack_type in (event_reservation.ACK_TYPE, event_cancellation.ACK_TYPE, event_outcome.ACK_TYPE):
-    inbox.handles(_ack_type)(_acknowledged)

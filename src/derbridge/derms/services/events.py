@@ -39,7 +39,6 @@ from derbridge.derms.domain.event import (
 )
 from derbridge.derms.domain.program import DermsProgramStatus
 from derbridge.derms.domain.reservation import ReservationPlan, rank_columns
-from derbridge.derms.jobs import jobs
 from derbridge.derms.services.event_messages import (
     ReservationFiles,
     ReservedRow,
@@ -47,7 +46,6 @@ from derbridge.derms.services.event_messages import (
     queue_outcomes,
     queue_reservation,
 )
-from derbridge.infra import clock
 from derbridge.infra.columnar import db_time, id_list, insert_arrow, read_arrow
 from derbridge.infra.ids import new_id, new_ids
 from derbridge.infra.problems import FieldError, ProblemError, not_found
@@ -229,8 +227,8 @@ async def create_event(
     request: EventIn,
     derms_instance_id: str,
     *,
-    files: ReservationFiles | None = None,
-    now: datetime | None = None,
+    files: ReservationFiles,
+    now: datetime,
 ) -> dict[str, Any]:
     """Create a SCHEDULED event and reserve its devices; a shortfall is reported on the event, not raised.
 
@@ -238,7 +236,6 @@ async def create_event(
     where a reservation list too long for a message goes (default: the process's configuration, see
     :func:`~derbridge.derms.services.event_messages.use_settings`).
     """
-    now = now or clock.now()
     if request.start_at <= now:
         raise ProblemError(
             422,
@@ -305,14 +302,11 @@ async def create_event(
     return event
 
 
-async def cancel_event(
-    engine: AsyncEngine, event_id: str, cancel: EventCancel, now: datetime | None = None
-) -> dict[str, Any]:
+async def cancel_event(engine: AsyncEngine, event_id: str, cancel: EventCancel, now: datetime) -> dict[str, Any]:
     """Cancel a SCHEDULED event before its start and release its reservations; 409 once it has started.
 
     The cancellation, the releases and the ``event-cancellation.v1`` message commit together.
     """
-    now = now or clock.now()
     async with engine.begin() as connection:
         event = (
             (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id)))
@@ -475,7 +469,6 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
     return 1
 
 
-@jobs.job("event-lifecycle", every=LIFECYCLE_EVERY)
 async def event_lifecycle_job(engine: AsyncEngine, now: datetime) -> int:
     """The ``event-lifecycle`` job: :func:`advance_lifecycle` at the business time ``now``."""
     return await advance_lifecycle(engine, now)

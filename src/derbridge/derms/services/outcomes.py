@@ -24,7 +24,6 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.event import EventStatus, EventWindow, status_at
 from derbridge.derms.services.event_messages import queue_outcomes
 from derbridge.derms.services.events import grace_of
-from derbridge.infra import clock
 from derbridge.infra.columnar import db_times, id_list
 from derbridge.infra.problems import FieldError, ProblemError, not_found
 
@@ -193,7 +192,7 @@ async def _store_outcomes(
 
 
 async def record_outcomes(
-    engine: AsyncEngine, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime | None = None
+    engine: AsyncEngine, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime
 ) -> OutcomesRecorded:
     """Store a batch of per-device outcomes of an event and queue them for Asset Hub, in one transaction.
 
@@ -207,11 +206,10 @@ async def record_outcomes(
 
 
 async def record_outcomes_in(
-    connection: AsyncConnection, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime | None = None
+    connection: AsyncConnection, event_id: str, outcomes: Sequence[DeviceOutcome], now: datetime
 ) -> OutcomesRecorded:
     """:func:`record_outcomes` in the caller's transaction (the edge stores the report that carried them in
     the same unit of work). A refusal raises before anything is written."""
-    now = now or clock.now()
     if len(outcomes) > MAX_OUTCOMES_PER_REPORT:
         raise ProblemError(
             422,

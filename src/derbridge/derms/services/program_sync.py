@@ -32,8 +32,7 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.program import is_stale
-from derbridge.derms.messages import inbox
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import FieldError, ProblemError
 
@@ -64,9 +63,8 @@ def _ack(envelope: Envelope, status: AckStatus, detail: str, now: datetime) -> E
     )
 
 
-@inbox.handles(contract.TYPE)
 async def apply_program_sync(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.ProgramSync
+    connection: AsyncConnection, envelope: Envelope, payload: contract.ProgramSync, *, clock: Clock
 ) -> dict[str, Any]:
     """Apply one version of a program (see the module docstring); the answer the bridge records."""
     code = payload.program_code

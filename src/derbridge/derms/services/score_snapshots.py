@@ -48,20 +48,18 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.bridge.filestore.base import FileNotInStore, FileStoreError
-from derbridge.bridge.filestore.factory import build_file_store
+from derbridge.bridge.filestore.factory import FileStoreOpener
 from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
-from derbridge.contracts.device_score_transfer import ACK_TYPE, SCORE_FILE_COLUMNS, TYPE, Compression, ScoreTransfer
+from derbridge.contracts.device_score_transfer import ACK_TYPE, SCORE_FILE_COLUMNS, Compression, ScoreTransfer
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.messages import inbox
-from derbridge.infra import clock
 from derbridge.infra.bulk import arrow_rows, copy_arrow_table
+from derbridge.infra.clock import Clock
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.problems import ProblemError
-from derbridge.settings import Settings
 
 log = structlog.get_logger("derbridge.derms.scores")
 
@@ -85,33 +83,6 @@ _COLUMN_TYPES: dict[str, pa.DataType] = {
     "ineligibility_reason": pa.string(),
     "computed_at": pa.string(),
 }
-
-# --- configuration of this process ----------------------------------------------------------------
-
-_settings: Settings | None = None
-
-
-def use_settings(settings: Settings | None) -> Settings | None:
-    """Give this process's settings (the file store) to the score file loader.
-
-    Message handlers receive only a connection; whoever builds the DERMS application calls this once with
-    the process's settings. Returns the settings used before (None: none), so that a test can restore
-    them.
-    """
-    global _settings
-    previous, _settings = _settings, settings
-    return previous
-
-
-def configured_settings() -> Settings:
-    """The settings given to :func:`use_settings`; a process that serves the DERMS must have called it."""
-    if _settings is None:
-        raise RuntimeError(
-            "the score file loader has no settings: the process serving the DERMS must call "
-            "derbridge.derms.services.score_snapshots.use_settings(settings) at start"
-        )
-    return _settings
-
 
 # --- reading and checking the file ------------------------------------------------------------------
 
@@ -408,12 +379,12 @@ async def _decide(connection: AsyncConnection, payload: ScoreTransfer) -> _Answe
     return None
 
 
-async def _fetch_and_read(payload: ScoreTransfer, directory: Path) -> pa.Table:
+async def _fetch_and_read(payload: ScoreTransfer, directory: Path, files: FileStoreOpener) -> pa.Table:
     """The checked rows of the file, or a 503 problem when it cannot be fetched or does not match."""
     manifest = payload.manifest
     path = directory / "scores.csv"
     try:
-        async with build_file_store(configured_settings()) as store:
+        async with files() as store:
             await store.fetch(payload.location, path)
     except ValueError as error:  # a location this DERMS's store cannot hold: fix the configuration, replay
         raise ProblemError(
@@ -433,9 +404,8 @@ async def _fetch_and_read(payload: ScoreTransfer, directory: Path) -> pa.Table:
     return await asyncio.to_thread(read_score_file, path, manifest.compression, list(manifest.programs))
 
 
-@inbox.handles(TYPE)
 async def load_score_snapshot(
-    connection: AsyncConnection, envelope: Envelope, payload: ScoreTransfer
+    connection: AsyncConnection, envelope: Envelope, payload: ScoreTransfer, *, clock: Clock, files: FileStoreOpener
 ) -> dict[str, Any]:
     """Load the score file the message points to as the current snapshot (the module docstring says how)."""
     manifest = payload.manifest
@@ -447,7 +417,7 @@ async def load_score_snapshot(
         # the message is not applied, and its retry starts again from the file.
         with tempfile.TemporaryDirectory(prefix="derbridge-scores-") as directory:
             try:
-                rows = await _fetch_and_read(payload, Path(directory))
+                rows = await _fetch_and_read(payload, Path(directory), files)
             except InvalidScoreFile as invalid:
                 answer = _Answer(AckStatus.REJECTED, f"score file {manifest.file_id} rejected, not loaded: {invalid}")
             else:

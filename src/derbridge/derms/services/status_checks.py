@@ -13,9 +13,9 @@ Freshness is not judged here: Asset Hub applies its program's freshness window t
 
 **Fresh readings (extension point).** flows.md lets the DERMS also ask the aggregator for a fresh reading
 (an OpenADR event with an OPERATING_STATE report request) and answer a second time when it arrives; the
-first answer never waits for it. That request belongs to the edge gateway: it registers a
-:class:`FreshReadingRequester` with :func:`request_fresh_readings_with`, which the handler calls after the
-first answer, inside the same transaction (so the edge can record its outgoing request atomically with the
+first answer never waits for it. That request belongs to the edge gateway: the DERMS's composition root
+wires its requester to the port :attr:`~derbridge.derms.ports.DermsPorts.fresh_readings`, which the handler
+calls after the first answer, inside the same transaction (so the edge can record its outgoing request atomically with the
 check). When the reading arrives, the edge records it (:mod:`derbridge.derms.services.communication`) and
 calls :func:`answer_status_check` again for the same ``check_id``: Asset Hub takes a newer second answer.
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,30 +33,9 @@ from derbridge.contracts import device_status_check as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.messages import inbox
-from derbridge.infra import clock
+from derbridge.derms.ports import DermsPorts
+from derbridge.infra.clock import Clock
 from derbridge.infra.outbox import write_outbox
-
-
-class FreshReadingRequester(Protocol):
-    """Asks the devices' aggregators for fresh readings after status checks were answered from storage:
-    ``checks`` are ``(message, check)`` in delivery order (one, or a batch handler's whole run)."""
-
-    async def __call__(
-        self,
-        connection: AsyncConnection,
-        checks: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
-        now: datetime,
-    ) -> None: ...
-
-
-_fresh_reading_requesters: list[FreshReadingRequester] = []
-
-
-def request_fresh_readings_with(requester: FreshReadingRequester) -> FreshReadingRequester:
-    """Register ``requester`` (the edge gateway's) to run after each status check is first answered."""
-    _fresh_reading_requesters.append(requester)
-    return requester
 
 
 def status_answer(
@@ -138,11 +117,10 @@ async def answer_status_check(
     return answer
 
 
-@inbox.handles(contract.TYPE)
 async def handle_status_check(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckRequest
+    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckRequest, *, clock: Clock, ports: DermsPorts
 ) -> dict[str, Any]:
-    """Answer a status check at once from the stored status, then let a registered requester ask the
+    """Answer a status check at once from the stored status, then let the port's requesters ask the
     aggregator for a fresh reading."""
     now = clock.now()
     answer = await answer_status_check(
@@ -155,7 +133,7 @@ async def handle_status_check(
         source_instance=envelope.target.instance,
         target_instance=envelope.source.instance,
     )
-    for requester in _fresh_reading_requesters:
+    for requester in ports.fresh_readings:
         await requester(connection, [(envelope, payload)], now)
     return {
         "check_id": payload.check_id,
@@ -164,9 +142,11 @@ async def handle_status_check(
     }
 
 
-@inbox.handles_batch(contract.TYPE)
 async def handle_status_checks(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]]
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
+    *,
+    clock: Clock,
+    ports: DermsPorts,
 ) -> list[dict[str, Any]]:
     """:func:`handle_status_check` for a run of checks, set-based: one read of the stored statuses, one of
     the devices known without a status, one outbox write — the same answers, in the same order."""
@@ -211,6 +191,6 @@ async def handle_status_checks(
             }
         )
     await write_outbox(connection, t.outbox, envelopes)
-    for requester in _fresh_reading_requesters:
+    for requester in ports.fresh_readings:
         await requester(connection, messages, now)
     return results
