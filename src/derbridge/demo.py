@@ -133,10 +133,10 @@ class Demo:
             )
         )
         self.console.print(f"[green]✓[/] {'generate':<22} {generated.seconds:6.2f} s  {self.stages[-1][2]}")
-        runtime = Runtime(self.settings)
         aggregators = load_aggregators(utility_dir / "aggregators")
         clock = SimulatedClock(DEMO_START)
-        async with EmbeddedSystem(runtime, clock) as system, loopback(system.app) as base:
+        runtime = Runtime(self.settings, clock=clock)
+        async with EmbeddedSystem(runtime) as system, loopback(system.app) as base:
             self.system = system
             self.clock = clock
             self.base = base

@@ -15,18 +15,14 @@ from types import TracebackType
 import httpx
 from sqlalchemy import Table, func, select
 
-from derbridge.api.app import create_app
-from derbridge.assethub import flows as assethub_flows
+from derbridge.api.app import build_systems, create_app
 from derbridge.assethub.adapters import tables as ah
-from derbridge.assethub.jobs import jobs as assethub_jobs
+from derbridge.assethub.system import AssetHub
 from derbridge.bridge.assembly import build_worker
 from derbridge.bridge.tables import queue_messages
-from derbridge.derms import flows as derms_flows
 from derbridge.derms.adapters import tables as dm
-from derbridge.derms.jobs import jobs as derms_jobs
-from derbridge.infra.clock import Clock, use_clock
+from derbridge.derms.system import Derms
 from derbridge.infra.collector import serving_pace
-from derbridge.infra.jobs import JobRunner
 from derbridge.runtime import Runtime
 
 
@@ -37,12 +33,16 @@ class SettleTimeout(RuntimeError):
 class EmbeddedSystem:
     """Asset Hub + DERMS + bridge in this process. Use as an async context manager."""
 
-    def __init__(self, runtime: Runtime, clock: Clock) -> None:
-        assethub_flows.load()
-        derms_flows.load()
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.clock = clock
-        self.app = create_app(runtime)
+        self.clock = runtime.clock
+        # The systems as every process builds them (their composition roots), on the runtime's clock.
+        self.systems = build_systems(runtime)
+        if self.systems.assethub is None or self.systems.derms is None:
+            raise RuntimeError("the embedded system serves both systems")
+        self.assethub: AssetHub = self.systems.assethub
+        self.derms: Derms = self.systems.derms
+        self.app = create_app(runtime, systems=self.systems)
         # Stepped by its caller, the worker takes bigger batches and never waits on an empty queue: the
         # caller decides when to look again.
         self.worker = build_worker(
@@ -56,15 +56,11 @@ class EmbeddedSystem:
             headers={"Authorization": f"Bearer {runtime.settings.resolved_api_token()}"},
             timeout=httpx.Timeout(300.0),
         )
-        self.assethub_jobs = JobRunner(
-            runtime.async_engine("assethub"), ah.job_leases, assethub_jobs, system="assethub"
-        )
-        self.derms_jobs = JobRunner(runtime.async_engine("derms"), dm.job_leases, derms_jobs, system="derms")
-        self._previous_clock: Clock | None = None
+        self.assethub_jobs = self.assethub.job_runner()
+        self.derms_jobs = self.derms.job_runner()
         self._stack = ExitStack()
 
     async def __aenter__(self) -> EmbeddedSystem:
-        self._previous_clock = use_clock(self.clock)
         self._stack.enter_context(serving_pace())  # the collector's pace of a serving process
         return self
 
@@ -75,8 +71,6 @@ class EmbeddedSystem:
             await self.client.aclose()
             await self.worker.deliverer.close()
         finally:
-            if self._previous_clock is not None:
-                use_clock(self._previous_clock)
             self._stack.close()
             await self.runtime.aclose()
 

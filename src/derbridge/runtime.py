@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from derbridge.infra.clock import Clock, SystemClock
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
 from derbridge.migrations.runner import SYSTEMS, Migration, System, upgrade_if_behind, upgrade_locked
 from derbridge.settings import Settings
@@ -48,9 +49,12 @@ def ensure_migrated(settings: Settings, systems: Iterable[System] = SYSTEMS) -> 
 
 @dataclass
 class Runtime:
-    """Engines per system, created lazily and disposed together."""
+    """What one process runs on: its settings, its business clock, and the engines per system (created
+    lazily and disposed together). The systems are built from it (``derbridge.api.app.build_systems``)."""
 
     settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    """The business clock: the wall clock, or the demo's and the flow tests' simulated one."""
     _sync: dict[System, Engine] = field(default_factory=dict)
     _async: dict[System, AsyncEngine] = field(default_factory=dict)
 

@@ -11,7 +11,8 @@ import pytest
 
 from derbridge.embedded import EmbeddedSystem
 from derbridge.infra.clock import SimulatedClock
-from derbridge.runtime import Runtime
+from derbridge.runtime import Runtime, migrate_all
+from derbridge.settings import Settings
 
 TOKEN = "test-token"
 
@@ -19,7 +20,9 @@ System = EmbeddedSystem
 
 
 @pytest.fixture
-async def system(runtime: Runtime) -> AsyncIterator[EmbeddedSystem]:
+async def system(settings: Settings) -> AsyncIterator[EmbeddedSystem]:
     """The whole system on fresh databases, with a simulated business clock at 2027-06-01 12:00 UTC."""
-    async with EmbeddedSystem(runtime, SimulatedClock(datetime(2027, 6, 1, 12, tzinfo=UTC))) as embedded:
+    migrate_all(settings)
+    runtime = Runtime(settings, clock=SimulatedClock(datetime(2027, 6, 1, 12, tzinfo=UTC)))
+    async with EmbeddedSystem(runtime) as embedded:
         yield embedded

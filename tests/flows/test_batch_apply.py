@@ -10,15 +10,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 from sqlalchemy import select
 
-from derbridge.assethub import flows as assethub_flows
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
-from derbridge.assethub.messages import inbox as assethub_inbox
 from derbridge.cis.importer import import_extract
 from derbridge.contracts.device_status_check import RESPONSE_TYPE, CheckResult, CommunicationStatus, StatusCheckResponse
 from derbridge.contracts.enrollment_request import RESPONSE_TYPE as ENROLLMENT_RESPONSE
@@ -26,10 +24,8 @@ from derbridge.contracts.enrollment_request import TYPE as ENROLLMENT_REQUEST
 from derbridge.contracts.enrollment_request import EnrollmentRequestBatch
 from derbridge.contracts.registry import new_envelope
 from derbridge.demo import DEMO_PROGRAM, DEMO_START, Demo, loopback
-from derbridge.derms import flows as derms_flows
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.derms.messages import inbox as derms_inbox
 from derbridge.embedded import EmbeddedSystem
 from derbridge.infra.clock import SimulatedClock
 from derbridge.runtime import Runtime, migrate_all
@@ -61,15 +57,17 @@ async def _setup_world(data_dir: Path, batch: bool, used: Counter[str]) -> dict[
     settings = Settings(data_dir=data_dir)
     migrate_all(settings)
     generated = generate_utility(200, 11, data_dir / "utility", program_code=DEMO_PROGRAM)
-    runtime = Runtime(settings)
     clock = SimulatedClock(DEMO_START)
-    assethub_flows.load()
-    derms_flows.load()
-    saved = [(inbox, dict(inbox.batch_handlers)) for inbox in (assethub_inbox, derms_inbox)]
-    for inbox, handlers in saved:
-        inbox.batch_handlers = {t: _counting(t, h, used) for t, h in handlers.items()} if batch else {}
+    runtime = Runtime(settings, clock=clock)
     try:
-        async with EmbeddedSystem(runtime, clock) as system, loopback(system.app) as base:
+        async with EmbeddedSystem(runtime) as system, loopback(system.app) as base:
+            # This system's own inboxes (each EmbeddedSystem builds its systems anew): their batch handlers
+            # counted, or taken away so that every message is applied one by one.
+            for built in (system.assethub, system.derms):
+                handlers = cast("dict[str, Any]", built.inbox.batch_handlers)
+                counted = {t: _counting(t, h, used) for t, h in handlers.items()} if batch else {}
+                handlers.clear()
+                handlers.update(counted)
             import_extract(
                 generated.cis_extract,
                 [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))],
@@ -92,8 +90,6 @@ async def _setup_world(data_dir: Path, batch: bool, used: Counter[str]) -> dict[
                 await system.settle(jobs=True)
             return await _state(runtime)
     finally:
-        for inbox, handlers in saved:
-            inbox.batch_handlers = handlers
         runtime.close_sync()
 
 
@@ -324,8 +320,8 @@ async def test_single_requests_forwarded_one_message_each_are_answered_as_one_by
     system: System, tmp_path: Path, monkeypatch: Any
 ) -> None:
     used: Counter[str] = Counter()
-    _counted(monkeypatch, assethub_inbox, ENROLLMENT_REQUEST, used)
-    _counted(monkeypatch, derms_inbox, ENROLLMENT_RESPONSE, used)
+    _counted(monkeypatch, system.assethub.inbox, ENROLLMENT_REQUEST, used)
+    _counted(monkeypatch, system.derms.inbox, ENROLLMENT_RESPONSE, used)
     await world(system, tmp_path, customers=3)
     # Three requests, one message each (as the edge forwards single resources); the third asks for the
     # first one's device, so it must be judged after the first is accepted.
@@ -352,7 +348,7 @@ async def test_a_request_repeated_in_a_later_message_of_the_run_gets_its_first_a
     system: System, tmp_path: Path, monkeypatch: Any
 ) -> None:
     used: Counter[str] = Counter()
-    _counted(monkeypatch, assethub_inbox, ENROLLMENT_REQUEST, used)
+    _counted(monkeypatch, system.assethub.inbox, ENROLLMENT_REQUEST, used)
     await world(system, tmp_path, customers=3)
     first = _request_message("ECOBEE", request_body(1))
     batch = [

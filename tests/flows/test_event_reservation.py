@@ -11,8 +11,8 @@ Every expected reservation below is worked out by hand from :data:`DEVICES`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,6 @@ from sqlalchemy import func, select, update
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
-from derbridge.assethub.services import events as assethub_events
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.cis.importer import import_extract
@@ -34,9 +33,11 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.derms.services import event_messages
+from derbridge.embedded import EmbeddedSystem
 from derbridge.runtime import Runtime
-from derbridge.settings import EventSettings, Settings
+from derbridge.settings import EventSettings, FileStoreSettings, Settings
 from tests.integration.api_support import assert_problem, cis_row, write_extract
+from tests.support.embedded import free_port
 
 if TYPE_CHECKING:
     from tests.flows.system import System
@@ -84,17 +85,12 @@ RANKED = [("ECOBEE", "e-01"), ("NEST", "n-01"), ("ECOBEE", "e-02"), ("NEST", "n-
 """The candidates in rank order: score descending, ties by (head_end_system, nic_id)."""
 
 
-@contextmanager
-def file_stores(settings: Settings) -> Iterator[None]:
-    """Give both systems' event modules the process's settings (their file store for claim-checked
-    reservation lists), as the application does at start, and take them back afterwards."""
-    previous_derms = event_messages.use_settings(settings)
-    previous_assethub = assethub_events.use_settings(settings)
-    try:
-        yield
-    finally:
-        event_messages.use_settings(previous_derms)
-        assethub_events.use_settings(previous_assethub)
+@asynccontextmanager
+async def configured(system: System, settings: Settings) -> AsyncIterator[System]:
+    """The same databases served by a whole system built with ``settings``, on the same clock: a process
+    restarted with a new configuration (a system's configuration is fixed when it is built)."""
+    async with EmbeddedSystem(Runtime(settings, clock=system.clock)) as restarted:
+        yield restarted
 
 
 def with_threshold(settings: Settings, threshold: int) -> Settings:
@@ -288,15 +284,9 @@ async def inbox_answers(system: System, which: str, message_type: str) -> list[d
 
 @pytest.fixture
 async def fleet(system: System, tmp_path: Path) -> System:
-    """The whole system with the customers, PROGRAM and DEVICES of this module, and file stores configured."""
+    """The whole system with the customers, PROGRAM and DEVICES of this module."""
     await prepare(system, tmp_path)
     return system
-
-
-@pytest.fixture(autouse=True)
-def _file_stores(runtime: Runtime) -> Iterator[None]:
-    with file_stores(runtime.settings):
-        yield
 
 
 # --- F5 ---------------------------------------------------------------------------------------------------
@@ -394,55 +384,55 @@ async def test_an_event_in_the_past_or_in_an_unknown_program_is_refused_and_send
 
 
 async def test_a_long_list_travels_as_a_verified_file(fleet: System) -> None:
-    system = fleet
-    event_messages.use_settings(with_threshold(system.runtime.settings, 3))
-    event = await create_event(system, target_devices=4)
-    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
-    payload = sent["payload"]
-    assert payload["devices"] == []
-    manifest, location = payload["devices_file"], payload["devices_location"]
-    assert manifest["row_count"] == 4
-    assert location["store"] == "local"
-    assert location["key"].startswith(f"reservations/{event['event_id']}/")
-    stored = system.runtime.settings.data_dir / "files" / location["key"]
-    lines = stored.read_text().splitlines()
-    assert lines[0] == "record_id,head_end_system,nic_id,reservation_start_at,reservation_end_at"
-    assert [tuple(line.split(",")[1:3]) for line in lines[1:]] == RANKED[:4]
+    async with configured(fleet, with_threshold(fleet.runtime.settings, 3)) as system:
+        event = await create_event(system, target_devices=4)
+        (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+        payload = sent["payload"]
+        assert payload["devices"] == []
+        manifest, location = payload["devices_file"], payload["devices_location"]
+        assert manifest["row_count"] == 4
+        assert location["store"] == "local"
+        assert location["key"].startswith(f"reservations/{event['event_id']}/")
+        stored = system.runtime.settings.data_dir / "files" / location["key"]
+        lines = stored.read_text().splitlines()
+        assert lines[0] == "record_id,head_end_system,nic_id,reservation_start_at,reservation_end_at"
+        assert [tuple(line.split(",")[1:3]) for line in lines[1:]] == RANKED[:4]
 
-    await system.settle()
+        await system.settle()
 
-    held = await participations(system, event["event_id"])
-    assert sorted(held) == sorted(RANKED[:4])
-    assert {r["status"] for r in held.values()} == {"RESERVED"}
-    (ack,) = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
-    assert ack["payload"]["status"] == "APPLIED"
+        held = await participations(system, event["event_id"])
+        assert sorted(held) == sorted(RANKED[:4])
+        assert {r["status"] for r in held.values()} == {"RESERVED"}
+        (ack,) = await outbox_payloads(system, "assethub", "event-reservation-ack.v1")
+        assert ack["payload"]["status"] == "APPLIED"
 
 
 async def test_a_corrupted_file_is_refused_whole_and_applied_once_repaired(fleet: System) -> None:
-    system = fleet
-    event_messages.use_settings(with_threshold(system.runtime.settings, 2))
-    event = await create_event(system, target_devices=3)
-    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
-    location = FileLocation.model_validate(sent["payload"]["devices_location"])
-    stored = system.runtime.settings.data_dir / "files" / location.key
-    original = stored.read_bytes()
-    stored.write_bytes(original.replace(b"ECOBEE", b"ECOBEF", 1))  # same size, different bytes
+    async with configured(fleet, with_threshold(fleet.runtime.settings, 2)) as system:
+        event = await create_event(system, target_devices=3)
+        (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+        location = FileLocation.model_validate(sent["payload"]["devices_location"])
+        stored = system.runtime.settings.data_dir / "files" / location.key
+        original = stored.read_bytes()
+        stored.write_bytes(original.replace(b"ECOBEE", b"ECOBEF", 1))  # same size, different bytes
 
-    await system.settle()
+        await system.settle()
 
-    dead = (await system.client.get(f"{BRIDGE}/messages", params={"flow": "event-reservation", "state": "dead"})).json()
-    assert [m["message_id"] for m in dead["items"]] == [sent["message_id"]]
-    journey = (await system.client.get(f"{BRIDGE}/messages/{sent['message_id']}")).json()
-    assert journey["last_problem"]["type"].endswith("/file-mismatch")
-    assert "sha256 differs" in journey["last_problem"]["detail"]
-    assert_problem(await system.client.get(f"{ASSETHUB}/events/{event['event_id']}"), 404, "not-found")
+        dead = (
+            await system.client.get(f"{BRIDGE}/messages", params={"flow": "event-reservation", "state": "dead"})
+        ).json()
+        assert [m["message_id"] for m in dead["items"]] == [sent["message_id"]]
+        journey = (await system.client.get(f"{BRIDGE}/messages/{sent['message_id']}")).json()
+        assert journey["last_problem"]["type"].endswith("/file-mismatch")
+        assert "sha256 differs" in journey["last_problem"]["detail"]
+        assert_problem(await system.client.get(f"{ASSETHUB}/events/{event['event_id']}"), 404, "not-found")
 
-    stored.write_bytes(original)  # the operator puts the right file back and replays the message
-    replayed = await system.client.post(f"{BRIDGE}/messages/{sent['message_id']}/replay")
-    assert replayed.status_code == 202, replayed.text
-    await system.settle()
+        stored.write_bytes(original)  # the operator puts the right file back and replays the message
+        replayed = await system.client.post(f"{BRIDGE}/messages/{sent['message_id']}/replay")
+        assert replayed.status_code == 202, replayed.text
+        await system.settle()
 
-    assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:3])
+        assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:3])
 
 
 async def test_an_update_releases_the_devices_no_longer_listed(fleet: System) -> None:
@@ -460,7 +450,12 @@ async def test_an_update_releases_the_devices_no_longer_listed(fleet: System) ->
             .where(dm.reservations.c.event_id == event["event_id"], dm.reservations.c.device_id == device_id)
             .values(status="RELEASED", released_at=system.clock.now(), release_reason="device unavailable")
         )
-        assert await event_messages.queue_reservation_updates(connection, [event["event_id"]], system.clock.now()) == 1
+        assert (
+            await event_messages.queue_reservation_updates(
+                connection, [event["event_id"]], system.clock.now(), system.derms.reservation_files
+            )
+            == 1
+        )
     await system.settle()
 
     held = await participations(system, event["event_id"])
@@ -486,7 +481,9 @@ async def test_a_stale_initial_list_after_an_update_changes_nothing(fleet: Syste
             .where(dm.reservations.c.event_id == event["event_id"], dm.reservations.c.rank == 3)
             .values(status="RELEASED", released_at=system.clock.now(), release_reason="device unavailable")
         )
-        await event_messages.queue_reservation_updates(connection, [event["event_id"]], system.clock.now())
+        await event_messages.queue_reservation_updates(
+            connection, [event["event_id"]], system.clock.now(), system.derms.reservation_files
+        )
     (_, later) = await outbox_payloads(system, "derms", "event-reservation.v1")
     # The update overtakes the initial list on the way: Asset Hub applies it first, through its inbound API.
     for envelope in (later, initial):
@@ -501,25 +498,25 @@ async def test_a_stale_initial_list_after_an_update_changes_nothing(fleet: Syste
     assert sorted(await participations(system, event["event_id"])) == sorted(RANKED[:2])
 
 
-async def test_without_a_file_store_a_long_list_fails_whole(fleet: System, monkeypatch: pytest.MonkeyPatch) -> None:
-    system = fleet
-    monkeypatch.setattr(event_messages, "RESERVATION_FILE_THRESHOLD", 2)
-    event_messages.use_settings(None)  # a process that was not given its settings
-    inline = await create_event(system, target_devices=2)  # at the threshold: still inline
-    (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
-    assert len(sent["payload"]["devices"]) == 2
-
-    refused = await system.client.post(
-        f"{DERMS}/events",
-        json=event_body(system, start_in=timedelta(hours=1), lasts=timedelta(hours=2), target_devices=3),
+async def test_with_its_file_store_down_a_long_list_fails_whole(fleet: System) -> None:
+    # An SFTP store on a port nobody listens on: lists up to the threshold still travel inline.
+    down = with_threshold(fleet.runtime.settings, 2).model_copy(
+        update={"files": FileStoreSettings(store="sftp", sftp_port=free_port(), sftp_connect_timeout=2.0)}
     )
-    assert_problem(refused, 500, "internal-error")
-    # Nothing of the refused event was kept: no event, no reservation, no message.
-    events = await get_all(system, f"{DERMS}/events")
-    assert [e["event_id"] for e in events] == [inline["event_id"]]
-    assert len(await outbox_payloads(system, "derms", "event-reservation.v1")) == 1
-    async with system.runtime.async_engine("derms").connect() as connection:
-        assert await connection.scalar(select(func.count()).select_from(dm.reservations)) == 2
+    async with configured(fleet, down) as system:
+        inline = await create_event(system, target_devices=2)  # at the threshold: still inline
+        (sent,) = await outbox_payloads(system, "derms", "event-reservation.v1")
+        assert len(sent["payload"]["devices"]) == 2
+
+        refused = await system.client.post(
+            f"{DERMS}/events",
+            json=event_body(system, start_in=timedelta(hours=1), lasts=timedelta(hours=2), target_devices=3),
+        )
+        assert_problem(refused, 500, "internal-error")
+        # Nothing of the refused event was kept: no event, no reservation, no message.
+        events = await get_all(system, f"{DERMS}/events")
+        assert [e["event_id"] for e in events] == [inline["event_id"]]
+        assert len(await outbox_payloads(system, "derms", "event-reservation.v1")) == 1
 
 
 async def test_a_file_whose_rows_break_the_contract_is_refused_naming_the_line(fleet: System, tmp_path: Path) -> None:

@@ -26,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.api.app import create_app
 from derbridge.assethub.adapters.tables import job_leases
+from derbridge.infra.clock import SystemClock
 from derbridge.infra.db import create_async_db_engine, utcnow
-from derbridge.infra.jobs import JobRegistry, JobRunner
+from derbridge.infra.jobs import Job, JobRunner
 from derbridge.migrations.runner import upgrade
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
@@ -83,11 +84,9 @@ async def test_the_job_loop_survives_a_lost_database_and_runs_the_jobs_again(
     url = postgres.create_database("jobs")
     upgrade("assethub", url)
     outage = Outage(postgres, url)
-    registry = JobRegistry()
     runs: list[datetime] = []
     outage_started = asyncio.Event()
 
-    @registry.job("heartbeat", every=timedelta(0))
     async def heartbeat(_engine: AsyncEngine, now: datetime) -> int:
         runs.append(now)
         if len(runs) == 2:
@@ -97,7 +96,9 @@ async def test_the_job_loop_survives_a_lost_database_and_runs_the_jobs_again(
         return 1
 
     engine = create_async_db_engine(url)
-    runner = JobRunner(engine, job_leases, registry, system="recovery-test")
+    runner = JobRunner(
+        engine, job_leases, [Job("heartbeat", timedelta(0), heartbeat)], system="recovery-test", clock=SystemClock()
+    )
     stop = asyncio.Event()
     loop = asyncio.create_task(runner.run(stop, tick=0.02, backoff_cap=0.2))
     try:

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from derbridge.infra import clock
-from derbridge.infra.clock import SimulatedClock, SystemClock, use_clock
+from derbridge.infra.clock import SimulatedClock, SystemClock
 
 
 def test_the_simulated_clock_moves_only_forward_and_only_when_told() -> None:
@@ -23,12 +22,7 @@ def test_the_simulated_clock_moves_only_forward_and_only_when_told() -> None:
         SimulatedClock(datetime(2027, 6, 1))  # naive on purpose: refused
 
 
-def test_use_clock_swaps_the_business_clock_and_gives_back_the_previous_one() -> None:
-    simulated = SimulatedClock(datetime(2030, 1, 1, tzinfo=UTC))
-    previous = use_clock(simulated)
-    try:
-        assert clock.now() == datetime(2030, 1, 1, tzinfo=UTC)
-    finally:
-        assert use_clock(previous) is simulated
-    assert isinstance(previous, SystemClock)
-    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5
+def test_the_system_clock_is_the_aware_wall_clock() -> None:
+    now = SystemClock().now()
+    assert now.tzinfo is not None
+    assert abs((now - datetime.now(UTC)).total_seconds()) < 5

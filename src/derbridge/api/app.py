@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -21,73 +22,69 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from derbridge import __version__
-from derbridge.assethub.api import routes as assethub_routes
 from derbridge.bridge.api import create_bridge_app
 from derbridge.bridge.assembly import build_transport, build_worker
 from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.worker import BridgeWorker, flow_queues
-from derbridge.derms.api import routes as derms_routes
 from derbridge.infra.collector import serving_pace
-from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.jobs import JobRunner
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, install_problem_handlers
-from derbridge.infra.text import install_text_guard
-from derbridge.infra.web import BodySizeLimit, SecurityHeaders, instrument
+from derbridge.infra.web import BodySizeLimit, SecurityHeaders
 from derbridge.migrations.runner import System
 from derbridge.runtime import Runtime
 
 if TYPE_CHECKING:
+    from derbridge.assethub.system import AssetHub
     from derbridge.cis.loading import CisLoader
+    from derbridge.derms.system import Derms
+    from derbridge.edge.system import Edge
 
 log = structlog.get_logger("derbridge.server")
 
 Component = Literal["assethub", "derms", "bridge"]
 ALL_COMPONENTS: tuple[Component, ...] = ("assethub", "derms", "bridge")
 
-_DESCRIPTIONS = {
-    "assethub": (
-        "derbridge Asset Hub API",
-        "The customer-side system: customers from the CIS, programs, devices, enrollments, status checks, "
-        "events and participation, scores. Every call carries the service credential as a bearer token.",
-    ),
-    "derms": (
-        "derbridge DERMS API",
-        "The grid-side system: customers and locations from the CIS, programs, devices with availability "
-        "and communication status, events, reservations, outcomes, score snapshots.",
-    ),
-}
+
+@dataclass(frozen=True)
+class Systems:
+    """The systems one process serves, each built by its composition root (None: not served here)."""
+
+    assethub: AssetHub | None = None
+    derms: Derms | None = None
+    edge: Edge | None = None
+    """The DERMS's gateway (OpenADR 3.1 VTN): built wherever the DERMS is, on the DERMS database."""
 
 
-def configure_flows(runtime: Runtime, system: Literal["assethub", "derms"]) -> None:
-    """Give the flows that need them (file store, thresholds, schedule) this process's settings: their
-    message handlers and jobs receive only a connection or an engine."""
-    if system == "assethub":
-        from derbridge.assethub.services import events as assethub_events
-        from derbridge.assethub.services import score_transfer
+def build_systems(runtime: Runtime, components: Sequence[Component] = ALL_COMPONENTS) -> Systems:
+    """Build the systems among ``components`` on ``runtime``'s engines and clock: the edge first, since
+    the DERMS is wired to its ports and runs its jobs (see docs/edge.md)."""
+    # Imported here: a process that serves only the bridge loads neither system.
+    from derbridge.assethub import system as assethub_system
+    from derbridge.derms import system as derms_system
+    from derbridge.edge import client_routes as edge_client_routes
+    from derbridge.edge import system as edge_system
 
-        score_transfer.use_settings(runtime.settings)
-        assethub_events.use_settings(runtime.settings)
-    else:
-        from derbridge.derms.services import event_messages, score_snapshots
-
-        event_messages.use_settings(runtime.settings)
-        score_snapshots.use_settings(runtime.settings)
-
-
-def _system_app(runtime: Runtime, system: Literal["assethub", "derms"]) -> FastAPI:
-    configure_flows(runtime, system)
-    title, description = _DESCRIPTIONS[system]
-    app = FastAPI(title=title, version=__version__, description=description, docs_url=None, redoc_url=None)
-    app.state.engine = runtime.async_engine(system)
-    app.state.api_token = runtime.settings.resolved_api_token()
-    app.state.derms_instance_id = runtime.settings.derms_instance_id
-    app.state.cis_loader = _cis_loader_factory(runtime, system)
-    install_problem_handlers(app)
-    install_text_guard(app)
-    instrument(app, system, access_log=runtime.settings.server.access_log)
-    install_api_docs(app)
-    (assethub_routes if system == "assethub" else derms_routes).mount(app)
-    return app
+    settings, clock = runtime.settings, runtime.clock
+    assethub = derms = edge = None
+    if "assethub" in components:
+        assethub = assethub_system.build(
+            settings,
+            runtime.async_engine("assethub"),
+            clock=clock,
+            cis_loader=_cis_loader_factory(runtime, "assethub"),
+        )
+    if "derms" in components:
+        edge = edge_system.build(settings, runtime.async_engine("derms"), clock=clock)
+        derms = derms_system.build(
+            settings,
+            runtime.async_engine("derms"),
+            clock=clock,
+            cis_loader=_cis_loader_factory(runtime, "derms"),
+            ports=edge.ports,
+            gateway_jobs=edge.jobs,
+            gateway_routers=[edge_client_routes.router],
+        )
+    return Systems(assethub=assethub, derms=derms, edge=edge)
 
 
 def _cis_loader_factory(runtime: Runtime, system: Literal["assethub", "derms"]) -> Callable[[], CisLoader]:
@@ -104,18 +101,6 @@ def _cis_loader_factory(runtime: Runtime, system: Literal["assethub", "derms"]) 
         return DermsCisLoader(runtime.sync_engine("derms"))
 
     return new_loader
-
-
-def _job_runner(runtime: Runtime, system: Literal["assethub", "derms"]) -> JobRunner:
-    if system == "assethub":
-        from derbridge.assethub.adapters.tables import job_leases as assethub_leases
-        from derbridge.assethub.jobs import jobs as assethub_jobs
-
-        return JobRunner(runtime.async_engine("assethub"), assethub_leases, assethub_jobs, system="assethub")
-    from derbridge.derms.adapters.tables import job_leases as derms_leases
-    from derbridge.derms.jobs import jobs as derms_jobs
-
-    return JobRunner(runtime.async_engine("derms"), derms_leases, derms_jobs, system="derms")
 
 
 def _sentence(text: str) -> str:
@@ -169,11 +154,17 @@ def create_app(
     components: Sequence[Component] = ALL_COMPONENTS,
     run_bridge: bool = False,
     run_jobs: bool = False,
+    systems: Systems | None = None,
 ) -> FastAPI:
     """The HTTP surface of this process. With ``run_bridge`` the bridge worker runs in its lifespan and
     delivers to the systems mounted here in-process (and to ``bridge.targets`` for the others); with
-    ``run_jobs`` the mounted systems' periodic jobs run too (each under a lease, one instance at a time)."""
+    ``run_jobs`` the mounted systems' periodic jobs run too (each under a lease, one instance at a time).
+
+    The systems are built here (:func:`build_systems`) unless the caller built them (the embedded system,
+    which steps their jobs itself)."""
     settings = runtime.settings
+    if systems is None:
+        systems = build_systems(runtime, components)
     transport = build_transport(runtime) if "bridge" in components else None
 
     # The bridge worker's task once the lifespan started it: /readyz reports whether it is still running.
@@ -218,22 +209,23 @@ def create_app(
     root.add_middleware(SecurityHeaders)
     install_problem_handlers(root)
     mounted: list[System] = []
-    for system in ("assethub", "derms"):
-        if system in components:
-            root.mount(f"/{system}/v1", _system_app(runtime, system))
-            mounted.append(system)
+    if systems.assethub is not None:
+        root.mount("/assethub/v1", systems.assethub.app)
+        mounted.append("assethub")
+    if systems.derms is not None:
+        root.mount("/derms/v1", systems.derms.app)
+        mounted.append("derms")
+    if systems.edge is not None:
+        from derbridge.edge.api import PREFIX as EDGE_PREFIX
+
+        root.mount(EDGE_PREFIX, systems.edge.app)
     # The jobs of the systems served here, each under a lease (one instance at a time across processes);
     # made now so that /readyz can ask them, started by the lifespan.
-    runners: dict[str, JobRunner] = {
-        system: _job_runner(runtime, system) for system in mounted if run_jobs and system in ("assethub", "derms")
-    }
-    if "derms" in components:
-        # The edge gateway (OpenADR 3.1 VTN) is the DERMS's gateway: it serves wherever the DERMS does, on
-        # the DERMS database; its jobs run with the DERMS's (see docs/edge.md).
-        from derbridge.edge.api import PREFIX as EDGE_PREFIX
-        from derbridge.edge.api import create_edge_app
-
-        root.mount(EDGE_PREFIX, create_edge_app(runtime))
+    runners: dict[str, JobRunner] = {}
+    if run_jobs and systems.assethub is not None:
+        runners["assethub"] = systems.assethub.job_runner()
+    if run_jobs and systems.derms is not None:
+        runners["derms"] = systems.derms.job_runner()
     if transport is not None:
         root.mount(
             "/bridge/v1",

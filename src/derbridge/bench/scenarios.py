@@ -101,8 +101,8 @@ def _ok(response: httpx.Response, what: str, *codes: int) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def _embedded(settings: Settings) -> AsyncIterator[EmbeddedSystem]:
     migrate_all(settings)
-    runtime = Runtime(settings)
-    async with EmbeddedSystem(runtime, SimulatedClock(NOW)) as system:
+    runtime = Runtime(settings, clock=SimulatedClock(NOW))
+    async with EmbeddedSystem(runtime) as system:
         yield system
 
 

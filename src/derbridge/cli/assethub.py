@@ -66,7 +66,7 @@ def assethub_unenroll(
     from derbridge.assethub.services.enrollment_sync import unenroll
 
     async def work(runtime: Runtime) -> Any:
-        return await unenroll(runtime.async_engine("assethub"), enrollment_id, reason)
+        return await unenroll(runtime.async_engine("assethub"), enrollment_id, reason, now=runtime.clock.now())
 
     change = system_call(work)
     out.print(
@@ -120,7 +120,7 @@ def assethub_replace_device(
         fail_validation("bad new device", error, new_options)
 
     async def work(runtime: Runtime) -> Any:
-        return await replace_device(runtime.async_engine("assethub"), enrollment_id, old, new)
+        return await replace_device(runtime.async_engine("assethub"), enrollment_id, old, new, now=runtime.clock.now())
 
     change = system_call(work, fields=new_options)
     out.print(

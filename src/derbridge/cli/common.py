@@ -313,22 +313,14 @@ def _system_call(
 ) -> Any:
     import asyncio
 
-    from derbridge.assethub import flows as assethub_flows
-    from derbridge.derms import flows as derms_flows
     from derbridge.infra.problems import ProblemError
     from derbridge.runtime import Runtime
 
     settings = load_settings()
     migrated(settings, systems)
-    assethub_flows.load()
-    derms_flows.load()
 
     async def run() -> Any:
-        from derbridge.api.app import configure_flows
-
         runtime = Runtime(settings)
-        configure_flows(runtime, "assethub")
-        configure_flows(runtime, "derms")
         try:
             return await work(runtime)
         finally:

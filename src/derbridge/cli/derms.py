@@ -65,6 +65,7 @@ def derms_event_create(
     from pydantic import ValidationError
 
     from derbridge.derms.api.schemas import EventIn
+    from derbridge.derms.services.event_messages import ReservationFiles
     from derbridge.derms.services.events import create_event
 
     try:
@@ -83,7 +84,13 @@ def derms_event_create(
         fail_validation("bad event", error, EVENT_OPTIONS)
 
     async def work(runtime: Runtime) -> Any:
-        return await create_event(runtime.async_engine("derms"), request, runtime.settings.derms_instance_id)
+        return await create_event(
+            runtime.async_engine("derms"),
+            request,
+            runtime.settings.derms_instance_id,
+            files=ReservationFiles.from_settings(runtime.settings),
+            now=runtime.clock.now(),
+        )
 
     with working("creating the event and reserving devices"):
         event = system_call(work, fields=EVENT_OPTIONS)
@@ -110,7 +117,9 @@ def derms_event_cancel(
     from derbridge.derms.services.events import cancel_event
 
     async def work(runtime: Runtime) -> Any:
-        return await cancel_event(runtime.async_engine("derms"), event_id, EventCancel(reason_text=reason))
+        return await cancel_event(
+            runtime.async_engine("derms"), event_id, EventCancel(reason_text=reason), runtime.clock.now()
+        )
 
     event = system_call(work, fields={"reason_text": "--reason"})
     out.print(f"event {event['event_id']} {event['status']} at {event['cancelled_at']}")

@@ -31,7 +31,7 @@ def score_transfer_now(
     from derbridge.assethub.services.score_transfer import TransferBusy, transfer_now
 
     async def work(runtime: Runtime) -> Any:
-        return await transfer_now(runtime)
+        return await transfer_now(runtime, runtime.clock.now())
 
     try:
         with working("scoring every active device and writing the file"):

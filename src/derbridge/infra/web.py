@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from derbridge.infra.clock import Clock
+from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.metrics import HTTP_REQUEST_SECONDS
-from derbridge.infra.problems import ProblemError, problem_response
+from derbridge.infra.problems import ProblemError, install_problem_handlers, problem_response
+from derbridge.infra.text import install_text_guard
 
 T = TypeVar("T")
 
@@ -289,3 +292,29 @@ BusinessNow = Annotated[datetime, Depends(business_now)]
 
 Paging = Annotated[PageParams, Depends(page_params)]
 """A route parameter: the keyset paging of a listing (``limit``, ``after``)."""
+
+
+def system_app(
+    *,
+    system: str,
+    title: str,
+    description: str,
+    version: str,
+    routers: Sequence[APIRouter],
+    state: Mapping[str, object],
+    access_log: bool,
+) -> FastAPI:
+    """One system's FastAPI application (its own OpenAPI document): the routers in order, the problem
+    handlers, the text guard, metrics and access log, the API docs pages, and ``state`` (the engine, the
+    clock, the credential … that the routes' dependencies read) set once here, by the system's
+    composition root."""
+    app = FastAPI(title=title, version=version, description=description, docs_url=None, redoc_url=None)
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    install_problem_handlers(app)
+    install_text_guard(app)
+    instrument(app, system, access_log=access_log)
+    install_api_docs(app)
+    for router in routers:
+        app.include_router(router)
+    return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 
 from derbridge.assethub import queries
@@ -16,10 +16,8 @@ from derbridge.assethub.adapters import score_parts
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
 from derbridge.assethub.domain.program import ProgramStatus
-from derbridge.assethub.messages import inbox
 from derbridge.assethub.services import programs as program_service
 from derbridge.cis.extract import AccountStatus
-from derbridge.infra.inbound import inbound_router
 from derbridge.infra.listing import _cursor_value, get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import (
@@ -291,16 +289,3 @@ async def list_device_scores(
         rows = rows[: page.limit]
         next_after = str(rows[-1]["device_id"])
     return Page[s.DeviceScore](items=[s.DeviceScore.model_validate(r) for r in rows], next_after=next_after)
-
-
-def mount(app: FastAPI) -> None:
-    """Add Asset Hub's routes to ``app``."""
-    app.include_router(router)
-    from derbridge.assethub import flows  # the flows' handlers must be registered before messages arrive
-
-    for flow_router in flows.routers():
-        app.include_router(flow_router)
-    app.include_router(inbound_router(inbox))
-    from derbridge.cis.api import router as cis_import_router
-
-    app.include_router(cis_import_router)

@@ -314,7 +314,7 @@ async def wait_for_status_check(
 
 
 async def run_status_check(
-    target: Runtime | AsyncEngine,
+    runtime: Runtime,
     head_end_system: str,
     nic_id: str,
     *,
@@ -325,8 +325,8 @@ async def run_status_check(
     """``derbridge assethub status-check HEAD_END NIC_ID``: start an agent's check of the device and wait
     (bounded) for the DERMS's answer; returns the check row — ANSWERED with the answer, or still OPEN
     when no answer came within ``timeout_seconds`` (the bridge must be running to carry it)."""
-    engine = target if isinstance(target, AsyncEngine) else target.async_engine("assethub")
-    check = await start_agent_status_check(engine, head_end_system, nic_id, requested_by)
+    engine = runtime.async_engine("assethub")
+    check = await start_agent_status_check(engine, head_end_system, nic_id, requested_by, now=runtime.clock.now())
     return await wait_for_status_check(
         engine, check["check_id"], timeout_seconds=timeout_seconds, poll_seconds=poll_seconds
     )

@@ -34,6 +34,7 @@ from derbridge.infra.listing import list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
 from derbridge.infra.web import (
     NO_NUL,
+    BusinessNow,
     IdPath,
     Page,
     Paging,
@@ -169,19 +170,23 @@ class EnrollmentBatchOut(BaseModel):
 
 @router.post("/enrollment-requests", status_code=202, tags=["enrollment requests"])
 async def post_enrollment_request(
-    request: Request, engine: Engine, body: SingleEnrollmentRequestIn
+    request: Request, engine: Engine, now: BusinessNow, body: SingleEnrollmentRequestIn
 ) -> EnrollmentRequestOut:
     """Record one enrollment request and forward it to Asset Hub. A request sent again (same head-end and
     request id) is not forwarded twice: the answer is what is recorded for it."""
     recorded = await service.record_enrollment_requests(
-        engine, body.head_end_system, [body.to_contract()], derms_instance_id=request.app.state.derms_instance_id
+        engine,
+        body.head_end_system,
+        [body.to_contract()],
+        derms_instance_id=request.app.state.derms_instance_id,
+        now=now,
     )
     return EnrollmentRequestOut.model_validate(recorded.requests[0])
 
 
 @router.post("/enrollment-requests/batch", status_code=202, tags=["enrollment requests"])
 async def post_enrollment_request_batch(
-    request: Request, engine: Engine, body: EnrollmentRequestBatchIn
+    request: Request, engine: Engine, now: BusinessNow, body: EnrollmentRequestBatchIn
 ) -> EnrollmentBatchOut:
     """Record up to 10,000 requests of one head-end and forward the new ones to Asset Hub in one message.
     Each request is answered on its own; repeats are not forwarded again."""
@@ -190,6 +195,7 @@ async def post_enrollment_request_batch(
         body.head_end_system,
         [r.to_contract() for r in body.requests],
         derms_instance_id=request.app.state.derms_instance_id,
+        now=now,
     )
     return EnrollmentBatchOut(
         head_end_system=body.head_end_system,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import select
 
 from derbridge.cis.extract import AccountStatus
@@ -18,9 +18,7 @@ from derbridge.derms import queries
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
 from derbridge.derms.domain.event import EventStatus
-from derbridge.derms.messages import inbox
 from derbridge.derms.services import communication, events
-from derbridge.infra.inbound import inbound_router
 from derbridge.infra.listing import get_one, list_page
 from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError, not_found
 from derbridge.infra.web import (
@@ -303,19 +301,3 @@ async def list_score_snapshots(engine: Engine, page: Paging) -> Page[s.ScoreSnap
     async with engine.connect() as connection:
         rows, after = await list_page(connection, t.score_snapshots, "file_id", page)
     return Page[s.ScoreSnapshot](items=[s.ScoreSnapshot.model_validate(r) for r in rows], next_after=after)
-
-
-def mount(app: FastAPI) -> None:
-    """Add the DERMS routes to ``app``."""
-    app.include_router(router)
-    from derbridge.derms import flows  # the flows' handlers must be registered before messages arrive
-
-    for flow_router in flows.routers():
-        app.include_router(flow_router)
-    app.include_router(inbound_router(inbox))
-    from derbridge.cis.api import router as cis_import_router
-
-    app.include_router(cis_import_router)
-    from derbridge.edge.client_routes import router as edge_client_router
-
-    app.include_router(edge_client_router)

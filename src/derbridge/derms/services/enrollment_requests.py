@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -349,7 +349,12 @@ def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
 
 
 async def handle_enrollment_response(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentResponseBatch, *, clock: Clock, ports: DermsPorts
+    connection: AsyncConnection,
+    envelope: Envelope,
+    payload: contract.EnrollmentResponseBatch,
+    *,
+    clock: Clock,
+    ports: DermsPorts,
 ) -> dict[str, Any]:
     """Record Asset Hub's answer to each request of a batch.
 
@@ -368,7 +373,8 @@ async def handle_enrollment_response(
 
 
 async def handle_enrollment_responses(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]],
+    connection: AsyncConnection,
+    messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]],
     *,
     clock: Clock,
     ports: DermsPorts,

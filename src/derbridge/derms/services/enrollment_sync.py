@@ -27,9 +27,9 @@ all. In order:
 6. The enrollment's known state (:mod:`~derbridge.derms.services.enrollment_states`, revision = the sync's
    sequence) and the enrollment request the DERMS recorded for F1 take the new state (ACTIVE or
    UNENROLLED), which the edge shows to the aggregator (and tells its subscribers, through the port
-   :attr:`~derbridge.derms.ports.DermsPorts.enrollment_states_changed`); the sync is logged APPLIED and acknowledged. A sync that overtook
-   Asset Hub's F1 answer finds no answered request to update: the answer, when it comes, takes the state
-   recorded here instead of its PENDING.
+   :attr:`~derbridge.derms.ports.DermsPorts.enrollment_states_changed`); the sync is logged APPLIED and
+   acknowledged. A sync that overtook Asset Hub's F1 answer finds no answered request to update: the
+   answer, when it comes, takes the state recorded here instead of its PENDING.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.ports import DermsPorts
 from derbridge.derms.domain.availability import (
     Availability,
     SyncChange,
@@ -59,6 +58,7 @@ from derbridge.derms.domain.availability import (
     reservations_to_release,
 )
 from derbridge.derms.domain.event import EventStatus
+from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.enrollment_states import note_syncs
 from derbridge.derms.services.event_messages import ReservationFiles, queue_reservation_updates
 from derbridge.infra.clock import Clock
@@ -375,7 +375,9 @@ async def _release_reservations(
 
 
 async def apply_enrollment_sync(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentSync,
+    connection: AsyncConnection,
+    envelope: Envelope,
+    payload: contract.EnrollmentSync,
     *,
     clock: Clock,
     ports: DermsPorts,
@@ -456,7 +458,8 @@ async def apply_enrollment_sync(
 
 
 async def apply_enrollment_syncs(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentSync]],
+    connection: AsyncConnection,
+    messages: Sequence[tuple[Envelope, contract.EnrollmentSync]],
     *,
     clock: Clock,
     ports: DermsPorts,

@@ -156,8 +156,8 @@ async def reservation_envelope(
 ) -> Envelope:
     """The F5 message of an event with the devices it holds now (``update`` after some were released).
 
-    ``files`` is where a list longer than its threshold goes. ``held``: the devices the event holds, in rank order, when the caller
-    has them at hand (it just reserved them); otherwise they are read.
+    ``files`` is where a list longer than its threshold goes. ``held``: the devices the event holds, in
+    rank order, when the caller has them at hand (it just reserved them); otherwise they are read.
     """
     event = (await connection.execute(select(t.program_events).where(t.program_events.c.event_id == event_id))).one()
     rows = held if held is not None else await _held(connection, event_id)

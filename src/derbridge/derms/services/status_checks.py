@@ -14,10 +14,11 @@ Freshness is not judged here: Asset Hub applies its program's freshness window t
 **Fresh readings (extension point).** flows.md lets the DERMS also ask the aggregator for a fresh reading
 (an OpenADR event with an OPERATING_STATE report request) and answer a second time when it arrives; the
 first answer never waits for it. That request belongs to the edge gateway: the DERMS's composition root
-wires its requester to the port :attr:`~derbridge.derms.ports.DermsPorts.fresh_readings`, which the handler
-calls after the first answer, inside the same transaction (so the edge can record its outgoing request atomically with the
-check). When the reading arrives, the edge records it (:mod:`derbridge.derms.services.communication`) and
-calls :func:`answer_status_check` again for the same ``check_id``: Asset Hub takes a newer second answer.
+wires its requester to the port :attr:`~derbridge.derms.ports.DermsPorts.fresh_readings`, which the
+handler calls after the first answer, inside the same transaction (so the edge can record its outgoing
+request atomically with the check). When the reading arrives, the edge records it
+(:mod:`derbridge.derms.services.communication`) and calls :func:`answer_status_check` again for the same
+``check_id``: Asset Hub takes a newer second answer.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ async def answer_status_check(
 
 
 async def handle_status_check(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckRequest, *, clock: Clock, ports: DermsPorts
+    connection: AsyncConnection,
+    envelope: Envelope,
+    payload: contract.StatusCheckRequest,
+    *,
+    clock: Clock,
+    ports: DermsPorts,
 ) -> dict[str, Any]:
     """Answer a status check at once from the stored status, then let the port's requesters ask the
     aggregator for a fresh reading."""
@@ -143,7 +149,8 @@ async def handle_status_check(
 
 
 async def handle_status_checks(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
+    connection: AsyncConnection,
+    messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
     *,
     clock: Clock,
     ports: DermsPorts,
