@@ -14,9 +14,10 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, settings
 
-from derbridge.edge.api import create_edge_app
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
+from derbridge.edge.system import build
+from derbridge.infra.clock import SystemClock
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 from tests.edge.support import free_port
@@ -33,10 +34,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     configured.edge.token_failures_per_client = "1000000/minute"
     migrate_all(configured)
     runtime = Runtime(configured)
+    app = build(configured, runtime.async_engine("derms"), clock=SystemClock()).app
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_edge_app(runtime), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

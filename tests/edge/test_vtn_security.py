@@ -259,7 +259,7 @@ async def test_problem_instance_is_the_path_percent_encoded_and_bounded(
 async def test_status_codes_are_the_specs_for_each_operation(system: System, http: httpx.AsyncClient) -> None:
     from derbridge.edge.schemas import ObjectType
     from derbridge.edge.store import NewObject, insert_objects
-    from derbridge.infra import clock
+    from derbridge.edge.token_vault import TokenVault, webhook_token_keys
 
     a = await caller(system, http, "ECOBEE")
     bl = await caller(system, http, "UTILITY", Role.BL)
@@ -271,7 +271,8 @@ async def test_status_codes_are_the_specs_for_each_operation(system: System, htt
         [mirrored] = await insert_objects(
             connection,
             [NewObject(ObjectType.PROGRAM, {"programName": "M"}, [], name="M", unique_key="M", derms_key="M")],
-            clock.now(),
+            system.clock.now(),
+            vault=TokenVault(webhook_token_keys(system.runtime.settings)),
         )
     assert_problem(await bl.delete(f"/programs/{mirrored.id}"), 400)
     assert_problem(await bl.put(f"/programs/{mirrored.id}", {"programName": "M"}), 409)

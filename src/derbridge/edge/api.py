@@ -22,10 +22,11 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from derbridge import __version__
-from derbridge.edge import auth, token_vault, webhooks
+from derbridge.edge import auth, webhooks
 from derbridge.edge.auth import CredentialsRefused, Principal, TokenRefused
 from derbridge.edge.domain import Scope, ScopeRefused, satisfies
 from derbridge.edge.schemas import (
@@ -53,13 +54,15 @@ from derbridge.edge.schemas import (
 from derbridge.edge.store import Query as ListQuery
 from derbridge.edge.store import get_object, list_objects
 from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
+from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.vtn import Vtn
+from derbridge.infra.clock import Clock
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
 from derbridge.infra.problems import PROBLEM_BASE, ProblemError, problem_instance
 from derbridge.infra.text import install_text_guard
 from derbridge.infra.web import instrument, note_client
-from derbridge.runtime import Runtime
+from derbridge.settings import Settings
 
 PREFIX = "/openadr3/3.1.0"
 MAX_LIMIT = 50
@@ -829,11 +832,11 @@ async def fetch_token(
     return JSONResponse(body, headers=NO_STORE)
 
 
-def create_edge_app(runtime: Runtime) -> FastAPI:
-    """The VTN as its own application (its own OpenAPI document at ``/openadr3/3.1.0/openapi.json``)."""
-    settings = runtime.settings
-    webhooks.use_settings(settings.edge)
-    token_vault.use_vault(token_vault.TokenVault(token_vault.webhook_token_keys(settings)))
+def create_edge_app(settings: Settings, engine: AsyncEngine, *, clock: Clock, vault: TokenVault) -> FastAPI:
+    """The VTN as its own application (its own OpenAPI document at ``/openadr3/3.1.0/openapi.json``) on the
+    DERMS database ``engine``, its writes stamped by the business ``clock``, subscriptions' bearer tokens
+    sealed and opened by ``vault``. Made by :func:`derbridge.edge.system.build` (the server mounts it at
+    :data:`PREFIX`); the access-token keys (``edge.token_*``) are read here."""
     app = FastAPI(
         title="derbridge edge gateway (OpenADR 3.1.0 VTN)",
         version=__version__,
@@ -841,12 +844,19 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    engine = runtime.async_engine("derms")
     app.state.engine = engine
+    app.state.clock = clock
     app.state.token_keys = auth.TokenKeys.from_settings(settings)
     app.state.throttle = AuthThrottle(settings.edge)
     app.state.token_ttl = settings.edge.token_ttl_seconds
-    app.state.vtn = Vtn(engine, settings.derms_instance_id, webhooks.CallbackChecker(settings.edge), settings.edge)
+    app.state.vtn = Vtn(
+        engine=engine,
+        derms_instance_id=settings.derms_instance_id,
+        callbacks=webhooks.CallbackChecker(settings.edge),
+        clock=clock,
+        vault=vault,
+        limits=settings.edge,
+    )
     install_problems(app)
     install_text_guard(app)
     # In /metrics as system="vtn" (a 401/403/429 flood shows), and in the access log with the client id.
@@ -854,15 +864,3 @@ def create_edge_app(runtime: Runtime) -> FastAPI:
     install_api_docs(app)
     app.include_router(router)
     return app
-
-
-def load() -> None:
-    """Register the edge's jobs (webhook delivery, DERMS mirror) on the DERMS's job registry, and its hooks
-    into the DERMS services (F1 answers notify subscribers; status checks may ask for a fresh reading)."""
-    from derbridge.edge import enrollment_status, fresh_readings, mirror  # noqa: F401 - registers edge-mirror
-
-    enrollment_status.load()
-    fresh_readings.load()
-
-
-load()

@@ -1,14 +1,14 @@
 """Telling aggregators that an enrollment request was answered, so they need not poll.
 
 A resource with enrollment attributes shows its request's status (docs/edge.md). When Asset Hub's F1 answer
-reaches the DERMS, :func:`notify_answered` (registered with
-:func:`~derbridge.derms.services.enrollment_requests.on_requests_answered`, run in the inbox transaction)
-marks those resources modified and queues an UPDATE notification for each subscriber allowed to see them,
-the resource shown with its new ENROLLMENT_* attributes. Later lifecycle changes reach the DERMS by
-enrollment sync (F3), which sets the recorded request's state (ACTIVE, UNENROLLED); :func:`notify_state_changed`
-(registered with :func:`~derbridge.derms.services.enrollment_sync.on_enrollment_states_changed`, in that
-inbox transaction) does the same for the resources of those enrollments. Without any subscription to
-resources either costs one read.
+reaches the DERMS, :func:`notify_answered` (the DERMS's port
+:attr:`~derbridge.derms.ports.DermsPorts.requests_answered`, wired by :func:`derbridge.edge.system.build`,
+run in the inbox transaction) marks those resources modified and queues an UPDATE notification for each
+subscriber allowed to see them, the resource shown with its new ENROLLMENT_* attributes. Later lifecycle
+changes reach the DERMS by enrollment sync (F3), which sets the recorded request's state (ACTIVE,
+UNENROLLED); :func:`notify_state_changed` (the port
+:attr:`~derbridge.derms.ports.DermsPorts.enrollment_states_changed`, in that inbox transaction) does the
+same for the resources of those enrollments. Without any subscription to resources either costs one read.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.services import enrollment_requests as f1_service
-from derbridge.derms.services import enrollment_sync as f3_service
 from derbridge.edge import domain, store
 from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.store import Row
 from derbridge.edge.tables import edge_objects as o
+from derbridge.edge.token_vault import TokenVault
 
 CHUNK = 500
 
 
 async def notify_answered(
-    connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str], now: datetime
+    connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str], now: datetime, *, vault: TokenVault
 ) -> None:
     """Queue UPDATE notifications for the resources whose enrollment requests were just answered (or, by
     :func:`notify_state_changed`, whose enrollments changed state)."""
@@ -79,10 +79,12 @@ async def notify_answered(
             # The notification shows what a read shows: the client's attributes and the VTN's status ones.
             shown = domain.status_attributes(statuses.get(row.id))
             row.body = {**row.body, "attributes": list(row.body.get("attributes") or []) + shown}
-        await store.queue_notifications(connection, Operation.UPDATE, rows)
+        await store.queue_notifications(connection, Operation.UPDATE, rows, now, vault=vault)
 
 
-async def notify_state_changed(connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime) -> None:
+async def notify_state_changed(
+    connection: AsyncConnection, enrollment_ids: Sequence[str], now: datetime, *, vault: TokenVault
+) -> None:
     """Queue UPDATE notifications for the resources whose enrollments just changed state (F3)."""
     if not enrollment_ids or not await store.any_subscription_to(connection, ObjectType.RESOURCE):
         return
@@ -96,15 +98,4 @@ async def notify_state_changed(connection: AsyncConnection, enrollment_ids: Sequ
         ):
             by_head_end.setdefault(head_end_system, []).append(request_id)
     for head_end_system, request_ids in by_head_end.items():
-        await notify_answered(connection, head_end_system, request_ids, now)
-
-
-def load() -> None:
-    """Register the listeners with the DERMS's F1 answers and F3 state changes (once per process)."""
-    if notify_answered not in _registered:
-        f1_service.on_requests_answered(notify_answered)
-        f3_service.on_enrollment_states_changed(notify_state_changed)
-        _registered.append(notify_answered)
-
-
-_registered: list[object] = []
+        await notify_answered(connection, head_end_system, request_ids, now, vault=vault)

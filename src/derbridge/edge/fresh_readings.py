@@ -2,11 +2,11 @@
 from what it stores, then — for a check an agent asked for (``reason`` AGENT_TROUBLESHOOT) about a device
 an aggregator's VEN has registered — asks that VEN for a reading:
 
-- :func:`request_fresh_readings` (registered with
-  :func:`~derbridge.derms.services.status_checks.request_fresh_readings_with`, run in the status check's inbox
-  transaction, with one check or a batch handler's run; one read finds the registered resources) creates an
-  OpenADR event addressed to the VEN's client, targeted at the one resource, asking for ``OPERATING_STATE``
-  and ``COMMUNICATION_STATUS`` once. Its ``derms_key`` names the check and the instances its answer travels between;
+- :func:`request_fresh_readings` (the DERMS's port :attr:`~derbridge.derms.ports.DermsPorts.fresh_readings`,
+  wired by :func:`derbridge.edge.system.build`, run in the status check's inbox transaction, with one check
+  or a batch handler's run; one read finds the registered resources) creates an OpenADR event addressed to
+  the VEN's client, targeted at the one resource, asking for ``OPERATING_STATE`` and
+  ``COMMUNICATION_STATUS`` once. Its ``derms_key`` names the check and the instances its answer travels between;
 - when the VEN reports on that event, :func:`answer_if_requested` (in the report's transaction) answers the
   check again from the status the report just recorded — Asset Hub takes the newer answer — and deletes the
   event: the request is fulfilled (subscribers hear DELETE).
@@ -28,16 +28,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.contracts import device_status_check as contract
 from derbridge.contracts.envelope import Envelope
-from derbridge.derms.services.status_checks import answer_status_check, request_fresh_readings_with
+from derbridge.derms.services.status_checks import answer_status_check
 from derbridge.edge import domain, store
 from derbridge.edge.schemas import ObjectType
 from derbridge.edge.store import NewObject, Row
 from derbridge.edge.tables import edge_clients
 from derbridge.edge.tables import edge_objects as o
+from derbridge.edge.token_vault import TokenVault
 
 
 async def request_fresh_readings(
-    connection: AsyncConnection, checks: Sequence[tuple[Envelope, contract.StatusCheckRequest]], now: datetime
+    connection: AsyncConnection,
+    checks: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
+    now: datetime,
+    *,
+    vault: TokenVault,
 ) -> None:
     """Ask the devices' VENs for fresh readings (only for agents' checks; see the module), in order: one
     read finds the registered resources of every agent's check of the run."""
@@ -64,11 +69,16 @@ async def request_fresh_readings(
     for envelope, check in asked:
         resource = registered.get((check.device.head_end_system, check.device.nic_id))
         if resource is not None:
-            await _request_fresh_reading(connection, envelope, check, resource, now)
+            await _request_fresh_reading(connection, envelope, check, resource, now, vault)
 
 
 async def _request_fresh_reading(
-    connection: AsyncConnection, envelope: Envelope, check: contract.StatusCheckRequest, resource: Row, now: datetime
+    connection: AsyncConnection,
+    envelope: Envelope,
+    check: contract.StatusCheckRequest,
+    resource: Row,
+    now: datetime,
+    vault: TokenVault,
 ) -> None:
     program_id = await _program_for(connection, resource)
     if program_id is None:
@@ -98,6 +108,7 @@ async def _request_fresh_reading(
             )
         ],
         now,
+        vault=vault,
     )
 
 
@@ -116,7 +127,9 @@ async def _program_for(connection: AsyncConnection, resource: Row) -> str | None
     return chosen if chosen is not None else next(iter(programs.values()), None)
 
 
-async def answer_if_requested(connection: AsyncConnection, event: Row, resources: Sequence[Row], now: datetime) -> None:
+async def answer_if_requested(
+    connection: AsyncConnection, event: Row, resources: Sequence[Row], now: datetime, *, vault: TokenVault
+) -> None:
     """When ``event`` asked for a status check's fresh reading and the report named its resource, answer
     the check again from the status just recorded, and withdraw the event."""
     parsed = domain.parse_check_event_key(event.derms_key)
@@ -142,14 +155,4 @@ async def answer_if_requested(connection: AsyncConnection, event: Row, resources
     if answered:
         stored = (await connection.execute(select(o).where(o.c.id == event.id))).mappings().first()
         if stored is not None:
-            await store.delete_objects(connection, [Row.of(stored)])
-
-
-def load() -> None:
-    """Register the requester with the DERMS's status checks (once per process)."""
-    if request_fresh_readings not in _registered:
-        request_fresh_readings_with(request_fresh_readings)
-        _registered.append(request_fresh_readings)
-
-
-_registered: list[object] = []
+            await store.delete_objects(connection, [Row.of(stored)], now, vault=vault)

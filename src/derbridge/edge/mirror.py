@@ -32,6 +32,7 @@ from derbridge.edge import domain, store
 from derbridge.edge.schemas import ObjectType
 from derbridge.edge.store import NewObject, Row
 from derbridge.edge.tables import edge_objects as o
+from derbridge.edge.token_vault import TokenVault
 
 LIVE = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
 OUTCOME_REPORTS = (domain.PARTICIPATION, domain.OVERRIDE, domain.OPT_OUT, domain.SHED_KW)
@@ -64,7 +65,7 @@ def _event_body(program_id: str, event: Any) -> dict[str, Any]:
     }
 
 
-async def mirror_programs(engine: AsyncEngine, now: datetime) -> dict[str, str]:
+async def mirror_programs(engine: AsyncEngine, now: datetime, vault: TokenVault) -> dict[str, str]:
     """Create the VTN program of each DERMS program not mirrored yet; returns program code → program id."""
     async with engine.begin() as connection:
         codes = [r.program_code for r in await connection.execute(select(dm.programs.c.program_code))]
@@ -95,7 +96,7 @@ async def mirror_programs(engine: AsyncEngine, now: datetime) -> dict[str, str]:
             for name in [code if code not in taken else f"{code}-DERMS"]
         ]
         if news:
-            for row in await store.insert_objects(connection, news, now):
+            for row in await store.insert_objects(connection, news, now, vault=vault):
                 have[row.derms_key or ""] = row.id
         # Each program's standing status event: VENs heartbeat on it (OPERATING_STATE, COMMUNICATION_STATUS).
         statuses = {
@@ -124,14 +125,14 @@ async def mirror_programs(engine: AsyncEngine, now: datetime) -> dict[str, str]:
             if domain.STATUS_EVENT_KEY + code not in statuses
         ]
         if beats:
-            await store.insert_objects(connection, beats, now)
+            await store.insert_objects(connection, beats, now, vault=vault)
     return have
 
 
-async def mirror_events(engine: AsyncEngine, now: datetime) -> int:
+async def mirror_events(engine: AsyncEngine, now: datetime, vault: TokenVault) -> int:
     """Create, retarget and delete the VTN's events so they match the DERMS's live events and reservations;
     returns how many VTN events changed."""
-    programs = await mirror_programs(engine, now)
+    programs = await mirror_programs(engine, now, vault)
     e, r, d = dm.program_events, dm.reservations, dm.devices
     changed = 0
     async with engine.begin() as connection:
@@ -166,7 +167,7 @@ async def mirror_events(engine: AsyncEngine, now: datetime) -> int:
         ]
         existing = {(m.event_id or "", m.ven_id or ""): m for m in mirrored}
         doomed = [m for key, m in existing.items() if key not in wanted]
-        await store.delete_objects(connection, doomed)
+        await store.delete_objects(connection, doomed, now, vault=vault)
         changed += len(doomed)
         creates: list[NewObject] = []
         for (event_id, ven_id), (client_id, names) in wanted.items():
@@ -185,15 +186,16 @@ async def mirror_events(engine: AsyncEngine, now: datetime) -> int:
             current = existing.get((event_id, ven_id))
             if current is None:
                 creates.append(new)
-            elif current.targets != new.targets or current.body != new.columns()["body"]:
-                await store.replace_object(connection, current, new, now)
+            elif current.targets != new.targets or current.body != new.columns(vault)["body"]:
+                await store.replace_object(connection, current, new, now, vault=vault)
                 changed += 1
         if creates:
-            await store.insert_objects(connection, creates, now)
+            await store.insert_objects(connection, creates, now, vault=vault)
             changed += len(creates)
     return changed
 
 
-async def mirror_job(engine: AsyncEngine, now: datetime) -> int:
-    """Mirror the DERMS's programs and live events into the VTN."""
-    return await mirror_events(engine, now)
+async def mirror_job(engine: AsyncEngine, now: datetime, *, vault: TokenVault) -> int:
+    """The ``edge-mirror`` job: mirror the DERMS's programs and live events into the VTN (``vault`` is bound
+    by :func:`derbridge.edge.system.build`; the VTN's writes need it, though mirrored objects hold no token)."""
+    return await mirror_events(engine, now, vault)

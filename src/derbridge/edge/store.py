@@ -42,8 +42,7 @@ from derbridge.edge.auth import Principal
 from derbridge.edge.domain import effective_targets, visible_targets
 from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.tables import edge_clients, edge_notifications, edge_objects
-from derbridge.edge.token_vault import vault
-from derbridge.infra import clock
+from derbridge.edge.token_vault import TokenVault
 from derbridge.infra.ids import new_id
 from derbridge.infra.problems import FieldError, ProblemError
 
@@ -86,11 +85,14 @@ class Row:
         return cls(object_type=ObjectType(mapping["object_type"]), **values)
 
 
-def represent(row: Row, shown_targets: list[str] | None = None, extra_attributes: Sequence[Any] = ()) -> dict[str, Any]:
-    """The object as the API answers it: the VTN's metadata, then the stored representation."""
+def represent(
+    row: Row, vault: TokenVault, shown_targets: list[str] | None = None, extra_attributes: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """The object as the API answers it: the VTN's metadata, then the stored representation (a
+    subscription's bearer tokens opened with ``vault``: they are sealed at rest)."""
     body = dict(row.body)
-    if row.object_type is ObjectType.SUBSCRIPTION:  # its bearer tokens are sealed at rest
-        body = vault().open_subscription(body)
+    if row.object_type is ObjectType.SUBSCRIPTION:
+        body = vault.open_subscription(body)
     targets = row.targets if shown_targets is None else shown_targets
     if targets:
         body["targets"] = targets
@@ -345,8 +347,8 @@ class NewObject:
     head_end_system: str | None = None
     nic_id: str | None = None
 
-    def columns(self) -> dict[str, Any]:
-        """The ``edge_objects`` columns this writes."""
+    def columns(self, vault: TokenVault) -> dict[str, Any]:
+        """The ``edge_objects`` columns this writes (a subscription's bearer tokens sealed with ``vault``)."""
         return {
             "object_type": self.object_type.value,
             "client_id": self.client_id,
@@ -356,16 +358,16 @@ class NewObject:
             "name": self.name,
             "unique_key": self.unique_key,
             "targets": self.targets,
-            "body": self._stored_body(),
+            "body": self._stored_body(vault),
             "derms_key": self.derms_key,
             "head_end_system": self.head_end_system,
             "nic_id": self.nic_id,
         }
 
-    def _stored_body(self) -> dict[str, Any]:
+    def _stored_body(self, vault: TokenVault) -> dict[str, Any]:
         body = {k: v for k, v in self.body.items() if k != "targets"}
         if self.object_type is ObjectType.SUBSCRIPTION:  # a subscriber's credential: sealed at rest
-            body = vault().seal_subscription(body)
+            body = vault.seal_subscription(body)
         return body
 
 
@@ -389,10 +391,13 @@ def _name_conflict(new: NewObject) -> ProblemError:
     )
 
 
-async def insert_objects(connection: AsyncConnection, news: Sequence[NewObject], now: datetime) -> list[Row]:
+async def insert_objects(
+    connection: AsyncConnection, news: Sequence[NewObject], now: datetime, *, vault: TokenVault
+) -> list[Row]:
     """Insert objects and queue their CREATE notifications, in the caller's transaction (one statement for
-    many: bulk onboarding)."""
-    rows = [{"id": n.id or new_id(), **n.columns(), "created_at": now, "modified_at": now} for n in news]
+    many: bulk onboarding). ``vault`` seals a subscription's bearer tokens (and opens them for the
+    notifications about it)."""
+    rows = [{"id": n.id or new_id(), **n.columns(vault), "created_at": now, "modified_at": now} for n in news]
     try:
         async with connection.begin_nested():
             await connection.execute(insert(o), rows)
@@ -403,28 +408,30 @@ async def insert_objects(connection: AsyncConnection, news: Sequence[NewObject],
             else conflict("A name in the batch is already taken (or repeated in the batch); nothing was created.")
         ) from None
     created = [Row.of(r) for r in rows]
-    await queue_notifications(connection, Operation.CREATE, created)
+    await queue_notifications(connection, Operation.CREATE, created, now, vault=vault)
     return created
 
 
-async def replace_object(connection: AsyncConnection, row: Row, new: NewObject, now: datetime) -> Row:
+async def replace_object(
+    connection: AsyncConnection, row: Row, new: NewObject, now: datetime, *, vault: TokenVault
+) -> Row:
     """Replace an object's representation (PUT) and queue its UPDATE notification."""
-    values = {**new.columns(), "modified_at": now}
+    values = {**new.columns(vault), "modified_at": now}
     try:
         async with connection.begin_nested():
             await connection.execute(update(o).where(o.c.id == row.id).values(**values))
     except IntegrityError:
         raise _name_conflict(new) from None
     changed = Row.of({**values, "id": row.id, "created_at": row.created_at})
-    await queue_notifications(connection, Operation.UPDATE, [changed])
+    await queue_notifications(connection, Operation.UPDATE, [changed], now, vault=vault)
     return changed
 
 
-async def delete_objects(connection: AsyncConnection, rows: Sequence[Row]) -> None:
-    """Delete objects and queue their DELETE notifications."""
+async def delete_objects(connection: AsyncConnection, rows: Sequence[Row], now: datetime, *, vault: TokenVault) -> None:
+    """Delete objects and queue their DELETE notifications (due ``now``)."""
     if not rows:
         return
-    await queue_notifications(connection, Operation.DELETE, rows)
+    await queue_notifications(connection, Operation.DELETE, rows, now, vault=vault)
     await connection.execute(delete(o).where(o.c.id.in_([r.id for r in rows])))
 
 
@@ -448,13 +455,16 @@ async def client_head_end(connection: AsyncConnection, client_id: str) -> str | 
 # --- notifications -----------------------------------------------------------------------------------
 
 
-async def queue_notifications(connection: AsyncConnection, operation: Operation, rows: Sequence[Row]) -> int:
-    """Write one notification per matching subscription and object into ``edge_notifications``.
+async def queue_notifications(
+    connection: AsyncConnection, operation: Operation, rows: Sequence[Row], now: datetime, *, vault: TokenVault
+) -> int:
+    """Write one notification per matching subscription and object into ``edge_notifications``, due ``now``.
 
     A subscription matches when one of its ``objectOperations`` names the object's type and the operation,
     its ``programID`` (if any) is the object's program, and its client may see the object — a VEN only its
     own objects, and programs and events by targets as on a read (with target hiding); a subscription's
-    ``targets`` narrow it further. The notification carries the object as the subscriber would read it.
+    ``targets`` narrow it further. The notification carries the object as the subscriber would read it
+    (:func:`represent` with ``vault``).
     """
     if not rows:
         return 0
@@ -469,7 +479,6 @@ async def queue_notifications(connection: AsyncConnection, operation: Operation,
     if not subscriptions:
         return 0
     grants: dict[str, set[str]] = {}
-    now = clock.now()
     queued: list[dict[str, Any]] = []
     for subscription in subscriptions:
         for operations in subscription.body.get("objectOperations") or []:
@@ -479,7 +488,7 @@ async def queue_notifications(connection: AsyncConnection, operation: Operation,
             for row in rows:
                 if row.object_type not in kinds:
                     continue
-                shown = await _shown_to(connection, subscription, row, grants)
+                shown = await _shown_to(connection, subscription, row, grants, vault)
                 if shown is None:
                     continue
                 body = {"objectType": row.object_type.value, "operation": operation.value, "object": shown}
@@ -515,7 +524,7 @@ def _program_of(row: Row) -> str | None:
 
 
 async def _shown_to(
-    connection: AsyncConnection, subscription: Any, row: Row, grants: dict[str, set[str]]
+    connection: AsyncConnection, subscription: Any, row: Row, grants: dict[str, set[str]], vault: TokenVault
 ) -> dict[str, Any] | None:
     if subscription.program_id is not None and _program_of(row) != subscription.program_id:
         return None
@@ -523,23 +532,23 @@ async def _shown_to(
     if subscription.role != "ven":
         if wanted and not set(wanted) & set(row.targets):
             return None
-        return represent(row)
+        return represent(row, vault)
     if row.object_type in OWNED:
         if row.client_id != subscription.client_id:
             return None
         if wanted and not set(wanted) & set(row.targets):
             return None
-        return represent(row)
+        return represent(row, vault)
     if row.client_id is not None and row.client_id != subscription.client_id:
         return None
     if row.client_id is not None:
         shown = addressed_targets(row.targets, wanted or None)
-        return None if shown is None else represent(row, shown)
+        return None if shown is None else represent(row, vault, shown)
     if subscription.client_id not in grants:
         grants[subscription.client_id] = await granted_targets(connection, subscription.client_id)
     effective = effective_targets(grants[subscription.client_id], wanted or None)
     shown = visible_targets(row.targets, effective, bool(wanted))
-    return None if shown is None else represent(row, shown)
+    return None if shown is None else represent(row, vault, shown)
 
 
 def by_names(rows: Iterable[Row]) -> dict[str, Row]:

@@ -11,6 +11,10 @@ separated by commas — the first encrypts, every one decrypts, so a key is rota
 first and dropping the old one once every process has restarted (and the queued notifications sealed with
 it are delivered). Unset: one key is made once into ``DATA_DIR/edge-webhook-key`` (mode 0600), enough for
 processes that share the data directory; processes on several hosts must be given the same setting.
+
+The edge's composition root (:func:`derbridge.edge.system.build`) makes one :class:`TokenVault` from these
+keys and hands it to everything that seals or opens a token: the VTN's writes and reads
+(:mod:`derbridge.edge.store`), the DERMS hooks and the webhook delivery job.
 """
 
 from __future__ import annotations
@@ -96,19 +100,3 @@ class TokenVault:
             token = operation.get("bearerToken")
             changed.append({**operation, "bearerToken": change(token)} if isinstance(token, str) else operation)
         return {**body, "objectOperations": changed}
-
-
-_vault: TokenVault | None = None
-
-
-def use_vault(vault: TokenVault) -> None:
-    """Give this process's edge (store and delivery job) the vault built from its settings."""
-    global _vault
-    _vault = vault
-
-
-def vault() -> TokenVault:
-    """The vault given to :func:`use_vault`; a process that serves the edge must have called it."""
-    if _vault is None:
-        raise RuntimeError("no webhook token vault: call derbridge.edge.token_vault.use_vault(...) at start")
-    return _vault

@@ -45,8 +45,9 @@ from derbridge.edge.schemas import (
 )
 from derbridge.edge.store import NewObject, Row, conflict, represent
 from derbridge.edge.tables import edge_objects as o
+from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.webhooks import CallbackChecker
-from derbridge.infra import clock
+from derbridge.infra.clock import Clock
 from derbridge.infra.columnar import id_list
 from derbridge.infra.ids import new_id
 from derbridge.infra.problems import FieldError, ProblemError
@@ -78,6 +79,10 @@ class Vtn:
     engine: AsyncEngine
     derms_instance_id: str
     callbacks: CallbackChecker
+    clock: Clock
+    """The business clock: the time every write is stamped with and its notifications fall due."""
+    vault: TokenVault
+    """Seals a subscription's bearer tokens at rest, and opens them to show the subscription to its owner."""
     limits: EdgeSettings = field(default_factory=EdgeSettings)
     """The sizes and quotas a client's objects are held to (``edge.max_*``, ``edge.page_max_bytes``)."""
 
@@ -159,7 +164,9 @@ class Vtn:
                             dict(mapping)
                         )
         return [
-            represent(r, extra_attributes=domain.status_attributes(statuses.get((r.head_end_system or "", r.id))))
+            represent(
+                r, self.vault, extra_attributes=domain.status_attributes(statuses.get((r.head_end_system or "", r.id)))
+            )
             for r in rows
         ]
 
@@ -169,20 +176,20 @@ class Vtn:
         """A program of the business logic."""
         new = _program(request)
         async with self.engine.begin() as connection:
-            return (await store.insert_objects(connection, [new], clock.now()))[0]
+            return (await store.insert_objects(connection, [new], self.clock.now(), vault=self.vault))[0]
 
     async def update_program(self, principal: Principal, program_id: str, request: ProgramRequest) -> Row:
         """Replace a program; one the DERMS mirrors may not be changed here."""
         async with self.engine.begin() as connection:
             row = await store.get_in(connection, principal, ObjectType.PROGRAM, program_id)
             _not_mirrored(row)
-            return await store.replace_object(connection, row, _program(request), clock.now())
+            return await store.replace_object(connection, row, _program(request), self.clock.now(), vault=self.vault)
 
     async def create_event(self, principal: Principal, request: EventRequest) -> Row:
         """An event of the business logic (sent to VENs as is; the DERMS does not know it)."""
         async with self.engine.begin() as connection:
             await self._program_exists(connection, principal, request.programID)
-            return (await store.insert_objects(connection, [_event(request)], clock.now()))[0]
+            return (await store.insert_objects(connection, [_event(request)], self.clock.now(), vault=self.vault))[0]
 
     async def update_event(self, principal: Principal, event_id: str, request: EventRequest) -> Row:
         """Replace an event; one the DERMS mirrors may not be changed here (cancel it in the DERMS)."""
@@ -190,7 +197,7 @@ class Vtn:
             row = await store.get_in(connection, principal, ObjectType.EVENT, event_id)
             _not_mirrored(row)
             await self._program_exists(connection, principal, request.programID)
-            return await store.replace_object(connection, row, _event(request), clock.now())
+            return await store.replace_object(connection, row, _event(request), self.clock.now(), vault=self.vault)
 
     async def _program_exists(self, connection: AsyncConnection, principal: Principal, program_id: str) -> None:
         try:
@@ -208,7 +215,7 @@ class Vtn:
             doomed = [row]
             if object_type is ObjectType.VEN:
                 doomed += await store.children_of_ven(connection, row.id)
-            await store.delete_objects(connection, doomed)
+            await store.delete_objects(connection, doomed, self.clock.now(), vault=self.vault)
             return row
 
     # --- vens ---------------------------------------------------------------------------------------
@@ -222,7 +229,7 @@ class Vtn:
                 new.head_end_system = await store.client_head_end(connection, new.client_id or "")
             await self._check_quota(connection, ObjectType.VEN, new.client_id or "", 1, 400)
             try:
-                return (await store.insert_objects(connection, [new], clock.now()))[0]
+                return (await store.insert_objects(connection, [new], self.clock.now(), vault=self.vault))[0]
             except ProblemError as refused:
                 # POST /vens may answer 400 but not 409 (openadr3.yaml): a taken venName is a bad request.
                 if refused.status == 409:
@@ -238,7 +245,7 @@ class Vtn:
                 new.targets = row.targets
             else:
                 new.head_end_system = await store.client_head_end(connection, new.client_id or "")
-            return await store.replace_object(connection, row, new, clock.now())
+            return await store.replace_object(connection, row, new, self.clock.now(), vault=self.vault)
 
     def _ven(self, principal: Principal, request: BlVenRequest | VenVenRequest, row: Row | None) -> NewObject:
         if principal.is_ven:
@@ -273,7 +280,7 @@ class Vtn:
     ) -> list[Row]:
         """Resources of vens visible to the caller, in one transaction; those with enrollment attributes are
         enrollment requests, forwarded to Asset Hub by the DERMS in one F1 message per head-end."""
-        now = clock.now()
+        now = self.clock.now()
         async with self.engine.begin() as connection:
             vens: dict[str, Row] = {}
             news: list[NewObject] = []
@@ -288,8 +295,8 @@ class Vtn:
             for client_id, count in adding.items():
                 await self._check_quota(connection, ObjectType.RESOURCE, client_id, count, 409)
             enrollments = self._enrollments(news, requests, now)
-            rows = await store.insert_objects(connection, news, now)
-            await self._forward(connection, enrollments)
+            rows = await store.insert_objects(connection, news, now, vault=self.vault)
+            await self._forward(connection, enrollments, now)
             await _heard_from(connection, principal, rows, now)
         return rows
 
@@ -297,7 +304,7 @@ class Vtn:
         self, principal: Principal, resource_id: str, request: BlResourceRequest | VenResourceRequest
     ) -> Row:
         """Replace a resource. Its venID stays; its enrollment attributes may not change once sent."""
-        now = clock.now()
+        now = self.clock.now()
         async with self.engine.begin() as connection:
             row = await store.get_in(connection, principal, ObjectType.RESOURCE, resource_id)
             if request.venID != row.ven_id:
@@ -313,8 +320,8 @@ class Vtn:
                     "register a new resource for a new request."
                 )
             enrollments = {} if before else self._enrollments([new], [request], now)
-            changed = await store.replace_object(connection, row, new, now)
-            await self._forward(connection, enrollments)
+            changed = await store.replace_object(connection, row, new, now, vault=self.vault)
+            await self._forward(connection, enrollments, now)
             await _heard_from(connection, principal, [changed], now)
         return changed
 
@@ -417,12 +424,14 @@ class Vtn:
             raise bad_request("The enrollment attributes do not make an enrollment request; see errors.", errors[:100])
         return by_head_end
 
-    async def _forward(self, connection: AsyncConnection, enrollments: dict[str, list[f1.EnrollmentRequest]]) -> None:
+    async def _forward(
+        self, connection: AsyncConnection, enrollments: dict[str, list[f1.EnrollmentRequest]], now: datetime
+    ) -> None:
         # In the resources' transaction: the DERMS records the requests (idempotent on head-end and the
         # resource id as request id) and writes the F1 message, so a failure of either leaves neither.
         for head_end, requests in enrollments.items():
             await f1_service.record_enrollment_requests_in(
-                connection, head_end, requests, derms_instance_id=self.derms_instance_id
+                connection, head_end, requests, derms_instance_id=self.derms_instance_id, now=now
             )
 
     async def heard_about(self, principal: Principal, rows: Sequence[Row]) -> None:
@@ -432,7 +441,7 @@ class Vtn:
         nic_ids = [r.nic_id for r in rows if r.nic_id is not None and r.head_end_system == principal.head_end_system]
         if nic_ids:
             async with self.engine.begin() as connection:
-                await touch_communication(connection, principal.head_end_system, nic_ids, clock.now())
+                await touch_communication(connection, principal.head_end_system, nic_ids, self.clock.now())
 
     # --- reports (outcomes, F7) -----------------------------------------------------------------------
 
@@ -445,7 +454,7 @@ class Vtn:
         return await self._report(principal, request, report_id)
 
     async def _report(self, principal: Principal, request: ReportRequest, report_id: str | None) -> Row:
-        now = clock.now()
+        now = self.clock.now()
         body = dump(request)
         # One unit of work: the outcomes (F7), the report, the communication status it implies and the
         # answer to a status check it completes commit together, or none of them does.
@@ -510,16 +519,16 @@ class Vtn:
             )
             if report_id is None:
                 await self._check_quota(connection, ObjectType.REPORT, principal.client_id, 1, 409)
-                row = (await store.insert_objects(connection, [new], now))[0]
+                row = (await store.insert_objects(connection, [new], now, vault=self.vault))[0]
             else:
                 old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
-                row = await store.replace_object(connection, old, new, now)
+                row = await store.replace_object(connection, old, new, now, vault=self.vault)
             named = [mine[n] for n in dict.fromkeys(names)]
             await _report_heard_from(connection, principal, named, now, {p.resource_name: p for p in parsed})
             if domain.parse_check_event_key(event.derms_key) is not None:
                 # Only a fresh-reading event needs the resources' whole rows (a report of one or a few).
                 full = await _rows_by_id(connection, [r.id for r in named])
-                await fresh_readings.answer_if_requested(connection, event, full, now)
+                await fresh_readings.answer_if_requested(connection, event, full, now, vault=self.vault)
         return row
 
     # --- subscriptions -----------------------------------------------------------------------------
@@ -529,7 +538,7 @@ class Vtn:
         new = await self._subscription(principal, request)
         async with self.engine.begin() as connection:
             await self._check_quota(connection, ObjectType.SUBSCRIPTION, principal.client_id, 1, 409)
-            return (await store.insert_objects(connection, [new], clock.now()))[0]
+            return (await store.insert_objects(connection, [new], self.clock.now(), vault=self.vault))[0]
 
     async def update_subscription(
         self, principal: Principal, subscription_id: str, request: SubscriptionRequest
@@ -540,7 +549,7 @@ class Vtn:
         new = await self._subscription(principal, request)
         async with self.engine.begin() as connection:
             row = await store.get_in(connection, principal, ObjectType.SUBSCRIPTION, subscription_id)
-            return await store.replace_object(connection, row, new, clock.now())
+            return await store.replace_object(connection, row, new, self.clock.now(), vault=self.vault)
 
     async def _subscription(self, principal: Principal, request: SubscriptionRequest) -> NewObject:
         self._check_size(dump(request), "body", whole=True)  # before any callback is called

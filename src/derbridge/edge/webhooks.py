@@ -30,21 +30,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.edge.tables import edge_notifications as n
-from derbridge.edge.token_vault import vault
+from derbridge.edge.token_vault import TokenVault
 from derbridge.settings import EdgeSettings
 
 log = structlog.get_logger("derbridge.edge.webhooks")
 
 BATCH = 200
 CONCURRENCY = 16
-
-_settings = EdgeSettings()
-
-
-def use_settings(settings: EdgeSettings) -> None:
-    """Give the delivery job this process's edge settings (jobs receive only an engine)."""
-    global _settings
-    _settings = settings
 
 
 @dataclass
@@ -214,8 +206,8 @@ def backoff(attempts: int, settings: EdgeSettings) -> timedelta:
     )
 
 
-async def _post(http: httpx.AsyncClient, row: Any) -> str | None:
-    headers = {"Authorization": f"Bearer {vault().open(row.bearer_token)}"} if row.bearer_token else {}
+async def _post(http: httpx.AsyncClient, row: Any, vault: TokenVault) -> str | None:
+    headers = {"Authorization": f"Bearer {vault.open(row.bearer_token)}"} if row.bearer_token else {}
     try:
         answer = await http.post(row.callback_url, json=row.body, headers=headers)
     except httpx.HTTPError as error:
@@ -225,9 +217,9 @@ async def _post(http: httpx.AsyncClient, row: Any) -> str | None:
     return f"HTTP {answer.status_code}"
 
 
-async def deliver_due(engine: AsyncEngine, now: datetime, settings: EdgeSettings | None = None) -> int:
-    """Attempt every due notification once (oldest first, up to a batch); returns how many were delivered."""
-    settings = settings or _settings
+async def deliver_due(engine: AsyncEngine, now: datetime, settings: EdgeSettings, vault: TokenVault) -> int:
+    """Attempt every due notification once (oldest first, up to a batch), with the bearer tokens opened by
+    ``vault``; returns how many were delivered."""
     async with engine.connect() as connection:
         due = (
             await connection.execute(
@@ -244,7 +236,7 @@ async def deliver_due(engine: AsyncEngine, now: datetime, settings: EdgeSettings
 
         async def attempt(row: Any) -> str | None:
             async with gate:
-                return await _post(http, row)
+                return await _post(http, row, vault)
 
         # One subscription's notifications go in order: deliver them one after another, subscriptions at once.
         by_subscription: dict[str, list[Any]] = {}
@@ -288,6 +280,7 @@ async def deliver_due(engine: AsyncEngine, now: datetime, settings: EdgeSettings
     return delivered
 
 
-async def webhook_job(engine: AsyncEngine, now: datetime) -> int:
-    """Deliver the due webhook notifications."""
-    return await deliver_due(engine, now)
+async def webhook_job(engine: AsyncEngine, now: datetime, *, settings: EdgeSettings, vault: TokenVault) -> int:
+    """The ``edge-webhooks`` job: deliver the due webhook notifications (``settings`` and ``vault`` are bound
+    by :func:`derbridge.edge.system.build`)."""
+    return await deliver_due(engine, now, settings, vault)
