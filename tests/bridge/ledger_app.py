@@ -36,10 +36,7 @@ effects = Table(
 
 FAILURE_RATE = float(os.environ.get("LEDGER_FAILURE_RATE", "0"))
 
-inbox = Inbox(SystemName.DERMS, inbox_table)
 
-
-@inbox.handles("enrollment-sync.v1")
 async def apply(connection: AsyncConnection, envelope: Envelope, _payload: Any) -> dict[str, Any]:
     if FAILURE_RATE and random.random() < FAILURE_RATE:  # test noise, not security
         raise RuntimeError("ledger target: scripted transient failure")
@@ -51,7 +48,6 @@ async def apply(connection: AsyncConnection, envelope: Envelope, _payload: Any) 
     return {"ledger": "ok"}
 
 
-@inbox.handles_batch("enrollment-sync.v1")
 async def apply_many(connection: AsyncConnection, messages: Sequence[tuple[Envelope, Any]]) -> list[dict[str, Any]]:
     """The same effect for a run of messages, set-based, so that the crash test covers the batch path too."""
     # A scripted failure hits a run as it would hit one of its messages: the inbox then applies them one by one.
@@ -63,6 +59,14 @@ async def apply_many(connection: AsyncConnection, messages: Sequence[tuple[Envel
         [{"message_id": envelope.message_id} for envelope, _ in messages],
     )
     return [{"ledger": "ok"} for _ in messages]
+
+
+inbox = Inbox(
+    SystemName.DERMS,
+    inbox_table,
+    handlers={"enrollment-sync.v1": apply},
+    batch_handlers={"enrollment-sync.v1": apply_many},
+)
 
 
 def create_ledger_tables(url: str) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from derbridge.derms.adapters import tables as dm
 from derbridge.edge.domain import Role
+from derbridge.settings import Settings
 from tests.cis_rows import cis_row
 from tests.edge.support import (
     PREFIX,
@@ -32,7 +33,7 @@ from tests.edge.support import (
     ven_client,
 )
 from tests.flows.test_enrollment_request import create_program, load_customers, request_body
-from tests.flows.test_event_reservation import create_event, file_stores, participations, prepare
+from tests.flows.test_event_reservation import create_event, participations, prepare
 
 if TYPE_CHECKING:
     from tests.flows.system import System
@@ -41,16 +42,20 @@ pytest_plugins = ["tests.flows.system"]
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The settings of every backend, with plain-HTTP callbacks to loopback allowed (the test's receiver)."""
+    edge = settings.edge.model_copy(update={"allow_http_callbacks": True, "allow_private_callbacks": True})
+    return settings.model_copy(update={"edge": edge})
+
+
+@pytest.fixture
 async def vtn(system: System) -> AsyncIterator[str]:
-    """The embedded system's server on a loopback port (plain-HTTP callbacks allowed for the test)."""
-    system.runtime.settings.edge.allow_http_callbacks = True
-    system.runtime.settings.edge.allow_private_callbacks = True
-    with file_stores(system.runtime.settings):
-        async with serve(system.app) as base:
-            try:
-                yield base
-            finally:
-                close_clients()
+    """The embedded system's server on a loopback port."""
+    async with serve(system.app) as base:
+        try:
+            yield base
+        finally:
+            close_clients()
 
 
 def enrollment_attributes(n: int) -> list[dict[str, Any]]:

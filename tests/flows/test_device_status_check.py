@@ -394,9 +394,7 @@ async def test_the_cli_check_waits_for_the_answer(system: System, tmp_path: Path
     )
 
     # With no bridge to carry it, the wait is bounded and the check comes back still OPEN.
-    unanswered = await run_status_check(
-        system.runtime.async_engine("assethub"), "ECOBEE", "NIC1", timeout_seconds=0.2, poll_seconds=0.05
-    )
+    unanswered = await run_status_check(system.runtime, "ECOBEE", "NIC1", timeout_seconds=0.2, poll_seconds=0.05)
     assert unanswered["status"] == "OPEN"
 
 

@@ -4,7 +4,6 @@ problem and nothing changes anywhere. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,14 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from derbridge.derms.adapters import tables as dm
-from derbridge.runtime import Runtime
 from tests.flows.test_event_reservation import (
     ASSETHUB,
     BRIDGE,
     DERMS,
     RANKED,
     create_event,
-    file_stores,
     get_all,
     inbox_answers,
     outbox_payloads,
@@ -40,12 +37,6 @@ async def fleet(system: System, tmp_path: Path) -> System:
     """The whole system with customers, the program and its devices (see test_event_reservation.prepare)."""
     await prepare(system, tmp_path)
     return system
-
-
-@pytest.fixture(autouse=True)
-def _file_stores(runtime: Runtime) -> Iterator[None]:
-    with file_stores(runtime.settings):
-        yield
 
 
 async def derms_reservation_statuses(system: System, event_id: str) -> list[str]:

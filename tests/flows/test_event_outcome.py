@@ -5,7 +5,6 @@ event, cancelled or not started event, devices not reserved) change nothing. On 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,14 +14,12 @@ from sqlalchemy import select
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.derms.adapters import tables as dm
-from derbridge.runtime import Runtime
 from tests.flows.test_event_reservation import (
     ASSETHUB,
     DERMS,
     GRACE_HOURS,
     RANKED,
     create_event,
-    file_stores,
     inbox_answers,
     outbox_payloads,
     participations,
@@ -44,12 +41,6 @@ async def fleet(system: System, tmp_path: Path) -> System:
     """The whole system with customers, the program and its devices (see test_event_reservation.prepare)."""
     await prepare(system, tmp_path)
     return system
-
-
-@pytest.fixture(autouse=True)
-def _file_stores(runtime: Runtime) -> Iterator[None]:
-    with file_stores(runtime.settings):
-        yield
 
 
 async def started_event(system: System, devices: int = 3) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,18 +14,12 @@ from typer.testing import CliRunner
 
 from derbridge.cli import app
 from derbridge.runtime import Runtime
-from tests.flows.test_event_reservation import DEVICES, PROGRAM, RANKED, create_event, file_stores, prepare
+from tests.flows.test_event_reservation import DEVICES, PROGRAM, RANKED, create_event, prepare
 
 if TYPE_CHECKING:
     from tests.flows.system import System
 
 pytest_plugins = ["tests.flows.system"]
-
-
-@pytest.fixture(autouse=True)
-def _file_stores(runtime: Runtime) -> Iterator[None]:
-    with file_stores(runtime.settings):
-        yield
 
 
 @pytest.fixture(autouse=True)

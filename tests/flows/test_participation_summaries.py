@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,10 @@ from derbridge.assethub.adapters.participation_summaries import rebuild_summarie
 from derbridge.assethub.domain.scoring import ScoringResult, score_devices
 from derbridge.assethub.services import events as handlers
 from derbridge.assethub.services.score_transfer import HistorySource, read_scoring_data
+from derbridge.bridge.filestore import FileStore
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.registry import new_envelope
+from derbridge.infra.clock import SimulatedClock
 from derbridge.runtime import Runtime
 
 NOW = datetime(2027, 7, 15, 12, tzinfo=UTC)
@@ -265,6 +268,10 @@ def outcomes(event_id: str, *pairs: tuple[int, str, bool]) -> event_outcome.Even
     )
 
 
+def _no_file_store() -> FileStore:
+    raise AssertionError("the reservation lists here travel inline")
+
+
 class Applier:
     """Applies messages through Asset Hub's handlers, each in its own transaction, as the inbox does."""
 
@@ -275,10 +282,11 @@ class Applier:
     async def __call__(self, message_type: str, payload: Any) -> dict[str, Any]:
         self.occurred += timedelta(minutes=1)
         envelope = new_envelope(message_type, payload, business_key="test", occurred_at=self.occurred)
+        clock = SimulatedClock(self.occurred)
         handler = {
-            event_reservation.TYPE: handlers.apply_reservation,
-            event_cancellation.TYPE: handlers.apply_cancellation,
-            event_outcome.TYPE: handlers.apply_outcomes,
+            event_reservation.TYPE: partial(handlers.apply_reservation, clock=clock, files=_no_file_store),
+            event_cancellation.TYPE: partial(handlers.apply_cancellation, clock=clock),
+            event_outcome.TYPE: partial(handlers.apply_outcomes, clock=clock),
         }[message_type]
         async with self.engine.begin() as connection:
             answer: dict[str, Any] = await handler(connection, envelope, payload)  # type: ignore[operator]

@@ -58,9 +58,6 @@ class Script:
 
 
 def target_app(runtime: Runtime, script: Script) -> FastAPI:
-    inbox = Inbox(SystemName.DERMS, derms_inbox)
-
-    @inbox.handles("enrollment-sync.v1")
     async def apply(_connection: AsyncConnection, envelope: Envelope, payload: Any) -> dict[str, Any]:
         script.calls += 1
         assert isinstance(payload, EnrollmentSync)
@@ -76,6 +73,7 @@ def target_app(runtime: Runtime, script: Script) -> FastAPI:
             raise ProblemError(422, "refused", "Refused", "the target refuses this message (scripted)")
         return {"applied": payload.subscription.subscription_id}
 
+    inbox = Inbox(SystemName.DERMS, derms_inbox, handlers={"enrollment-sync.v1": apply})
     app = FastAPI()
     app.state.engine = runtime.async_engine("derms")
     app.state.api_token = TOKEN

@@ -69,12 +69,11 @@ def runtimes(every_database: Settings) -> Iterator[list[Runtime]]:
 
 def target_app(runtime: Runtime) -> FastAPI:
     """The DERMS's inbound endpoint over its real inbox machinery, applying every enrollment sync."""
-    inbox = Inbox(SystemName.DERMS, derms_inbox)
 
-    @inbox.handles("enrollment-sync.v1")
     async def apply(_connection: AsyncConnection, envelope: Envelope, _payload: Any) -> dict[str, Any]:
         return {"applied": envelope.business_key}
 
+    inbox = Inbox(SystemName.DERMS, derms_inbox, handlers={"enrollment-sync.v1": apply})
     app = FastAPI()
     app.state.engine = runtime.async_engine("derms")
     app.state.api_token = TOKEN

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
@@ -22,10 +23,15 @@ from sqlalchemy import insert, select
 from derbridge.edge import webhooks
 from derbridge.edge.schemas import SubscriptionRequest
 from derbridge.edge.tables import edge_notifications
+from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.webhooks import CallbackChecker, deliver_due
 from derbridge.runtime import Runtime
 from derbridge.settings import EdgeSettings
 from tests.edge.support import serve
+
+AT = datetime(2026, 12, 7, 0, 1, tzinfo=UTC)
+VAULT = TokenVault([Fernet.generate_key().decode()])
+"""A vault of its own: the notifications here carry no bearer token to open."""
 
 
 class Resolver:
@@ -108,7 +114,7 @@ async def test_every_delivery_resolves_again_and_refuses_a_name_now_pointing_to_
     use_resolver(monkeypatch, {"hooks.example": [["127.0.0.1"]]})
     await notification(runtime, f"http://hooks.example:{port}/hook")
     settings = EdgeSettings(allow_http_callbacks=True, webhook_timeout_seconds=5)
-    assert await deliver_due(runtime.async_engine("derms"), datetime(2026, 12, 7, 0, 1, tzinfo=UTC), settings) == 0
+    assert await deliver_due(runtime.async_engine("derms"), AT, settings, VAULT) == 0
     async with runtime.async_engine("derms").connect() as connection:
         error = await connection.scalar(select(edge_notifications.c.last_error))
     assert "non-public" in error
@@ -125,7 +131,7 @@ async def test_a_delivery_connects_to_the_address_it_resolved_and_checked(
     use_resolver(monkeypatch, {"hooks.example": [["127.0.0.1"]]})
     await notification(runtime, f"http://hooks.example:{port}/hook")
     settings = EdgeSettings(allow_http_callbacks=True, allow_private_callbacks=True, webhook_timeout_seconds=5)
-    assert await deliver_due(runtime.async_engine("derms"), datetime(2026, 12, 7, 0, 1, tzinfo=UTC), settings) == 1
+    assert await deliver_due(runtime.async_engine("derms"), AT, settings, VAULT) == 1
     assert hook.requests == [("POST", f"hooks.example:{port}")]
     await runtime.aclose()
 
