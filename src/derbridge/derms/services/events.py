@@ -233,8 +233,7 @@ async def create_event(
     """Create a SCHEDULED event and reserve its devices; a shortfall is reported on the event, not raised.
 
     The event, its reservations and its ``event-reservation.v1`` message commit together. ``files`` says
-    where a reservation list too long for a message goes (default: the process's configuration, see
-    :func:`~derbridge.derms.services.event_messages.use_settings`).
+    where a reservation list too long for a message goes (the DERMS's build() makes it from the settings).
     """
     if request.start_at <= now:
         raise ProblemError(
