@@ -1,6 +1,6 @@
 # Every target sets itself up: a fresh clone needs only Python >= 3.11 and make.
 # What .venv holds is decided by the committed uv.lock, not by what PyPI serves that day: the Makefile
-# bootstraps a pinned uv into .venv-tools/ and syncs .venv to the lock (docs/ARCHITECTURE.md, "Why uv's lock").
+# bootstraps a pinned uv into .venv-tools/ and syncs .venv to the lock (docs/decisions/0036-uv-lock.md).
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
