@@ -15,14 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from derbridge.assethub.adapters import tables as ah
-from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
-from derbridge.cis.importer import import_extract
 from derbridge.demo import checks, report
 from derbridge.demo.checks import checked
 from derbridge.demo.report import Narration
 from derbridge.derms.adapters import tables as dm
-from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.derms.services.enrollment_sync import announce_cis_accounts
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
 from derbridge.embedded import EmbeddedSystem
@@ -32,6 +28,7 @@ from derbridge.settings import Settings
 from derbridge.sim.aggregator import Aggregator, load_aggregators
 from derbridge.sim.generator import ENROLLMENT_CLOSES, ENROLLMENT_OPENS, generate_utility
 from derbridge.sim.ven import SimulatedVen
+from derbridge.usecases import cis_import
 
 DEMO_PROGRAM = "SUMMER-BYOT"
 DEMO_START = datetime(2027, 6, 2, 14, tzinfo=UTC)
@@ -99,15 +96,8 @@ class Demo:
             self.vens: list[SimulatedVen] = []
 
             async def cis() -> tuple[dict[str, Any], int]:
-                loaders = [
-                    AssetHubCisLoader(runtime.sync_engine("assethub")),
-                    DermsCisLoader(runtime.sync_engine("derms")),
-                ]
-                imported = await asyncio.to_thread(import_extract, generated.cis_extract, loaders)
-                woken = await announce_cis_accounts(
-                    runtime.async_engine("bridge"), imported.loaded_account_ids["derms"]
-                )
-                return imported.as_dict(), woken
+                imported = await asyncio.to_thread(cis_import.import_into_both_systems, runtime, generated.cis_extract)
+                return imported.as_dict(), await cis_import.wake_parked(runtime, imported)
 
             await stage("CIS import", cis, lambda done: report.cis_line(*done))
             await stage("programs", self.programs, report.programs_line)

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.bench.core import (
     Result,
     bare_insert_baseline,
@@ -19,9 +18,9 @@ from derbridge.bench.core import (
 from derbridge.bench.scenarios.common import BenchFailure, make_result, scenario_stopwatch
 from derbridge.bench.world import generate
 from derbridge.cis.importer import import_extract
-from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
+from derbridge.usecases.cis_import import loaders as cis_loaders
 
 CIS_TABLES: dict[str, Sequence[str]] = {
     "assethub": ["persons", "accounts", "premises", "service_points"],
@@ -36,7 +35,7 @@ async def cis_import(settings: Settings, workdir: Path, quick: bool) -> Result:
     progress(f"CIS: generating {customers:,} customers")
     utility = generate(customers, workdir / "utility")
     runtime = Runtime(settings)
-    loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
+    loaders = cis_loaders(runtime)
     progress(f"CIS: importing {utility.cis_rows:,} rows")
     reset_peak_rss()
     with scenario_stopwatch(settings, "cis-import") as watch:

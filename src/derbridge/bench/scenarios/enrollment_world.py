@@ -14,19 +14,18 @@ from typing import Any, Protocol
 import httpx
 
 from derbridge.assethub.adapters import tables as ah
-from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.bench.core import Stopwatch, progress
 from derbridge.bench.scenarios.common import EDGE, NOW, count_rows, expect_ok
 from derbridge.bench.world import accepted_devices, create_programs, generate, report_online
 from derbridge.cis.importer import import_extract
 from derbridge.derms.adapters import tables as dm
-from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
 from derbridge.embedded import EmbeddedSystem, SettleTimeout
 from derbridge.runtime import Runtime
 from derbridge.sim.aggregator import load_aggregators
 from derbridge.sim.ven import enrollment_attributes
+from derbridge.usecases.cis_import import loaders as cis_loaders
 
 
 class EnrollmentGateway(Protocol):
@@ -132,7 +131,7 @@ async def enrollment_world(system: EmbeddedSystem, workdir: Path, requests: int)
     progress(f"F1: generating {customers:,} customers, importing the CIS, reporting devices online")
     utility = generate(customers, workdir / "utility")
     runtime = system.runtime
-    loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
+    loaders = cis_loaders(runtime)
     await asyncio.to_thread(import_extract, utility.cis_extract, loaders)
     await create_programs(system)
     await report_online(system.client, accepted_devices(workdir / "utility"), NOW)
