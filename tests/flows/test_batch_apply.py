@@ -23,7 +23,8 @@ from derbridge.contracts.enrollment_request import RESPONSE_TYPE as ENROLLMENT_R
 from derbridge.contracts.enrollment_request import TYPE as ENROLLMENT_REQUEST
 from derbridge.contracts.enrollment_request import EnrollmentRequestBatch
 from derbridge.contracts.registry import new_envelope
-from derbridge.demo import DEMO_PROGRAM, DEMO_START, Demo, loopback
+from derbridge.demo.report import Narration
+from derbridge.demo.script import DEMO_PROGRAM, DEMO_START, Demo, loopback
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.embedded import EmbeddedSystem
@@ -73,14 +74,14 @@ async def _setup_world(data_dir: Path, batch: bool, used: Counter[str]) -> dict[
                 [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))],
             )
             # The demo's own stages, up to the end of device setup: aggregators enroll through the edge.
-            demo = Demo(settings, 200, 11, Console(quiet=True))
+            demo = Demo(settings, 200, 11, Narration(Console(quiet=True)))
             demo.system, demo.clock, demo.base, demo.vens = system, clock, base, []
             try:
-                await demo._programs()
-                await demo._vens(load_aggregators(data_dir / "utility" / "aggregators"))
-                await demo._enroll()
-                await demo._heartbeats()
-                await demo._setup()
+                await demo.programs()
+                await demo.connect_vens(load_aggregators(data_dir / "utility" / "aggregators"))
+                await demo.enroll()
+                await demo.heartbeats()
+                await demo.setup()
             finally:
                 for ven in demo.vens:
                     ven.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from derbridge.demo import _how_to_run
+from derbridge.demo.report import how_to_run
 
 
 def _program(tmp_path: Path, relative: str) -> Path:
@@ -25,7 +25,7 @@ def test_a_venv_program_under_the_current_directory_is_named_by_its_relative_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setattr(sys, "argv", [str(program)])
-    assert _how_to_run() == [".venv/bin/derbridge"]
+    assert how_to_run() == [".venv/bin/derbridge"]
 
 
 def test_a_program_elsewhere_is_named_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,7 +34,7 @@ def test_a_program_elsewhere_is_named_by_its_absolute_path(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path / "work")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     monkeypatch.setattr(sys, "argv", [str(program)])
-    assert _how_to_run() == [str(program)]
+    assert how_to_run() == [str(program)]
 
 
 def test_the_program_on_path_is_named_by_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,11 +42,11 @@ def test_the_program_on_path_is_named_by_its_name(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin")
     monkeypatch.setattr(sys, "argv", [str(program)])
-    assert _how_to_run() == ["derbridge"]
+    assert how_to_run() == ["derbridge"]
 
 
 def test_python_dash_m_is_named_with_this_interpreter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["/somewhere/derbridge/__main__.py"])
-    assert _how_to_run()[1:] == ["-m", "derbridge"]
-    assert Path(_how_to_run()[0]).absolute() == Path(sys.executable).absolute()
+    assert how_to_run()[1:] == ["-m", "derbridge"]
+    assert Path(how_to_run()[0]).absolute() == Path(sys.executable).absolute()

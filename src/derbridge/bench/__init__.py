@@ -4,7 +4,7 @@ PostgreSQL / RabbitMQ) and measures it next to a baseline taken in the same run.
 * :mod:`derbridge.bench.core` — results (one JSON object per scenario), backends (throw-away databases and
   virtual hosts), bare-insert baselines, peak memory.
 * :mod:`derbridge.bench.world` — the *given* state a scenario starts from, seeded in bulk (not timed).
-* :mod:`derbridge.bench.scenarios` — the scenarios and their registry.
+* :mod:`derbridge.bench.scenarios` — the scenarios, one per module, and their registry (``registry``).
 * :mod:`derbridge.bench.run` — ``python -m derbridge.bench.run SCENARIO BACKEND``: one scenario in this
   process; ``derbridge bench`` runs each in a fresh one so that peak memory is the scenario's own.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from derbridge.bench.core import BACKENDS, Backend, BackendUnavailable, backend_settings, cpu_probe_ms
-from derbridge.bench.scenarios import SCENARIOS, WORLDS
+from derbridge.bench.scenarios.registry import SCENARIOS, WORLDS
 from derbridge.infra.logging import configure_logging
 
 

@@ -22,6 +22,7 @@ from derbridge.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from derbridge.cis.importer import ImportReport
     from derbridge.settings import Settings
 
 cis_app = typer.Typer(help="The CIS extract: import customers into both systems.", no_args_is_help=True)
@@ -37,27 +38,26 @@ def cis_import(
     Exit status: 0 when every row loaded, 1 when some rows were rejected (the others are loaded),
     2 when the file is not a CIS extract (nothing is loaded).
     """
-    from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
     from derbridge.cis.extract import ExtractHeaderError
-    from derbridge.cis.importer import import_extract
-    from derbridge.derms.adapters.cis_loader import DermsCisLoader
     from derbridge.infra.metrics import CIS_ROWS
     from derbridge.runtime import Runtime, ensure_migrated
+    from derbridge.usecases.cis_import import import_into_both_systems
 
     settings = load_settings()
     ensure_migrated(settings)
     runtime = Runtime(settings)
     started = time.perf_counter()
     try:
-        loaders = [AssetHubCisLoader(runtime.sync_engine("assethub")), DermsCisLoader(runtime.sync_engine("derms"))]
         with progress_bar() as progress:
             task = progress.add_task(f"importing {file.name}", total=file.stat().st_size)
-            report = import_extract(file, loaders, on_progress=lambda done: progress.update(task, completed=done))
+            report = import_into_both_systems(
+                runtime, file, on_progress=lambda done: progress.update(task, completed=done)
+            )
     except ExtractHeaderError as error:
         fail(f"{file} is not a CIS extract: {error}. Nothing was loaded.", ExitCode.USAGE)
     finally:
         runtime.close_sync()
-    woken = _announce_accounts(settings, report.loaded_account_ids.get("derms", set()))
+    woken = _wake_parked(settings, report)
     seconds = time.perf_counter() - started
     if woken:
         err.print(f"{woken} parked messages were waiting for these customers: delivered again now")
@@ -89,20 +89,20 @@ def cis_import(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _announce_accounts(settings: Settings, account_ids: set[str]) -> int:
+def _wake_parked(settings: Settings, report: ImportReport) -> int:
     """Wake the bridge's messages parked for customers this import brought (F3 syncs waiting for P0)."""
-    if not account_ids:
-        return 0
+    if not report.loaded_account_ids.get("derms"):
+        return 0  # no event loop, no database opened
     import asyncio
 
-    from derbridge.derms.services.enrollment_sync import announce_cis_accounts
     from derbridge.runtime import Runtime
+    from derbridge.usecases.cis_import import wake_parked
 
-    async def announce() -> int:
+    async def wake() -> int:
         runtime = Runtime(settings)
         try:
-            return await announce_cis_accounts(runtime, account_ids)
+            return await wake_parked(runtime, report)
         finally:
             await runtime.aclose()
 
-    return asyncio.run(announce())
+    return asyncio.run(wake())

@@ -167,9 +167,7 @@ def devices_show(
 ) -> None:
     """One device: in Asset Hub its enrollments, its score and eligibility in the latest snapshot and its
     last status check; in the DERMS its availability per program and its latest communication status."""
-    from derbridge.assethub import queries as assethub
-    from derbridge.derms import queries as derms
-    from derbridge.infra.problems import ProblemError
+    from derbridge.usecases.devices import DeviceKey, device_in_both_systems
 
     head_end, _, nic_id = device.partition(":")
     by_key = bool(nic_id)
@@ -178,42 +176,10 @@ def devices_show(
             f"{device!r} is no device: give HEAD_END:NIC_ID (e.g. ECOBEE:521764415334) or Asset Hub's device id",
             ExitCode.USAGE,
         )
+    key = DeviceKey(head_end, nic_id) if by_key else DeviceKey(device_id=int(device))
 
     async def work(runtime: Runtime) -> Any:
-        hub: dict[str, Any] | None = None
-        async with runtime.async_engine("assethub").connect() as connection:
-            try:
-                record = (
-                    await assethub.find_device(connection, head_end, nic_id)
-                    if by_key
-                    else await assethub.get_device(connection, int(device))
-                )
-            except ProblemError as problem:
-                if problem.status != 404 or not by_key:
-                    raise
-                record = None
-            if record is not None:
-                snapshot = await assethub.latest_score_snapshot(connection)
-                hub = {
-                    "device": record,
-                    "enrollments": await assethub.device_enrollments(connection, record.device_id),
-                    "score_snapshot": snapshot,
-                    "scores": []
-                    if snapshot is None
-                    else await assethub.device_scores(connection, snapshot, record.device_id),
-                    "last_status_check": await assethub.latest_status_check(connection, device_id=record.device_id),
-                }
-        key = (hub["device"].head_end_system, hub["device"].nic_id) if hub else (head_end, nic_id)
-        async with runtime.async_engine("derms").connect() as connection:
-            try:
-                grid = await derms.find_device(connection, *key)
-            except ProblemError as problem:
-                if problem.status != 404:
-                    raise
-                grid = None
-        if hub is None and grid is None:
-            raise ProblemError(404, "not-found", "device not found", device)
-        return hub, grid
+        return await device_in_both_systems(runtime, key)
 
     hub, grid = read(work, f"no device {device}; `derbridge devices list` shows them")
     if as_json:

@@ -112,26 +112,13 @@ def events_show(
     """One event: status, target, candidates, reserved, shortfall, its reservations by status and outcomes by
     outcome, and Asset Hub's record of it. The per-device lists: GET /derms/v1/events/ID/reservations and
     /outcomes (paged)."""
-    from derbridge.assethub import queries as assethub
-    from derbridge.derms import queries as derms
-    from derbridge.infra.problems import ProblemError
+    from derbridge.usecases.events import event_in_both_systems
 
     async def work(runtime: Runtime) -> Any:
-        async with runtime.async_engine("derms").connect() as connection:
-            event = await derms.get_event(connection, event_id)
-            tallies = await derms.event_counts(connection, event_id)
-        async with runtime.async_engine("assethub").connect() as connection:
-            try:
-                hub = await assethub.get_event(connection, event_id)
-            except ProblemError as problem:
-                if problem.status != 404:
-                    raise
-                hub, participations = None, None
-            else:
-                participations = await assethub.participation_counts(connection, event_id)
-        return event, tallies, hub, participations
+        return await event_in_both_systems(runtime, event_id)
 
-    event, tallies, hub, participations = read(work, f"no event {event_id}; `derbridge events list` shows them")
+    found = read(work, f"no event {event_id}; `derbridge events list` shows them")
+    event, tallies, hub, participations = found.event, found.counts, found.assethub_event, found.participations
     if as_json:
         print_json(
             {

@@ -74,18 +74,12 @@ def _configured_url() -> str:
 def wait_idle(timeout: Timeout = 120.0) -> None:
     """Wait until the bridge has carried every message the systems have sent so far. Parked and dead messages
     count as settled: they wait for a prerequisite or a person, not for the bridge."""
-    from derbridge.bridge.operations import InFlight, in_flight
+    from derbridge.bridge.operations import InFlight
+    from derbridge.usecases.bridge import messages_in_flight
 
     async def work(runtime: Runtime) -> InFlight:
-        from derbridge.assethub.adapters.tables import outbox as assethub_outbox
-        from derbridge.derms.adapters.tables import outbox as derms_outbox
-
-        outboxes = {
-            "assethub": (runtime.async_engine("assethub"), assethub_outbox),
-            "derms": (runtime.async_engine("derms"), derms_outbox),
-        }
         return await _poll(
-            lambda: in_flight(runtime.async_engine("bridge"), outboxes),
+            lambda: messages_in_flight(runtime),
             lambda state: state.idle,
             timeout,
             lambda state: (
