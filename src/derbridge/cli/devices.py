@@ -169,7 +169,7 @@ def devices_show(
     last status check; in the DERMS its availability per program and its latest communication status."""
     from derbridge.assethub import queries as assethub
     from derbridge.derms import queries as derms
-    from derbridge.infra.problems import ProblemError
+    from derbridge.errors import NotFound
 
     head_end, _, nic_id = device.partition(":")
     by_key = bool(nic_id)
@@ -188,8 +188,8 @@ def devices_show(
                     if by_key
                     else await assethub.get_device(connection, int(device))
                 )
-            except ProblemError as problem:
-                if problem.status != 404 or not by_key:
+            except NotFound:
+                if not by_key:
                     raise
                 record = None
             if record is not None:
@@ -207,12 +207,10 @@ def devices_show(
         async with runtime.async_engine("derms").connect() as connection:
             try:
                 grid = await derms.find_device(connection, *key)
-            except ProblemError as problem:
-                if problem.status != 404:
-                    raise
+            except NotFound:
                 grid = None
         if hub is None and grid is None:
-            raise ProblemError(404, "not-found", "device not found", device)
+            raise NotFound("not-found", "device not found", device)
         return hub, grid
 
     hub, grid = read(work, f"no device {device}; `derbridge devices list` shows them")

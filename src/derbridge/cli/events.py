@@ -114,7 +114,7 @@ def events_show(
     /outcomes (paged)."""
     from derbridge.assethub import queries as assethub
     from derbridge.derms import queries as derms
-    from derbridge.infra.problems import ProblemError
+    from derbridge.errors import NotFound
 
     async def work(runtime: Runtime) -> Any:
         async with runtime.async_engine("derms").connect() as connection:
@@ -123,9 +123,7 @@ def events_show(
         async with runtime.async_engine("assethub").connect() as connection:
             try:
                 hub = await assethub.get_event(connection, event_id)
-            except ProblemError as problem:
-                if problem.status != 404:
-                    raise
+            except NotFound:
                 hub, participations = None, None
             else:
                 participations = await assethub.participation_counts(connection, event_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from derbridge.assethub.services import score_transfer
+from derbridge.errors import Conflict
 from derbridge.infra import clock
-from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
+from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
@@ -21,6 +22,4 @@ async def start_score_transfer(engine: SystemEngine) -> score_transfer.TransferR
     try:
         return await score_transfer.transfer_scores(engine, score_transfer.configured_settings(), now=clock.now())
     except score_transfer.TransferBusy as busy:
-        raise ProblemError(
-            409, "transfer-in-progress", "A score transfer is running", f"{busy} (one runs at a time)."
-        ) from None
+        raise Conflict("transfer-in-progress", "A score transfer is running", f"{busy} (one runs at a time).") from None
