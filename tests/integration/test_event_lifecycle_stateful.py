@@ -43,8 +43,8 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import EventCancel, EventIn
 from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.derms.services import events, outcomes
+from derbridge.errors import Conflict, DomainError, Invalid
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
-from derbridge.infra.problems import ProblemError
 from derbridge.migrations.runner import upgrade
 
 T = TypeVar("T")
@@ -156,11 +156,11 @@ class EventLifecycle(RuleBasedStateMachine):
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
-    def refusal(self, coroutine: Coroutine[Any, Any, Any]) -> ProblemError | None:
-        """Run a service call; the problem it raised, or None when it succeeded."""
+    def refusal(self, coroutine: Coroutine[Any, Any, Any]) -> DomainError | None:
+        """Run a service call; the refusal it raised, or None when it succeeded."""
         try:
             self.run(coroutine)
-        except ProblemError as refused:
+        except DomainError as refused:
             return refused
         return None
 
@@ -204,7 +204,7 @@ class EventLifecycle(RuleBasedStateMachine):
             assert refused is None, f"a cancellation of a SCHEDULED event before its start was refused: {refused}"
         else:
             assert refused is not None, f"a {status} event was cancelled at {self.now} (start {seen.start_at})"
-            assert refused.status == 409
+            assert isinstance(refused, Conflict)
 
     @rule(minutes=st.sampled_from([1, 15, 60, 150, 400]))
     def advance(self, minutes: int) -> None:
@@ -241,7 +241,7 @@ class EventLifecycle(RuleBasedStateMachine):
             assert self.run(self._outcome_devices(event_id)) >= set(chosen)
         else:
             assert refused is not None, f"an invalid report was accepted ({status}, started={started}, {chosen})"
-            assert refused.status in (409, 422)
+            assert isinstance(refused, Conflict | Invalid)
 
     # --- invariants -------------------------------------------------------------------------------------
 

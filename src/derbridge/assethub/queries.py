@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from derbridge.assethub.adapters import score_parts
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import schemas as s
+from derbridge.errors import not_found
 from derbridge.infra.listing import get_one, list_page
-from derbridge.infra.problems import not_found
 from derbridge.infra.web import Page, PageParams
 
 # --- programs ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from derbridge.bridge.tables import delivery_attempts, tracked_messages
 from derbridge.bridge.tracking import STATES, MessageState, Tracker
 from derbridge.bridge.transport.base import Transport, queue_name
 from derbridge.contracts.envelope import Flow
-from derbridge.infra.problems import ProblemError, not_found
+from derbridge.errors import Conflict, not_found
 
 t = tracked_messages
 
@@ -130,8 +130,7 @@ async def replay_message(tracker: Tracker, transport: Transport, prefix: str, me
             state = await connection.scalar(select(t.c.state).where(t.c.message_id == message_id))
         if state is None:
             raise not_found("message", message_id)
-        raise ProblemError(
-            409,
+        raise Conflict(
             "not-replayable",
             "Only dead or parked messages are replayed",
             f"Message {message_id} is {state}; a {state} message needs no replay.",

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from derbridge.cis.extract import ExtractHeaderError
 from derbridge.cis.importer import ImportReport, import_extract
 from derbridge.cis.loading import CisLoader
+from derbridge.errors import Invalid
 from derbridge.infra.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem, ProblemError
 from derbridge.infra.web import require_service_token
 
@@ -94,7 +95,7 @@ async def post_cis_import(request: Request) -> CisImportOut:
     try:
         report = await asyncio.to_thread(_import_body, await request.body(), loader)
     except ExtractHeaderError as error:
-        raise ProblemError(422, "not-a-cis-extract", "Not a CIS extract", f"{error}. Nothing was loaded.") from None
+        raise Invalid("not-a-cis-extract", "Not a CIS extract", f"{error}. Nothing was loaded.") from None
     counts = report.systems[loader.system]
     return CisImportOut(
         system=loader.system,

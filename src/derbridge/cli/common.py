@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
     from rich.progress import Progress
 
+    from derbridge.errors import DomainError
     from derbridge.infra.problems import ProblemError
     from derbridge.runtime import Runtime
     from derbridge.settings import Settings
@@ -313,6 +314,7 @@ def _system_call(
 ) -> Any:
     import asyncio
 
+    from derbridge.errors import DomainError
     from derbridge.infra.problems import ProblemError
     from derbridge.runtime import Runtime
 
@@ -328,13 +330,19 @@ def _system_call(
 
     try:
         return asyncio.run(run())
-    except ProblemError as problem:
+    except (DomainError, ProblemError) as problem:
         report_problem(problem, fields)
 
 
-def report_problem(problem: ProblemError, fields: Mapping[str, str] | None = None) -> NoReturn:
-    """End the command on a problem the systems answered: its title and detail, then each field that was
-    wrong, named by the command's option (``fields`` maps a request field to it) rather than the API's name."""
+def report_problem(problem: ProblemError | DomainError, fields: Mapping[str, str] | None = None) -> NoReturn:
+    """End the command on a problem the systems answered (or a refusal a use case raised: the problem the API
+    would answer for it): its title and detail, then each field that was wrong, named by the command's
+    option (``fields`` maps a request field to it) rather than the API's name."""
+    from derbridge.errors import DomainError
+    from derbridge.infra.problems import as_problem
+
+    if isinstance(problem, DomainError):
+        problem = as_problem(problem)
     fields = fields or {}
     lines = [field_line(option_for_field(e.field, fields), e.message, fields) for e in problem.errors or []]
     detail = in_options(problem.detail or "", fields)
@@ -454,6 +462,7 @@ def bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], *, with_transpor
 def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], with_transport: bool) -> Any:
     import asyncio
 
+    from derbridge.errors import DomainError
     from derbridge.infra.problems import ProblemError
     from derbridge.runtime import Runtime
 
@@ -480,7 +489,7 @@ def _bridge_call(work: Callable[[Runtime, Any], Awaitable[Any]], with_transport:
 
     try:
         return asyncio.run(run())
-    except ProblemError as problem:
+    except (DomainError, ProblemError) as problem:
         report_problem(problem)
 
 

@@ -137,17 +137,17 @@ def messages_replay(
     replayed; the exit status is then 1."""
     from derbridge.bridge import operations as ops
     from derbridge.bridge.tracking import Tracker
-    from derbridge.infra.problems import ProblemError
+    from derbridge.errors import DomainError
 
-    async def work(runtime: Runtime, transport: Any) -> list[tuple[str, ProblemError]]:
+    async def work(runtime: Runtime, transport: Any) -> list[tuple[str, DomainError]]:
         tracker = Tracker(runtime.async_engine("bridge"))
-        refused: list[tuple[str, ProblemError]] = []
+        refused: list[tuple[str, DomainError]] = []
         with progress_bar() as progress:
             task = progress.add_task("replaying", total=len(message_ids))
             for message_id in message_ids:
                 try:
                     await ops.replay_message(tracker, transport, runtime.settings.bridge.queue_prefix, message_id)
-                except ProblemError as problem:
+                except DomainError as problem:
                     refused.append((message_id, problem))
                 progress.advance(task)
         return refused

@@ -33,17 +33,16 @@ class Missing(Exception):
 
 
 def read(work: Callable[[Runtime], Awaitable[Any]], missing: str) -> Any:
-    """Run ``work(runtime)`` against the systems' databases; a record that is not there (a 404 problem, or
-    :class:`Missing`) prints ``missing`` as one line and exits with status 3."""
-    from derbridge.infra.problems import ProblemError
+    """Run ``work(runtime)`` against the systems' databases; a record that is not there (a
+    :class:`~derbridge.errors.NotFound`, or :class:`Missing`) prints ``missing`` as one line and exits with
+    status 3."""
+    from derbridge.errors import NotFound
 
     async def guarded(runtime: Runtime) -> Any:
         try:
             return await work(runtime)
-        except ProblemError as problem:
-            if problem.status == 404:
-                raise Missing from None
-            raise
+        except NotFound:
+            raise Missing from None
 
     try:
         return system_call(guarded)

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
+from derbridge.errors import not_found
 from derbridge.infra.listing import get_one, list_page
-from derbridge.infra.problems import not_found
 from derbridge.infra.web import Page, PageParams
 
 # --- devices ----------------------------------------------------------------------------------------

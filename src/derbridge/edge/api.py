@@ -56,10 +56,11 @@ from derbridge.edge.store import get_object, list_objects
 from derbridge.edge.throttle import AuthThrottle, TooManyAttempts
 from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.vtn import Vtn
+from derbridge.errors import DomainError
 from derbridge.infra.clock import Clock
 from derbridge.infra.db import utcnow
 from derbridge.infra.docs_ui import install_api_docs
-from derbridge.infra.problems import PROBLEM_BASE, ProblemError, problem_instance
+from derbridge.infra.problems import PROBLEM_BASE, ProblemError, as_problem, problem_instance
 from derbridge.infra.text import install_text_guard
 from derbridge.infra.web import instrument, note_client
 from derbridge.settings import Settings
@@ -118,6 +119,8 @@ def install_problems(app: FastAPI) -> None:
         return _problem(request, 400, "bad-request", "Bad Request", f"Correct these fields: {fields}.", errors=errors)
 
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DomainError):
+            exc = as_problem(exc)  # the status from the one table; the spec's 400 for an invalid request
         assert isinstance(exc, ProblemError)
         status = 400 if exc.status == 422 else exc.status
         errors = [e.model_dump() for e in exc.errors] if exc.errors else None
@@ -133,6 +136,7 @@ def install_problems(app: FastAPI) -> None:
         return _problem(request, 500, "internal-error", "Internal Server Error", "The VTN failed; it has been logged.")
 
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(DomainError, on_problem)
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from derbridge.contracts.common import HeadEnd
 from derbridge.edge import auth
 from derbridge.edge.roles import Role
-from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
+from derbridge.errors import not_found
+from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import NO_NUL, IdPath, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)

@@ -43,8 +43,8 @@ from derbridge.edge.domain import effective_targets, visible_targets
 from derbridge.edge.schemas import ObjectType, Operation
 from derbridge.edge.tables import edge_clients, edge_notifications, edge_objects
 from derbridge.edge.token_vault import TokenVault
+from derbridge.errors import Conflict, FieldError, NotFound
 from derbridge.infra.ids import new_id
-from derbridge.infra.problems import FieldError, ProblemError
 
 o = edge_objects
 
@@ -52,10 +52,10 @@ OWNED = frozenset({ObjectType.VEN, ObjectType.RESOURCE, ObjectType.REPORT, Objec
 """Object types a VEN sees by ``clientID``; programs and events it sees by targets."""
 
 
-def not_found(object_type: ObjectType, object_id: str) -> ProblemError:
-    """The 404 for an object that does not exist, or that the caller may not see."""
-    return ProblemError(
-        404, "not-found", "Not Found", f"No {object_type.value.lower()} {object_id!r} is visible to this client."
+def not_found(object_type: ObjectType, object_id: str) -> NotFound:
+    """The refusal (404) for an object that does not exist, or that the caller may not see."""
+    return NotFound(
+        "not-found", "Not Found", f"No {object_type.value.lower()} {object_id!r} is visible to this client."
     )
 
 
@@ -371,19 +371,18 @@ class NewObject:
         return body
 
 
-def conflict(detail: str) -> ProblemError:
-    """A 409: the object would break a uniqueness rule, or may not be changed."""
-    return ProblemError(409, "conflict", "Conflict", detail)
+def conflict(detail: str) -> Conflict:
+    """The refusal (409) of an object that would break a uniqueness rule, or may not be changed."""
+    return Conflict("conflict", "Conflict", detail)
 
 
-def _name_conflict(new: NewObject) -> ProblemError:
+def _name_conflict(new: NewObject) -> Conflict:
     # Generic on purpose: a venName is unique in the whole VTN (Definition.md), so it may be taken by another
     # aggregator's ven; the answer says that the name is taken, never whose it is nor echoes it back.
     what = {ObjectType.PROGRAM: "programName", ObjectType.VEN: "venName", ObjectType.RESOURCE: "resourceName"}
     field = what.get(new.object_type, "name")
     scope = "its ven" if new.object_type is ObjectType.RESOURCE else "this VTN"
-    return ProblemError(
-        409,
+    return Conflict(
         "conflict",
         "Conflict",
         f"This {field} is not available: it must be unique in {scope}. Choose another.",

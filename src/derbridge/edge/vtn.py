@@ -47,19 +47,18 @@ from derbridge.edge.store import NewObject, Row, conflict, represent
 from derbridge.edge.tables import edge_objects as o
 from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.webhooks import CallbackChecker
+from derbridge.errors import Conflict, FieldError, Invalid, NotFound, NotPermitted
 from derbridge.infra.clock import Clock
 from derbridge.infra.columnar import id_list
 from derbridge.infra.ids import new_id
-from derbridge.infra.problems import FieldError, ProblemError
 from derbridge.settings import EdgeSettings
 
 NIC_MAX = 64
 
 
-def bad_request(detail: str, errors: Sequence[tuple[str, str]] = ()) -> ProblemError:
-    """A 400 naming the fields at fault."""
-    return ProblemError(
-        400,
+def bad_request(detail: str, errors: Sequence[tuple[str, str]] = ()) -> Invalid:
+    """The refusal (the spec's 400) of a request, naming the fields at fault."""
+    return Invalid(
         "bad-request",
         "Bad Request",
         detail,
@@ -67,9 +66,9 @@ def bad_request(detail: str, errors: Sequence[tuple[str, str]] = ()) -> ProblemE
     )
 
 
-def forbidden(detail: str) -> ProblemError:
-    """A 403: this client may not do that."""
-    return ProblemError(403, "forbidden", "Forbidden", detail)
+def forbidden(detail: str) -> NotPermitted:
+    """The refusal (403) of what this client may not do."""
+    return NotPermitted("forbidden", "Forbidden", detail)
 
 
 @dataclass
@@ -107,8 +106,7 @@ class Vtn:
         if not errors and total > limits.max_object_chars:
             errors.append((prefix, f"is {total} characters; the limit is {limits.max_object_chars}"))
         if errors:
-            raise ProblemError(
-                400,
+            raise Invalid(
                 "too-large",
                 "Bad Request",
                 "The object is larger than this VTN accepts; see errors for each limit.",
@@ -116,10 +114,15 @@ class Vtn:
             )
 
     async def _check_quota(
-        self, connection: AsyncConnection, object_type: ObjectType, client_id: str, adding: int, status: int
+        self,
+        connection: AsyncConnection,
+        object_type: ObjectType,
+        client_id: str,
+        adding: int,
+        refusal: type[Conflict | Invalid],
     ) -> None:
-        """Refuse a create that would take a client past its quota of ``object_type`` (``status``: 409 where
-        the operation may answer it, else 400)."""
+        """Refuse a create that would take a client past its quota of ``object_type`` (``refusal``: a
+        :class:`Conflict`, 409, where the operation may answer it, else :class:`Invalid`, the spec's 400)."""
         limit = {
             ObjectType.VEN: self.limits.max_vens_per_client,
             ObjectType.RESOURCE: self.limits.max_resources_per_client,
@@ -129,10 +132,9 @@ class Vtn:
         held = await count_owned(connection, object_type, client_id)
         if held + adding > limit:
             kind = object_type.value.lower()
-            raise ProblemError(
-                status,
+            raise refusal(
                 "quota-exceeded",
-                "Conflict" if status == 409 else "Bad Request",
+                "Conflict" if refusal is Conflict else "Bad Request",
                 f"This client holds {held} {kind}s; the limit is {limit}. Delete some, or ask the utility "
                 "to raise the limit.",
             )
@@ -202,7 +204,7 @@ class Vtn:
     async def _program_exists(self, connection: AsyncConnection, principal: Principal, program_id: str) -> None:
         try:
             await store.get_in(connection, principal, ObjectType.PROGRAM, program_id)
-        except ProblemError:
+        except NotFound:
             raise bad_request(f"No program {program_id!r}.", [("body.programID", "names no program")]) from None
 
     async def delete(self, principal: Principal, object_type: ObjectType, object_id: str) -> Row:
@@ -211,7 +213,7 @@ class Vtn:
             row = await store.get_in(connection, principal, object_type, object_id)
             if object_type in (ObjectType.PROGRAM, ObjectType.EVENT):
                 # DELETE may answer 400 but not 409 (openadr3.yaml); PUT keeps its 409.
-                _not_mirrored(row, status=400)
+                _not_mirrored(row, refusal=Invalid)
             doomed = [row]
             if object_type is ObjectType.VEN:
                 doomed += await store.children_of_ven(connection, row.id)
@@ -227,14 +229,12 @@ class Vtn:
         async with self.engine.begin() as connection:
             if new.head_end_system is None:
                 new.head_end_system = await store.client_head_end(connection, new.client_id or "")
-            await self._check_quota(connection, ObjectType.VEN, new.client_id or "", 1, 400)
+            await self._check_quota(connection, ObjectType.VEN, new.client_id or "", 1, Invalid)
             try:
                 return (await store.insert_objects(connection, [new], self.clock.now(), vault=self.vault))[0]
-            except ProblemError as refused:
+            except Conflict as refused:
                 # POST /vens may answer 400 but not 409 (openadr3.yaml): a taken venName is a bad request.
-                if refused.status == 409:
-                    refused.status, refused.kind, refused.title = 400, "bad-request", "Bad Request"
-                raise
+                raise Invalid("bad-request", "Bad Request", refused.detail, errors=refused.errors) from None
 
     async def update_ven(self, principal: Principal, ven_id: str, request: BlVenRequest | VenVenRequest) -> Row:
         """Replace a ven. A VEN keeps the targets the business logic granted."""
@@ -293,7 +293,7 @@ class Vtn:
             for new in news:
                 adding[new.client_id or ""] = adding.get(new.client_id or "", 0) + 1
             for client_id, count in adding.items():
-                await self._check_quota(connection, ObjectType.RESOURCE, client_id, count, 409)
+                await self._check_quota(connection, ObjectType.RESOURCE, client_id, count, Conflict)
             enrollments = self._enrollments(news, requests, now)
             rows = await store.insert_objects(connection, news, now, vault=self.vault)
             await self._forward(connection, enrollments, now)
@@ -328,10 +328,9 @@ class Vtn:
     async def _ven_for(self, connection: AsyncConnection, principal: Principal, ven_id: str, i: int, n: int) -> Row:
         try:
             return await store.get_in(connection, principal, ObjectType.VEN, ven_id)
-        except ProblemError:
+        except NotFound:
             field = "body.venID" if n == 1 else f"body.resources.{i}.venID"
-            raise ProblemError(
-                404,
+            raise NotFound(
                 "not-found",
                 "Not Found",
                 f"No ven {ven_id!r} is visible to this client.",
@@ -461,10 +460,9 @@ class Vtn:
         async with self.engine.begin() as connection:
             try:
                 event = await _reported_event(connection, principal, request.eventID)
-            except ProblemError:
+            except NotFound:
                 # 400, not 404: POST and PUT /reports may answer 400 but not 404 (openadr3.yaml).
-                raise ProblemError(
-                    400,
+                raise Invalid(
                     "bad-request",
                     "Bad Request",
                     f"No event {request.eventID!r} is visible to this client.",
@@ -501,12 +499,8 @@ class Vtn:
                     [("body.resources", "carries outcome payloads")],
                 )
             if outcomes and event.event_id is not None and event.derms_key is not None:
-                try:
-                    await record_outcomes_in(connection, event.event_id, outcomes, now)
-                except ProblemError as refused:
-                    if refused.status == 422:
-                        refused.status = 400
-                    raise
+                # A refusal is a domain error: an Invalid one answers the spec's 400 (install_problems).
+                await record_outcomes_in(connection, event.event_id, outcomes, now)
             body["clientID"] = principal.client_id
             new = NewObject(
                 ObjectType.REPORT,
@@ -518,7 +512,7 @@ class Vtn:
                 name=request.reportName,
             )
             if report_id is None:
-                await self._check_quota(connection, ObjectType.REPORT, principal.client_id, 1, 409)
+                await self._check_quota(connection, ObjectType.REPORT, principal.client_id, 1, Conflict)
                 row = (await store.insert_objects(connection, [new], now, vault=self.vault))[0]
             else:
                 old = await store.get_in(connection, principal, ObjectType.REPORT, report_id)
@@ -537,7 +531,7 @@ class Vtn:
         """A subscription of the caller, once each callback URL proved it is live and the caller's."""
         new = await self._subscription(principal, request)
         async with self.engine.begin() as connection:
-            await self._check_quota(connection, ObjectType.SUBSCRIPTION, principal.client_id, 1, 409)
+            await self._check_quota(connection, ObjectType.SUBSCRIPTION, principal.client_id, 1, Conflict)
             return (await store.insert_objects(connection, [new], self.clock.now(), vault=self.vault))[0]
 
     async def update_subscription(
@@ -557,7 +551,7 @@ class Vtn:
             async with self.engine.connect() as connection:
                 try:
                     await store.get_in(connection, principal, ObjectType.PROGRAM, request.programID)
-                except ProblemError:
+                except NotFound:
                     raise bad_request(
                         f"No program {request.programID!r}.", [("body.programID", "names no program")]
                     ) from None
@@ -724,15 +718,15 @@ async def _heard_from(
     await record_communication_statuses_in(connection, reports)
 
 
-def _not_mirrored(row: Row, status: int = 409) -> None:
+def _not_mirrored(row: Row, refusal: type[Conflict | Invalid] = Conflict) -> None:
+    """Refuse to change an object the DERMS mirrors: a :class:`Conflict` (409), or :class:`Invalid` (the
+    spec's 400) where the operation may not answer 409."""
     if row.derms_key is not None:
-        refused = conflict(
+        detail = (
             f"{row.object_type.value.lower()} {row.id} mirrors the DERMS; change it there "
             "(an event is withdrawn by cancelling it in the DERMS)."
         )
-        if status == 400:
-            refused.status, refused.kind, refused.title = 400, "bad-request", "Bad Request"
-        raise refused
+        raise conflict(detail) if refusal is Conflict else Invalid("bad-request", "Bad Request", detail)
 
 
 def _dedupe(values: Sequence[str]) -> list[str]:

@@ -11,6 +11,10 @@ What the bridge reads from the answer:
 - 409 with problem type ``missing-prerequisite`` and ``wake_on`` → parked until that condition is met.
 - other 4xx → dead letter, with the problem detail (the message itself is wrong: fix, then replay).
 - 5xx → retried.
+
+A handler refuses a message by raising a domain error (:mod:`derbridge.errors`): the answer is the problem
+the API would give for it, its status from the one table (:data:`derbridge.infra.problems.PROBLEM_STATUS`) —
+:class:`~derbridge.errors.MissingPrerequisite` is the 409 that parks.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.contracts.registry import BY_TYPE
+from derbridge.errors import DomainError, FieldError, Invalid
+from derbridge.errors import MissingPrerequisite as MissingPrerequisite  # raised by handlers; kept importable here
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import insert_rows
-from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, FieldError, ProblemError
+from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, ProblemError, as_problem
 from derbridge.infra.upsert import frozen, insert_for
 from derbridge.infra.web import require_service_token
 
@@ -51,16 +57,6 @@ then applies the run's messages one by one."""
 
 class NotBatchable(Exception):
     """A batch handler declines a run of messages; the inbox applies them one by one instead."""
-
-
-class MissingPrerequisite(Exception):
-    """Raised by a handler when the message needs something that has not arrived yet (e.g. the CIS
-    customer). The bridge parks the message and delivers it again when ``wake_on`` is announced."""
-
-    def __init__(self, wake_on: str, detail: str) -> None:
-        super().__init__(detail)
-        self.wake_on = wake_on
-        self.detail = detail
 
 
 class InboundResult(BaseModel):
@@ -96,12 +92,11 @@ class Inbox:
             raise ValueError(f"a batch handler needs its one-message handler too: {sorted(alone)}")
 
     def _prepare(self, envelope: Envelope) -> tuple[Handler, BaseModel]:
-        """The handler and the validated payload of ``envelope``, or a 422 problem."""
+        """The handler and the validated payload of ``envelope``; :class:`Invalid` when it has neither."""
         handler = self.handlers.get(envelope.type)
         contract = BY_TYPE.get(envelope.type)
         if handler is None or contract is None or contract.target is not self.system:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "unknown-message-type",
                 "Message type not accepted here",
                 f"{self.system.value} does not accept {envelope.type!r} messages; check the route.",
@@ -110,8 +105,7 @@ class Inbox:
         try:
             return handler, contract.payload.model_validate(envelope.payload)
         except ValidationError as error:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "invalid-payload",
                 "The message payload is not valid",
                 f"The {envelope.type} payload does not match its contract; fix the sender, then replay.",
@@ -172,8 +166,8 @@ class Inbox:
             async with connection.begin_nested():
                 applied = await self._apply(connection, envelope, handler, payload)
             return BatchItem(message_id=envelope.message_id, status_code=200, answer=applied)
-        except MissingPrerequisite as missing:
-            return _problem_item(envelope, _missing(missing))
+        except DomainError as refused:
+            return _problem_item(envelope, as_problem(refused))
         except ProblemError as problem:
             return _problem_item(envelope, problem)
         except Exception:  # one message's failure must not fail its neighbours: answered 500, retried
@@ -191,7 +185,7 @@ class Inbox:
             return None
         try:
             prepared = [(envelope, self._prepare(envelope)[1]) for envelope in run]
-        except ProblemError:
+        except Invalid:
             return None
         table = self.table
         try:
@@ -232,7 +226,7 @@ class Inbox:
                         select(table.c.message_id, table.c.response).where(table.c.message_id.in_(repeated))
                     )
                     stored = {row.message_id: row.response for row in rows}
-        except (NotBatchable, ProblemError, MissingPrerequisite) as declined:
+        except (NotBatchable, DomainError, ProblemError) as declined:
             # A message the run cannot take set-based, or one the system refuses: one by one, each message
             # then gets its own answer.
             log.debug("batch declined", type=run[0].type, messages=len(run), reason=str(declined))
@@ -314,16 +308,6 @@ class BatchAnswer(BaseModel):
     results: list[BatchItem]
 
 
-def _missing(missing: MissingPrerequisite) -> ProblemError:
-    return ProblemError(
-        409,
-        "missing-prerequisite",
-        "A prerequisite has not arrived yet",
-        missing.detail,
-        extensions={"wake_on": missing.wake_on},
-    )
-
-
 def _problem_item(envelope: Envelope, problem: ProblemError) -> BatchItem:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + problem.kind,
@@ -349,18 +333,14 @@ def inbound_router(inbox: Inbox) -> APIRouter:
     ) -> InboundResult:
         """Apply one message from the bridge, exactly once per ``message_id``."""
         if idempotency_key != envelope.message_id:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "validation-error",
                 "Idempotency-Key does not match",
                 "Send the message's message_id as the Idempotency-Key header.",
                 errors=[FieldError(field="header.Idempotency-Key", message="must equal body.message_id")],
             )
         engine: AsyncEngine = request.app.state.engine
-        try:
-            return await inbox.receive(engine, envelope)
-        except MissingPrerequisite as missing:
-            raise _missing(missing) from None
+        return await inbox.receive(engine, envelope)  # a domain error: the app's problem handlers answer it
 
     @router.post("/messages/batch", tags=["messages"])
     async def receive_messages(request: Request, batch: MessageBatch) -> BatchAnswer:

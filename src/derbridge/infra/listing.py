@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.infra.problems import FieldError, ProblemError, not_found
+from derbridge.errors import FieldError, Invalid, not_found
 from derbridge.infra.web import MAX_BIGINT, PageParams
 
 RowDict = dict[str, Any]
@@ -28,8 +28,7 @@ def _cursor_value(table: Table, key: str, after: str) -> Any:
         # Outside BIGINT no row can follow it, and the database would fail on it (PostgreSQL: out of
         # range; SQLite: OverflowError): it is no cursor this listing returned.
         if value is None or not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "validation-error",
                 "The request is not valid",
                 "The cursor is not one this listing returned; pass next_after unchanged.",

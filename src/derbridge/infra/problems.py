@@ -1,8 +1,9 @@
 """RFC 9457 problem details: the one shape of every error our HTTP APIs return.
 
 Each problem names what was wrong, where (``errors[].field`` as a dotted path into the request), and what
-to do about it. Handlers here turn validation errors, our own :class:`ProblemError`, Starlette HTTP errors
-and anything unexpected into ``application/problem+json`` — an unexpected error is logged with its
+to do about it. Handlers here turn validation errors, the domain's errors (:mod:`derbridge.errors`, their
+status from the one table :data:`PROBLEM_STATUS`), a router's own :class:`ProblemError`, Starlette HTTP
+errors and anything unexpected into ``application/problem+json`` — an unexpected error is logged with its
 traceback and answered with a 500 problem that reveals nothing internal.
 """
 
@@ -15,8 +16,18 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-# FastAPI is imported by the functions that answer HTTP requests, not here: every service raises
-# ProblemError, and a CLI command that reaches one must not load a web framework for it.
+from derbridge.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    MissingPrerequisite,
+    NotFound,
+    NotPermitted,
+    Unavailable,
+)
+
+# FastAPI is imported by the functions that answer HTTP requests, not here: the CLI turns a domain error
+# into a problem through this module, and must not load a web framework for it.
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
@@ -48,7 +59,8 @@ class Problem(BaseModel):
 
 
 class ProblemError(Exception):
-    """Raise in a service or router to answer with a problem detail."""
+    """Raise in a router for a purely HTTP refusal (a credential, a header, a method); the business raises
+    a :class:`~derbridge.errors.DomainError` instead."""
 
     def __init__(
         self,
@@ -71,10 +83,36 @@ class ProblemError(Exception):
         self.headers = headers
 
 
-def not_found(what: str, key: str) -> ProblemError:
-    """A 404 for ``what`` identified by ``key``."""
+PROBLEM_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Invalid: 422,
+    Conflict: 409,
+    NotPermitted: 403,
+    Unavailable: 503,
+    MissingPrerequisite: 409,  # with ``wake_on``: the bridge parks the message (docs/bridge.md)
+    DomainError: 422,  # a refusal of no more specific class: the request is understood and refused
+}
+"""The one table from a domain error's class to the HTTP status of its problem (every API, the inbox's
+per-message answers, the CLI's exit code). A subclass not listed takes its nearest listed ancestor's."""
+
+
+def status_for(error: DomainError) -> int:
+    """The HTTP status of ``error``'s problem (:data:`PROBLEM_STATUS`)."""
+    for cls in type(error).__mro__:
+        if issubclass(cls, DomainError) and cls in PROBLEM_STATUS:
+            return PROBLEM_STATUS[cls]
+    return PROBLEM_STATUS[DomainError]  # unreachable: every domain error is a DomainError
+
+
+def as_problem(error: DomainError) -> ProblemError:
+    """``error`` as the problem every API answers for it."""
     return ProblemError(
-        404, "not-found", f"{what} not found", f"No {what} has the id {key!r}. Check the id, or list them."
+        status_for(error),
+        error.kind,
+        error.title,
+        error.detail,
+        errors=[FieldError(field=e.field, message=e.message) for e in error.errors],
+        extensions=dict(error.extensions),
     )
 
 
@@ -147,6 +185,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DomainError):
+        exc = as_problem(exc)
     assert isinstance(exc, ProblemError)
     return problem_response(
         request, exc.status, exc.kind, exc.title, exc.detail, exc.errors, exc.headers, exc.extensions
@@ -199,6 +239,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DomainError, _on_problem)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -9,7 +9,7 @@ from typing import Any
 
 from derbridge.assethub import queries as assethub
 from derbridge.derms import queries as derms
-from derbridge.infra.problems import ProblemError
+from derbridge.errors import NotFound
 from derbridge.runtime import Runtime
 
 
@@ -36,8 +36,8 @@ async def device_in_both_systems(runtime: Runtime, key: DeviceKey) -> tuple[dict
                 if key.device_id is None
                 else await assethub.get_device(connection, key.device_id)
             )
-        except ProblemError as problem:
-            if problem.status != 404 or not by_key:
+        except NotFound:
+            if not by_key:
                 raise
             record = None
         if record is not None:
@@ -55,11 +55,9 @@ async def device_in_both_systems(runtime: Runtime, key: DeviceKey) -> tuple[dict
     async with runtime.async_engine("derms").connect() as connection:
         try:
             grid = await derms.find_device(connection, *named)
-        except ProblemError as problem:
-            if problem.status != 404:
-                raise
+        except NotFound:
             grid = None
     if hub is None and grid is None:
         name = f"{key.head_end_system}:{key.nic_id}" if by_key else str(key.device_id)
-        raise ProblemError(404, "not-found", "device not found", name)
+        raise NotFound("not-found", "device not found", name)
     return hub, grid

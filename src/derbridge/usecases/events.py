@@ -8,7 +8,7 @@ from typing import Any
 
 from derbridge.assethub import queries as assethub
 from derbridge.derms import queries as derms
-from derbridge.infra.problems import ProblemError
+from derbridge.errors import NotFound
 from derbridge.runtime import Runtime
 
 
@@ -31,9 +31,7 @@ async def event_in_both_systems(runtime: Runtime, event_id: str) -> EventInBothS
     async with runtime.async_engine("assethub").connect() as connection:
         try:
             hub = await assethub.get_event(connection, event_id)
-        except ProblemError as problem:
-            if problem.status != 404:
-                raise
+        except NotFound:
             hub, participations = None, None
         else:
             participations = await assethub.participation_counts(connection, event_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from derbridge.assethub.services import score_transfer
-from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
+from derbridge.errors import Conflict
+from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import BusinessNow, SystemEngine, require_service_token
 
 router = APIRouter(dependencies=[Depends(require_service_token)], responses=PROBLEM_RESPONSES)
@@ -22,6 +23,4 @@ async def start_score_transfer(
     try:
         return await score_transfer.transfer_scores(engine, request.app.state.settings, now=now)
     except score_transfer.TransferBusy as busy:
-        raise ProblemError(
-            409, "transfer-in-progress", "A score transfer is running", f"{busy} (one runs at a time)."
-        ) from None
+        raise Conflict("transfer-in-progress", "A score transfer is running", f"{busy} (one runs at a time).") from None

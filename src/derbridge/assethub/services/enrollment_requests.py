@@ -68,9 +68,9 @@ from derbridge.cis.extract import AccountStatus
 from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.errors import MissingPrerequisite
 from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
-from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
 

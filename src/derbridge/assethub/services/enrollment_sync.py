@@ -58,11 +58,11 @@ from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.enrollment_sync import DeviceAvailability, SubscriptionStatus, SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import FieldError, ProblemError, not_found
 from derbridge.infra.upsert import insert_for
 
 HEAD_END_PATTERN: Final = r"^[A-Z0-9][A-Z0-9_-]{0,63}$"
@@ -471,13 +471,12 @@ async def _lock(connection: AsyncConnection, enrollment_id: str) -> _Locked:
     return _Locked(row, EnrollmentState(row.state), last_at)
 
 
-def _not_allowed(refused: IllegalTransition) -> ProblemError:
-    return ProblemError(409, "enrollment-state", "Not allowed in the enrollment's current state", str(refused))
+def _not_allowed(refused: IllegalTransition) -> Conflict:
+    return Conflict("enrollment-state", "Not allowed in the enrollment's current state", str(refused))
 
 
-def _clock_behind(enrollment_id: str, error: ValueError) -> ProblemError:
-    return ProblemError(
-        409,
+def _clock_behind(enrollment_id: str, error: ValueError) -> Conflict:
+    return Conflict(
         "conflict",
         "The change would go back in time",
         f"enrollment {enrollment_id!r}: {error}. Check the business clock, then retry.",
@@ -500,12 +499,11 @@ async def unenroll(engine: AsyncEngine, enrollment_id: str, reason: str, *, now:
     """End an ACTIVE enrollment (ACTIVE → UNENROLLED, kept with ``reason``) and sync UNENROLLED to the DERMS,
     in one transaction.
 
-    Raises :class:`ProblemError`: 404 for an unknown enrollment, 409 when it is not ACTIVE, 422 for a
-    blank reason.
+    Raises :class:`~derbridge.errors.NotFound` for an unknown enrollment, :class:`~derbridge.errors.Conflict`
+    when it is not ACTIVE, :class:`~derbridge.errors.Invalid` for a blank reason.
     """
     if not reason.strip() or "\x00" in reason or len(reason) > 500:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "validation-error",
             "The request is not valid",
             "Say why the enrollment ends: a non-blank reason of at most 500 characters.",
@@ -578,8 +576,7 @@ async def _check_replacement_device(
     }
     program = programs.get(enrollment.program_code)
     if program is None:
-        raise ProblemError(
-            409,
+        raise Conflict(
             "unknown-program",
             "The enrollment's program is unknown",
             f"Program {enrollment.program_code!r} of enrollment {enrollment.enrollment_id!r} does not exist in "
@@ -624,9 +621,8 @@ async def _check_replacement_device(
         return
     taken = [r for r in rejections if r.code is RejectionReason.DEVICE_ALREADY_ENROLLED]
     if taken:
-        raise ProblemError(409, "device-already-enrolled", "The new device is enrolled elsewhere", taken[0].detail)
-    raise ProblemError(
-        422,
+        raise Conflict("device-already-enrolled", "The new device is enrolled elsewhere", taken[0].detail)
+    raise Invalid(
         "invalid-replacement",
         "The new device cannot replace this enrollment's device",
         "; ".join(r.detail for r in rejections),
@@ -652,8 +648,9 @@ async def replace_device(
     upserted by ``(head_end_system, nic_id)`` and added in the old one's slot; the ACTIVE → ACTIVE
     transition names both.
 
-    Raises :class:`ProblemError`: 404 unknown enrollment; 409 when it is not ACTIVE or the new device has a
-    non-terminal enrollment in this program or an excluding one; 422 when ``old`` is not a current device
+    Raises :class:`~derbridge.errors.NotFound` for an unknown enrollment; :class:`~derbridge.errors.Conflict`
+    when it is not ACTIVE or the new device has a non-terminal enrollment in this program or an excluding
+    one; :class:`~derbridge.errors.Invalid` when ``old`` is not a current device
     of the enrollment, ``new`` is ``old`` or already in it, its type is not eligible in the program, or its
     head-end is not the enrollment's.
     """
@@ -661,8 +658,7 @@ async def replace_device(
     async with engine.begin() as connection:
         locked = await _lock(connection, enrollment_id)
         if old.ref == new.ref:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "invalid-replacement",
                 "The new device is the old one",
                 f"Device {new.ref.key} is the device being replaced; give the device that replaces it.",
@@ -686,8 +682,7 @@ async def replace_device(
         }
         old_row = current.get((old.head_end_system, old.nic_id))
         if old_row is None:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "invalid-replacement",
                 "The old device is not in the enrollment",
                 f"Device {old.ref.key} is not a current device of enrollment {enrollment_id!r}; "
@@ -695,8 +690,7 @@ async def replace_device(
                 errors=[FieldError(field="body.old", message="not a current device of the enrollment")],
             )
         if (new.head_end_system, new.nic_id) in current:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "invalid-replacement",
                 "The new device is already in the enrollment",
                 f"Device {new.ref.key} is already a device of enrollment {enrollment_id!r}.",
@@ -781,8 +775,7 @@ async def apply_enrollment_sync_ack(
         )
     ).first()
     if sync is None:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "unknown-sync",
             "No such enrollment sync",
             f"Asset Hub sent no enrollment sync with message id {payload.acknowledged_message_id!r}; "

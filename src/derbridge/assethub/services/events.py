@@ -54,11 +54,10 @@ from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentit
 from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.errors import Invalid, MissingPrerequisite
 from derbridge.infra.clock import Clock
 from derbridge.infra.columnar import db_times, id_list, insert_arrow
-from derbridge.infra.inbound import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import ProblemError
 
 log = structlog.get_logger("derbridge.assethub.events")
 
@@ -132,21 +131,17 @@ async def _fetch_devices(
             async with files() as store:
                 await store.fetch(location, path)
         except FileNotInStore as missing:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "file-missing",
                 "The reservation file is not in the file store",
                 f"Event {event_id}: {missing}. Put the file back under {location.key!r}, then replay the message.",
             ) from None
         except ValueError as bad:  # a key that escapes the store, or a location in another kind of store
-            raise ProblemError(
-                422, "invalid-file-location", "The reservation file's location is not valid", str(bad)
-            ) from None
+            raise Invalid("invalid-file-location", "The reservation file's location is not valid", str(bad)) from None
         try:
             await asyncio.to_thread(verify_file, path, manifest)
         except ManifestMismatch as mismatch:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "file-mismatch",
                 "The reservation file does not match its manifest",
                 f"Event {event_id}, file {manifest.file_id}: {mismatch.reason}. Nothing was recorded.",
@@ -154,8 +149,7 @@ async def _fetch_devices(
         try:
             return await asyncio.to_thread(_read_reservation_file, path)
         except ValueError as bad:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "invalid-file",
                 "The reservation file is not valid",
                 f"Event {event_id}, file {manifest.file_id}: {bad}. Nothing was recorded.",
@@ -249,8 +243,7 @@ async def apply_reservation(
     devices no longer listed and add the new ones. Acknowledged with the devices Asset Hub does not know."""
     event_id = payload.event_id
     if (payload.devices_file is None) != (payload.devices_location is None):
-        raise ProblemError(
-            422,
+        raise Invalid(
             "invalid-payload",
             "Incomplete claim check",
             f"Event {event_id}: a reservation file needs both devices_file (manifest) and devices_location.",

@@ -28,8 +28,8 @@ from derbridge.contracts import program_sync as contract
 from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.errors import FieldError, Invalid
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import FieldError, ProblemError
 
 _STATE_OF_ACK: Final = {
     AckStatus.APPLIED: SyncState.APPLIED,
@@ -75,8 +75,7 @@ async def apply_program_sync_ack(
         await connection.execute(select(p.c.program_code, p.c.version).where(p.c.program_code == envelope.business_key))
     ).first()
     if program is None or envelope.sequence is None or not 1 <= envelope.sequence <= program.version:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "unknown-sync",
             "No such program sync",
             f"Asset Hub sent no version {envelope.sequence} of program {envelope.business_key!r}; the "

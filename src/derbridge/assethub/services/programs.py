@@ -20,14 +20,13 @@ from derbridge.assethub.domain.program import (
 )
 from derbridge.assethub.services.enrollment_sync import SyncState
 from derbridge.assethub.services.program_sync import queue_program_sync
+from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.db import utcnow
-from derbridge.infra.problems import FieldError, ProblemError, not_found
 
 
-def _refused(error: IllegalProgramChange, field: str) -> ProblemError:
+def _refused(error: IllegalProgramChange, field: str) -> Invalid:
     """A change whose values break a program rule (a backwards window, a program excluding itself): 422."""
-    return ProblemError(
-        422,
+    return Invalid(
         "program-rule",
         "The program change is not allowed",
         str(error),
@@ -35,11 +34,10 @@ def _refused(error: IllegalProgramChange, field: str) -> ProblemError:
     )
 
 
-def _status_refused(error: IllegalProgramChange) -> ProblemError:
+def _status_refused(error: IllegalProgramChange) -> Conflict:
     """A status the program cannot go to from the one it is in (CLOSED is final): a conflict with its state,
     409, as cancelling an event that has started is."""
-    return ProblemError(
-        409,
+    return Conflict(
         "program-status-change",
         "The program cannot go to that status",
         str(error),
@@ -78,8 +76,7 @@ async def create_program(engine: AsyncEngine, program: ProgramIn) -> dict[str, A
             select(t.programs.c.program_code).where(t.programs.c.program_code == program.program_code)
         )
         if exists is not None:
-            raise ProblemError(
-                409,
+            raise Conflict(
                 "conflict",
                 "Program exists",
                 f"A program with code {program.program_code!r} exists; change it instead (PATCH "
@@ -113,8 +110,7 @@ async def update_program(engine: AsyncEngine, program_code: str, patch: ProgramP
     changes = patch.model_dump(exclude_unset=True)
     nulls = [name for name in _NOT_NULLABLE if name in changes and changes[name] is None]
     if nulls:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "validation-error",
             "The request is not valid",
             "These settings cannot be null; leave a field out to keep its value: " + ", ".join(nulls) + ".",

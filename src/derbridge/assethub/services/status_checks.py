@@ -53,11 +53,11 @@ from derbridge.contracts.device_status_check import CheckReason, CommunicationSt
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.errors import Invalid, NotFound, not_found
 from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_ids
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import ProblemError, not_found
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime
@@ -284,8 +284,7 @@ async def start_agent_status_check(
             select(d.c.device_id).where(d.c.head_end_system == head_end_system, d.c.nic_id == nic_id)
         )
         if device_id is None:
-            raise ProblemError(
-                404,
+            raise NotFound(
                 "not-found",
                 "device not found",
                 f"Asset Hub knows no device {head_end_system}:{nic_id}. Check the head-end system and nic id "
@@ -676,8 +675,7 @@ async def handle_status_check_response(
     # Locked: the timeout job may be timing this very check out; what is read here then stays true.
     check = (await connection.execute(select(c).where(c.c.check_id == payload.check_id).with_for_update())).first()
     if check is None:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "unknown-status-check",
             "Unknown status check",
             f"Asset Hub has no status check {payload.check_id!r}, so this answer matches no question. Check "

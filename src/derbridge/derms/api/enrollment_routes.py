@@ -30,8 +30,9 @@ from derbridge.contracts.common import HeadEnd, Id, ProgramCode
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.services import enrollment_requests as service
 from derbridge.derms.services.enrollment_requests import RequestStatus
+from derbridge.errors import not_found
 from derbridge.infra.listing import list_page
-from derbridge.infra.problems import PROBLEM_RESPONSES, not_found
+from derbridge.infra.problems import PROBLEM_RESPONSES
 from derbridge.infra.web import (
     NO_NUL,
     BusinessNow,

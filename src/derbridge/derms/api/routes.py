@@ -19,8 +19,9 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import schemas as s
 from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.services import communication, events
+from derbridge.errors import not_found
 from derbridge.infra.listing import get_one, list_page
-from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError, not_found
+from derbridge.infra.problems import PROBLEM_RESPONSES, ProblemError
 from derbridge.infra.web import (
     NO_NUL,
     BusinessNow,

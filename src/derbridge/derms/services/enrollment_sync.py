@@ -61,10 +61,10 @@ from derbridge.derms.domain.event import EventStatus
 from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.enrollment_states import note_syncs
 from derbridge.derms.services.event_messages import ReservationFiles, queue_reservation_updates
+from derbridge.errors import FieldError, Invalid, MissingPrerequisite
 from derbridge.infra.clock import Clock
-from derbridge.infra.inbound import MissingPrerequisite, NotBatchable
+from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import FieldError, ProblemError
 from derbridge.infra.upsert import frozen, insert_for
 from derbridge.runtime import Runtime
 
@@ -386,8 +386,7 @@ async def apply_enrollment_sync(
     """Apply one enrollment sync (see the module docstring); the answer the bridge records."""
     enrollment_id = payload.subscription.subscription_id
     if envelope.sequence is None or envelope.business_key != enrollment_id:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "invalid-envelope",
             "An enrollment sync must be ordered by its enrollment",
             "Send the enrollment id as business_key (equal to subscription.subscription_id) and its sync "

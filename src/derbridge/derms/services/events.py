@@ -46,9 +46,9 @@ from derbridge.derms.services.event_messages import (
     queue_outcomes,
     queue_reservation,
 )
+from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.columnar import db_time, id_list, insert_arrow, read_arrow
 from derbridge.infra.ids import new_id, new_ids
-from derbridge.infra.problems import FieldError, ProblemError, not_found
 from derbridge.infra.upsert import insert_for
 
 log = structlog.get_logger("derbridge.derms.events")
@@ -236,8 +236,7 @@ async def create_event(
     where a reservation list too long for a message goes (the DERMS's build() makes it from the settings).
     """
     if request.start_at <= now:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "validation-error",
             "The event must start in the future",
             f"start_at {request.start_at.isoformat()} is not after now ({now.isoformat()}); pick a later start.",
@@ -256,8 +255,7 @@ async def create_event(
             .first()
         )
         if program is None:
-            raise ProblemError(
-                422,
+            raise Invalid(
                 "unknown-program",
                 "Unknown program",
                 f"No program has the code {request.program_code!r}. Programs are created in Asset Hub "
@@ -266,8 +264,7 @@ async def create_event(
                 errors=[FieldError(field="body.program_code", message="unknown program")],
             )
         if program["status"] == DermsProgramStatus.CLOSED.value:
-            raise ProblemError(
-                409,
+            raise Conflict(
                 "program-closed",
                 "Program closed",
                 f"Program {request.program_code!r} is CLOSED: it takes no new events (those created before it "
@@ -275,8 +272,7 @@ async def create_event(
                 errors=[FieldError(field="body.program_code", message="program is CLOSED")],
             )
         if program["status"] != DermsProgramStatus.ACTIVE.value:
-            raise ProblemError(
-                409,
+            raise Conflict(
                 "program-not-active",
                 "Program not active",
                 f"Program {request.program_code!r} is {program['status']}; activate it in Asset Hub "
@@ -319,9 +315,9 @@ async def cancel_event(engine: AsyncEngine, event_id: str, cancel: EventCancel, 
                 EventWindow(event["start_at"], event["end_at"]), EventStatus(event["status"]), now
             )
         except EventAlreadyStarted as refused:
-            raise ProblemError(409, "event-started", "The event has started", str(refused)) from None
+            raise Conflict("event-started", "The event has started", str(refused)) from None
         except EventNotCancellable as refused:
-            raise ProblemError(409, "event-not-cancellable", "The event cannot be cancelled", str(refused)) from None
+            raise Conflict("event-not-cancellable", "The event cannot be cancelled", str(refused)) from None
         # Conditional on the status we read: a concurrent cancellation or start makes this a no-op we detect.
         updated = await connection.execute(
             t.program_events.update()
@@ -329,8 +325,7 @@ async def cancel_event(engine: AsyncEngine, event_id: str, cancel: EventCancel, 
             .values(status=status.value, cancelled_at=now, cancel_reason=cancel.reason_text)
         )
         if updated.rowcount != 1:
-            raise ProblemError(
-                409,
+            raise Conflict(
                 "conflict",
                 "The event changed meanwhile",
                 "Read the event again and retry if still needed.",

@@ -24,8 +24,8 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.event import EventStatus, EventWindow, status_at
 from derbridge.derms.services.event_messages import queue_outcomes
 from derbridge.derms.services.events import grace_of
+from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.columnar import db_times, id_list
-from derbridge.infra.problems import FieldError, ProblemError, not_found
 
 log = structlog.get_logger("derbridge.derms.outcomes")
 
@@ -79,8 +79,7 @@ def _refuse_duplicates(outcomes: Sequence[DeviceOutcome]) -> None:
             repeated.append(i)
         seen.add(key)
     if repeated:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "duplicate-devices",
             "A device is reported twice",
             f"{len(repeated)} outcome(s) repeat a device reported earlier in the same batch; send one outcome "
@@ -211,8 +210,7 @@ async def record_outcomes_in(
     """:func:`record_outcomes` in the caller's transaction (the edge stores the report that carried them in
     the same unit of work). A refusal raises before anything is written."""
     if len(outcomes) > MAX_OUTCOMES_PER_REPORT:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "too-many-outcomes",
             "Too many outcomes in one report",
             f"A report carries at most {MAX_OUTCOMES_PER_REPORT} outcomes; split this one.",
@@ -238,15 +236,13 @@ async def record_outcomes_in(
         grace_of(event.outcome_grace_hours),
     )
     if status is EventStatus.CANCELLED:
-        raise ProblemError(
-            409,
+        raise Conflict(
             "event-cancelled",
             "The event was cancelled",
             f"Event {event_id} was cancelled before it started: its devices have no outcome to report.",
         )
     if status is EventStatus.SCHEDULED:
-        raise ProblemError(
-            409,
+        raise Conflict(
             "event-not-started",
             "The event has not started",
             f"Event {event_id} starts at {event.start_at.isoformat()}; report outcomes once it has run.",
@@ -254,8 +250,7 @@ async def record_outcomes_in(
     reserved = await _reserved_among(connection, event_id, outcomes)
     strangers = [i for i, x in enumerate(outcomes) if (x.head_end_system, x.nic_id) not in reserved]
     if strangers:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "devices-not-reserved",
             "Devices not reserved for the event",
             f"{len(strangers)} of the {len(outcomes)} devices reported were not reserved for event {event_id}; "

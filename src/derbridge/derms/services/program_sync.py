@@ -32,9 +32,9 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.program import is_stale
+from derbridge.errors import FieldError, Invalid
 from derbridge.infra.clock import Clock
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import FieldError, ProblemError
 
 
 async def _lock_program(connection: AsyncConnection, program_code: str) -> None:
@@ -69,8 +69,7 @@ async def apply_program_sync(
     """Apply one version of a program (see the module docstring); the answer the bridge records."""
     code = payload.program_code
     if envelope.business_key != code or envelope.sequence != payload.version:
-        raise ProblemError(
-            422,
+        raise Invalid(
             "invalid-envelope",
             "A program sync must be ordered by its program's version",
             "Send the program code as business_key (equal to payload.program_code) and its version as "

@@ -55,11 +55,11 @@ from derbridge.contracts.device_score_transfer import ACK_TYPE, SCORE_FILE_COLUM
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
+from derbridge.errors import Invalid, Unavailable
 from derbridge.infra.bulk import arrow_rows, copy_arrow_table
 from derbridge.infra.clock import Clock
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.problems import ProblemError
 
 log = structlog.get_logger("derbridge.derms.scores")
 
@@ -91,9 +91,8 @@ class InvalidScoreFile(Exception):
     """The file is what its manifest describes, but its content breaks the score file's rules."""
 
 
-def _not_ready(detail: str) -> ProblemError:
-    return ProblemError(
-        503,
+def _not_ready(detail: str) -> Unavailable:
+    return Unavailable(
         "score-file-not-ready",
         "The score file cannot be loaded yet",
         f"{detail}. Nothing was loaded and the previous score snapshot stays current; the bridge retries "
@@ -387,8 +386,7 @@ async def _fetch_and_read(payload: ScoreTransfer, directory: Path, files: FileSt
         async with files() as store:
             await store.fetch(payload.location, path)
     except ValueError as error:  # a location this DERMS's store cannot hold: fix the configuration, replay
-        raise ProblemError(
-            422,
+        raise Invalid(
             "invalid-location",
             "The score file's location is not in this DERMS's file store",
             f"{error}; configure the same file store on both sides, then replay the message.",
