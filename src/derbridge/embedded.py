@@ -15,7 +15,7 @@ from types import TracebackType
 import httpx
 from sqlalchemy import Table, func, select
 
-from derbridge.api.app import create_app
+from derbridge.api.app import create_app, relayed_outboxes
 from derbridge.assethub import flows as assethub_flows
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.jobs import jobs as assethub_jobs
@@ -49,6 +49,7 @@ class EmbeddedSystem:
             runtime,
             self.app,
             bridge_settings=runtime.settings.bridge.model_copy(update={"batch_size": 500, "poll_seconds": 0.001}),
+            outboxes=relayed_outboxes(),
         )
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),

@@ -20,6 +20,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import Table, delete, func, insert, select
 
+from derbridge.api.app import relayed_outboxes
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.bench import startup
@@ -109,7 +110,7 @@ async def _embedded(settings: Settings) -> AsyncIterator[EmbeddedSystem]:
 def _up_worker(system: EmbeddedSystem) -> BridgeWorker:
     """A bridge worker as ``derbridge up`` runs it (the settings' batch size and poll interval), not the
     embedded system's stepped one (close it with :func:`_close`)."""
-    return build_worker(system.runtime, system.app)
+    return build_worker(system.runtime, system.app, outboxes=relayed_outboxes())
 
 
 async def _close(worker: BridgeWorker) -> None:
