@@ -43,7 +43,7 @@ from derbridge.bridge.tracking import Tracker
 from derbridge.cis.importer import import_extract
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+from derbridge.derms.services.enrollment_sync import cis_account_conditions
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
 from derbridge.embedded import EmbeddedSystem
@@ -148,7 +148,9 @@ class Demo:
                     DermsCisLoader(runtime.sync_engine("derms")),
                 ]
                 report = await asyncio.to_thread(import_extract, generated.cis_extract, loaders)
-                woken = await announce_cis_accounts(runtime.async_engine("bridge"), report.loaded_account_ids["derms"])
+                woken = await Tracker(runtime.async_engine("bridge")).wake(
+                    cis_account_conditions(report.loaded_account_ids["derms"])
+                )
                 counts = report.as_dict()
                 return (
                     f"{counts['assethub']['inserted']:,} new rows in Asset Hub, "

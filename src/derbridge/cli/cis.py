@@ -95,13 +95,14 @@ def _announce_accounts(settings: Settings, account_ids: set[str]) -> int:
         return 0
     import asyncio
 
-    from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+    from derbridge.bridge.tracking import Tracker
+    from derbridge.derms.services.enrollment_sync import cis_account_conditions
     from derbridge.runtime import Runtime
 
     async def announce() -> int:
         runtime = Runtime(settings)
         try:
-            return await announce_cis_accounts(runtime, account_ids)
+            return await Tracker(runtime.async_engine("bridge")).wake(cis_account_conditions(account_ids))
         finally:
             await runtime.aclose()
 
