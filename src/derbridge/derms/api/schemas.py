@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from derbridge.assethub.api.schemas import ProgramCode
 from derbridge.cis.extract import AccountStatus
-from derbridge.derms.domain.communication import CommunicationStatus as CommunicationStatus
+from derbridge.contracts.device_status_check import CommunicationStatus as CommunicationStatus
 from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.derms.domain.program import DermsProgramStatus
 from derbridge.infra.web import NO_NUL, UtcDateTime
