@@ -76,10 +76,12 @@ bench-ci: $(STAMP)
 	$(BIN)/derbridge bench --quick --json f4-score-transfer f5-reservation f7-outcomes bridge-throughput \
 		cli-version cli-read-only
 
+# lint-imports checks the layer contracts of pyproject.toml ([tool.importlinter]): which module may import which.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-logo
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests
@@ -113,4 +115,4 @@ lock-check: $(UV_STAMP)
 		exit 1; }
 
 clean:
-	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -15,7 +15,7 @@ from types import TracebackType
 import httpx
 from sqlalchemy import Table, func, select
 
-from derbridge.api.app import build_systems, create_app
+from derbridge.api.app import build_systems, create_app, relayed_outboxes
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.system import AssetHub
 from derbridge.bridge.assembly import build_worker
@@ -49,6 +49,7 @@ class EmbeddedSystem:
             runtime,
             self.app,
             bridge_settings=runtime.settings.bridge.model_copy(update={"batch_size": 500, "poll_seconds": 0.001}),
+            outboxes=relayed_outboxes(),
         )
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.app, raise_app_exceptions=False),

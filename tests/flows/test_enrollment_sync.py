@@ -22,6 +22,7 @@ from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.assethub.services.enrollment_sync import queue_enrollment_sync
 from derbridge.bridge.tables import tracked_messages
+from derbridge.bridge.tracking import Tracker
 from derbridge.bridge.transport.base import queue_name
 from derbridge.cis.extract import CIS_COLUMNS
 from derbridge.cis.importer import ImportReport, import_extract
@@ -29,7 +30,7 @@ from derbridge.cis.loading import CisLoader
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+from derbridge.derms.services.enrollment_sync import cis_account_conditions
 from derbridge.infra.ids import new_id
 from derbridge.runtime import Runtime
 from tests.cis_rows import cis_row
@@ -589,7 +590,10 @@ async def test_a_sync_parks_until_the_customer_reaches_the_derms_and_the_cis_imp
     await system.settle()
     assert await availability(system) == {}, "parked messages wait for their time unless woken"
 
-    assert await announce_cis_accounts(system.runtime, report.loaded_account_ids["derms"]) == 1
+    woken = await Tracker(system.runtime.async_engine("bridge")).wake(
+        cis_account_conditions(report.loaded_account_ids["derms"])
+    )
+    assert woken == 1
     await system.settle()
 
     assert await availability(system) == {"NIC1": ("AVAILABLE", enrollment_id, 1)}

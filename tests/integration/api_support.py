@@ -15,7 +15,8 @@ import pytest
 
 from derbridge.api.app import create_asgi
 from derbridge.cis.extract import CIS_COLUMNS
-from derbridge.migrations.runner import System, metadata_of, upgrade
+from derbridge.metadata import metadata_of
+from derbridge.migrations.runner import System, upgrade
 from derbridge.runtime import Runtime
 from derbridge.settings import Settings
 from tests.conftest import POSTGRES_ENV, PostgresServer, _admin_conninfo, _service_unavailable

@@ -19,7 +19,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import Table, text
 
 from derbridge import __version__
 from derbridge.bridge.api import create_bridge_app
@@ -103,6 +103,14 @@ def _cis_loader_factory(runtime: Runtime, system: Literal["assethub", "derms"]) 
     return new_loader
 
 
+def relayed_outboxes() -> dict[str, Table]:
+    """Each system's outbox table, which the bridge worker relays (the bridge imports neither system)."""
+    from derbridge.assethub.adapters.tables import outbox as assethub_outbox
+    from derbridge.derms.adapters.tables import outbox as derms_outbox
+
+    return {"assethub": assethub_outbox, "derms": derms_outbox}
+
+
 def _sentence(text: str) -> str:
     """``text`` as a sentence: its first letter upper case, a full stop at the end."""
     return text[:1].upper() + text[1:] + "."
@@ -182,7 +190,9 @@ def create_app(
         if transport is not None:
             await transport.start(list(flow_queues(settings.bridge.queue_prefix)))
         if run_bridge and transport is not None:
-            worker = build_worker(runtime, app, transport, [s for s in mounted if s != "bridge"])
+            worker = build_worker(
+                runtime, app, transport, [s for s in mounted if s != "bridge"], outboxes=relayed_outboxes()
+            )
             worker_task = asyncio.create_task(worker.run(stop), name="bridge-worker")
             bridge_task = worker_task
             _watch(worker_task, stop)

@@ -1,11 +1,15 @@
-"""Builds a bridge worker from settings: transport, tracking, delivery clients and relays."""
+"""Builds a bridge worker from settings: transport, tracking, delivery clients and relays.
+
+The bridge imports neither system: the outbox tables it relays are passed in by the caller that wires the
+systems (``outboxes``: system name -> that system's outbox table)."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import httpx
+from sqlalchemy import Table
 from starlette.types import ASGIApp
 
 from derbridge.bridge.delivery import Deliverer
@@ -75,14 +79,13 @@ def build_worker(
     transport: Transport | None = None,
     in_process_systems: Sequence[str] = TARGET_SYSTEMS,
     bridge_settings: BridgeSettings | None = None,
+    *,
+    outboxes: Mapping[str, Table],
 ) -> BridgeWorker:
-    """A worker that relays the configured outboxes and delivers to the configured targets."""
-    from derbridge.assethub.adapters.tables import outbox as assethub_outbox
-    from derbridge.derms.adapters.tables import outbox as derms_outbox
-
+    """A worker that relays the outboxes of the settings' ``relay_systems`` (their tables in ``outboxes``,
+    system name -> outbox table) and delivers to the configured targets."""
     settings = bridge_settings or runtime.settings.bridge
     transport = transport or build_transport(runtime)
-    outboxes = {"assethub": assethub_outbox, "derms": derms_outbox}
     relays = [
         Relay(
             system,

@@ -15,8 +15,8 @@ import typer
 
 from derbridge.cli.common import ExitCode, fail, print_json, system_call
 from derbridge.cli.reading import AsJson, Limit, id_column, next_page_hint, read, show, when
+from derbridge.contracts.device_status_check import CommunicationStatus
 from derbridge.derms.domain.availability import Availability
-from derbridge.derms.domain.communication import CommunicationStatus
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime

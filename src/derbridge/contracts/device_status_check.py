@@ -43,6 +43,8 @@ class CheckResult(StrEnum):
 
 
 class CommunicationStatus(StrEnum):
+    """A device's last known communication status."""
+
     ONLINE = "ONLINE"
     OFFLINE = "OFFLINE"
     UNKNOWN = "UNKNOWN"

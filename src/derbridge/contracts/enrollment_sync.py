@@ -13,9 +13,14 @@ ACK_TYPE = "enrollment-sync-ack.v1"
 
 
 class SyncChange(StrEnum):
+    # What happened to the enrollment that an enrollment sync reports (Asset Hub's enrollments and the
+    # DERMS's availability rules, derbridge.derms.domain.availability, share this one definition).
     ENROLLED = "ENROLLED"
+    """The enrollment became ACTIVE: its devices become AVAILABLE."""
     UNENROLLED = "UNENROLLED"
+    """The enrollment ended: its devices become UNAVAILABLE."""
     DEVICE_REPLACED = "DEVICE_REPLACED"
+    """The customer swapped a device: the old one becomes UNAVAILABLE and the new one AVAILABLE, together."""
 
 
 class SubscriptionStatus(StrEnum):

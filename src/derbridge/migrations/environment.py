@@ -1,5 +1,9 @@
 """The body of every system's Alembic ``env.py``: online migrations on our own engine, batch mode so
-that ALTERs work on SQLite as on PostgreSQL."""
+that ALTERs work on SQLite as on PostgreSQL.
+
+Upgrades need no table metadata; autogenerate compares against ``config.attributes["target_metadata"]``
+(:func:`derbridge.metadata.metadata_of`), passed by whoever autogenerates: the migrations import no
+application code."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from alembic import context
 from sqlalchemy import Connection, Engine, event
 
 from derbridge.infra.db import create_sync_engine
-from derbridge.migrations.runner import System, metadata_of
+from derbridge.migrations.runner import System
 
 
 def run(system: System) -> None:
@@ -24,7 +28,7 @@ def run(system: System) -> None:
         with engine.connect() as connection:
             context.configure(
                 connection=connection,
-                target_metadata=metadata_of(system),
+                target_metadata=config.attributes.get("target_metadata"),
                 render_as_batch=True,
                 compare_type=True,
                 # Every system starts by migrating; one transaction for the whole upgrade means a process

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from alembic.config import Config
-    from sqlalchemy import MetaData
 
 System = Literal["assethub", "derms", "bridge"]
 SYSTEMS: tuple[System, ...] = ("assethub", "derms", "bridge")
@@ -246,19 +245,3 @@ def upgrade_if_behind(system: System, url: str, attributes: Mapping[str, Any] | 
             return False
         upgrade(system, url, attributes=attributes)
         return True
-
-
-def metadata_of(system: System) -> MetaData:
-    """The table descriptions a system's migrations must produce."""
-    if system == "assethub":
-        from derbridge.assethub.adapters.tables import metadata as assethub_metadata
-
-        return assethub_metadata
-    if system == "derms":
-        from derbridge.derms.adapters.tables import metadata as derms_metadata
-        from derbridge.edge import tables as _edge_tables  # noqa: F401 - the edge's tables live in the DERMS database
-
-        return derms_metadata
-    from derbridge.bridge.tables import metadata as bridge_metadata
-
-    return bridge_metadata

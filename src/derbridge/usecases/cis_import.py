@@ -1,6 +1,7 @@
 """P0 · a CIS extract into both systems: each system's loader, the extract read once
 (:func:`derbridge.cis.importer.import_extract`), then the enrollment syncs parked until those customers reached
-the DERMS woken (:func:`derbridge.derms.services.enrollment_sync.announce_cis_accounts`).
+the DERMS woken through the bridge's tracker
+(:func:`derbridge.derms.services.enrollment_sync.cis_account_conditions`).
 
 ``derbridge cis import`` and the demo both import this way."""
 
@@ -10,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
+from derbridge.bridge.tracking import Tracker
 from derbridge.cis.importer import ImportReport, import_extract
 from derbridge.cis.loading import CisLoader
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.derms.services.enrollment_sync import announce_cis_accounts
+from derbridge.derms.services.enrollment_sync import cis_account_conditions
 from derbridge.runtime import Runtime
 
 
@@ -37,4 +39,4 @@ async def wake_parked(runtime: Runtime, report: ImportReport) -> int:
     account_ids = report.loaded_account_ids.get("derms", set())
     if not account_ids:
         return 0
-    return await announce_cis_accounts(runtime.async_engine("bridge"), account_ids)
+    return await Tracker(runtime.async_engine("bridge")).wake(cis_account_conditions(account_ids))

@@ -29,9 +29,9 @@ where the patch is provably the rebuild's result; every other device is recomput
 :func:`refresh_summaries` recomputes the rows of the devices a change touched from their records (one
 ``DELETE`` and one ``INSERT … SELECT`` per chunk of devices): for what the patches do not cover — an update
 that moves an event or adds devices to it, a cancellation, an outcome CANCELLED coming or going, an entry
-not first. :func:`rebuild_summaries` recomputes every row (the migration that introduced the table uses the
-same SQL). ``tests/flows/test_participation_summaries.py`` compares the kept rows with a rebuild after every
-message, through every path.
+not first. :func:`rebuild_summaries` recomputes every row (``assethub_0004``, which introduced the table,
+keeps its own copy of this SQL). ``tests/flows/test_participation_summaries.py`` compares the kept rows with
+a rebuild after every message, through every path.
 """
 
 # Identifiers in the SQL below come from Table metadata; values are bound or are integers of this module.
@@ -333,8 +333,8 @@ def _among(dialect: str, column: ColumnElement[Any], ids: list[int]) -> ColumnEl
 
 
 def rebuild_statements(dialect: str) -> list[Executable]:
-    """The statements that recompute every summary from every record (also run by the migration that added
-    the table, on its synchronous connection)."""
+    """The statements that recompute every summary from every record, on a synchronous or an asynchronous
+    connection (``assethub_0004`` keeps a copy of them; its migration test compares the two)."""
     s = t.participation_summaries
     return [
         delete(s),

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
-from derbridge.assethub.api.schemas import ProgramIn, ProgramPatch
 from derbridge.assethub.domain.program import (
     IllegalProgramChange,
     ProgramRules,
@@ -19,6 +18,7 @@ from derbridge.assethub.domain.program import (
     check_program_status_change,
 )
 from derbridge.assethub.services.enrollment_sync import SyncState
+from derbridge.assethub.services.models import ProgramIn, ProgramPatch
 from derbridge.assethub.services.program_sync import queue_program_sync
 from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.db import utcnow

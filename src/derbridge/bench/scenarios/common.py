@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import Table, func, select
 
+from derbridge.api.app import relayed_outboxes
 from derbridge.bench.core import Result, Stopwatch, backend_names, progress
 from derbridge.bench.world import (
     accepted_devices,
@@ -60,7 +61,7 @@ async def embedded_system(settings: Settings) -> AsyncIterator[EmbeddedSystem]:
 def up_worker(system: EmbeddedSystem) -> BridgeWorker:
     """A bridge worker as ``derbridge up`` runs it (the settings' batch size and poll interval), not the
     embedded system's stepped one (close it with :func:`close_worker`)."""
-    return build_worker(system.runtime, system.app)
+    return build_worker(system.runtime, system.app, outboxes=relayed_outboxes())
 
 
 async def close_worker(worker: BridgeWorker) -> None:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from derbridge.assethub.api.schemas import ProgramCode
 from derbridge.cis.extract import AccountStatus
-from derbridge.derms.domain.communication import CommunicationStatus as CommunicationStatus
+from derbridge.contracts.device_status_check import CommunicationStatus as CommunicationStatus
 from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.derms.domain.program import DermsProgramStatus
-from derbridge.infra.web import NO_NUL, UtcDateTime
-
-HeadEnd = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9_-]{0,63}$", examples=["ECOBEE"])]
-NicId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\s/\x00]+$")]
+from derbridge.derms.services.models import CommunicationReport as CommunicationReport
+from derbridge.derms.services.models import CommunicationStatusIn as CommunicationStatusIn
+from derbridge.derms.services.models import EventCancel as EventCancel
+from derbridge.derms.services.models import EventIn as EventIn
+from derbridge.derms.services.models import HeadEnd as HeadEnd
+from derbridge.derms.services.models import NicId as NicId
+from derbridge.derms.services.models import ProgramCode as ProgramCode
 
 
 class _Out(BaseModel):
@@ -91,24 +92,6 @@ class Availability(_Out):
     updated_at: datetime
 
 
-class CommunicationStatusIn(BaseModel):
-    """A device's communication status, as the edge records it from an aggregator."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    communication_status: CommunicationStatus
-    last_communication_at: UtcDateTime
-    operating_state: str | None = Field(None, max_length=32, pattern=NO_NUL)
-    source: HeadEnd = Field(description="The head-end system that reported it.")
-
-
-class CommunicationReport(CommunicationStatusIn):
-    """One device's communication status in a batch."""
-
-    head_end_system: HeadEnd
-    nic_id: NicId
-
-
 class CommunicationReportBatch(BaseModel):
     """Many devices' communication status at once (an aggregator's heartbeat round)."""
 
@@ -147,46 +130,6 @@ class Device(_Out):
     created_at: datetime
     availability: list[Availability] = Field(default_factory=list)
     communication: CommunicationStatusOut | None = None
-
-
-class EventIn(BaseModel):
-    """A program event to create. Give exactly one target: a number of devices or a kW amount."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    program_code: ProgramCode
-    event_type: EventType
-    start_at: UtcDateTime
-    end_at: UtcDateTime
-    target_devices: int | None = Field(None, gt=0, le=10_000_000)
-    target_kw: float | None = Field(None, gt=0, le=10_000_000, validate_default=True)
-    created_by: str = Field("api", min_length=1, max_length=100, pattern=NO_NUL)
-
-    # Field validators rather than one model validator, so that the problem names the field (a model
-    # validator's error is located at "body" only). Each runs after the fields it compares; a field that
-    # failed its own validation is absent from ``info.data`` and is not compared.
-    @field_validator("end_at")
-    @classmethod
-    def _ends_after_start(cls, end_at: datetime, info: ValidationInfo) -> datetime:
-        start_at = info.data.get("start_at")
-        if start_at is not None and end_at <= start_at:
-            raise ValueError("end_at must be after start_at")
-        return end_at
-
-    @field_validator("target_kw")
-    @classmethod
-    def _one_target(cls, target_kw: float | None, info: ValidationInfo) -> float | None:
-        if "target_devices" in info.data and (info.data["target_devices"] is None) == (target_kw is None):
-            raise ValueError("give exactly one of target_devices or target_kw")
-        return target_kw
-
-
-class EventCancel(BaseModel):
-    """Why an event is cancelled."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason_text: str = Field("cancelled by operator", min_length=1, max_length=500, pattern=NO_NUL)
 
 
 class ProgramEvent(_Out):

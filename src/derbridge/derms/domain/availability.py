@@ -19,6 +19,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+# The change an enrollment sync reports is the flow's own vocabulary (one definition, in the contract).
+from derbridge.contracts.enrollment_sync import SyncChange as SyncChange
+
 
 class Availability(StrEnum):
     """Whether a device may be reserved in a program."""
@@ -27,17 +30,6 @@ class Availability(StrEnum):
     """Enrolled and in service: the device may be a candidate for the program's events."""
     UNAVAILABLE = "UNAVAILABLE"
     """Unenrolled or replaced: never a candidate; kept for the history of past events."""
-
-
-class SyncChange(StrEnum):
-    """What happened to the enrollment that an enrollment sync reports."""
-
-    ENROLLED = "ENROLLED"
-    """The enrollment became ACTIVE: its devices become AVAILABLE."""
-    UNENROLLED = "UNENROLLED"
-    """The enrollment ended: its devices become UNAVAILABLE."""
-    DEVICE_REPLACED = "DEVICE_REPLACED"
-    """The customer swapped a device: the old one becomes UNAVAILABLE and the new one AVAILABLE, together."""
 
 
 class SyncDecision(StrEnum):

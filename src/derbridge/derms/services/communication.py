@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.api.schemas import CommunicationReport, CommunicationStatusIn
+from derbridge.derms.services.models import CommunicationReport, CommunicationStatusIn
 from derbridge.infra.columnar import db_times
 from derbridge.infra.db import utcnow
 from derbridge.infra.upsert import insert_for

@@ -7,8 +7,9 @@ all. In order:
 
 1. **Prerequisites (P0).** The customer (``customers`` by ``cis_account_id``) and its location
    (``locations`` by ``cis_service_point_id``, on that account and premise) must be here, else the message
-   is parked with ``wake_on = cis-account:<id>`` — :func:`announce_cis_accounts` wakes it after a CIS
-   import loads that account. A program the DERMS does not know (its program sync has not arrived yet)
+   is parked with ``wake_on = cis-account:<id>`` (:func:`cis_account_conditions`): whoever runs a CIS import
+   into the DERMS and is wired with the bridge wakes it after the import loads that account (the DERMS does
+   not write the bridge's database). A program the DERMS does not know (its program sync has not arrived yet)
    parks it with ``program:<code>`` (the bridge wakes it when it delivers that program's sync; the slow park
    backoff retries it meanwhile).
 2. **Consistency.** A device list that does not fit its change (:func:`check_sync_devices`) is refused:
@@ -39,9 +40,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import bindparam, func, select, text, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.bridge.tracking import Tracker
 from derbridge.contracts import enrollment_sync as contract
 from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.envelope import Envelope
@@ -66,7 +66,6 @@ from derbridge.infra.clock import Clock
 from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import frozen, insert_for
-from derbridge.runtime import Runtime
 
 LIVE_EVENT_STATUSES: Final = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
 """Events whose reservations still hold (a cancelled event's are released already)."""
@@ -81,19 +80,18 @@ _ENROLLMENT_STATE_AFTER: Final[dict[SyncChange, str]] = {
 }
 
 
-async def announce_cis_accounts(runtime_or_bridge_engine: Runtime | AsyncEngine, account_ids: Iterable[str]) -> int:
-    """Wake the messages parked until one of ``account_ids`` reached the DERMS; returns how many woke.
+def cis_account_conditions(account_ids: Iterable[str]) -> set[str]:
+    """The conditions (``wake_on``) an enrollment sync waits on until these CIS accounts reach the DERMS.
 
-    Call it after a CIS import with the accounts the DERMS loaded (``ImportReport.loaded_account_ids
-    ["derms"]``): enrollment syncs parked for ``cis-account:<id>`` are then delivered again at once,
-    without an operator. Takes the process's :class:`Runtime` or the bridge's database engine.
+    After a CIS import, the caller wired with the bridge wakes the messages parked for the accounts the
+    DERMS loaded (``ImportReport.loaded_account_ids["derms"]``) with them — ``Tracker.wake`` or
+    ``POST /bridge/v1/wake`` — so parked syncs are delivered again at once, without an operator.
     """
-    engine = (
-        runtime_or_bridge_engine.async_engine("bridge")
-        if isinstance(runtime_or_bridge_engine, Runtime)
-        else runtime_or_bridge_engine
-    )
-    return await Tracker(engine).wake({f"cis-account:{account}" for account in account_ids})
+    return {_cis_account_condition(account) for account in account_ids}
+
+
+def _cis_account_condition(account: str) -> str:
+    return f"cis-account:{account}"
 
 
 async def _lock_enrollment(connection: AsyncConnection, enrollment_id: str) -> None:
@@ -122,7 +120,7 @@ async def _check_prerequisites(connection: AsyncConnection, payload: contract.En
     )
     if customer is None:
         raise MissingPrerequisite(
-            f"cis-account:{account}",
+            _cis_account_condition(account),
             f"customer (CIS account) {account!r} is not in the DERMS yet; it arrives with the next CIS import",
         )
     found = (
@@ -137,7 +135,7 @@ async def _check_prerequisites(connection: AsyncConnection, payload: contract.En
         # onto the account also reports the account as loaded, which wakes this message.
         what = "is not in the DERMS yet" if found is None else "is on another account or premise in the DERMS"
         raise MissingPrerequisite(
-            f"cis-account:{account}",
+            _cis_account_condition(account),
             f"location (service point) {location.cis_service_point_id!r} of account {account!r} {what}; "
             "it arrives with the next CIS import",
         )

@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.api.schemas import EventCancel, EventIn
 from derbridge.derms.domain.event import (
     EventAlreadyStarted,
     EventNotCancellable,
@@ -46,6 +45,7 @@ from derbridge.derms.services.event_messages import (
     queue_outcomes,
     queue_reservation,
 )
+from derbridge.derms.services.models import EventCancel, EventIn
 from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.columnar import db_time, id_list, insert_arrow, read_arrow
 from derbridge.infra.ids import new_id, new_ids

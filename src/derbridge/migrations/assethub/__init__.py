@@ -1,0 +1,1 @@
+"""The assethub database's migration history (Alembic's script directory)."""

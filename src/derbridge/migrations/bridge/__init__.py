@@ -1,0 +1,1 @@
+"""The bridge database's migration history (Alembic's script directory)."""

@@ -1,0 +1,1 @@
+"""The derms database's migration history (Alembic's script directory)."""
