@@ -38,11 +38,13 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from derbridge.bridge.filestore import LocalDirectoryStore
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import EventCancel, EventIn
 from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.derms.services import events, outcomes
+from derbridge.derms.services.event_messages import ReservationFiles
 from derbridge.errors import Conflict, DomainError, Invalid
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
 from derbridge.migrations.runner import upgrade
@@ -152,6 +154,8 @@ class EventLifecycle(RuleBasedStateMachine):
         self.engine: AsyncEngine = create_async_db_engine(f"sqlite:///{database}")
         self.now = START
         self.seen: dict[str, Seen] = {}
+        # Where a list too long for a message would go (these events reserve a handful of devices).
+        self.files = ReservationFiles(lambda: LocalDirectoryStore(self.directory / "files"))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -186,7 +190,7 @@ class EventLifecycle(RuleBasedStateMachine):
             end_at=start + timedelta(minutes=minutes),
             target_devices=devices,
         )
-        event = self.run(events.create_event(self.engine, request, "derms-1", now=self.now))
+        event = self.run(events.create_event(self.engine, request, "derms-1", files=self.files, now=self.now))
         reserved = frozenset(self.run(self._reserved(event["event_id"])))
         assert len(reserved) == event["reserved_count"] <= devices
         self.seen[event["event_id"]] = Seen(request.start_at, request.end_at, reserved)
