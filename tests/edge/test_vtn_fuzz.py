@@ -19,7 +19,7 @@ from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.edge.support import free_port
+from tests.support.embedded import free_port
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,7 @@ from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 from derbridge.sim.aggregator import load_aggregators
 from derbridge.sim.generator import generate_utility
-from tests.flows.test_device_status_check import checks, enroll, enrollment, world
-from tests.flows.test_enrollment_request import (
+from tests.support.enrollment import (
     codes,
     device,
     outbox_envelopes,
@@ -45,11 +44,12 @@ from tests.flows.test_enrollment_request import (
     read_request,
     request_body,
 )
+from tests.support.status_checks import checks, enroll, enrollment, world
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 # --- the same effect as one by one ---------------------------------------------------------------------------

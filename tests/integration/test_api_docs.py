@@ -24,7 +24,7 @@ from derbridge.api.app import create_app
 from derbridge.infra.docs_ui import ASSETS, ASSETS_DIR, install_api_docs
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.integration.api_support import client
+from tests.support.api import client
 
 PREFIXES = ("/assethub/v1", "/derms/v1", "/bridge/v1", "/openadr3/3.1.0")
 """Every API that ``derbridge up`` serves, by mount prefix."""

@@ -16,7 +16,7 @@ import pytest
 from derbridge.migrations.runner import upgrade
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.integration.api_support import (
+from tests.support.api import (
     TOKEN,
     ReusedPostgres,
     assert_problem,

@@ -22,7 +22,7 @@ from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.cis.importer import import_extract
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.integration.api_support import (
+from tests.support.api import (
     ReusedPostgres,
     assert_problem,
     cis_row,

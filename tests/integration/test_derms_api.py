@@ -23,8 +23,7 @@ from derbridge.derms.adapters import tables as t
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.bridge.messages import program_sync
-from tests.integration.api_support import (
+from tests.support.api import (
     ReusedPostgres,
     assert_problem,
     cis_row,
@@ -35,6 +34,7 @@ from tests.integration.api_support import (
     walk,
     write_extract,
 )
+from tests.support.messages import program_sync
 
 BASE = "/derms/v1"
 PROGRAM = "SUMMER-BYOT"

@@ -25,7 +25,7 @@ from derbridge.edge.tables import edge_notifications
 from derbridge.edge.webhooks import CallbackChecker, deliver_due
 from derbridge.runtime import Runtime
 from derbridge.settings import EdgeSettings
-from tests.edge.support import serve
+from tests.support.edge import serve
 
 
 class Resolver:
