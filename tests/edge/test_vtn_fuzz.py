@@ -21,6 +21,8 @@ from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 from tests.support.embedded import free_port
 
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) against a served VTN: make test, not test-fast
+
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from rich.console import Console
 from sqlalchemy import select
 
@@ -178,6 +179,7 @@ async def _state(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # some 15 s: one world set up twice, one by one and set-based
 async def test_runs_applied_set_based_leave_both_systems_as_one_by_one_would(tmp_path: Path) -> None:
     used: Counter[str] = Counter()
     one_by_one = await _setup_world(tmp_path / "one-by-one", batch=False, used=used)

@@ -33,6 +33,8 @@ from tests.support.cis_rows import cis_row
 from tests.support.embedded import free_port
 from tests.support.enrollment import load_customers
 
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) over every operation: make test, not test-fast
+
 TOKEN = "fuzz-token"
 CHECKS = [
     not_a_server_error,

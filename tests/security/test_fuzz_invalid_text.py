@@ -42,6 +42,8 @@ from tests.support.embedded import free_port
 from tests.support.enrollment import load_customers
 from tests.support.services import postgres_server
 
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) over every operation: make test, not test-fast
+
 TOKEN = "fuzz-token"
 
 # Characters the text rule refuses and that a URL can carry (percent-encoded).
