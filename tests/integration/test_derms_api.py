@@ -413,31 +413,42 @@ async def test_communication_status_keeps_the_newest_report(api: httpx.AsyncClie
     assert await listed(head_end_system="GAMMA") == []
 
 
-async def test_a_bad_communication_report_names_the_field(sqlite_api: httpx.AsyncClient) -> None:
-    url = f"{BASE}/communication-status/ALPHA/n01"
-    for target, body, field in [
-        (url, status_report("SLEEPING", "2026-06-01T12:00:00Z"), "body.communication_status"),
-        (url, status_report("online", "2026-06-01T12:00:00Z"), "body.communication_status"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00"), "body.last_communication_at"),  # no zone
-        (url, status_report("ONLINE", "yesterday"), "body.last_communication_at"),
-        (url, status_report("ONLINE", "9999-12-31T23:00:00-05:00"), "body.last_communication_at"),  # no UTC
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", source="alpha"), "body.source"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", operating_state="x" * 33), "body.operating_state"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", colour="blue"), "body.colour"),
+URL = f"{BASE}/communication-status/ALPHA/n01"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "field"),
+    [
+        (URL, status_report("SLEEPING", "2026-06-01T12:00:00Z"), "body.communication_status"),
+        (URL, status_report("online", "2026-06-01T12:00:00Z"), "body.communication_status"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00"), "body.last_communication_at"),  # no zone
+        (URL, status_report("ONLINE", "yesterday"), "body.last_communication_at"),
+        (URL, status_report("ONLINE", "9999-12-31T23:00:00-05:00"), "body.last_communication_at"),  # no UTC
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", source="alpha"), "body.source"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", operating_state="x" * 33), "body.operating_state"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", colour="blue"), "body.colour"),
         (
             f"{BASE}/communication-status/alpha/n01",
             status_report("ONLINE", "2026-06-01T12:00:00Z"),
             "path.head_end_system",
         ),
         (f"{BASE}/communication-status/ALPHA/n%00", status_report("ONLINE", "2026-06-01T12:00:00Z"), "path.nic_id"),
-    ]:
-        problem = assert_problem(await sqlite_api.put(target, json=body), 422, "validation-error")
-        assert fields(problem) == [field], body
+    ],
+)
+async def test_a_bad_communication_report_names_the_field(
+    sqlite_api: httpx.AsyncClient, target: str, body: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(await sqlite_api.put(target, json=body), 422, "validation-error")
+    assert fields(problem) == [field]
+    assert_problem(await sqlite_api.get(URL), 404)
+
+
+async def test_a_communication_report_without_its_status_names_the_field(sqlite_api: httpx.AsyncClient) -> None:
     missing = status_report("ONLINE", "2026-06-01T12:00:00Z")
     del missing["communication_status"]
-    problem = assert_problem(await sqlite_api.put(url, json=missing), 422, "validation-error")
+    problem = assert_problem(await sqlite_api.put(URL, json=missing), 422, "validation-error")
     assert fields(problem) == ["body.communication_status"]
-    assert_problem(await sqlite_api.get(url), 404)
+    assert_problem(await sqlite_api.get(URL), 404)
 
 
 @pytest.mark.usefixtures("fleet")
