@@ -17,12 +17,13 @@ import pytest
 from derbridge.api.app import create_asgi
 from derbridge.infra.logging import configure_logging
 from derbridge.migrations.runner import SYSTEMS
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
 
 # Before anything imports them: the shared helpers' assertions report their operands, as a test's do.
 pytest.register_assert_rewrite("tests.support")
 
+from tests.support.databases import migrate_from_template, migrated_sqlite_template  # noqa: E402
 from tests.support.services import REQUIRE_ENV, PostgresServer, postgres_server  # noqa: E402
 
 
@@ -66,10 +67,16 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir of SQLite databases at the newest schema, made once: copied where a test wants fresh ones."""
+    return migrated_sqlite_template(tmp_path_factory.mktemp("migrated-sqlite"))
+
+
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
+def runtime(settings: Settings, migrated_sqlite: Path) -> Iterator[Runtime]:
     """Both systems migrated in fresh databases; engines disposed afterwards."""
-    migrate_all(settings)
+    migrate_from_template(settings, migrated_sqlite)
     runtime = Runtime(settings)
     yield runtime
     runtime.close_sync()
