@@ -20,7 +20,7 @@ from sqlalchemy import select
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.cis.importer import import_extract
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
 from tests.support.api import (
     ReusedPostgres,
@@ -33,6 +33,7 @@ from tests.support.api import (
     walk,
     write_extract,
 )
+from tests.support.databases import migrate_from_template
 
 BASE = "/assethub/v1"
 
@@ -95,9 +96,9 @@ def devices(runtime: Runtime) -> list[int]:
 
 
 @pytest.fixture
-async def sqlite_api(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def sqlite_api(sqlite_settings: Settings, migrated_sqlite: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client on a server over SQLite only: for checks that never reach the database."""
-    migrate_all(sqlite_settings)
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     async with client(Runtime(sqlite_settings)) as api:
         yield api
 

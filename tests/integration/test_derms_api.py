@@ -21,7 +21,7 @@ from derbridge.cis.importer import import_extract
 from derbridge.contracts.envelope import Envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
 from tests.support.api import (
     ReusedPostgres,
@@ -34,6 +34,7 @@ from tests.support.api import (
     walk,
     write_extract,
 )
+from tests.support.databases import migrate_from_template
 from tests.support.messages import program_sync
 
 BASE = "/derms/v1"
@@ -169,9 +170,9 @@ async def fleet(api: httpx.AsyncClient, runtime: Runtime) -> None:
 
 
 @pytest.fixture
-async def sqlite_api(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def sqlite_api(sqlite_settings: Settings, migrated_sqlite: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client on a server over SQLite only: for checks that never reach the database."""
-    migrate_all(sqlite_settings)
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     async with client(Runtime(sqlite_settings)) as api:
         yield api
 
