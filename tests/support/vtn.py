@@ -1,17 +1,14 @@
-"""What the VTN tests share: the OpenADR resource attributes of an F1 request, reads of events and resources,
-and a webhook receiver on loopback."""
+"""What the VTN tests share: the OpenADR resource attributes of an F1 request, which event is a program's
+status event, a resource's attributes by type, and a webhook receiver on loopback."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from tests.support.enrollment import request_body
-
-if TYPE_CHECKING:
-    pass
 
 
 def enrollment_attributes(n: int) -> list[dict[str, Any]]:
