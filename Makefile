@@ -57,8 +57,9 @@ test: $(STAMP)
 # While working (about 2 minutes on 2 cores): the unit and domain tests and the flow tests on SQLite. Left out:
 # tests marked slow (property tests with a hundred examples or more, fuzzers, processes) or postgres, and every
 # other folder. Not a substitute for make test, which runs all of them (CI does) before a change is done.
+# Without the fuzzers, schemathesis's pytest plugin is not loaded either (seconds of imports at each start).
 test-fast: $(STAMP)
-	$(BIN)/pytest tests/unit tests/flows -m "not slow and not postgres" -q
+	$(BIN)/pytest tests/unit tests/flows -m "not slow and not postgres" -q -p no:schemathesis
 
 # The fault suite (tests/fault/, about 10 minutes): the distributed topology as processes through SIGKILL,
 # SIGSTOP, PostgreSQL and RabbitMQ restarts, latency, resets and partitions. Needs DERBRIDGE_TEST_POSTGRES_URL
