@@ -21,7 +21,7 @@ unexport UV_INDEX UV_DEFAULT_INDEX UV_INDEX_URL UV_EXTRA_INDEX_URL UV_FIND_LINKS
 # Locking also ignores uv.toml files of the user or the machine (--no-config): only pyproject.toml decides.
 UV_LOCK = $(UV) lock --no-config --python $(PYTHON)
 
-.PHONY: install demo test test-faults lint format bench bench-quick bench-ci vendor-docs-assets lock lock-upgrade lock-check clean
+.PHONY: install demo test test-fast test-faults lint format bench bench-quick bench-ci vendor-docs-assets lock lock-upgrade lock-check clean
 
 define need_python
 	@test -n "$(PYTHON)" || { echo "derbridge needs Python 3.11, 3.12 or 3.13 on PATH (uv.lock covers those)" >&2; exit 1; }
@@ -53,6 +53,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# While working (about 2 minutes on 2 cores): the unit and domain tests and the flow tests on SQLite. Left out:
+# tests marked slow (property tests with a hundred examples or more, fuzzers, processes) or postgres, and every
+# other folder. Not a substitute for make test, which runs all of them (CI does) before a change is done.
+# Without the fuzzers, schemathesis's pytest plugin is not loaded either (seconds of imports at each start).
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit tests/flows -m "not slow and not postgres" -q -p no:schemathesis
 
 # The fault suite (tests/fault/, about 10 minutes): the distributed topology as processes through SIGKILL,
 # SIGSTOP, PostgreSQL and RabbitMQ restarts, latency, resets and partitions. Needs DERBRIDGE_TEST_POSTGRES_URL

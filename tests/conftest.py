@@ -8,69 +8,29 @@ service test can never silently stop running.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from derbridge.api.app import create_asgi
 from derbridge.infra.logging import configure_logging
 from derbridge.migrations.runner import SYSTEMS
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
 
-POSTGRES_ENV = "DERBRIDGE_TEST_POSTGRES_URL"
-REQUIRE_ENV = "DERBRIDGE_REQUIRE_SERVICES"
+# Before anything imports them: the shared helpers' assertions report their operands, as a test's do.
+pytest.register_assert_rewrite("tests.support")
 
-
-def _service_unavailable(what: str) -> None:
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{what}, and {REQUIRE_ENV} says service tests must run")
-    pytest.skip(what)
-
-
-def _admin_conninfo() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        _service_unavailable(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
-    assert url is not None
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-class PostgresServer:
-    """Creates throw-away databases on the test server and drops them afterwards."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.created: list[str] = []
-
-    def create_database(self, label: str) -> str:
-        name = f"derbridge_test_{label}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.conninfo, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        return make_url(self.conninfo).set(database=name).render_as_string(hide_password=False)
-
-    def drop_all(self) -> None:
-        with psycopg.connect(self.conninfo, autocommit=True) as connection:
-            for name in self.created:
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.created.clear()
+from tests.support.databases import migrate_from_template, migrated_sqlite_template  # noqa: E402
+from tests.support.services import REQUIRE_ENV, PostgresServer, postgres_server  # noqa: E402
 
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server on which the test may create databases (dropped at teardown)."""
-    conninfo = _admin_conninfo()
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        _service_unavailable(f"PostgreSQL at {POSTGRES_ENV} does not answer: {error}")
-    server = PostgresServer(conninfo)
+    server = postgres_server()
     yield server
     server.drop_all()
 
@@ -107,10 +67,16 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir of SQLite databases at the newest schema, made once: copied where a test wants fresh ones."""
+    return migrated_sqlite_template(tmp_path_factory.mktemp("migrated-sqlite"))
+
+
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
+def runtime(settings: Settings, migrated_sqlite: Path) -> Iterator[Runtime]:
     """Both systems migrated in fresh databases; engines disposed afterwards."""
-    migrate_all(settings)
+    migrate_from_template(settings, migrated_sqlite)
     runtime = Runtime(settings)
     yield runtime
     runtime.close_sync()

@@ -3,7 +3,7 @@ restart it, and prove with a ledger kept outside the processes that every messag
 and none is missing — on ``sql`` with SQLite, on ``sql`` with PostgreSQL, and on ``amqp``.
 
 The bridge process relays Asset Hub's outbox, consumes the queue and delivers over real HTTP to a ledger
-target (``tests/bridge/ledger_app.py``), which fails 3 % of calls to add retries to the crashes. The test
+target (``tests/support/ledger_app.py``), which fails 3 % of calls to add retries to the crashes. The test
 process keeps writing to the outbox while the worker is killed and restarted.
 """
 
@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,14 +29,15 @@ from derbridge.bridge.tables import queue_messages, tracked_messages
 from derbridge.infra.db import create_sync_engine
 from derbridge.infra.outbox import outbox_rows
 from derbridge.migrations.runner import upgrade
-from tests.bridge.ledger_app import create_ledger_tables, effects
-from tests.bridge.messages import enrollment_sync
+from tests.support.embedded import free_port
+from tests.support.ledger_app import create_ledger_tables, effects
+from tests.support.messages import enrollment_sync
 
 if TYPE_CHECKING:
-    from tests.conftest import PostgresServer
-    from tests.transport_fixtures import AmqpVhost
+    from tests.support.services import PostgresServer
+    from tests.support.transport import AmqpVhost
 
-pytest_plugins = ["tests.transport_fixtures"]
+pytest_plugins = ["tests.support.transport"]
 pytestmark = pytest.mark.slow
 
 MESSAGES = int(os.environ.get("DERBRIDGE_CRASH_MESSAGES", "10000"))
@@ -45,12 +45,6 @@ BATCH = 500
 KILLS = int(os.environ.get("DERBRIDGE_CRASH_KILLS", "8"))
 DEADLINE_SECONDS = 600
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -90,7 +84,7 @@ class Processes:
                 "-m",
                 "uvicorn",
                 "--factory",
-                "tests.bridge.ledger_app:create_app",
+                "tests.support.ledger_app:create_app",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -175,7 +169,7 @@ def test_every_message_takes_effect_exactly_once_through_sigkills(bridge_env: di
     upgrade("assethub", assethub_url)
     upgrade("bridge", bridge_url)
     create_ledger_tables(ledger_url)
-    ledger_port, worker_port = _free_port(), _free_port()
+    ledger_port, worker_port = free_port(), free_port()
     bridge_env["DERBRIDGE_BRIDGE__TARGETS"] = json.dumps({"derms": f"http://127.0.0.1:{ledger_port}"})
     bridge_env["CRASH_WORKER_PORT"] = str(worker_port)
 

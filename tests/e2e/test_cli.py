@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.embedded import derbridge, free_port
+
 pytestmark = pytest.mark.slow
-
-
-def derbridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_") or k.startswith("DERBRIDGE_TEST_")}
-    return subprocess.run(
-        [sys.executable, "-m", "derbridge", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -152,14 +140,8 @@ def test_demo_runs_the_whole_loop_and_writes_its_summary(tmp_path: Path) -> None
     assert shlex.split(hint) == [sys.executable, "-m", "derbridge", "--data-dir", "V/demo", "up"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_up_serves_both_apis_health_and_metrics_on_loopback(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_")}
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 
 from derbridge.assethub.api import schemas as hub
 from derbridge.derms.api import schemas as grid
-from tests.e2e.test_cli import derbridge
+from tests.support.embedded import derbridge
 
 pytestmark = pytest.mark.slow
 

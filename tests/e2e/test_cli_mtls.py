@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from derbridge.bridge.assembly import target_client
 from derbridge.settings import BridgeSettings
-from tests.e2e.test_cli_tls import free_port
+from tests.support.embedded import free_port
 
 
 def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:

@@ -7,7 +7,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import socket
 import ssl
 import stat
 import subprocess
@@ -21,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.embedded import free_port
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -50,12 +51,6 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("command", [["up"], ["serve", "derms", "--migrate"]])

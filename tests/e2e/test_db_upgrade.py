@@ -24,7 +24,8 @@ from sqlalchemy import inspect, text
 
 from derbridge.infra.db import create_sync_engine
 from derbridge.migrations.runner import MIGRATION_LOCK_KEYS, current_revisions, downgrade, head_revisions
-from tests.conftest import PostgresServer
+from tests.support.embedded import free_port
+from tests.support.services import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 120.0
@@ -168,15 +169,6 @@ def test_db_upgrade_says_what_it_did_and_db_status_what_is_left(tmp_path: Path) 
     assert "run derbridge db upgrade" in status.stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_serve_refuses_a_database_that_is_new_or_behind_and_names_the_step(tmp_path: Path) -> None:
     env = _env(tmp_path, api_token="test-token")
 
@@ -197,7 +189,7 @@ def test_serve_refuses_a_database_that_is_new_or_behind_and_names_the_step(tmp_p
 def test_serve_assethub_opens_only_its_own_database(tmp_path: Path) -> None:
     env = _env(tmp_path, api_token="test-token")
     assert _run(tmp_path, env, "db", "upgrade", "--system", "assethub").returncode == 0
-    port = _free_port()
+    port = free_port()
     server, log = _start(tmp_path, "serve", env, "serve", "assethub", "--port", str(port))
     try:
 

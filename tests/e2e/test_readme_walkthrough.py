@@ -15,12 +15,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.embedded import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,12 +40,6 @@ def walkthrough_script(readme: str) -> str:
     return "\n".join(blocks)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_script_is_the_sections_blocks_in_order() -> None:
     text = (
         f"intro\n{SECTION}\n\nsay\n\n```sh\na 1\n```\n\nthen\n\n```sh\nb 2 \\\n  c\n```\n\n## Next\n\n```sh\nz\n```\n"
@@ -55,7 +50,7 @@ def test_the_script_is_the_sections_blocks_in_order() -> None:
 def test_the_first_hour_walkthrough_runs_as_written(tmp_path: Path) -> None:
     script = walkthrough_script(README.read_text(encoding="utf-8"))
     assert README_PORT in script, "the walkthrough names the server's port; this test moves it to a free one"
-    port = str(_free_port())
+    port = str(free_port())
     home = tmp_path / "home"
     home.mkdir()
     (home / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)

@@ -10,7 +10,7 @@ import pytest
 from derbridge.edge import domain
 from derbridge.edge.webhooks import CallbackChecker
 from derbridge.settings import EdgeSettings
-from tests.edge.test_vtn_end_to_end import enrollment_attributes
+from tests.support.vtn import enrollment_attributes
 
 
 @pytest.mark.parametrize(

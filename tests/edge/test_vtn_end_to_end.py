@@ -11,18 +11,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from derbridge.derms.adapters import tables as dm
 from derbridge.edge.domain import Role
 from derbridge.settings import Settings
-from tests.cis_rows import cis_row
-from tests.edge.support import (
+from tests.support.cis_rows import cis_row
+from tests.support.edge import (
     PREFIX,
     assert_problem,
     assert_schema,
@@ -32,13 +30,14 @@ from tests.edge.support import (
     serve,
     ven_client,
 )
-from tests.flows.test_enrollment_request import create_program, load_customers, request_body
-from tests.flows.test_event_reservation import create_event, participations, prepare
+from tests.support.enrollment import create_program, load_customers
+from tests.support.events import create_event, participations, prepare
+from tests.support.vtn import Receiver, attributes_of, enrollment_attributes, is_status_event
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 @pytest.fixture
@@ -56,46 +55,6 @@ async def vtn(system: System) -> AsyncIterator[str]:
             yield base
         finally:
             close_clients()
-
-
-def enrollment_attributes(n: int) -> list[dict[str, Any]]:
-    """The enrollment attributes of request n of the F1 tests (customer n, device NIC{n})."""
-    body = request_body(n)
-    c, p, loc, d = body["customer"], body["program"], body["location"], body["devices"][0]
-    pairs = {
-        "ENROLLMENT_PROGRAM": p["program_code"],
-        "PROGRAM_START_DATE": p["start_date"],
-        "CIS_SERVICE_AGREEMENT_ID": p["cis_service_agreement_id"],
-        "CIS_PERSON_ID": c["cis_person_id"],
-        "CIS_ACCOUNT_ID": c["cis_account_id"],
-        "CUSTOMER_NAME": c["name"],
-        "EMAIL": c["email"],
-        "DIVISION": loc["division"],
-        "CIS_PREMISE_ID": loc["cis_premise_id"],
-        "CIS_SERVICE_POINT_ID": loc["cis_service_point_id"],
-        "TIME_ZONE": loc["time_zone"],
-        "CITY": loc["city"],
-        "STATE": loc["state"],
-        "POSTAL_CODE": loc["postal"],
-        "COUNTRY": loc["country"],
-        "DEVICE_TYPE": d["device_type"],
-        "MANUFACTURER": d["manufacturer"],
-        "MODEL": d["model"],
-        "SERIAL_NUMBER": d["serial_no"],
-        "NIC_ID": d["nic_id"],
-        "INSTALLATION_METHOD": body["installation_method"],
-        "ASSET_OWNERSHIP": body["asset_ownership"],
-    }
-    return [{"type": k, "values": [v]} for k, v in pairs.items()] + [{"type": "ADDRESS", "values": [loc["address1"]]}]
-
-
-def is_status_event(event: dict[str, Any]) -> bool:
-    """The program's standing status event (the VENs' heartbeats), not a DERMS program event."""
-    return bool(event["eventName"].endswith(" status"))
-
-
-def attributes_of(resource: dict[str, Any]) -> dict[str, list[Any]]:
-    return {a["type"]: a["values"] for a in resource.get("attributes", [])}
 
 
 async def test_a_ven_enrolls_a_resource_and_reads_the_answer(system: System, vtn: str, tmp_path: Path) -> None:
@@ -147,23 +106,6 @@ async def test_a_ven_enrolls_a_resource_and_reads_the_answer(system: System, vtn
             await connection.execute(select(dm.communication_status).where(dm.communication_status.c.nic_id == "NIC1"))
         ).one()
     assert (status.communication_status, status.source) == ("ONLINE", "ECOBEE")
-
-
-class Receiver:
-    """A webhook endpoint on loopback: answers the echo challenge, records notifications and tokens."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str | None, dict[str, Any]]] = []
-        self.app = FastAPI()
-
-        @self.app.get("/hook")
-        async def challenge(echo: str) -> PlainTextResponse:
-            return PlainTextResponse(echo)
-
-        @self.app.post("/hook")
-        async def notify(request: Request) -> dict[str, str]:
-            self.received.append((request.headers.get("authorization"), await request.json()))
-            return {"status": "ok"}
 
 
 async def test_an_event_reaches_the_ven_and_its_report_reaches_asset_hub(

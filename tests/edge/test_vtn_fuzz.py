@@ -20,7 +20,9 @@ from derbridge.edge.system import build
 from derbridge.infra.clock import SystemClock
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.edge.support import free_port
+from tests.support.embedded import free_port
+
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) against a served VTN: make test, not test-fast
 
 
 @pytest.fixture(scope="module")

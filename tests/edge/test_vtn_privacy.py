@@ -13,12 +13,12 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from derbridge.edge.domain import Role
-from tests.edge.support import assert_problem, assert_schema, close_clients, make_client, off_loop, serve, ven_client
+from tests.support.edge import assert_problem, assert_schema, close_clients, make_client, off_loop, serve, ven_client
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from derbridge.edge.domain import Role
-from tests.edge.support import assert_problem, make_client
+from tests.support.edge import assert_problem, make_client
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 VTN = "/openadr3/3.1.0"
 

@@ -21,17 +21,17 @@ import pytest
 from sqlalchemy import select
 
 from derbridge.derms.adapters import tables as dm
-from tests.cis_rows import cis_row
-from tests.edge.support import assert_problem, assert_schema, close_clients, make_client, off_loop, serve, ven_client
-from tests.edge.test_vtn_end_to_end import Receiver, attributes_of, enrollment_attributes, is_status_event
-from tests.flows.test_enrollment_request import create_program, load_customers, post_request, request_body
+from tests.support.cis_rows import cis_row
+from tests.support.edge import assert_problem, assert_schema, close_clients, make_client, off_loop, serve, ven_client
+from tests.support.enrollment import create_program, load_customers, post_request, request_body
+from tests.support.vtn import Receiver, attributes_of, enrollment_attributes, is_status_event
 
 if TYPE_CHECKING:
     import openadr3
 
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 @pytest.fixture

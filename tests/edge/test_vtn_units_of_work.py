@@ -14,18 +14,18 @@ from sqlalchemy import func, select
 from derbridge.derms.adapters import tables as dm
 from derbridge.edge import vtn as vtn_module
 from derbridge.edge.tables import edge_objects
-from tests.cis_rows import cis_row
-from tests.edge.support import PREFIX, assert_problem, assert_schema, make_client
-from tests.edge.test_vtn_end_to_end import enrollment_attributes
-from tests.flows.test_enrollment_request import create_program, load_customers
+from tests.support.cis_rows import cis_row
+from tests.support.edge import PREFIX, assert_problem, assert_schema, make_client
+from tests.support.enrollment import create_program, load_customers
+from tests.support.vtn import enrollment_attributes
 
 F1_SENT = select(func.count()).select_from(dm.outbox).where(dm.outbox.c.type == "enrollment-request.v1")
 """The F1 messages in the DERMS's outbox (it also holds the acknowledgement of the program's sync)."""
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 async def _token(system: System, head_end: str = "ECOBEE") -> dict[str, str]:

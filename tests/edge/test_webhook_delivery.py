@@ -16,14 +16,14 @@ from fastapi.responses import PlainTextResponse
 from sqlalchemy import select
 
 from derbridge.edge.tables import edge_notifications, edge_objects
-from tests.edge.support import assert_schema, close_clients, make_client, off_loop, serve, ven_client
+from tests.support.edge import assert_schema, close_clients, make_client, off_loop, serve, ven_client
 
 if TYPE_CHECKING:
     import openadr3
 
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 BACKOFF = 10.0
 MAX_ATTEMPTS = 3

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import pytest
 from rich.console import Console
 from sqlalchemy import select
 
@@ -33,8 +34,7 @@ from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 from derbridge.sim.aggregator import load_aggregators
 from derbridge.sim.generator import generate_utility
-from tests.flows.test_device_status_check import checks, enroll, enrollment, world
-from tests.flows.test_enrollment_request import (
+from tests.support.enrollment import (
     codes,
     device,
     outbox_envelopes,
@@ -42,11 +42,12 @@ from tests.flows.test_enrollment_request import (
     read_request,
     request_body,
 )
+from tests.support.status_checks import checks, enroll, enrollment, world
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 # --- the same effect as one by one ---------------------------------------------------------------------------
@@ -175,6 +176,7 @@ async def _state(runtime: Runtime) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow  # some 15 s: one world set up twice, one by one and set-based
 async def test_runs_applied_set_based_leave_both_systems_as_one_by_one_would(tmp_path: Path) -> None:
     used: Counter[str] = Counter()
     one_by_one = await _setup_world(tmp_path / "one-by-one", batch=False, used=used)

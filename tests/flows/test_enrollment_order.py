@@ -27,8 +27,8 @@ from derbridge.bridge.transport.base import queue_name
 from derbridge.derms.adapters import tables as dm
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
-from tests.cis_rows import cis_row
-from tests.flows.test_enrollment_request import (
+from tests.support.cis_rows import cis_row
+from tests.support.enrollment import (
     codes,
     create_program,
     device,
@@ -39,9 +39,9 @@ from tests.flows.test_enrollment_request import (
 )
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 VTN = "/openadr3/3.1.0"
 ANSWER = "enrollment-response.v1"

@@ -33,12 +33,12 @@ from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.derms.services.enrollment_sync import cis_account_conditions
 from derbridge.infra.ids import new_id
 from derbridge.runtime import Runtime
-from tests.cis_rows import cis_row
+from tests.support.cis_rows import cis_row
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 PROGRAM = "SUMMER-BYOT"
 HEAD_END = "ECOBEE"

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from derbridge.derms.adapters import tables as dm
-from tests.flows.test_event_reservation import (
+from tests.support.api import assert_problem
+from tests.support.events import (
     ASSETHUB,
     BRIDGE,
     DERMS,
@@ -24,17 +25,16 @@ from tests.flows.test_event_reservation import (
     participations,
     prepare,
 )
-from tests.integration.api_support import assert_problem
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 @pytest.fixture
 async def fleet(system: System, tmp_path: Path) -> System:
-    """The whole system with customers, the program and its devices (see test_event_reservation.prepare)."""
+    """The whole system with customers, the program and its devices (see tests/support/events.py, prepare)."""
     await prepare(system, tmp_path)
     return system
 

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.derms.adapters import tables as dm
-from tests.flows.test_event_reservation import (
+from tests.support.api import assert_problem, fields
+from tests.support.events import (
     ASSETHUB,
     DERMS,
     GRACE_HOURS,
@@ -25,12 +26,11 @@ from tests.flows.test_event_reservation import (
     participations,
     prepare,
 )
-from tests.integration.api_support import assert_problem, fields
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 START_IN = timedelta(hours=1)
 LASTS = timedelta(hours=2)
@@ -38,7 +38,7 @@ LASTS = timedelta(hours=2)
 
 @pytest.fixture
 async def fleet(system: System, tmp_path: Path) -> System:
-    """The whole system with customers, the program and its devices (see test_event_reservation.prepare)."""
+    """The whole system with customers, the program and its devices (see tests/support/events.py, prepare)."""
     await prepare(system, tmp_path)
     return system
 

@@ -17,9 +17,9 @@ from derbridge.derms.adapters.tables import outbox as derms_outbox
 from derbridge.infra.db import utcnow
 
 if TYPE_CHECKING:  # imported by pytest_plugins below: importing it first would stop pytest rewriting its asserts
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 async def now_in_flight(system: System) -> InFlight:

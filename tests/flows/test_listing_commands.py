@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from derbridge.cli import app
 from derbridge.runtime import Runtime
-from tests.flows.test_event_reservation import DEVICES, PROGRAM, RANKED, create_event, prepare
+from tests.support.events import DEVICES, PROGRAM, RANKED, create_event, prepare
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 
 @pytest.fixture(autouse=True)

@@ -22,9 +22,9 @@ from derbridge.bridge.transport.base import queue_name
 from derbridge.derms.adapters import tables as dm
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 PROGRAM = "SUMMER-BYOT"
 EVENT = (datetime(2027, 6, 2, 14, tzinfo=UTC), datetime(2027, 6, 2, 15, tzinfo=UTC))

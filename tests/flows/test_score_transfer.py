@@ -44,9 +44,9 @@ from derbridge.derms.services import score_snapshots
 from derbridge.infra.outbox import deserialize, write_outbox
 
 if TYPE_CHECKING:
-    from tests.flows.system import System
+    from tests.support.system import System
 
-pytest_plugins = ["tests.flows.system"]
+pytest_plugins = ["tests.support.system"]
 
 START = datetime(2027, 6, 1, 12, tzinfo=UTC)  # the system fixture's business clock
 SUMMER, WINTER, PAUSED = "SUMMER-BYOT", "WINTER-BYOT", "PAUSED-BYOT"

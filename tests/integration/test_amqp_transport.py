@@ -21,9 +21,9 @@ from derbridge.bridge.transport.amqp import AmqpTransport
 from derbridge.bridge.transport.base import Delivery, TransportError
 
 if TYPE_CHECKING:
-    from tests.transport_fixtures import AmqpVhost
+    from tests.support.transport import AmqpVhost
 
-pytest_plugins = ["tests.transport_fixtures"]
+pytest_plugins = ["tests.support.transport"]
 
 RECONNECT_WITHIN = 20.0
 

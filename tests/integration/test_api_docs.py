@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -22,9 +23,10 @@ from starlette.routing import Mount
 
 from derbridge.api.app import create_app
 from derbridge.infra.docs_ui import ASSETS, ASSETS_DIR, install_api_docs
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
-from tests.integration.api_support import client
+from tests.support.api import client
+from tests.support.databases import migrate_from_template
 
 PREFIXES = ("/assethub/v1", "/derms/v1", "/bridge/v1", "/openadr3/3.1.0")
 """Every API that ``derbridge up`` serves, by mount prefix."""
@@ -73,9 +75,9 @@ def external_hosts(text: str) -> set[str]:
 
 
 @pytest.fixture
-async def anonymous(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def anonymous(sqlite_settings: Settings, migrated_sqlite: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client without any credential on the whole server (every API mounted), over SQLite."""
-    migrate_all(sqlite_settings)
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     async with client(Runtime(sqlite_settings), token=None) as api:
         yield api
 

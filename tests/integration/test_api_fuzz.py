@@ -29,9 +29,11 @@ from schemathesis.checks import (
 from derbridge.api.app import create_asgi
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.cis_rows import cis_row
-from tests.edge.support import free_port
-from tests.flows.test_enrollment_request import load_customers
+from tests.support.cis_rows import cis_row
+from tests.support.embedded import free_port
+from tests.support.enrollment import load_customers
+
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) over every operation: make test, not test-fast
 
 TOKEN = "fuzz-token"
 CHECKS = [

@@ -16,7 +16,7 @@ import pytest
 from derbridge.migrations.runner import upgrade
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.integration.api_support import (
+from tests.support.api import (
     TOKEN,
     ReusedPostgres,
     assert_problem,
@@ -24,6 +24,7 @@ from tests.integration.api_support import (
     reused_postgres_databases,
     settings_for,
 )
+from tests.support.databases import migrate_from_template
 
 LIMIT = 2048
 """The body limit of the ``limited`` server, in bytes."""
@@ -44,8 +45,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def sqlite_runtime(sqlite_settings: Settings) -> Runtime:
-    migrate_all(sqlite_settings)
+def sqlite_runtime(sqlite_settings: Settings, migrated_sqlite: Path) -> Runtime:
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     return Runtime(sqlite_settings)
 
 

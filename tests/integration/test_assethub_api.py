@@ -20,9 +20,9 @@ from sqlalchemy import select
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.adapters.cis_loader import AssetHubCisLoader
 from derbridge.cis.importer import import_extract
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
-from tests.integration.api_support import (
+from tests.support.api import (
     ReusedPostgres,
     assert_problem,
     cis_row,
@@ -33,6 +33,7 @@ from tests.integration.api_support import (
     walk,
     write_extract,
 )
+from tests.support.databases import migrate_from_template
 
 BASE = "/assethub/v1"
 
@@ -95,9 +96,9 @@ def devices(runtime: Runtime) -> list[int]:
 
 
 @pytest.fixture
-async def sqlite_api(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def sqlite_api(sqlite_settings: Settings, migrated_sqlite: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client on a server over SQLite only: for checks that never reach the database."""
-    migrate_all(sqlite_settings)
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     async with client(Runtime(sqlite_settings)) as api:
         yield api
 
@@ -224,16 +225,21 @@ async def test_an_integer_key_pages_by_number_and_refuses_other_cursors(
     assert fields(assert_problem(huge, 422, "validation-error")) == ["query.after"]
 
 
-async def test_bad_paging_parameters_name_the_parameter(sqlite_api: httpx.AsyncClient) -> None:
-    for params, field in [
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
         ({"limit": "0"}, "query.limit"),
         ({"limit": "1001"}, "query.limit"),
         ({"limit": "many"}, "query.limit"),
         ({"after": "x" * 201}, "query.after"),
-    ]:
-        body = assert_problem(await sqlite_api.get(f"{BASE}/persons", params=params), 422, "validation-error")
-        assert fields(body) == [field], params
-        assert field in body["detail"]
+    ],
+)
+async def test_bad_paging_parameters_name_the_parameter(
+    sqlite_api: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    body = assert_problem(await sqlite_api.get(f"{BASE}/persons", params=params), 422, "validation-error")
+    assert fields(body) == [field]
+    assert field in body["detail"]
 
 
 # --- not found and malformed identifiers ------------------------------------------------------------
@@ -424,8 +430,9 @@ async def test_text_with_nul_is_refused_on_every_database(api: httpx.AsyncClient
     assert fields(problem) == ["body.name"]
 
 
-async def test_a_bad_program_body_names_the_field(sqlite_api: httpx.AsyncClient) -> None:
-    cases: list[tuple[dict[str, Any], str]] = [
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
         ({"rules": {"fatigue_kap": 0.3}}, "body.rules.fatigue_kap"),
         ({"rules": {"fatigue_cap": 1.5}}, "body.rules.fatigue_cap"),
         ({"rules": {"outcome_values": {"success": 1.0}}}, "body.rules.outcome_values.success"),
@@ -443,10 +450,17 @@ async def test_a_bad_program_body_names_the_field(sqlite_api: httpx.AsyncClient)
         ({"enrollment_closes_at": "9999-12-31T23:00:00-05:00"}, "body.enrollment_closes_at"),  # year 10000 in UTC
         ({"enrollment_opens_at": "0001-01-01T00:30:00+01:00"}, "body.enrollment_opens_at"),  # year 0 in UTC
         ({"colour": "blue"}, "body.colour"),
-    ]
-    for body, field in cases:
-        problem = assert_problem(await create(sqlite_api, **body), 422, "validation-error")
-        assert fields(problem) == [field], body
+    ],
+)
+async def test_a_bad_program_body_names_the_field(
+    sqlite_api: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(await create(sqlite_api, **body), 422, "validation-error")
+    assert fields(problem) == [field]
+    assert (await sqlite_api.get(f"{BASE}/programs")).json()["items"] == []
+
+
+async def test_a_program_body_missing_or_not_json_is_refused(sqlite_api: httpx.AsyncClient) -> None:
     missing = await sqlite_api.post(f"{BASE}/programs", json={"name": "No code"})
     assert fields(assert_problem(missing, 422, "validation-error")) == ["body.program_code"]
     not_json = await sqlite_api.post(

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from derbridge.contracts.asyncapi import (
 from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
 from derbridge.contracts.envelope import Endpoint, Envelope, Flow
 from derbridge.contracts.registry import BY_TYPE, CONTRACTS, parse_payload
+from tests.support.embedded import derbridge
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools" / "asyncapi"
 REQUIRE_ENV = "DERBRIDGE_REQUIRE_SERVICES"
@@ -440,26 +440,13 @@ def test_the_parser_check_does_fail_on_a_broken_document(document: dict[str, Any
 # --- the command line ---------------------------------------------------------------------------------------------
 
 
-def _derbridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DERBRIDGE_") or k.startswith("DERBRIDGE_TEST_")}
-    return subprocess.run(
-        [sys.executable, "-m", "derbridge", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_the_command_writes_the_document_to_a_file_or_stdout(tmp_path: Path) -> None:
     out = tmp_path / "docs" / "asyncapi.json"
-    written = _derbridge("contracts", "asyncapi", "--out", str(out), cwd=tmp_path)
+    written = derbridge("contracts", "asyncapi", "--out", str(out), cwd=tmp_path, timeout=120)
     assert written.returncode == 0, written.stderr
     expected = render(build_asyncapi(__version__))
     assert out.read_text(encoding="utf-8") == expected
 
-    printed = _derbridge("contracts", "asyncapi", cwd=tmp_path)
+    printed = derbridge("contracts", "asyncapi", cwd=tmp_path, timeout=120)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == expected

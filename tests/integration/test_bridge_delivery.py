@@ -9,7 +9,6 @@ which holds one row per message applied.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +42,8 @@ from derbridge.infra.outbox import serialize, write_outbox
 from derbridge.infra.problems import ProblemError, install_problem_handlers
 from derbridge.runtime import Runtime
 from derbridge.settings import BridgeSettings, ParkPolicy, RetryPolicy
-from tests.bridge.messages import enrollment_sync
+from tests.support.embedded import free_port
+from tests.support.messages import enrollment_sync
 
 TOKEN = "test-token"
 
@@ -355,14 +355,8 @@ async def test_an_unreadable_queue_copy_is_kept_as_dead_never_dropped(
     assert await worker.transport.depth(queue_name("derbridge", "event-outcome")) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_a_target_down_for_a_while_gets_the_message_when_it_is_back(runtime: Runtime, script: Script) -> None:
-    port = _free_port()
+    port = free_port()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
         worker = make_worker(runtime, client, bridge_settings())
         message = enrollment_sync(7)

@@ -36,8 +36,8 @@ from derbridge.infra.problems import install_problem_handlers
 from derbridge.migrations.runner import SYSTEMS
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import BridgeSettings, Settings
-from tests.bridge.messages import enrollment_sync
-from tests.conftest import PostgresServer
+from tests.support.messages import enrollment_sync
+from tests.support.services import PostgresServer
 
 TOKEN = "test-token"
 

@@ -23,8 +23,8 @@ from derbridge.infra.db import utcnow
 from derbridge.migrations.runner import upgrade
 from derbridge.runtime import Runtime
 from derbridge.settings import Settings
-from tests.bridge.messages import enrollment_sync, program_sync
-from tests.conftest import PostgresServer
+from tests.support.messages import enrollment_sync, program_sync
+from tests.support.services import PostgresServer
 
 PARK_BACKOFF = timedelta(seconds=60)
 

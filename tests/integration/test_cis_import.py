@@ -16,36 +16,19 @@ from derbridge.cis.importer import ImportReport, import_extract
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
 from derbridge.runtime import Runtime
+from tests.support.cis_rows import cis_row as service_point_row
 
 
 def cis_row(n: int, **changes: str) -> dict[str, str]:
     """Service point n: person P{n//2} holds account A{n//2} serving premise PR{n} (two rows share a person)."""
-    row = {
-        "cis_person_id": f"P{n // 2}",
-        "name": f"Customer {n // 2}",
-        "email": f"c{n // 2}@example.org",
-        "home_phone": "555-0100",
-        "business_phone": "",
-        "cis_account_id": f"A{n // 2}",
-        "account_status": "ACTIVE",
-        "cis_premise_id": f"PR{n}",
-        "cis_service_point_id": f"SP{n}",
-        "division": "NORTH",
-        "address1": f"{n} Main St",
-        "address2": "",
-        "address3": "",
-        "address4": "",
-        "city": "Springfield",
-        "county": "Sangamon",
-        "state": "IL",
-        "postal": "62701",
-        "country": "US",
-        "time_zone": "America/Chicago",
-        "latitude": "39.78",
-        "longitude": "-89.65",
+    person = n // 2
+    shared = {
+        "cis_person_id": f"P{person}",
+        "name": f"Customer {person}",
+        "email": f"c{person}@example.org",
+        "cis_account_id": f"A{person}",
     }
-    row.update(changes)
-    return row
+    return service_point_row(n, **(shared | changes))
 
 
 def write_extract(path: Path, rows: list[dict[str, str]], header: tuple[str, ...] = CIS_COLUMNS) -> Path:

@@ -21,10 +21,9 @@ from derbridge.cis.importer import import_extract
 from derbridge.contracts.envelope import Envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.adapters.cis_loader import DermsCisLoader
-from derbridge.runtime import Runtime, migrate_all
+from derbridge.runtime import Runtime
 from derbridge.settings import Settings
-from tests.bridge.messages import program_sync
-from tests.integration.api_support import (
+from tests.support.api import (
     ReusedPostgres,
     assert_problem,
     cis_row,
@@ -35,6 +34,8 @@ from tests.integration.api_support import (
     walk,
     write_extract,
 )
+from tests.support.databases import migrate_from_template
+from tests.support.messages import program_sync
 
 BASE = "/derms/v1"
 PROGRAM = "SUMMER-BYOT"
@@ -169,9 +170,9 @@ async def fleet(api: httpx.AsyncClient, runtime: Runtime) -> None:
 
 
 @pytest.fixture
-async def sqlite_api(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def sqlite_api(sqlite_settings: Settings, migrated_sqlite: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client on a server over SQLite only: for checks that never reach the database."""
-    migrate_all(sqlite_settings)
+    migrate_from_template(sqlite_settings, migrated_sqlite)
     async with client(Runtime(sqlite_settings)) as api:
         yield api
 
@@ -413,31 +414,42 @@ async def test_communication_status_keeps_the_newest_report(api: httpx.AsyncClie
     assert await listed(head_end_system="GAMMA") == []
 
 
-async def test_a_bad_communication_report_names_the_field(sqlite_api: httpx.AsyncClient) -> None:
-    url = f"{BASE}/communication-status/ALPHA/n01"
-    for target, body, field in [
-        (url, status_report("SLEEPING", "2026-06-01T12:00:00Z"), "body.communication_status"),
-        (url, status_report("online", "2026-06-01T12:00:00Z"), "body.communication_status"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00"), "body.last_communication_at"),  # no zone
-        (url, status_report("ONLINE", "yesterday"), "body.last_communication_at"),
-        (url, status_report("ONLINE", "9999-12-31T23:00:00-05:00"), "body.last_communication_at"),  # no UTC
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", source="alpha"), "body.source"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", operating_state="x" * 33), "body.operating_state"),
-        (url, status_report("ONLINE", "2026-06-01T12:00:00Z", colour="blue"), "body.colour"),
+URL = f"{BASE}/communication-status/ALPHA/n01"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "field"),
+    [
+        (URL, status_report("SLEEPING", "2026-06-01T12:00:00Z"), "body.communication_status"),
+        (URL, status_report("online", "2026-06-01T12:00:00Z"), "body.communication_status"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00"), "body.last_communication_at"),  # no zone
+        (URL, status_report("ONLINE", "yesterday"), "body.last_communication_at"),
+        (URL, status_report("ONLINE", "9999-12-31T23:00:00-05:00"), "body.last_communication_at"),  # no UTC
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", source="alpha"), "body.source"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", operating_state="x" * 33), "body.operating_state"),
+        (URL, status_report("ONLINE", "2026-06-01T12:00:00Z", colour="blue"), "body.colour"),
         (
             f"{BASE}/communication-status/alpha/n01",
             status_report("ONLINE", "2026-06-01T12:00:00Z"),
             "path.head_end_system",
         ),
         (f"{BASE}/communication-status/ALPHA/n%00", status_report("ONLINE", "2026-06-01T12:00:00Z"), "path.nic_id"),
-    ]:
-        problem = assert_problem(await sqlite_api.put(target, json=body), 422, "validation-error")
-        assert fields(problem) == [field], body
+    ],
+)
+async def test_a_bad_communication_report_names_the_field(
+    sqlite_api: httpx.AsyncClient, target: str, body: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(await sqlite_api.put(target, json=body), 422, "validation-error")
+    assert fields(problem) == [field]
+    assert_problem(await sqlite_api.get(URL), 404)
+
+
+async def test_a_communication_report_without_its_status_names_the_field(sqlite_api: httpx.AsyncClient) -> None:
     missing = status_report("ONLINE", "2026-06-01T12:00:00Z")
     del missing["communication_status"]
-    problem = assert_problem(await sqlite_api.put(url, json=missing), 422, "validation-error")
+    problem = assert_problem(await sqlite_api.put(URL, json=missing), 422, "validation-error")
     assert fields(problem) == ["body.communication_status"]
-    assert_problem(await sqlite_api.get(url), 404)
+    assert_problem(await sqlite_api.get(URL), 404)
 
 
 @pytest.mark.usefixtures("fleet")

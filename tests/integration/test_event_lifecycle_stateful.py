@@ -49,6 +49,8 @@ from derbridge.errors import Conflict, DomainError, Invalid
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
 from derbridge.migrations.runner import upgrade
 
+pytestmark = pytest.mark.slow  # a Hypothesis state machine over the whole system: make test, not test-fast
+
 T = TypeVar("T")
 
 PROGRAM = "STATEFUL"

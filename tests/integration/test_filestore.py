@@ -26,7 +26,7 @@ from derbridge.bridge.filestore import (
 )
 from derbridge.bridge.filestore.sftp import SftpStore
 from derbridge.contracts.device_score_transfer import FileLocation
-from tests.sshd import SshServer, running_sshd
+from tests.support.sshd import SshServer, running_sshd
 
 KEY = "scores/2027/01HSCOREFILE.csv.gz"
 
@@ -45,7 +45,7 @@ def sftp_store(server: SshServer, root: Path, **overrides: object) -> SftpStore:
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[SshServer]:
-    """One OpenSSH server for the module (tests.sshd.sshd_server, bound here so ruff sees no shadowing)."""
+    """One OpenSSH server for the module (tests.support.sshd.sshd_server, bound here so ruff sees no shadowing)."""
     with running_sshd() as server:
         yield server
 

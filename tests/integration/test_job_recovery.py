@@ -32,7 +32,7 @@ from derbridge.infra.jobs import Job, JobRunner
 from derbridge.migrations.runner import upgrade
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.conftest import PostgresServer
+from tests.support.services import PostgresServer
 
 DEADLINE = 120.0
 """A bound on every wait (a hang fails the test; nothing is timed)."""

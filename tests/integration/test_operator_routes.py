@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from derbridge.cis.extract import CIS_COLUMNS
-from tests.integration.api_support import assert_problem, cis_row, fields, write_extract
+from tests.support.api import assert_problem, cis_row, fields, write_extract
 
 VTN = "/openadr3/3.1.0"
 

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from derbridge.infra.db import POSTGRES_KEEPALIVES, create_async_db_engine, create_sync_engine
-from tests.conftest import PostgresServer
+from tests.support.services import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

@@ -28,7 +28,7 @@ from derbridge.bridge.transport.sql import SqlTransport
 from derbridge.infra.db import create_async_db_engine
 from derbridge.migrations.runner import upgrade
 
-pytest_plugins = ["tests.transport_fixtures"]
+pytest_plugins = ["tests.support.transport"]
 
 SLACK = 2.0
 """How much later than its timeout an empty ``receive`` may return."""

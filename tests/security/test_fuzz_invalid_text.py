@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import schemathesis
 import uvicorn
@@ -38,10 +37,12 @@ from derbridge.edge.domain import Role
 from derbridge.migrations.runner import SYSTEMS
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
-from tests.cis_rows import cis_row
-from tests.conftest import POSTGRES_ENV, PostgresServer, _admin_conninfo, _service_unavailable
-from tests.edge.support import free_port
-from tests.flows.test_enrollment_request import load_customers
+from tests.support.cis_rows import cis_row
+from tests.support.embedded import free_port
+from tests.support.enrollment import load_customers
+from tests.support.services import postgres_server
+
+pytestmark = pytest.mark.slow  # a fuzzer (schemathesis) over every operation: make test, not test-fast
 
 TOKEN = "fuzz-token"
 
@@ -118,12 +119,7 @@ def configured(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     if request.param == "sqlite":
         yield Settings(data_dir=data_dir, api_token=TOKEN)
         return
-    conninfo = _admin_conninfo()
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        _service_unavailable(f"PostgreSQL at {POSTGRES_ENV} does not answer: {error}")
-    server = PostgresServer(conninfo)
+    server = postgres_server()
     urls = {system: server.create_database(system) for system in SYSTEMS}
     try:
         yield Settings.model_validate(

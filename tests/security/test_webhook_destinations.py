@@ -27,7 +27,7 @@ from derbridge.edge.token_vault import TokenVault
 from derbridge.edge.webhooks import CallbackChecker, deliver_due
 from derbridge.runtime import Runtime
 from derbridge.settings import EdgeSettings
-from tests.edge.support import serve
+from tests.support.edge import serve
 
 AT = datetime(2026, 12, 7, 0, 1, tzinfo=UTC)
 VAULT = TokenVault([Fernet.generate_key().decode()])

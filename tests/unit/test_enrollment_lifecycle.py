@@ -398,4 +398,4 @@ class EnrollmentMachine(RuleBasedStateMachine):
             assert self._state(eid) is terminal
 
 
-TestEnrollmentMachine = EnrollmentMachine.TestCase
+TestEnrollmentMachine = pytest.mark.slow(EnrollmentMachine.TestCase)  # 100 runs of 50 steps: make test, not test-fast

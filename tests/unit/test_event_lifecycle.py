@@ -438,4 +438,4 @@ class EventLifecycleMachine(RuleBasedStateMachine):
 EventLifecycleMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=30, deadline=None, database=None
 )
-TestEventLifecycle = EventLifecycleMachine.TestCase
+TestEventLifecycle = pytest.mark.slow(EventLifecycleMachine.TestCase)  # 100 runs of 30 steps: make test, not test-fast

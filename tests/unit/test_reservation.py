@@ -255,6 +255,7 @@ def candidate_pools(draw: st.DrawFn) -> list[Candidate]:
     return [Candidate(i, hes, nic, draw(scores), draw(sheds)) for i, (hes, nic) in enumerate(keys)]
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, database=None)
 @given(pool=candidate_pools(), n=st.integers(1, 70))
 def test_count_selection_equals_the_definition(pool: list[Candidate], n: int) -> None:
@@ -263,6 +264,7 @@ def test_count_selection_equals_the_definition(pool: list[Candidate], n: int) ->
     assert plan.shortfall_devices == max(0, n - len(pool))
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, database=None)
 @given(pool=candidate_pools(), kw=st.sampled_from([0.05, 0.3, 1.0, 2.0, 7.7, 25.0, 500.0]))
 def test_kw_selection_equals_the_definition(pool: list[Candidate], kw: float) -> None:
@@ -324,6 +326,7 @@ def uniform_pools(draw: st.DrawFn) -> tuple[list[Candidate], float]:
     return [Candidate(i, hes, nic, draw(scores), shed) for i, (hes, nic) in enumerate(keys)], shed
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, database=None)
 @given(pool_shed=uniform_pools(), n=st.integers(1, 70))
 def test_columnar_count_selection_equals_select_reservations(pool_shed: tuple[list[Candidate], float], n: int) -> None:
@@ -331,6 +334,7 @@ def test_columnar_count_selection_equals_select_reservations(pool_shed: tuple[li
     assert columnar(pool, EventTarget.devices(n), shed) == select_reservations(pool, EventTarget.devices(n))
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, database=None)
 @given(pool_shed=uniform_pools(), kw=st.sampled_from([0.05, 0.3, 1.0, 2.0, 7.7, 25.0, 500.0]))
 def test_columnar_kw_selection_equals_select_reservations(pool_shed: tuple[list[Candidate], float], kw: float) -> None:

@@ -431,6 +431,7 @@ RULES = [
 ]
 
 
+@pytest.mark.slow  # 150 examples
 @settings(max_examples=150, deadline=None)
 @given(devices_strategy)
 def test_vectorized_model_matches_the_reference(devices: list[Device]) -> None:

@@ -1,7 +1,7 @@
 """A target system for crash tests: applies enrollment-sync messages through the real inbox machinery and
 counts every effect in a ledger database that lives outside the bridge's processes.
 
-Run it as ``python -m uvicorn --factory tests.bridge.ledger_app:create_app`` with ``LEDGER_URL`` (a
+Run it as ``python -m uvicorn --factory tests.support.ledger_app:create_app`` with ``LEDGER_URL`` (a
 database URL) and ``LEDGER_FAILURE_RATE`` (share of calls answered 500, to exercise retries while the
 bridge is killed).
 """

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from functools import cache
 from pathlib import Path
@@ -20,17 +19,11 @@ from openapi_schema_validator import OAS30Validator
 from derbridge.edge.auth import add_client
 from derbridge.edge.domain import Role
 from derbridge.embedded import EmbeddedSystem
+from tests.support.embedded import free_port
 
 SPEC = Path("/work/shared/openadr3-3.1.0/openadr3.yaml")
 PREFIX = "/openadr3/3.1.0"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,7 @@ configuration, host key, client key and ``authorized_keys`` in a temporary direc
 machine's ``/etc/ssh`` and never listens on port 22. Without ``sshd`` the tests that use it are skipped,
 visibly; under ``DERBRIDGE_REQUIRE_SERVICES=1`` (CI) they fail instead.
 
-Use it with ``pytest_plugins = ["tests.sshd"]`` and the ``sshd_server`` fixture, or with the
+Use it with ``pytest_plugins = ["tests.support.sshd"]`` and the ``sshd_server`` fixture, or with the
 ``running_sshd()`` context manager for a server of your own (e.g. one a test stops and restarts).
 """
 
@@ -26,27 +26,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.embedded import free_port
+from tests.support.services import service_unavailable
+
 SSHD = Path("/usr/sbin/sshd")
 SSH_KEYGEN = "ssh-keygen"
-REQUIRE_ENV = "DERBRIDGE_REQUIRE_SERVICES"
 # Debian's sshd, when started as root, insists on this empty directory for its privilege-separated child.
 PRIVSEP_DIR = Path("/run/sshd")
 START_TIMEOUT = 10.0
 START_ATTEMPTS = 3
-
-
-def _unavailable(what: str) -> None:
-    """Skip, or fail when CI says service tests must run (same rule as tests/conftest.py)."""
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{what}, and {REQUIRE_ENV} says service tests must run")
-    pytest.skip(what)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -217,11 +205,11 @@ LogLevel INFO
 def running_sshd() -> Iterator[SshServer]:
     """A started sshd on a free loopback port, stopped and cleaned up on exit; skips without sshd."""
     if not (SSHD.is_file() and os.access(SSHD, os.X_OK)):
-        _unavailable(f"{SSHD} is not installed (apt-get install openssh-server): SFTP tests skipped")
+        service_unavailable(f"{SSHD} is not installed (apt-get install openssh-server): SFTP tests skipped")
     if shutil.which(SSH_KEYGEN) is None:
-        _unavailable(f"{SSH_KEYGEN} is not installed: SFTP tests skipped")
+        service_unavailable(f"{SSH_KEYGEN} is not installed: SFTP tests skipped")
     with tempfile.TemporaryDirectory(prefix="derbridge-sshd-") as tmp:
-        server = SshServer(workdir=Path(tmp), port=_free_port())
+        server = SshServer(workdir=Path(tmp), port=free_port())
         server.prepare()
         try:
             for attempt in range(1, START_ATTEMPTS + 1):
@@ -232,7 +220,7 @@ def running_sshd() -> Iterator[SshServer]:
                     # The free port may have been taken between our probe and sshd's bind: try another.
                     if attempt == START_ATTEMPTS:
                         raise
-                    server.port = _free_port()
+                    server.port = free_port()
                     server.configure()
             yield server
         finally:

@@ -7,7 +7,7 @@ queues, and nothing is left on the broker. Without the variable, a broker that a
 they skip visibly; under ``DERBRIDGE_REQUIRE_SERVICES=1`` (CI) they fail instead (the rule of
 ``tests/conftest.py``).
 
-Use it with ``pytest_plugins = ["tests.transport_fixtures"]`` (not by importing from it: pytest must load it
+Use it with ``pytest_plugins = ["tests.support.transport"]`` (not by importing from it: pytest must load it
 first to rewrite its assertions); for annotations, import ``AmqpVhost`` under ``TYPE_CHECKING``.
 """
 
@@ -24,17 +24,11 @@ from collections.abc import Iterator
 import pytest
 from yarl import URL
 
+from tests.support.services import service_unavailable
+
 AMQP_ENV = "DERBRIDGE_TEST_AMQP_URL"
-REQUIRE_ENV = "DERBRIDGE_REQUIRE_SERVICES"
 RABBITMQCTL = "rabbitmqctl"
 RABBITMQCTL_TIMEOUT = 30.0
-
-
-def _unavailable(what: str) -> None:
-    """Skip, or fail when CI says service tests must run (same rule as tests/conftest.py)."""
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{what}, and {REQUIRE_ENV} says service tests must run")
-    pytest.skip(what)
 
 
 def rabbitmqctl(*args: str) -> str:
@@ -77,21 +71,21 @@ def amqp_vhost() -> Iterator[AmqpVhost]:
     """A fresh RabbitMQ virtual host for the test module (guest may do everything there), deleted after."""
     base = os.environ.get(AMQP_ENV)
     if not base:
-        _unavailable(f"{AMQP_ENV} is not set: RabbitMQ tests skipped")
+        service_unavailable(f"{AMQP_ENV} is not set: RabbitMQ tests skipped")
     assert base is not None
     server = URL(base)
     try:
         socket.create_connection((server.host or "127.0.0.1", server.port or 5672), timeout=5).close()
     except OSError as error:
-        _unavailable(f"RabbitMQ at {AMQP_ENV} does not answer: {error}")
+        service_unavailable(f"RabbitMQ at {AMQP_ENV} does not answer: {error}")
     if shutil.which(RABBITMQCTL) is None:
-        _unavailable(f"{RABBITMQCTL} is not on PATH: RabbitMQ tests skipped")
+        service_unavailable(f"{RABBITMQCTL} is not on PATH: RabbitMQ tests skipped")
     name = f"derbridge_test_{uuid.uuid4().hex[:10]}"
     try:
         rabbitmqctl("add_vhost", name)
         rabbitmqctl("set_permissions", "-p", name, server.user or "guest", ".*", ".*", ".*")
     except (OSError, subprocess.SubprocessError) as error:
-        _unavailable(f"{RABBITMQCTL} could not create a virtual host: {error}")
+        service_unavailable(f"{RABBITMQCTL} could not create a virtual host: {error}")
     try:
         # The vhost is the URL's path; with_path drops the query (heartbeat=…), so put it back.
         yield AmqpVhost(name, str(server.with_path("/" + name).with_query(server.query)))

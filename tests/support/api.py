@@ -19,7 +19,7 @@ from derbridge.metadata import metadata_of
 from derbridge.migrations.runner import System, upgrade
 from derbridge.runtime import Runtime
 from derbridge.settings import Settings
-from tests.conftest import POSTGRES_ENV, PostgresServer, _admin_conninfo, _service_unavailable
+from tests.support.services import PostgresServer, postgres_server
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TOKEN = "test-token"  # what conftest's settings configure
@@ -140,12 +140,7 @@ class ReusedPostgres:
 
 def reused_postgres_databases() -> Iterator[ReusedPostgres]:
     """Generator body of a module-scoped fixture: the databases, dropped at the end (skips without a server)."""
-    conninfo = _admin_conninfo()
-    try:
-        psycopg.connect(conninfo, connect_timeout=5).close()
-    except psycopg.OperationalError as error:
-        _service_unavailable(f"PostgreSQL at {POSTGRES_ENV} does not answer: {error}")
-    server = PostgresServer(conninfo)
+    server = postgres_server()
     try:
         yield ReusedPostgres(server)
     finally:
