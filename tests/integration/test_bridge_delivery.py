@@ -35,8 +35,8 @@ from derbridge.bridge.worker import BridgeWorker
 from derbridge.contracts.enrollment_sync import EnrollmentSync
 from derbridge.contracts.envelope import Envelope, Flow, SystemName
 from derbridge.derms.adapters.tables import inbox as derms_inbox
-from derbridge.errors import Conflict, NotFound
-from derbridge.infra.inbound import Inbox, MissingPrerequisite, inbound_router
+from derbridge.errors import Conflict, MissingPrerequisite, NotFound
+from derbridge.infra.inbound import Inbox, inbound_router
 from derbridge.infra.logging import configure_logging
 from derbridge.infra.outbox import serialize, write_outbox
 from derbridge.infra.problems import ProblemError, install_problem_handlers

@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from derbridge.contracts.envelope import Envelope, SystemName
 from derbridge.contracts.registry import BY_TYPE
 from derbridge.errors import DomainError, FieldError, Invalid
-from derbridge.errors import MissingPrerequisite as MissingPrerequisite  # raised by handlers; kept importable here
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import insert_rows
 from derbridge.infra.problems import PROBLEM_BASE, PROBLEM_RESPONSES, ProblemError, as_problem
