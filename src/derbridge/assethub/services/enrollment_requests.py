@@ -19,7 +19,8 @@ transaction:
 5. accepted requests insert their devices (upsert by ``(head_end_system, nic_id)``), an enrollment in
    PENDING, its devices and its transition; refused ones an enrollment in REJECTED with its rejections and
    the transition ``None → REJECTED`` — all with bulk statements;
-6. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox.
+6. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox (the
+   inbox handler, :mod:`derbridge.assethub.handlers.enrollment_requests`, writes it).
 
 Decisions where flows.md is open:
 
@@ -66,21 +67,14 @@ from derbridge.assethub.domain.enrollment_validation import (
 from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
 from derbridge.cis.extract import AccountStatus
 from derbridge.contracts import enrollment_request as contract
-from derbridge.contracts.envelope import Envelope
-from derbridge.contracts.registry import new_envelope
 from derbridge.errors import MissingPrerequisite
-from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
-from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
 
 T = TypeVar("T")
 
 CHUNK = 1000
 """Keys per ``IN (…)`` list: well under SQLite's and PostgreSQL's bound-parameter limits, even for pairs."""
-
-PASS_REQUESTS = 10_000
-"""Requests one set-based pass of a run of messages validates together (a bulk message's worth)."""
 
 _NON_TERMINAL = sorted(s.value for s in NON_TERMINAL_STATES)
 
@@ -447,12 +441,14 @@ async def apply_enrollment_requests(
 ) -> list[contract.EnrollmentAnswer]:
     """Validate and record every request of ``batch`` at business time ``now``; one answer per request, in
     batch order. Runs inside the caller's transaction (the inbox's)."""
-    return await _apply_requests(connection, batch.head_end_system, batch.requests, now)
+    return await apply_requests(connection, batch.head_end_system, batch.requests, now)
 
 
-async def _apply_requests(
+async def apply_requests(
     connection: AsyncConnection, head_end: str, requests: Sequence[contract.EnrollmentRequest], now: datetime
 ) -> list[contract.EnrollmentAnswer]:
+    """:func:`apply_enrollment_requests` for ``requests`` of one head-end, which may come from several
+    messages (the batch handler passes a run's requests in one pass); one answer per request, in order."""
     await lock_device_holdings(connection)
     seen = await _seen_before(connection, head_end, sorted({r.request_id for r in requests}))
 
@@ -518,84 +514,3 @@ async def _apply_requests(
         await _write(connection, writes)
 
     return [seen.get(r.request_id) or answers.get(i) or answers[first_of[r.request_id]] for i, r in enumerate(requests)]
-
-
-async def handle_enrollment_request(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentRequestBatch, *, clock: Clock
-) -> dict[str, Any]:
-    """Answer an ``enrollment-request.v1`` batch with one ``enrollment-response.v1`` (same order, same
-    correlation id, caused by the request message)."""
-    now = clock.now()
-    answers = await apply_enrollment_requests(connection, payload, now=now)
-    reply = _reply(envelope, payload, answers, now)
-    await write_outbox(connection, t.outbox, [reply])
-    return _summary(answers, reply)
-
-
-async def handle_enrollment_requests(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentRequestBatch]], *, clock: Clock
-) -> list[dict[str, Any]]:
-    """:func:`handle_enrollment_request` for a run of messages (the edge forwards each single resource as
-    its own message), set-based: the requests of consecutive messages of one head-end are validated and
-    recorded in one :func:`apply_enrollment_requests` pass, then each message gets its own reply with its
-    own answers. The effect is that of one by one in order, because one pass already judges each request
-    after the ones before it: a request repeated from an earlier message gets that first answer, and a
-    device accepted earlier is held for the later ones. A request whose predecessor (``previous_requests``)
-    comes later in the run is judged after it in the pass, where one by one would park it until then."""
-    now = clock.now()
-    answers: list[contract.EnrollmentAnswer] = []
-    start = 0
-    while start < len(messages):
-        head_end = messages[start][1].head_end_system
-        end, size = start + 1, len(messages[start][1].requests)
-        # One pass per head-end, of at most a batch's worth of requests (bulk messages carry thousands).
-        while (
-            end < len(messages)
-            and messages[end][1].head_end_system == head_end
-            and size + len(messages[end][1].requests) <= PASS_REQUESTS
-        ):
-            size += len(messages[end][1].requests)
-            end += 1
-        requests = [r for _, payload in messages[start:end] for r in payload.requests]
-        answers += await _apply_requests(connection, head_end, requests, now)
-        start = end
-    replies: list[Envelope] = []
-    results: list[dict[str, Any]] = []
-    taken = 0
-    for envelope, payload in messages:
-        own = answers[taken : taken + len(payload.requests)]
-        taken += len(payload.requests)
-        reply = _reply(envelope, payload, own, now)
-        replies.append(reply)
-        results.append(_summary(own, reply))
-    await write_outbox(connection, t.outbox, replies)
-    return results
-
-
-def _reply(
-    envelope: Envelope,
-    payload: contract.EnrollmentRequestBatch,
-    answers: list[contract.EnrollmentAnswer],
-    now: datetime,
-) -> Envelope:
-    return new_envelope(
-        contract.RESPONSE_TYPE,
-        contract.EnrollmentResponseBatch(head_end_system=payload.head_end_system, answers=answers),
-        business_key=envelope.business_key,
-        correlation_id=envelope.correlation_id,
-        causation_id=envelope.message_id,
-        occurred_at=now,
-        source_instance=envelope.target.instance,
-        target_instance=envelope.source.instance,
-    )
-
-
-def _summary(answers: Sequence[contract.EnrollmentAnswer], reply: Envelope) -> dict[str, Any]:
-    accepted = sum(1 for a in answers if a.answer is contract.Answer.ACCEPTED)
-    # The inbox keeps this summary, not the answers: they travel in the reply, and a batch may hold 10,000.
-    return {
-        "requests": len(answers),
-        "accepted": accepted,
-        "rejected": len(answers) - accepted,
-        "reply_message_id": reply.message_id,
-    }

@@ -23,9 +23,10 @@ One transfer runs at a time across every process: each takes the ``job_leases`` 
 :data:`TRANSFER_LEASE` (an expiring lease, wall-clock), and checks it still holds it in the recording
 transaction. A second caller meanwhile gets :class:`TransferBusy` (HTTP 409).
 
-Triggers: the scheduled job :data:`JOB_NAME` (``scores.schedule``, a 5-field cron expression in
-``scores.time_zone``), ``POST /assethub/v1/score-transfers``, and the CLI through :func:`transfer_now`.
-The DERMS's acknowledgement (``device-score-transfer-ack.v1``) is handled by :func:`record_acknowledgement`.
+Triggers: the scheduled job (:mod:`derbridge.assethub.handlers.score_transfer`: ``scores.schedule``, a
+5-field cron expression in ``scores.time_zone``, :func:`transfer_due`), ``POST /assethub/v1/score-transfers``,
+and the CLI through :func:`transfer_now`. The DERMS's acknowledgement (``device-score-transfer-ack.v1``) is
+handled by :func:`derbridge.assethub.handlers.score_transfer.record_acknowledgement`.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ from derbridge.assethub.domain.scoring import (
 )
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
-from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.device_score_transfer import (
     SCORE_FILE_COLUMNS,
     TYPE,
@@ -85,7 +85,7 @@ from derbridge.contracts.device_score_transfer import (
     ScoreFileManifest,
     ScoreTransfer,
 )
-from derbridge.contracts.envelope import Envelope, utc_z
+from derbridge.contracts.envelope import utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.infra.columnar import read_arrow
 from derbridge.infra.db import utcnow
@@ -99,15 +99,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("derbridge.assethub.scores")
 
-JOB_NAME = "score-transfer"
-"""The scheduled job (Asset Hub's jobs): it transfers when the schedule says a transfer is due."""
-
-JOB_EVERY = timedelta(minutes=1)
-"""How often the job looks at the schedule: the finest step of a cron expression."""
 
 TRANSFER_LEASE = "score-transfer.lease"
-"""The ``job_leases`` row every transfer takes. It is not :data:`JOB_NAME`'s row: the job runner leases
-that one while the job runs, and an on-demand transfer must exclude the scheduled one as well."""
+"""The ``job_leases`` row every transfer takes. It is not the scheduled job's row
+(:data:`derbridge.assethub.handlers.score_transfer.JOB_NAME`): the job runner leases that one while the job
+runs, and an on-demand transfer must exclude the scheduled one as well."""
 
 LEASE_DURATION = timedelta(minutes=30)
 """How long a transfer's lease lasts: far longer than a million-device transfer takes, and the time after
@@ -680,43 +676,3 @@ async def transfer_due(engine: AsyncEngine, settings: Settings, now: datetime) -
     async with engine.connect() as connection:
         latest = await connection.scalar(select(func.max(t.score_snapshots.c.generated_at)))
     return latest is None or latest < due
-
-
-async def scheduled_transfer(engine: AsyncEngine, now: datetime, *, settings: Settings) -> int:
-    """The scheduled job: transfer when due (see :func:`transfer_due`); returns how many transfers ran."""
-    if not await transfer_due(engine, settings, now):
-        return 0
-    try:
-        report = await transfer_scores(engine, settings, now=now)
-    except TransferBusy:
-        return 0  # an on-demand transfer is running: it satisfies this schedule time when it records
-    return 1 if report.status == "transferred" else 0
-
-
-# --- the DERMS's acknowledgement ------------------------------------------------------------------
-
-
-async def record_acknowledgement(
-    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
-) -> dict[str, Any]:
-    """Record what the DERMS did with a score file: APPLIED (loaded, or already loaded), STALE (older than
-    its current snapshot) or REJECTED (the file's content is invalid), with the devices it does not know.
-
-    The answer is kept in Asset Hub's inbox with the acknowledgement (and so visible with the message in
-    the bridge); ``score_snapshots`` has no column for it yet. The acknowledgement's ``correlation_id`` is
-    the file id.
-    """
-    file_id = envelope.correlation_id
-    known = await connection.scalar(select(t.score_snapshots.c.file_id).where(t.score_snapshots.c.file_id == file_id))
-    outcome = {
-        "file_id": file_id,
-        "known_file": known is not None,
-        "status": payload.status.value,
-        "detail": payload.detail,
-        "unknown_devices_listed": len(payload.unknown_devices),
-    }
-    # A file loaded as sent is routine (the sender logged it sent); one not loaded, or naming devices the DERMS
-    # does not know, is for an operator to see.
-    plain = payload.status is AckStatus.APPLIED and not payload.unknown_devices
-    (log.info if plain else log.warning)("score transfer acknowledged", message_id=envelope.message_id, **outcome)
-    return outcome

@@ -1,4 +1,7 @@
-"""Asset Hub's side of program events: the DERMS's reservations (F5), cancellations (F6) and outcomes (F7).
+"""F5 · F6 · F7 · Asset Hub's inbox handlers of program events: the DERMS's reservations (F5), cancellations
+(F6) and outcomes (F7). No other code applies these messages, so their reading and writing helpers live
+here with them; the participation summaries they keep up to date are
+:mod:`derbridge.assethub.adapters.participation_summaries`.
 
 Each handler runs inside the inbox transaction (:mod:`derbridge.infra.inbound`): the effect, the
 acknowledgement written to Asset Hub's outbox and the inbox row commit together. Bulk work is set-based:
