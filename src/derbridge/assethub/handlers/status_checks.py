@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.status_checks import read_setups
 from derbridge.assethub.domain.status_checks import CheckStatus, confirms_online, why_not_confirmed
 from derbridge.assethub.services.enrollment_requests import chunks
 from derbridge.assethub.services.status_checks import (
@@ -28,7 +29,6 @@ from derbridge.assethub.services.status_checks import (
     after_confirmation,
     after_failures,
     decide_setup,
-    read_setups,
     run_setup_step,
     time_out_status_checks,
 )

@@ -36,7 +36,13 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
-from derbridge.assethub.domain.enrollment import DeviceRef, EnrollmentState, plan_transition
+from derbridge.assethub.adapters.status_checks import (
+    read_device_divisions,
+    read_devices,
+    read_enrollment_rules,
+    read_setups,
+)
+from derbridge.assethub.domain.enrollment import EnrollmentState, plan_transition
 from derbridge.assethub.domain.program import ProgramRules
 from derbridge.assethub.domain.status_checks import (
     CheckStatus,
@@ -81,50 +87,17 @@ async def start_status_checks(
     one outbox write, whatever the number of checks. An unknown device id is a 404 problem."""
     if not checks:
         return []
-    d, e, p, pr, ed = t.devices, t.enrollments, t.programs, t.premises, t.enrollment_devices
-    devices: dict[int, Any] = {}
-    for ids in chunks(sorted({c.device_id for c in checks})):
-        for row in await connection.execute(
-            select(d.c.device_id, d.c.head_end_system, d.c.nic_id, d.c.device_type, d.c.manufacturer, d.c.model).where(
-                d.c.device_id.in_(ids)
-            )
-        ):
-            devices[row.device_id] = row
+    devices = await read_devices(connection, sorted({c.device_id for c in checks}))
     for check in checks:
         if check.device_id not in devices:
             raise not_found("device", str(check.device_id))
-
-    rules: dict[str, ProgramRules] = {}
-    rules_of = _RulesOf()
-    division: dict[str, str | None] = {}
-    for enrollment_ids in chunks(sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})):
-        rows = await connection.execute(
-            select(e.c.enrollment_id, e.c.program_code, p.c.rules, pr.c.division)
-            .select_from(
-                e.outerjoin(p, p.c.program_code == e.c.program_code).outerjoin(
-                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
-                )
-            )
-            .where(e.c.enrollment_id.in_(enrollment_ids))
-        )
-        for row in rows:
-            rules[row.enrollment_id] = rules_of(row.program_code, row.rules)
-            division[row.enrollment_id] = row.division
+    rules, division = await read_enrollment_rules(
+        connection, sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})
+    )
     # A check outside an enrollment names the division of the device's latest enrollment, if it has one.
-    device_division: dict[int, str | None] = {}
-    for ids in chunks(sorted({c.device_id for c in checks if c.enrollment_id is None})):
-        rows = await connection.execute(
-            select(ed.c.device_id, pr.c.division)
-            .select_from(
-                ed.join(e, e.c.enrollment_id == ed.c.enrollment_id).outerjoin(
-                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
-                )
-            )
-            .where(ed.c.device_id.in_(ids))
-            .order_by(e.c.enrollment_id)
-        )
-        for row in rows:
-            device_division[row.device_id] = row.division
+    device_division = await read_device_divisions(
+        connection, sorted({c.device_id for c in checks if c.enrollment_id is None})
+    )
 
     default_rules = ProgramRules()
     timeouts: dict[int, datetime] = {}  # by id() of the rules: a few distinct rules serve every check
@@ -217,70 +190,6 @@ async def start_agent_status_check(
                 "for it was accepted.",
             )
         return await start_status_check(connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now)
-
-
-class _RulesOf:
-    """Each program's rules validated once per read (they were validated per enrollment: the same few
-    programs' rules for thousands of enrollments). Keyed by program code, the join's key to ``programs``."""
-
-    def __init__(self) -> None:
-        self._by_code: dict[str | None, ProgramRules] = {}
-
-    def __call__(self, program_code: str | None, rules: Any) -> ProgramRules:
-        found = self._by_code.get(program_code)
-        if found is None:
-            found = self._by_code[program_code] = ProgramRules.model_validate(rules) if rules else ProgramRules()
-        return found
-
-
-async def read_setups(
-    connection: AsyncConnection, enrollment_ids: Sequence[str], *, lock: bool = False
-) -> dict[str, EnrollmentSetup]:
-    """The setup facts of ``enrollment_ids``. With ``lock`` the enrollment rows are locked first (PostgreSQL;
-    SQLite admits one writer anyway): a decision then reads every check committed before it, so two answers
-    for two devices of one enrollment, applied at once, cannot each miss the other's confirmation."""
-    e, p, ed, d, c = t.enrollments, t.programs, t.enrollment_devices, t.devices, t.device_status_checks
-    found: dict[str, EnrollmentSetup] = {}
-    rules_of = _RulesOf()
-    ids = sorted(set(enrollment_ids))
-    for part in chunks(ids):
-        query = (
-            select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, e.c.program_code, p.c.rules)
-            .select_from(e.outerjoin(p, p.c.program_code == e.c.program_code))
-            .where(e.c.enrollment_id.in_(part))
-            .order_by(e.c.enrollment_id)
-        )
-        rows = await connection.execute(query.with_for_update(of=e) if lock else query)
-        for row in rows:
-            found[row.enrollment_id] = EnrollmentSetup(
-                row.enrollment_id,
-                row.state,
-                row.setup_started_at,
-                row.next_check_at,
-                rules_of(row.program_code, row.rules),
-            )
-        rows = await connection.execute(
-            select(ed.c.enrollment_id, ed.c.device_id, d.c.head_end_system, d.c.nic_id)
-            .select_from(ed.join(d, d.c.device_id == ed.c.device_id))
-            .where(ed.c.enrollment_id.in_(part), ed.c.removed_at.is_(None))
-        )
-        for row in rows:
-            found[row.enrollment_id].devices[row.device_id] = DeviceRef(row.head_end_system, row.nic_id)
-        rows = await connection.execute(
-            select(
-                c.c.enrollment_id,
-                c.c.device_id,
-                c.c.status,
-                c.c.communication_status,
-                c.c.last_communication_at,
-                c.c.answered_at,
-            )
-            .where(c.c.enrollment_id.in_(part), c.c.reason == CheckReason.ENROLLMENT_SETUP.value)
-            .order_by(c.c.check_id)
-        )
-        for row in rows:
-            found[row.enrollment_id].checks.append(row)
-    return found
 
 
 def _transition_rows(
