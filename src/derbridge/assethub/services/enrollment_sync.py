@@ -23,7 +23,6 @@ UNAVAILABLE.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_syncs import read_sync_enrollments, read_sync_history
 from derbridge.assethub.domain.enrollment import (
     NON_TERMINAL_STATES,
     DeviceRef,
@@ -156,7 +156,7 @@ async def _queue_syncs(
     elif old_device_id is not None or new_device_id is not None:
         raise ValueError(f"old_device_id and new_device_id belong to DEVICE_REPLACED, not {change.value}")
     ids = list(dict.fromkeys(enrollment_ids))
-    e, p, ed, d, tr = t.enrollments, t.premises, t.enrollment_devices, t.devices, t.enrollment_transitions
+    e = t.enrollments
     queued: list[QueuedSync] = []
     for chunk in chunks(ids):
         # The increment takes the enrollments' row locks first (PostgreSQL): two syncs of one enrollment
@@ -166,75 +166,13 @@ async def _queue_syncs(
             .where(e.c.enrollment_id.in_(chunk))
             .values(sync_sequence=e.c.sync_sequence + 1, sync_state=SyncState.SENT.value, sync_detail=None)
         )
-        enrollments = {
-            row.enrollment_id: row
-            for row in await connection.execute(
-                select(
-                    e.c.enrollment_id,
-                    e.c.state,
-                    e.c.sync_sequence,
-                    e.c.cis_person_id,
-                    e.c.cis_account_id,
-                    e.c.program_code,
-                    e.c.cis_premise_id,
-                    e.c.cis_service_point_id,
-                    e.c.start_date,
-                    e.c.end_date,
-                    p.c.division,
-                    p.c.time_zone,
-                )
-                .outerjoin(p, p.c.cis_premise_id == e.c.cis_premise_id)
-                .where(e.c.enrollment_id.in_(chunk))
-            )
-        }
+        enrollments = await read_sync_enrollments(connection, chunk)
         unknown = [i for i in chunk if i not in enrollments]
         if unknown:
             raise ValueError(f"no enrollment has the id {unknown[0]!r} ({len(unknown)} unknown)")
-        devices: dict[str, list[Row[Any]]] = defaultdict(list)
-        for row in await connection.execute(
-            select(
-                ed.c.enrollment_id,
-                ed.c.device_id,
-                ed.c.removed_at,
-                d.c.head_end_system,
-                d.c.nic_id,
-                d.c.device_type,
-                d.c.manufacturer,
-                d.c.model,
-            )
-            .join(d, d.c.device_id == ed.c.device_id)
-            .where(ed.c.enrollment_id.in_(chunk))
-            .order_by(ed.c.enrollment_id, ed.c.sequence, ed.c.added_at, ed.c.device_id)
-        ):
-            devices[row.enrollment_id].append(row)
-        activated = dict(
-            (
-                await connection.execute(
-                    select(tr.c.enrollment_id, func.min(tr.c.at))
-                    .where(
-                        tr.c.enrollment_id.in_(chunk),
-                        tr.c.to_state == EnrollmentState.ACTIVE.value,
-                        tr.c.from_state == EnrollmentState.DEVICE_SETUP.value,
-                    )
-                    .group_by(tr.c.enrollment_id)
-                )
-            )
-            .tuples()
-            .all()
+        devices, activated, unenrolled = await read_sync_history(
+            connection, chunk, unenrolled_too=change is SyncChange.UNENROLLED
         )
-        unenrolled: dict[str, datetime] = {}
-        if change is SyncChange.UNENROLLED:
-            unenrolled = dict(
-                (
-                    await connection.execute(
-                        select(tr.c.enrollment_id, func.max(tr.c.at))
-                        .where(tr.c.enrollment_id.in_(chunk), tr.c.to_state == EnrollmentState.UNENROLLED.value)
-                        .group_by(tr.c.enrollment_id)
-                    )
-                )
-                .tuples()
-                .all()
-            )
 
         envelopes: list[Envelope] = []
         sync_rows: list[dict[str, Any]] = []
