@@ -6,34 +6,25 @@ enrollments' rules and divisions a new check names (:func:`read_devices`, :func:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_requests import chunks
 from derbridge.assethub.domain.enrollment import DeviceRef
 from derbridge.assethub.domain.program import ProgramRules
 from derbridge.assethub.domain.status_checks import EnrollmentSetup
 from derbridge.contracts.device_status_check import CheckReason
-
-T = TypeVar("T")
-
-CHUNK = 1000
-"""Keys per ``IN (…)`` list (the same bound as the enrollment requests' reads)."""
-
-
-def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 async def read_devices(connection: AsyncConnection, device_ids: Sequence[int]) -> dict[int, Any]:
     """The devices ``device_ids`` (sorted) as a new check describes them, by id; an unknown id is absent."""
     d = t.devices
     devices: dict[int, Any] = {}
-    for ids in _chunks(device_ids):
+    for ids in chunks(device_ids):
         for row in await connection.execute(
             select(d.c.device_id, d.c.head_end_system, d.c.nic_id, d.c.device_type, d.c.manufacturer, d.c.model).where(
                 d.c.device_id.in_(ids)
@@ -51,7 +42,7 @@ async def read_enrollment_rules(
     rules: dict[str, ProgramRules] = {}
     rules_of = RulesOf()
     division: dict[str, str | None] = {}
-    for part in _chunks(enrollment_ids):
+    for part in chunks(enrollment_ids):
         rows = await connection.execute(
             select(e.c.enrollment_id, e.c.program_code, p.c.rules, pr.c.division)
             .select_from(
@@ -71,7 +62,7 @@ async def read_device_divisions(connection: AsyncConnection, device_ids: Sequenc
     """The division of each device's latest enrollment (by enrollment id), for the devices that have one."""
     e, pr, ed = t.enrollments, t.premises, t.enrollment_devices
     device_division: dict[int, str | None] = {}
-    for ids in _chunks(device_ids):
+    for ids in chunks(device_ids):
         rows = await connection.execute(
             select(ed.c.device_id, pr.c.division)
             .select_from(
@@ -111,7 +102,7 @@ async def read_setups(
     found: dict[str, EnrollmentSetup] = {}
     rules_of = RulesOf()
     ids = sorted(set(enrollment_ids))
-    for part in _chunks(ids):
+    for part in chunks(ids):
         query = (
             select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, e.c.program_code, p.c.rules)
             .select_from(e.outerjoin(p, p.c.program_code == e.c.program_code))

@@ -20,9 +20,9 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_requests import chunks
 from derbridge.assethub.adapters.status_checks import read_setups
 from derbridge.assethub.domain.status_checks import CheckStatus, confirms_online, why_not_confirmed
-from derbridge.assethub.services.enrollment_requests import chunks
 from derbridge.assethub.services.status_checks import (
     SetupFailure,
     activate,

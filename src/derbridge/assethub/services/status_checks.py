@@ -36,6 +36,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_requests import chunks, transition_rows
 from derbridge.assethub.adapters.status_checks import (
     read_device_divisions,
     read_devices,
@@ -52,7 +53,6 @@ from derbridge.assethub.domain.status_checks import (
     why_not_confirmed,
 )
 from derbridge.assethub.services import enrollment_sync
-from derbridge.assethub.services.enrollment_requests import chunks, transition_rows
 from derbridge.contracts import device_status_check as contract
 from derbridge.contracts.device_status_check import CheckReason
 from derbridge.contracts.enrollment_sync import SyncChange
