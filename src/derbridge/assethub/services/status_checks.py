@@ -192,6 +192,9 @@ async def start_agent_status_check(
         return await start_status_check(connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now)
 
 
+# --- the setup step ----------------------------------------------------------------------------------------
+
+
 def _transition_rows(
     moves: Sequence[tuple[str, str | None]], from_state: EnrollmentState, to_state: EnrollmentState, now: datetime
 ) -> list[dict[str, Any]]:
