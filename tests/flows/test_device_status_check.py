@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from derbridge.assethub.adapters import tables as ah
-from derbridge.assethub.services.status_checks import recheck_delay, run_status_check
+from derbridge.assethub.domain.status_checks import recheck_delay
 from derbridge.contracts.device_status_check import (
     RESPONSE_TYPE,
     CheckResult,
@@ -22,6 +22,7 @@ from derbridge.contracts.device_status_check import (
     StatusCheckResponse,
 )
 from derbridge.contracts.registry import new_envelope
+from derbridge.usecases.status_checks import run_status_check
 from tests.support.enrollment import (
     device,
     outbox_envelopes,

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from derbridge.assethub.adapters import participation_summaries as summaries_module
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.participation_summaries import rebuild_summaries, refresh_summaries
+from derbridge.assethub.adapters.score_reads import HistorySource, read_scoring_data
 from derbridge.assethub.domain.scoring import ScoringResult, score_devices
-from derbridge.assethub.services import events as handlers
-from derbridge.assethub.services.score_transfer import HistorySource, read_scoring_data
+from derbridge.assethub.handlers import events as handlers
 from derbridge.bridge.filestore import FileStore
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.registry import new_envelope

@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as ah
 from derbridge.assethub.adapters.participation_summaries import rebuild_summaries
+from derbridge.assethub.handlers.score_transfer import JOB_NAME
 from derbridge.assethub.services.score_transfer import (
-    JOB_NAME,
     TRANSFER_LEASE,
     file_key,
     latest_scheduled_time,

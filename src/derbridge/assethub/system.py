@@ -6,7 +6,8 @@ the inbox with the handler of each message type Asset Hub accepts, and the perio
 Hub registers itself at import and no module global is written after it: a flow's handler receives what it
 needs (the clock, the file store, the settings) from here, bound with :func:`functools.partial`.
 
-Which code runs when a message arrives is read here, top to bottom (docs/ARCHITECTURE.md has the table).
+Which code runs when a message arrives is read here, top to bottom: each flow's handlers and jobs are in
+:mod:`derbridge.assethub.handlers` (docs/ARCHITECTURE.md has the table).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from derbridge import __version__
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.api import enrollment_routes, routes, score_routes, status_check_routes
-from derbridge.assethub.services import (
+from derbridge.assethub.handlers import (
     enrollment_requests,
     enrollment_sync,
     events,

@@ -34,7 +34,7 @@ def assethub_status_check(
     """Ask the DERMS for a device's latest communication status and wait for the answer.
 
     The bridge must be running (`derbridge up`) to carry the question and the answer."""
-    from derbridge.assethub.services.status_checks import run_status_check
+    from derbridge.usecases.status_checks import run_status_check
 
     async def work(runtime: Runtime) -> Any:
         return await run_status_check(runtime, head_end_system, nic_id, requested_by=requested_by, timeout_seconds=wait)

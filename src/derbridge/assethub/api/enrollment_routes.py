@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from derbridge.assethub import queries
 from derbridge.assethub.api.schemas import EnrollmentSyncsOut, SyncOut
+from derbridge.assethub.domain.enrollment_sync import SyncState
 from derbridge.assethub.services import enrollment_sync as service
 from derbridge.assethub.services.enrollment_sync import DeviceKey, EnrollmentChange, ReplacementDevice
 from derbridge.contracts.enrollment_sync import SyncChange
@@ -65,7 +66,7 @@ def _out(change: EnrollmentChange) -> EnrollmentChangeOut:
             message_id=change.sync.message_id,
             sequence=change.sync.sequence,
             change=change.sync.change,
-            state=service.SyncState.SENT.value,
+            state=SyncState.SENT.value,
             sent_at=change.at,
         ),
     )

@@ -9,9 +9,9 @@ transaction:
 2. the new requests are put in chain order: each after the requests the DERMS recorded before it for its
    devices (``previous_requests``); one of those neither judged yet nor in this message parks the message
    (``wake_on = enrollment-request:<its message id>``) until the bridge delivers it;
-3. the facts every new request needs are read set-based, a few queries for the whole batch: the accounts
-   with their premises and service points, the programs, and the non-terminal enrollments of every
-   requested device;
+3. the facts every new request needs are read set-based, a few queries for the whole batch
+   (:mod:`derbridge.assethub.adapters.enrollment_requests`): the accounts with their premises and service
+   points, the programs, and the non-terminal enrollments of every requested device;
 4. each request is validated on its own by the pure
    :func:`~derbridge.assethub.domain.enrollment_validation.validate_enrollment_request`, in that order; an
    accepted request holds its devices from then on, so a device requested twice in one batch is
@@ -19,7 +19,8 @@ transaction:
 5. accepted requests insert their devices (upsert by ``(head_end_system, nic_id)``), an enrollment in
    PENDING, its devices and its transition; refused ones an enrollment in REJECTED with its rejections and
    the transition ``None → REJECTED`` — all with bulk statements;
-6. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox.
+6. one ``enrollment-response.v1`` with every answer, in request order, goes to Asset Hub's outbox (the
+   inbox handler, :mod:`derbridge.assethub.handlers.enrollment_requests`, writes it).
 
 Decisions where flows.md is open:
 
@@ -37,24 +38,30 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import select, text, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_requests import (
+    BatchWrites,
+    chunks,
+    lock_device_holdings,
+    read_accounts,
+    read_holdings,
+    read_judged,
+    read_programs,
+    write_batch,
+)
 from derbridge.assethub.domain.enrollment import (
-    NON_TERMINAL_STATES,
     DeviceRef,
     EnrollmentState,
-    Transition,
     plan_transition,
 )
 from derbridge.assethub.domain.enrollment_validation import (
-    AccountFacts,
     ActiveEnrollment,
     EnrollmentFacts,
     EnrollmentRequest,
@@ -63,46 +70,9 @@ from derbridge.assethub.domain.enrollment_validation import (
     RejectionReason,
     validate_enrollment_request,
 )
-from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
-from derbridge.cis.extract import AccountStatus
 from derbridge.contracts import enrollment_request as contract
-from derbridge.contracts.envelope import Envelope
-from derbridge.contracts.registry import new_envelope
 from derbridge.errors import MissingPrerequisite
-from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
-from derbridge.infra.outbox import write_outbox
-from derbridge.infra.upsert import insert_for
-
-T = TypeVar("T")
-
-CHUNK = 1000
-"""Keys per ``IN (…)`` list: well under SQLite's and PostgreSQL's bound-parameter limits, even for pairs."""
-
-PASS_REQUESTS = 10_000
-"""Requests one set-based pass of a run of messages validates together (a bulk message's worth)."""
-
-_NON_TERMINAL = sorted(s.value for s in NON_TERMINAL_STATES)
-
-
-def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    """``items`` in slices of at most ``size`` (for ``IN`` lists of bounded length)."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def program_from_row(row: Mapping[str, Any]) -> Program:
-    """The domain :class:`Program` of a ``programs`` row."""
-    return Program(
-        program_code=row["program_code"],
-        name=row["name"],
-        status=ProgramStatus(row["status"]),
-        enrollment_opens_at=row["enrollment_opens_at"],
-        enrollment_closes_at=row["enrollment_closes_at"],
-        eligible_device_types=frozenset(DeviceType(d) for d in row["eligible_device_types"]),
-        excluded_program_codes=frozenset(row["excluded_program_codes"]),
-        rules=ProgramRules.model_validate(row["rules"]),
-    )
 
 
 def first_answer(
@@ -176,18 +146,6 @@ def _with_start_date_check(request: contract.EnrollmentRequest, rejections: tupl
     return out
 
 
-async def lock_device_holdings(connection: AsyncConnection) -> None:
-    """Serialise, until the caller's transaction ends, the changes that decide which enrollment holds a
-    device (accepting F1 requests; a device replacement may take the same lock).
-
-    Validation reads the devices' enrollments and then writes new ones: two batches asking for the same
-    device at once must not both see it free. PostgreSQL takes a transaction advisory lock; SQLite already
-    admits one writer at a time (one connection per process, and the database's write lock across them).
-    """
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('assethub.device-holdings'))"))
-
-
 # --- facts, read set-based --------------------------------------------------------------------------------
 
 
@@ -205,85 +163,6 @@ async def _seen_before(
         for row in rows:
             seen[row.request_id] = first_answer(row.request_id, row.enrollment_id, row.state, row.rejections)
     return seen
-
-
-async def _accounts(connection: AsyncConnection, account_ids: Sequence[str]) -> dict[str, AccountFacts]:
-    holders: dict[str, tuple[str, str]] = {}
-    premises: defaultdict[str, set[str]] = defaultdict(set)
-    points: defaultdict[str, set[tuple[str, str]]] = defaultdict(set)
-    p, sp = t.premises, t.service_points
-    for part in chunks(account_ids):
-        rows = await connection.execute(
-            select(t.accounts.c.cis_account_id, t.accounts.c.cis_person_id, t.accounts.c.status).where(
-                t.accounts.c.cis_account_id.in_(part)
-            )
-        )
-        for row in rows:
-            holders[row.cis_account_id] = (row.cis_person_id, row.status)
-        rows = await connection.execute(
-            select(p.c.cis_account_id, p.c.cis_premise_id, sp.c.cis_service_point_id)
-            .select_from(p.outerjoin(sp, sp.c.cis_premise_id == p.c.cis_premise_id))
-            .where(p.c.cis_account_id.in_(part))
-        )
-        for row in rows:
-            premises[row.cis_account_id].add(row.cis_premise_id)
-            if row.cis_service_point_id is not None:
-                points[row.cis_account_id].add((row.cis_premise_id, row.cis_service_point_id))
-    return {
-        account_id: AccountFacts(
-            cis_account_id=account_id,
-            cis_person_id=person_id,
-            status=AccountStatus(status),
-            premise_ids=frozenset(premises[account_id]),
-            service_point_ids=frozenset(points[account_id]),
-        )
-        for account_id, (person_id, status) in holders.items()
-    }
-
-
-async def _programs(connection: AsyncConnection, codes: Sequence[str]) -> dict[str, Program]:
-    found: dict[str, Program] = {}
-    for part in chunks(codes):
-        rows = await connection.execute(select(t.programs).where(t.programs.c.program_code.in_(part)))
-        for row in rows.mappings():
-            found[row["program_code"]] = program_from_row(dict(row))
-    return found
-
-
-async def _holdings(
-    connection: AsyncConnection, devices: Sequence[DeviceRef]
-) -> defaultdict[DeviceRef, list[ActiveEnrollment]]:
-    """The non-terminal enrollments that hold each of ``devices`` (a device's current, unremoved place)."""
-    held: defaultdict[DeviceRef, list[ActiveEnrollment]] = defaultdict(list)
-    d, ed, e = t.devices, t.enrollment_devices, t.enrollments
-    for part in chunks(devices, CHUNK // 2):
-        rows = await connection.execute(
-            select(d.c.head_end_system, d.c.nic_id, e.c.enrollment_id, e.c.program_code)
-            .select_from(d.join(ed, ed.c.device_id == d.c.device_id).join(e, e.c.enrollment_id == ed.c.enrollment_id))
-            .where(
-                tuple_(d.c.head_end_system, d.c.nic_id).in_([(r.head_end_system, r.nic_id) for r in part]),
-                ed.c.removed_at.is_(None),
-                e.c.state.in_(_NON_TERMINAL),
-            )
-            .order_by(e.c.enrollment_id)
-        )
-        for row in rows:
-            ref = DeviceRef(row.head_end_system, row.nic_id)
-            held[ref].append(ActiveEnrollment(row.enrollment_id, row.program_code, ref))
-    return held
-
-
-async def _judged(connection: AsyncConnection, refs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of the requests ``refs`` (``(head_end_system, request_id)``) Asset Hub has judged: each judged
-    request has its enrollment (PENDING or REJECTED at first)."""
-    e = t.enrollments
-    found: set[tuple[str, str]] = set()
-    for part in chunks(refs, CHUNK // 2):
-        rows = await connection.execute(
-            select(e.c.head_end_system, e.c.request_id).where(tuple_(e.c.head_end_system, e.c.request_id).in_(part))
-        )
-        found |= {(row.head_end_system, row.request_id) for row in rows}
-    return found
 
 
 async def _judging_order(
@@ -306,7 +185,7 @@ async def _judging_order(
     outside = sorted(
         {(ref.head_end_system, ref.request_id) for _, ref in named} - {(head_end, request_id) for request_id in in_pass}
     )
-    judged = await _judged(connection, outside) if outside else set()
+    judged = await read_judged(connection, outside) if outside else set()
     for i, ref in named:
         key = (ref.head_end_system, ref.request_id)
         if key in outside and key not in judged:
@@ -346,16 +225,6 @@ async def _judging_order(
 # --- the batch ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Writes:
-    """The rows a batch adds, collected while validating and written with one statement per table."""
-
-    enrollments: list[dict[str, Any]]
-    transitions: list[Transition]
-    devices: dict[DeviceRef, dict[str, Any]]
-    enrollment_devices: list[tuple[str, DeviceRef, int]]
-
-
 def _enrollment_row(
     head_end_system: str,
     request: contract.EnrollmentRequest,
@@ -391,68 +260,19 @@ def _rejection_reason(rejections: Sequence[Rejection]) -> str:
     return "; ".join(f"{r.code.value} ({r.field})" if r.field else r.code.value for r in rejections)
 
 
-async def _write(connection: AsyncConnection, writes: _Writes) -> None:
-    dialect = connection.dialect.name
-    device_ids: dict[DeviceRef, int] = {}
-    if writes.devices:
-        upsert = insert_for(dialect, t.devices)
-        # A device known from an earlier enrollment keeps its id and creation time; its description is the
-        # one of the latest accepted request.
-        statement = upsert.on_conflict_do_update(
-            index_elements=[t.devices.c.head_end_system, t.devices.c.nic_id],
-            set_={
-                name: upsert.excluded[name]
-                for name in ("device_type", "manufacturer", "model", "serial_no", "badge_no")
-            },
-        ).returning(t.devices.c.device_id, t.devices.c.head_end_system, t.devices.c.nic_id)
-        rows = await connection.execute(statement, list(writes.devices.values()))
-        device_ids = {DeviceRef(r.head_end_system, r.nic_id): r.device_id for r in rows}
-    if writes.enrollments:
-        await connection.execute(t.enrollments.insert(), writes.enrollments)
-    if writes.enrollment_devices:
-        added = {e["enrollment_id"]: e["created_at"] for e in writes.enrollments}
-        await connection.execute(
-            t.enrollment_devices.insert(),
-            [
-                {
-                    "enrollment_id": enrollment_id,
-                    "device_id": device_ids[ref],
-                    "sequence": sequence,
-                    "added_at": added[enrollment_id],
-                    "removed_at": None,
-                }
-                for enrollment_id, ref, sequence in writes.enrollment_devices
-            ],
-        )
-    if writes.transitions:
-        await connection.execute(t.enrollment_transitions.insert(), transition_rows(writes.transitions))
-
-
-def transition_rows(transitions: Iterable[Transition]) -> list[dict[str, Any]]:
-    """``enrollment_transitions`` rows of ``transitions`` (for one executemany)."""
-    return [
-        {
-            "enrollment_id": x.enrollment_id,
-            "from_state": x.from_state.value if x.from_state is not None else None,
-            "to_state": x.to_state.value,
-            "at": x.at,
-            "reason": x.reason,
-        }
-        for x in transitions
-    ]
-
-
 async def apply_enrollment_requests(
     connection: AsyncConnection, batch: contract.EnrollmentRequestBatch, *, now: datetime
 ) -> list[contract.EnrollmentAnswer]:
     """Validate and record every request of ``batch`` at business time ``now``; one answer per request, in
     batch order. Runs inside the caller's transaction (the inbox's)."""
-    return await _apply_requests(connection, batch.head_end_system, batch.requests, now)
+    return await apply_requests(connection, batch.head_end_system, batch.requests, now)
 
 
-async def _apply_requests(
+async def apply_requests(
     connection: AsyncConnection, head_end: str, requests: Sequence[contract.EnrollmentRequest], now: datetime
 ) -> list[contract.EnrollmentAnswer]:
+    """:func:`apply_enrollment_requests` for ``requests`` of one head-end, which may come from several
+    messages (the batch handler passes a run's requests in one pass); one answer per request, in order."""
     await lock_device_holdings(connection)
     seen = await _seen_before(connection, head_end, sorted({r.request_id for r in requests}))
 
@@ -470,13 +290,13 @@ async def _apply_requests(
         refs = sorted(
             {d.device_ref for i in new for d in domain[i].devices}, key=lambda r: (r.head_end_system, r.nic_id)
         )
-        holdings = await _holdings(connection, refs)
-        accounts = await _accounts(connection, sorted({requests[i].customer.cis_account_id for i in new}))
+        holdings = await read_holdings(connection, refs)
+        accounts = await read_accounts(connection, sorted({requests[i].customer.cis_account_id for i in new}))
         codes = {requests[i].program.program_code for i in new}
         codes |= {held.program_code for enrollments in holdings.values() for held in enrollments}
-        programs = await _programs(connection, sorted(codes))
+        programs = await read_programs(connection, sorted(codes))
 
-        writes = _Writes([], [], {}, [])
+        writes = BatchWrites([], [], {}, [])
         for i in new:
             request = requests[i]
             checked = domain[i]
@@ -515,87 +335,6 @@ async def _apply_requests(
             row = _enrollment_row(head_end, request, enrollment_id, state, rejections, now)
             writes.enrollments.append(row)
             answers[i] = first_answer(request.request_id, enrollment_id, state.value, row["rejections"])
-        await _write(connection, writes)
+        await write_batch(connection, writes)
 
     return [seen.get(r.request_id) or answers.get(i) or answers[first_of[r.request_id]] for i, r in enumerate(requests)]
-
-
-async def handle_enrollment_request(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.EnrollmentRequestBatch, *, clock: Clock
-) -> dict[str, Any]:
-    """Answer an ``enrollment-request.v1`` batch with one ``enrollment-response.v1`` (same order, same
-    correlation id, caused by the request message)."""
-    now = clock.now()
-    answers = await apply_enrollment_requests(connection, payload, now=now)
-    reply = _reply(envelope, payload, answers, now)
-    await write_outbox(connection, t.outbox, [reply])
-    return _summary(answers, reply)
-
-
-async def handle_enrollment_requests(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.EnrollmentRequestBatch]], *, clock: Clock
-) -> list[dict[str, Any]]:
-    """:func:`handle_enrollment_request` for a run of messages (the edge forwards each single resource as
-    its own message), set-based: the requests of consecutive messages of one head-end are validated and
-    recorded in one :func:`apply_enrollment_requests` pass, then each message gets its own reply with its
-    own answers. The effect is that of one by one in order, because one pass already judges each request
-    after the ones before it: a request repeated from an earlier message gets that first answer, and a
-    device accepted earlier is held for the later ones. A request whose predecessor (``previous_requests``)
-    comes later in the run is judged after it in the pass, where one by one would park it until then."""
-    now = clock.now()
-    answers: list[contract.EnrollmentAnswer] = []
-    start = 0
-    while start < len(messages):
-        head_end = messages[start][1].head_end_system
-        end, size = start + 1, len(messages[start][1].requests)
-        # One pass per head-end, of at most a batch's worth of requests (bulk messages carry thousands).
-        while (
-            end < len(messages)
-            and messages[end][1].head_end_system == head_end
-            and size + len(messages[end][1].requests) <= PASS_REQUESTS
-        ):
-            size += len(messages[end][1].requests)
-            end += 1
-        requests = [r for _, payload in messages[start:end] for r in payload.requests]
-        answers += await _apply_requests(connection, head_end, requests, now)
-        start = end
-    replies: list[Envelope] = []
-    results: list[dict[str, Any]] = []
-    taken = 0
-    for envelope, payload in messages:
-        own = answers[taken : taken + len(payload.requests)]
-        taken += len(payload.requests)
-        reply = _reply(envelope, payload, own, now)
-        replies.append(reply)
-        results.append(_summary(own, reply))
-    await write_outbox(connection, t.outbox, replies)
-    return results
-
-
-def _reply(
-    envelope: Envelope,
-    payload: contract.EnrollmentRequestBatch,
-    answers: list[contract.EnrollmentAnswer],
-    now: datetime,
-) -> Envelope:
-    return new_envelope(
-        contract.RESPONSE_TYPE,
-        contract.EnrollmentResponseBatch(head_end_system=payload.head_end_system, answers=answers),
-        business_key=envelope.business_key,
-        correlation_id=envelope.correlation_id,
-        causation_id=envelope.message_id,
-        occurred_at=now,
-        source_instance=envelope.target.instance,
-        target_instance=envelope.source.instance,
-    )
-
-
-def _summary(answers: Sequence[contract.EnrollmentAnswer], reply: Envelope) -> dict[str, Any]:
-    accepted = sum(1 for a in answers if a.answer is contract.Answer.ACCEPTED)
-    # The inbox keeps this summary, not the answers: they travel in the reply, and a batch may hold 10,000.
-    return {
-        "requests": len(answers),
-        "accepted": accepted,
-        "rejected": len(answers) - accepted,
-        "reply_message_id": reply.message_id,
-    }

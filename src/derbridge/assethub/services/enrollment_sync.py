@@ -9,32 +9,32 @@ or has its device replaced, and record what the DERMS made of it.
   enrollment (API: ``POST /assethub/v1/enrollments/{id}/unenroll`` and ``…/replace-device``; CLI:
   ``derbridge assethub unenroll`` and ``replace-device``). Each is one transaction: the change, its kept
   transition, and its sync.
-- The handler of ``enrollment-sync-ack.v1`` sets the sync (and the enrollment's ``sync_state``) to
-  APPLIED, STALE or FAILED with the DERMS's detail.
+- The handler of ``enrollment-sync-ack.v1`` (:mod:`derbridge.assethub.handlers.enrollment_sync`) sets
+  the sync (and the enrollment's ``sync_state``) to APPLIED, STALE or FAILED with the DERMS's detail.
 
-Every sync carries the **whole** device list of the enrollment with the availability each device must
-have afterwards, not only the devices the change touched: a replaced device is listed UNAVAILABLE in every
-later sync. Each message is then a complete statement of the enrollment's devices, so the DERMS rule "the
-highest sequence wins, older ones are ignored" is right even when a middle message arrives late: an
-UNENROLLED that overtakes a DEVICE_REPLACED still makes the replaced device UNAVAILABLE.
+What a sync says — its subscription window and its device list — is decided by the pure rules of
+:mod:`derbridge.assethub.domain.enrollment_sync`. Every sync carries the **whole** device list of the
+enrollment with the availability each device must have afterwards, not only the devices the change touched: a
+replaced device is listed UNAVAILABLE in every later sync. Each message is then a complete statement of the
+enrollment's devices, so the DERMS rule "the highest sequence wins, older ones are ignored" is right even when
+a middle message arrives late: an UNENROLLED that overtakes a DEVICE_REPLACED still makes the replaced device
+UNAVAILABLE.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
-from functools import lru_cache
+from datetime import datetime
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Row, and_, bindparam, func, select, update
+from sqlalchemy import Row, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.enrollment_syncs import read_sync_enrollments, read_sync_history
 from derbridge.assethub.domain.enrollment import (
     NON_TERMINAL_STATES,
     DeviceRef,
@@ -43,6 +43,13 @@ from derbridge.assethub.domain.enrollment import (
     Transition,
     plan_device_replacement,
     plan_transition,
+)
+from derbridge.assethub.domain.enrollment_sync import (
+    STATE_FOR_CHANGE,
+    SyncState,
+    premise_zone,
+    subscription_window,
+    synced_devices,
 )
 from derbridge.assethub.domain.enrollment_validation import (
     ActiveEnrollment,
@@ -54,14 +61,11 @@ from derbridge.assethub.domain.enrollment_validation import (
 )
 from derbridge.assethub.domain.program import DeviceType, Program, ProgramRules, ProgramStatus
 from derbridge.contracts import enrollment_sync as contract
-from derbridge.contracts.common import Acknowledgement, AckStatus
-from derbridge.contracts.enrollment_sync import DeviceAvailability, SubscriptionStatus, SyncChange
+from derbridge.contracts.enrollment_sync import SubscriptionStatus, SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.errors import Conflict, FieldError, Invalid, not_found
-from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_ids
-from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
 
@@ -71,26 +75,6 @@ NO_NUL_TEXT: Final = r"^[^\x00]*$"
 
 _CHUNK: Final = 500
 """Enrollment ids per IN list: far below every driver's bound-parameter limit, few round trips."""
-
-
-class SyncState(StrEnum):
-    """Where an enrollment's latest sync is, as Asset Hub knows it (``enrollments.sync_state``)."""
-
-    SENT = "SENT"
-    """Written to the outbox; the DERMS has not acknowledged it yet (it may be parked in the bridge)."""
-    APPLIED = "APPLIED"
-    """The DERMS applied it."""
-    STALE = "STALE"
-    """The DERMS had applied a newer change of the enrollment and ignored this one."""
-    FAILED = "FAILED"
-    """The DERMS refused it; ``sync_detail`` says why."""
-
-
-_STATE_OF_ACK: Final[dict[AckStatus, SyncState]] = {
-    AckStatus.APPLIED: SyncState.APPLIED,
-    AckStatus.STALE: SyncState.STALE,
-    AckStatus.REJECTED: SyncState.FAILED,
-}
 
 
 # --- what operators send ---------------------------------------------------------------------------
@@ -152,109 +136,10 @@ class EnrollmentChange:
 # --- queueing syncs ----------------------------------------------------------------------------------
 
 
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+def chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``values`` in slices of at most 500, one ``IN (…)`` list each."""
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]
-
-
-_STATE_FOR_CHANGE: Final[dict[SyncChange, EnrollmentState]] = {
-    SyncChange.ENROLLED: EnrollmentState.ACTIVE,
-    SyncChange.DEVICE_REPLACED: EnrollmentState.ACTIVE,
-    SyncChange.UNENROLLED: EnrollmentState.UNENROLLED,
-}
-
-
-def _zone(name: str | None) -> ZoneInfo | None:
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        # The CIS import checks the shape of a zone name, not that this machine's tz database has it;
-        # a day boundary in UTC is then the honest approximation (and never an error for a sync).
-        return None
-
-
-@lru_cache(maxsize=4096)
-def _start_of_day(day: str, zone: ZoneInfo | None) -> datetime:
-    """Midnight starting ``day`` (ISO date) at the premise, in UTC (cached: a sync batch's enrollments share
-    a few program dates and zones)."""
-    local = datetime.combine(date.fromisoformat(day), time(0), tzinfo=zone or UTC)
-    return local.astimezone(UTC)
-
-
-def _subscription_window(
-    change: SyncChange,
-    start_date: str | None,
-    end_date: str | None,
-    zone: ZoneInfo | None,
-    activated_at: datetime | None,
-    unenrolled_at: datetime | None,
-    now: datetime,
-) -> tuple[datetime, datetime | None]:
-    """``(start_at, end_at)`` of the subscription the sync describes.
-
-    It starts when the enrollment became ACTIVE, or at the start of its requested ``start_date`` at the
-    premise if that is later (a subscription cannot start before the device was set up). It ends when it
-    was unenrolled; otherwise at the end of its requested ``end_date`` (inclusive, so midnight after it),
-    or never.
-    """
-    active_from = activated_at or now
-    start_at = max(active_from, _start_of_day(start_date, zone)) if start_date else active_from
-    if change is SyncChange.UNENROLLED:
-        return start_at, unenrolled_at or now
-    if end_date:
-        next_day = (date.fromisoformat(end_date) + timedelta(days=1)).isoformat()
-        return start_at, _start_of_day(next_day, zone)
-    return start_at, None
-
-
-def _device_list(
-    enrollment_id: str,
-    change: SyncChange,
-    devices: Sequence[Row[Any]],
-    old_device_id: int | None,
-    new_device_id: int | None,
-) -> list[contract.SyncedDevice]:
-    """The ``devices`` of a sync: the whole enrollment, each with the availability it has afterwards.
-
-    ENROLLED lists the enrollment's current devices, AVAILABLE. UNENROLLED lists every device the enrollment
-    ever had, UNAVAILABLE. DEVICE_REPLACED lists the old device UNAVAILABLE and the new one AVAILABLE, the
-    other current devices AVAILABLE and the ones replaced earlier UNAVAILABLE (see the module docstring).
-    """
-    known = {row.device_id for row in devices}
-    if change is SyncChange.DEVICE_REPLACED:
-        missing = [d for d in (old_device_id, new_device_id) if d not in known]
-        if missing:
-            raise ValueError(f"enrollment {enrollment_id}: devices {missing} are not devices of the enrollment")
-    out: list[contract.SyncedDevice] = []
-    for row in devices:
-        current = row.removed_at is None
-        if change is SyncChange.ENROLLED:
-            if not current:
-                continue
-            available = True
-        elif change is SyncChange.UNENROLLED:
-            available = False
-        elif row.device_id == new_device_id:
-            available = True
-        elif row.device_id == old_device_id:
-            available = False
-        else:
-            available = current
-        out.append(
-            contract.SyncedDevice(
-                head_end_system=row.head_end_system,
-                nic_id=row.nic_id,
-                device_type=row.device_type,
-                manufacturer=row.manufacturer,
-                model=row.model,
-                availability=DeviceAvailability.AVAILABLE if available else DeviceAvailability.UNAVAILABLE,
-            )
-        )
-    if not out:
-        raise ValueError(f"enrollment {enrollment_id} has no device to sync")
-    return out
 
 
 async def _queue_syncs(
@@ -271,9 +156,9 @@ async def _queue_syncs(
     elif old_device_id is not None or new_device_id is not None:
         raise ValueError(f"old_device_id and new_device_id belong to DEVICE_REPLACED, not {change.value}")
     ids = list(dict.fromkeys(enrollment_ids))
-    e, p, ed, d, tr = t.enrollments, t.premises, t.enrollment_devices, t.devices, t.enrollment_transitions
+    e = t.enrollments
     queued: list[QueuedSync] = []
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         # The increment takes the enrollments' row locks first (PostgreSQL): two syncs of one enrollment
         # in concurrent transactions get distinct sequences, in the order their outbox rows commit.
         await connection.execute(
@@ -281,75 +166,13 @@ async def _queue_syncs(
             .where(e.c.enrollment_id.in_(chunk))
             .values(sync_sequence=e.c.sync_sequence + 1, sync_state=SyncState.SENT.value, sync_detail=None)
         )
-        enrollments = {
-            row.enrollment_id: row
-            for row in await connection.execute(
-                select(
-                    e.c.enrollment_id,
-                    e.c.state,
-                    e.c.sync_sequence,
-                    e.c.cis_person_id,
-                    e.c.cis_account_id,
-                    e.c.program_code,
-                    e.c.cis_premise_id,
-                    e.c.cis_service_point_id,
-                    e.c.start_date,
-                    e.c.end_date,
-                    p.c.division,
-                    p.c.time_zone,
-                )
-                .outerjoin(p, p.c.cis_premise_id == e.c.cis_premise_id)
-                .where(e.c.enrollment_id.in_(chunk))
-            )
-        }
+        enrollments = await read_sync_enrollments(connection, chunk)
         unknown = [i for i in chunk if i not in enrollments]
         if unknown:
             raise ValueError(f"no enrollment has the id {unknown[0]!r} ({len(unknown)} unknown)")
-        devices: dict[str, list[Row[Any]]] = defaultdict(list)
-        for row in await connection.execute(
-            select(
-                ed.c.enrollment_id,
-                ed.c.device_id,
-                ed.c.removed_at,
-                d.c.head_end_system,
-                d.c.nic_id,
-                d.c.device_type,
-                d.c.manufacturer,
-                d.c.model,
-            )
-            .join(d, d.c.device_id == ed.c.device_id)
-            .where(ed.c.enrollment_id.in_(chunk))
-            .order_by(ed.c.enrollment_id, ed.c.sequence, ed.c.added_at, ed.c.device_id)
-        ):
-            devices[row.enrollment_id].append(row)
-        activated = dict(
-            (
-                await connection.execute(
-                    select(tr.c.enrollment_id, func.min(tr.c.at))
-                    .where(
-                        tr.c.enrollment_id.in_(chunk),
-                        tr.c.to_state == EnrollmentState.ACTIVE.value,
-                        tr.c.from_state == EnrollmentState.DEVICE_SETUP.value,
-                    )
-                    .group_by(tr.c.enrollment_id)
-                )
-            )
-            .tuples()
-            .all()
+        devices, activated, unenrolled = await read_sync_history(
+            connection, chunk, unenrolled_too=change is SyncChange.UNENROLLED
         )
-        unenrolled: dict[str, datetime] = {}
-        if change is SyncChange.UNENROLLED:
-            unenrolled = dict(
-                (
-                    await connection.execute(
-                        select(tr.c.enrollment_id, func.max(tr.c.at))
-                        .where(tr.c.enrollment_id.in_(chunk), tr.c.to_state == EnrollmentState.UNENROLLED.value)
-                        .group_by(tr.c.enrollment_id)
-                    )
-                )
-                .tuples()
-                .all()
-            )
 
         envelopes: list[Envelope] = []
         sync_rows: list[dict[str, Any]] = []
@@ -357,7 +180,7 @@ async def _queue_syncs(
         zones: dict[str | None, ZoneInfo | None] = {}
         for enrollment_id, sync_id in zip(chunk, new_ids(len(chunk)), strict=True):
             row = enrollments[enrollment_id]
-            expected = _STATE_FOR_CHANGE[change]
+            expected = STATE_FOR_CHANGE[change]
             if row.state != expected.value:
                 raise ValueError(
                     f"enrollment {enrollment_id} is {row.state}: "
@@ -365,13 +188,13 @@ async def _queue_syncs(
                 )
             if row.division is None:
                 raise ValueError(f"enrollment {enrollment_id}: premise {row.cis_premise_id!r} is not in Asset Hub")
-            start_at, end_at = _subscription_window(
+            start_at, end_at = subscription_window(
                 change,
                 row.start_date,
                 row.end_date,
                 zones[row.time_zone]
                 if row.time_zone in zones
-                else zones.setdefault(row.time_zone, _zone(row.time_zone)),
+                else zones.setdefault(row.time_zone, premise_zone(row.time_zone)),
                 activated.get(enrollment_id),
                 unenrolled.get(enrollment_id),
                 now,
@@ -396,7 +219,7 @@ async def _queue_syncs(
                     cis_premise_id=row.cis_premise_id,
                     cis_service_point_id=row.cis_service_point_id,
                 ),
-                devices=_device_list(enrollment_id, change, devices[enrollment_id], old_device_id, new_device_id),
+                devices=synced_devices(enrollment_id, change, devices[enrollment_id], old_device_id, new_device_id),
             )
             envelope = new_envelope(
                 contract.TYPE,
@@ -753,110 +576,3 @@ async def replace_device(
             new_device_id=new_device_id,
         )
     return EnrollmentChange(enrollment_id, EnrollmentState.ACTIVE, SyncChange.DEVICE_REPLACED, now, sync)
-
-
-# --- the DERMS's acknowledgement ---------------------------------------------------------------------
-
-
-async def apply_enrollment_sync_ack(
-    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement, *, clock: Clock
-) -> dict[str, Any]:
-    """Record what the DERMS did with a sync: the sync becomes APPLIED, STALE or FAILED with the detail.
-
-    The enrollment's own ``sync_state`` follows only the acknowledgement of its latest sync: an older
-    sync's acknowledgement arriving late must not hide the state of a newer one.
-    """
-    s, e = t.enrollment_syncs, t.enrollments
-    sync = (
-        await connection.execute(
-            select(s.c.sync_id, s.c.enrollment_id, s.c.sequence).where(
-                s.c.message_id == payload.acknowledged_message_id
-            )
-        )
-    ).first()
-    if sync is None:
-        raise Invalid(
-            "unknown-sync",
-            "No such enrollment sync",
-            f"Asset Hub sent no enrollment sync with message id {payload.acknowledged_message_id!r}; "
-            "the acknowledgement cannot apply to anything.",
-            errors=[FieldError(field="body.payload.acknowledged_message_id", message="unknown sync message")],
-        )
-    state = _STATE_OF_ACK[payload.status]
-    now = clock.now()
-    await connection.execute(
-        update(s)
-        .where(s.c.sync_id == sync.sync_id)
-        .values(state=state.value, detail=payload.detail, acknowledged_at=now)
-    )
-    latest = await connection.execute(
-        update(e)
-        .where(e.c.enrollment_id == sync.enrollment_id, e.c.sync_sequence == sync.sequence)
-        .values(sync_state=state.value, sync_detail=payload.detail)
-    )
-    return {
-        "enrollment_id": sync.enrollment_id,
-        "sync_id": sync.sync_id,
-        "sequence": sync.sequence,
-        "state": state.value,
-        "latest": latest.rowcount == 1,
-    }
-
-
-async def apply_enrollment_sync_acks(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, Acknowledgement]], *, clock: Clock
-) -> list[dict[str, Any]]:
-    """:func:`apply_enrollment_sync_ack` for a run of acknowledgements, set-based: one read, two
-    ``executemany`` updates. A run acknowledging one sync twice, or an unknown sync, is declined
-    (:class:`NotBatchable`) and applied one by one."""
-    s, e = t.enrollment_syncs, t.enrollments
-    acknowledged = [p.acknowledged_message_id for _, p in messages]
-    if len(set(acknowledged)) != len(acknowledged):
-        raise NotBatchable("a sync is acknowledged twice in the run")
-    syncs = {
-        row.message_id: row
-        for part in _chunks(acknowledged)
-        for row in await connection.execute(
-            select(s.c.message_id, s.c.sync_id, s.c.enrollment_id, s.c.sequence, e.c.sync_sequence)
-            .join(e, e.c.enrollment_id == s.c.enrollment_id)
-            .where(s.c.message_id.in_(part))
-        )
-    }
-    if len(syncs) != len(acknowledged):
-        raise NotBatchable("an acknowledgement names an unknown sync")
-    now = clock.now()
-    rows = [(syncs[p.acknowledged_message_id], p, _STATE_OF_ACK[p.status]) for _, p in messages]
-    await connection.execute(
-        update(s)
-        .where(s.c.sync_id == bindparam("b_sync_id"))
-        .values(state=bindparam("b_state"), detail=bindparam("b_detail"), acknowledged_at=now),
-        [{"b_sync_id": sync.sync_id, "b_state": state.value, "b_detail": p.detail} for sync, p, state in rows],
-    )
-    # Only the acknowledgement of an enrollment's latest sync moves its sync_state; each enrollment has one
-    # latest sync, acknowledged at most once in the run, so the order of the run does not matter here.
-    latest = [(sync, p, state) for sync, p, state in rows if sync.sync_sequence == sync.sequence]
-    if latest:
-        await connection.execute(
-            update(e)
-            .where(e.c.enrollment_id == bindparam("b_enrollment_id"), e.c.sync_sequence == bindparam("b_sequence"))
-            .values(sync_state=bindparam("b_state"), sync_detail=bindparam("b_detail")),
-            [
-                {
-                    "b_enrollment_id": sync.enrollment_id,
-                    "b_sequence": sync.sequence,
-                    "b_state": state.value,
-                    "b_detail": p.detail,
-                }
-                for sync, p, state in latest
-            ],
-        )
-    return [
-        {
-            "enrollment_id": sync.enrollment_id,
-            "sync_id": sync.sync_id,
-            "sequence": sync.sequence,
-            "state": state.value,
-            "latest": sync.sync_sequence == sync.sequence,
-        }
-        for sync, p, state in rows
-    ]

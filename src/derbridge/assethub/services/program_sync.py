@@ -7,35 +7,26 @@ Programs are Asset Hub's master data (the DERMS has no program write API). Creat
 code, name, status and dispatch settings — with ``business_key`` = the program code and ``sequence`` = the
 version. The program's ``sync_state`` is SENT until the DERMS acknowledges.
 
-The handler of ``program-sync-ack.v1`` sets ``sync_state`` to APPLIED, STALE or FAILED with the DERMS's
-detail — but only for the acknowledgement of the program's **latest** version (the acknowledgement's
-``sequence``): a late answer about an older version must not hide the state of the newer one.
+The handler of ``program-sync-ack.v1`` (:mod:`derbridge.assethub.handlers.program_sync`) sets ``sync_state``
+to APPLIED, STALE or FAILED with the DERMS's detail — but only for the acknowledgement of the program's
+**latest** version (the acknowledgement's ``sequence``): a late answer about an older version must not hide
+the state of the newer one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.assethub.adapters import tables as t
 from derbridge.assethub.domain.program import ProgramRules
-from derbridge.assethub.services.enrollment_sync import SyncState
 from derbridge.contracts import program_sync as contract
-from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.errors import FieldError, Invalid
 from derbridge.infra.outbox import write_outbox
-
-_STATE_OF_ACK: Final = {
-    AckStatus.APPLIED: SyncState.APPLIED,
-    AckStatus.STALE: SyncState.STALE,
-    AckStatus.REJECTED: SyncState.FAILED,
-}
 
 
 def program_sync_payload(program: Mapping[str, Any]) -> contract.ProgramSync:
@@ -63,38 +54,3 @@ async def queue_program_sync(connection: AsyncConnection, program: Mapping[str, 
     )
     await write_outbox(connection, t.outbox, [envelope])
     return envelope
-
-
-async def apply_program_sync_ack(
-    connection: AsyncConnection, envelope: Envelope, payload: Acknowledgement
-) -> dict[str, Any]:
-    """Record what the DERMS did with a version of a program: APPLIED, STALE or FAILED with the detail,
-    when it is the program's latest version; an older version's answer changes nothing."""
-    p = t.programs
-    program = (
-        await connection.execute(select(p.c.program_code, p.c.version).where(p.c.program_code == envelope.business_key))
-    ).first()
-    if program is None or envelope.sequence is None or not 1 <= envelope.sequence <= program.version:
-        raise Invalid(
-            "unknown-sync",
-            "No such program sync",
-            f"Asset Hub sent no version {envelope.sequence} of program {envelope.business_key!r}; the "
-            "acknowledgement cannot apply to anything (its business_key must be the program code and its "
-            "sequence the acknowledged version).",
-            errors=[
-                FieldError(field="body.business_key", message="must name a program Asset Hub has"),
-                FieldError(field="body.sequence", message="must be a version Asset Hub sent"),
-            ],
-        )
-    state = _STATE_OF_ACK[payload.status]
-    latest = await connection.execute(
-        update(p)
-        .where(p.c.program_code == program.program_code, p.c.version == envelope.sequence)
-        .values(sync_state=state.value, sync_detail=payload.detail)
-    )
-    return {
-        "program_code": program.program_code,
-        "version": envelope.sequence,
-        "state": state.value,
-        "latest": latest.rowcount == 1,
-    }

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.domain.enrollment_sync import SyncState
 from derbridge.assethub.domain.program import (
     IllegalProgramChange,
     ProgramRules,
@@ -17,7 +18,6 @@ from derbridge.assethub.domain.program import (
     check_enrollment_window,
     check_program_status_change,
 )
-from derbridge.assethub.services.enrollment_sync import SyncState
 from derbridge.assethub.services.models import ProgramIn, ProgramPatch
 from derbridge.assethub.services.program_sync import queue_program_sync
 from derbridge.errors import Conflict, FieldError, Invalid, not_found

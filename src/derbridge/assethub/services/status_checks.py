@@ -1,29 +1,24 @@
 """F2 · device-status-check, Asset Hub's end: ask the DERMS for a device's communication status, time the
-question out, take the answer, and run the enrollment device-setup step on it.
+question out, and run the enrollment device-setup step on the answers.
 
 **Checks.** :func:`start_status_checks` inserts OPEN checks (``timeout_at`` = now + the program's
 ``status_check_timeout_minutes``, or the default :class:`ProgramRules` for a check outside an enrollment)
 and writes one ``device-status-check.v1`` per check (``check_id`` = ``correlation_id``) in the same
 transaction. Agents start one through ``POST /assethub/v1/status-checks`` or the CLI
-(:func:`run_status_check`, which also waits for the answer).
+(:func:`derbridge.usecases.status_checks.run_status_check`, which also waits for the answer).
 
-**Answers** (``device-status-check-response.v1``, :func:`handle_status_check_response`): an OPEN check
-answered by its ``timeout_at`` becomes ANSWERED. An answer after ``timeout_at`` is late: it is recorded
-with ``late_answer = true`` and changes no decision — a TIMED_OUT check stays TIMED_OUT, and an OPEN one
-past its time is timed out then and there, exactly as the timeout job would have. A second answer to an
-ANSWERED check (the DERMS may answer again after a fresh reading) replaces the stored one when it is
-newer; it can complete a setup, never fail one.
+**Answers** are taken by the inbox handlers (:mod:`derbridge.assethub.handlers.status_checks`), which call
+:func:`decide_setup`, :func:`after_failures` and :func:`activate` here.
 
-**Device setup** (job ``enrollment-setup``, every 5 s): every PENDING enrollment moves to DEVICE_SETUP
-(``setup_started_at`` = now) and each of its active devices gets an ENROLLMENT_SETUP check; DEVICE_SETUP
-enrollments whose ``next_check_at`` is due get a check for each device not yet confirmed and not already
-being checked. A device is *confirmed* by a setup check answered on time ONLINE with a
-``last_communication_at`` within the program's ``status_freshness_hours`` of the answer. When every active
-device of an enrollment is confirmed, it becomes ACTIVE and the enrollment sync (F3) is queued. Any other
-answer, or a timeout (job ``status-check-timeouts``, every 5 s), schedules a re-check with backoff — 5 min
-after the device's first failed check, doubling, at most 6 h, never past the end of the setup period
-(``setup_started_at + setup_recheck_period_hours``); a failure at or after the end of the period makes the
-enrollment SETUP_FAILED with the device and the reason. Every state change keeps its transition.
+**Device setup** (job ``enrollment-setup``, every 5 s, :func:`run_setup_step`): every PENDING enrollment
+moves to DEVICE_SETUP (``setup_started_at`` = now) and each of its active devices gets an ENROLLMENT_SETUP
+check; DEVICE_SETUP enrollments whose ``next_check_at`` is due get a check for each device not yet confirmed
+and not already being checked. When every active device of an enrollment is confirmed, it becomes ACTIVE
+and the enrollment sync (F3) is queued. Any other answer, or a timeout (job ``status-check-timeouts``, every
+5 s, :func:`time_out_status_checks`), schedules a re-check with backoff, or, at or after the end of the setup
+period, makes the enrollment SETUP_FAILED with the device and the reason. The rules (when a device is
+confirmed, the backoff, the end of the period) are pure, in :mod:`derbridge.assethub.domain.status_checks`.
+Every state change keeps its transition.
 
 Decisions where flows.md is open: an enrollment with several devices needs each of them confirmed; an
 agent's check is not tied to an enrollment (default rules, no decision); the business clock
@@ -32,55 +27,43 @@ agent's check is not tied to an enrollment (default rules, no decision); the bus
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.assethub.adapters import tables as t
-from derbridge.assethub.domain.enrollment import DeviceRef, EnrollmentState, plan_transition
+from derbridge.assethub.adapters.enrollment_requests import chunks, transition_rows
+from derbridge.assethub.adapters.status_checks import (
+    read_device_divisions,
+    read_devices,
+    read_enrollment_rules,
+    read_setups,
+)
+from derbridge.assethub.domain.enrollment import EnrollmentState, plan_transition
 from derbridge.assethub.domain.program import ProgramRules
+from derbridge.assethub.domain.status_checks import (
+    CheckStatus,
+    EnrollmentSetup,
+    confirms_online,
+    next_setup_check,
+    why_not_confirmed,
+)
 from derbridge.assethub.services import enrollment_sync
-from derbridge.assethub.services.enrollment_requests import chunks, transition_rows
 from derbridge.contracts import device_status_check as contract
-from derbridge.contracts.device_status_check import CheckReason, CommunicationStatus
+from derbridge.contracts.device_status_check import CheckReason
 from derbridge.contracts.enrollment_sync import SyncChange
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
-from derbridge.errors import Invalid, NotFound, not_found
-from derbridge.infra.clock import Clock
+from derbridge.errors import NotFound, not_found
 from derbridge.infra.ids import new_ids
-from derbridge.infra.inbound import NotBatchable
 from derbridge.infra.outbox import write_outbox
 
-if TYPE_CHECKING:
-    from derbridge.runtime import Runtime
-
-FIRST_RECHECK = timedelta(minutes=5)
-"""Delay of the re-check after a device's first failed setup check; it doubles with each failure."""
-MAX_RECHECK = timedelta(hours=6)
-"""The longest delay between two setup checks of a device."""
 SETUP_BATCH = 5000
 """Enrollments the setup step moves (and re-checks) per run: bounds one transaction; the job runs again."""
-DEFAULT_WAIT_SECONDS = 15.0
-"""How long :func:`run_status_check` waits for the DERMS's answer by default."""
-
-
-class CheckStatus(StrEnum):
-    """Where a status check is."""
-
-    OPEN = "OPEN"
-    """Sent; no answer yet, and its timeout has not passed."""
-    ANSWERED = "ANSWERED"
-    """The DERMS answered in time."""
-    TIMED_OUT = "TIMED_OUT"
-    """No answer in time. A late answer is still recorded (``late_answer``) but decides nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,58 +74,6 @@ class CheckToStart:
     reason: CheckReason
     requested_by: str
     enrollment_id: str | None = None
-
-
-# --- the rules of the setup step (pure) -----------------------------------------------------------------
-
-
-def recheck_delay(failed_checks: int) -> timedelta:
-    """How long to wait before checking a device again after its ``failed_checks``-th failed setup check
-    (1 → 5 min, 2 → 10 min, 3 → 20 min …, at most 6 h)."""
-    if failed_checks < 1:
-        raise ValueError("a re-check follows at least one failed check")
-    # Past 2**7 the cap has long been reached; stopping the doubling there keeps the number small.
-    delay: timedelta = FIRST_RECHECK * 2 ** min(failed_checks - 1, 7)
-    return min(delay, MAX_RECHECK)
-
-
-def setup_deadline(setup_started_at: datetime, rules: ProgramRules) -> datetime:
-    """When the setup period of an enrollment ends: no re-check is scheduled after it."""
-    return setup_started_at + timedelta(hours=rules.setup_recheck_period_hours)
-
-
-def next_setup_check(
-    setup_started_at: datetime, failed_checks: int, rules: ProgramRules, now: datetime
-) -> datetime | None:
-    """When to check again after a failed setup check at ``now``; None when the setup period is over (the
-    enrollment has failed its setup). The last re-check falls on the end of the period."""
-    deadline = setup_deadline(setup_started_at, rules)
-    if now >= deadline:
-        return None
-    return min(now + recheck_delay(failed_checks), deadline)
-
-
-def confirms_online(
-    communication_status: str | None, last_communication_at: datetime | None, answered_at: datetime, rules: ProgramRules
-) -> bool:
-    """True when an answer shows the device ONLINE within the program's freshness window of the answer."""
-    return (
-        communication_status == CommunicationStatus.ONLINE.value
-        and last_communication_at is not None
-        and last_communication_at >= answered_at - timedelta(hours=rules.status_freshness_hours)
-    )
-
-
-def why_not_confirmed(
-    communication_status: str | None, last_communication_at: datetime | None, detail: str | None, rules: ProgramRules
-) -> str:
-    """What an answer that does not confirm the device says, for a transition reason."""
-    seen = last_communication_at.isoformat() if last_communication_at is not None else "never"
-    if communication_status == CommunicationStatus.ONLINE.value:
-        return f"last seen online at {seen}, more than {rules.status_freshness_hours:g} h before the answer"
-    if communication_status == CommunicationStatus.OFFLINE.value:
-        return f"the DERMS reports it OFFLINE (last communication: {seen})"
-    return "the DERMS has no status for it" + (f" ({detail})" if detail else "")
 
 
 # --- starting checks --------------------------------------------------------------------------------------
@@ -156,50 +87,17 @@ async def start_status_checks(
     one outbox write, whatever the number of checks. An unknown device id is a 404 problem."""
     if not checks:
         return []
-    d, e, p, pr, ed = t.devices, t.enrollments, t.programs, t.premises, t.enrollment_devices
-    devices: dict[int, Any] = {}
-    for ids in chunks(sorted({c.device_id for c in checks})):
-        for row in await connection.execute(
-            select(d.c.device_id, d.c.head_end_system, d.c.nic_id, d.c.device_type, d.c.manufacturer, d.c.model).where(
-                d.c.device_id.in_(ids)
-            )
-        ):
-            devices[row.device_id] = row
+    devices = await read_devices(connection, sorted({c.device_id for c in checks}))
     for check in checks:
         if check.device_id not in devices:
             raise not_found("device", str(check.device_id))
-
-    rules: dict[str, ProgramRules] = {}
-    rules_of = _RulesOf()
-    division: dict[str, str | None] = {}
-    for enrollment_ids in chunks(sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})):
-        rows = await connection.execute(
-            select(e.c.enrollment_id, e.c.program_code, p.c.rules, pr.c.division)
-            .select_from(
-                e.outerjoin(p, p.c.program_code == e.c.program_code).outerjoin(
-                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
-                )
-            )
-            .where(e.c.enrollment_id.in_(enrollment_ids))
-        )
-        for row in rows:
-            rules[row.enrollment_id] = rules_of(row.program_code, row.rules)
-            division[row.enrollment_id] = row.division
+    rules, division = await read_enrollment_rules(
+        connection, sorted({c.enrollment_id for c in checks if c.enrollment_id is not None})
+    )
     # A check outside an enrollment names the division of the device's latest enrollment, if it has one.
-    device_division: dict[int, str | None] = {}
-    for ids in chunks(sorted({c.device_id for c in checks if c.enrollment_id is None})):
-        rows = await connection.execute(
-            select(ed.c.device_id, pr.c.division)
-            .select_from(
-                ed.join(e, e.c.enrollment_id == ed.c.enrollment_id).outerjoin(
-                    pr, pr.c.cis_premise_id == e.c.cis_premise_id
-                )
-            )
-            .where(ed.c.device_id.in_(ids))
-            .order_by(e.c.enrollment_id)
-        )
-        for row in rows:
-            device_division[row.device_id] = row.division
+    device_division = await read_device_divisions(
+        connection, sorted({c.device_id for c in checks if c.enrollment_id is None})
+    )
 
     default_rules = ProgramRules()
     timeouts: dict[int, datetime] = {}  # by id() of the rules: a few distinct rules serve every check
@@ -294,138 +192,7 @@ async def start_agent_status_check(
         return await start_status_check(connection, device_id, CheckReason.AGENT_TROUBLESHOOT, requested_by, now=now)
 
 
-async def wait_for_status_check(
-    engine: AsyncEngine, check_id: str, *, timeout_seconds: float = DEFAULT_WAIT_SECONDS, poll_seconds: float = 0.25
-) -> dict[str, Any]:
-    """Poll check ``check_id`` until it is no longer OPEN or ``timeout_seconds`` (wall time) have passed;
-    returns the check row as it then is (still OPEN when the DERMS has not answered in time)."""
-    c = t.device_status_checks
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        async with engine.connect() as connection:
-            row = (await connection.execute(select(c).where(c.c.check_id == check_id))).mappings().first()
-        if row is None:
-            raise not_found("status check", check_id)
-        left = deadline - time.monotonic()
-        if row["status"] != CheckStatus.OPEN.value or left <= 0:
-            return dict(row)
-        await asyncio.sleep(min(poll_seconds, left))
-
-
-async def run_status_check(
-    runtime: Runtime,
-    head_end_system: str,
-    nic_id: str,
-    *,
-    requested_by: str = "cli",
-    timeout_seconds: float = DEFAULT_WAIT_SECONDS,
-    poll_seconds: float = 0.25,
-) -> dict[str, Any]:
-    """``derbridge assethub status-check HEAD_END NIC_ID``: start an agent's check of the device and wait
-    (bounded) for the DERMS's answer; returns the check row — ANSWERED with the answer, or still OPEN
-    when no answer came within ``timeout_seconds`` (the bridge must be running to carry it)."""
-    engine = runtime.async_engine("assethub")
-    check = await start_agent_status_check(engine, head_end_system, nic_id, requested_by, now=runtime.clock.now())
-    return await wait_for_status_check(
-        engine, check["check_id"], timeout_seconds=timeout_seconds, poll_seconds=poll_seconds
-    )
-
-
 # --- the setup step ----------------------------------------------------------------------------------------
-
-
-class _RulesOf:
-    """Each program's rules validated once per read (they were validated per enrollment: the same few
-    programs' rules for thousands of enrollments). Keyed by program code, the join's key to ``programs``."""
-
-    def __init__(self) -> None:
-        self._by_code: dict[str | None, ProgramRules] = {}
-
-    def __call__(self, program_code: str | None, rules: Any) -> ProgramRules:
-        found = self._by_code.get(program_code)
-        if found is None:
-            found = self._by_code[program_code] = ProgramRules.model_validate(rules) if rules else ProgramRules()
-        return found
-
-
-@dataclass
-class _Setup:
-    """What the setup decisions need to know about one enrollment, read set-based."""
-
-    enrollment_id: str
-    state: str
-    setup_started_at: datetime | None
-    next_check_at: datetime | None
-    rules: ProgramRules
-    devices: dict[int, DeviceRef] = field(default_factory=dict)
-    """The enrollment's active (not replaced) devices."""
-    checks: list[Any] = field(default_factory=list)
-    """Its ENROLLMENT_SETUP checks."""
-
-    def confirmed(self, device_id: int) -> bool:
-        return any(
-            c.device_id == device_id
-            and c.status == CheckStatus.ANSWERED.value
-            and c.answered_at is not None
-            and confirms_online(c.communication_status, c.last_communication_at, c.answered_at, self.rules)
-            for c in self.checks
-        )
-
-    def being_checked(self, device_id: int) -> bool:
-        return any(c.device_id == device_id and c.status == CheckStatus.OPEN.value for c in self.checks)
-
-    def failed_checks(self, device_id: int) -> int:
-        return sum(1 for c in self.checks if c.device_id == device_id and c.status != CheckStatus.OPEN.value)
-
-
-async def _setups(
-    connection: AsyncConnection, enrollment_ids: Sequence[str], *, lock: bool = False
-) -> dict[str, _Setup]:
-    """The setup facts of ``enrollment_ids``. With ``lock`` the enrollment rows are locked first (PostgreSQL;
-    SQLite admits one writer anyway): a decision then reads every check committed before it, so two answers
-    for two devices of one enrollment, applied at once, cannot each miss the other's confirmation."""
-    e, p, ed, d, c = t.enrollments, t.programs, t.enrollment_devices, t.devices, t.device_status_checks
-    found: dict[str, _Setup] = {}
-    rules_of = _RulesOf()
-    ids = sorted(set(enrollment_ids))
-    for part in chunks(ids):
-        query = (
-            select(e.c.enrollment_id, e.c.state, e.c.setup_started_at, e.c.next_check_at, e.c.program_code, p.c.rules)
-            .select_from(e.outerjoin(p, p.c.program_code == e.c.program_code))
-            .where(e.c.enrollment_id.in_(part))
-            .order_by(e.c.enrollment_id)
-        )
-        rows = await connection.execute(query.with_for_update(of=e) if lock else query)
-        for row in rows:
-            found[row.enrollment_id] = _Setup(
-                row.enrollment_id,
-                row.state,
-                row.setup_started_at,
-                row.next_check_at,
-                rules_of(row.program_code, row.rules),
-            )
-        rows = await connection.execute(
-            select(ed.c.enrollment_id, ed.c.device_id, d.c.head_end_system, d.c.nic_id)
-            .select_from(ed.join(d, d.c.device_id == ed.c.device_id))
-            .where(ed.c.enrollment_id.in_(part), ed.c.removed_at.is_(None))
-        )
-        for row in rows:
-            found[row.enrollment_id].devices[row.device_id] = DeviceRef(row.head_end_system, row.nic_id)
-        rows = await connection.execute(
-            select(
-                c.c.enrollment_id,
-                c.c.device_id,
-                c.c.status,
-                c.c.communication_status,
-                c.c.last_communication_at,
-                c.c.answered_at,
-            )
-            .where(c.c.enrollment_id.in_(part), c.c.reason == CheckReason.ENROLLMENT_SETUP.value)
-            .order_by(c.c.check_id)
-        )
-        for row in rows:
-            found[row.enrollment_id].checks.append(row)
-    return found
 
 
 def _transition_rows(
@@ -463,7 +230,7 @@ async def _move(
     return sorted(moved)
 
 
-def _checks_needed(setups: Sequence[_Setup]) -> list[CheckToStart]:
+def _checks_needed(setups: Sequence[EnrollmentSetup]) -> list[CheckToStart]:
     return [
         CheckToStart(device_id, CheckReason.ENROLLMENT_SETUP, "enrollment-setup", setup.enrollment_id)
         for setup in setups
@@ -514,13 +281,13 @@ async def run_setup_step(connection: AsyncConnection, *, now: datetime, limit: i
             .returning(e.c.enrollment_id)
         )
         rechecked += [r.enrollment_id for r in result]
-    setups = await _setups(connection, started + rechecked)
+    setups = await read_setups(connection, started + rechecked)
     await start_status_checks(connection, _checks_needed([setups[i] for i in sorted(setups)]), now=now)
     return len(started) + len(rechecked)
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class SetupFailure:
     """A setup check that did not confirm its device."""
 
     enrollment_id: str
@@ -528,11 +295,11 @@ class _Failure:
     why: str
 
 
-async def _after_failures(
+async def after_failures(
     connection: AsyncConnection,
-    failures: Sequence[_Failure],
+    failures: Sequence[SetupFailure],
     now: datetime,
-    setups: dict[str, _Setup] | None = None,
+    setups: dict[str, EnrollmentSetup] | None = None,
 ) -> None:
     """Schedule the re-check of each enrollment with a failed setup check, or fail its setup when the setup
     period is over. Set-based over all ``failures`` (the timeout job passes many); ``setups`` are the
@@ -540,7 +307,7 @@ async def _after_failures(
     if not failures:
         return
     if setups is None:
-        setups = await _setups(connection, [f.enrollment_id for f in failures], lock=True)
+        setups = await read_setups(connection, [f.enrollment_id for f in failures], lock=True)
     schedule: dict[str, datetime] = {}
     failed: dict[str, str | None] = {}
     for failure in failures:
@@ -575,14 +342,14 @@ async def _after_failures(
         )
 
 
-async def _after_confirmation(connection: AsyncConnection, setup: _Setup, now: datetime) -> bool:
+async def after_confirmation(connection: AsyncConnection, setup: EnrollmentSetup, now: datetime) -> bool:
     """Make the enrollment of ``setup`` (read, locked, after the confirming answer was stored) ACTIVE if
     every one of its devices is now confirmed online, and queue its enrollment sync (F3); returns whether
     it became ACTIVE."""
-    return bool(await _activate(connection, [setup], now))
+    return bool(await activate(connection, [setup], now))
 
 
-async def _activate(connection: AsyncConnection, setups: Sequence[_Setup], now: datetime) -> list[str]:
+async def activate(connection: AsyncConnection, setups: Sequence[EnrollmentSetup], now: datetime) -> list[str]:
     """Make ACTIVE each enrollment of ``setups`` (read, locked, after the confirming answers were stored)
     that is in DEVICE_SETUP with every one of its devices confirmed online, and queue their enrollment syncs
     (F3), set-based; returns the ids activated."""
@@ -617,10 +384,10 @@ async def time_out_status_checks(connection: AsyncConnection, *, now: datetime) 
             .returning(c.c.check_id, c.c.enrollment_id, c.c.device_id, c.c.reason, c.c.timeout_at)
         )
     )
-    await _after_failures(
+    await after_failures(
         connection,
         [
-            _Failure(row.enrollment_id, row.device_id, f"no answer from the DERMS by {row.timeout_at.isoformat()}")
+            SetupFailure(row.enrollment_id, row.device_id, f"no answer from the DERMS by {row.timeout_at.isoformat()}")
             for row in timed_out
             if row.reason == CheckReason.ENROLLMENT_SETUP.value and row.enrollment_id is not None
         ],
@@ -629,172 +396,7 @@ async def time_out_status_checks(connection: AsyncConnection, *, now: datetime) 
     return len(timed_out)
 
 
-async def enrollment_setup_job(engine: AsyncEngine, now: datetime) -> int:
-    """Job: the device-setup step (see :func:`run_setup_step`)."""
-    async with engine.begin() as connection:
-        return await run_setup_step(connection, now=now)
-
-
-async def status_check_timeouts_job(engine: AsyncEngine, now: datetime) -> int:
-    """Job: time out unanswered checks (see :func:`time_out_status_checks`)."""
-    async with engine.begin() as connection:
-        return await time_out_status_checks(connection, now=now)
-
-
-# --- answers ------------------------------------------------------------------------------------------------
-
-
-async def handle_status_check_response(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.StatusCheckResponse, *, clock: Clock
-) -> dict[str, Any]:
-    """Record the DERMS's answer to a check and, for a setup check answered in time, decide the setup."""
-    now = clock.now()
-    c = t.device_status_checks
-    answer = {
-        "answered_at": now,
-        "result": payload.result.value,
-        "communication_status": payload.communication_status.value,
-        "last_communication_at": payload.last_communication_at,
-        "source": payload.source,
-        "detail": payload.detail,
-    }
-    # The common case first, in one statement: an OPEN check answered by its timeout.
-    on_time = (
-        await connection.execute(
-            update(c)
-            .where(c.c.check_id == payload.check_id, c.c.status == CheckStatus.OPEN.value, c.c.timeout_at >= now)
-            .values(status=CheckStatus.ANSWERED.value, late_answer=False, **answer)
-            .returning(c.c.reason, c.c.enrollment_id, c.c.device_id)
-        )
-    ).first()
-    if on_time is not None:
-        if on_time.reason == CheckReason.ENROLLMENT_SETUP.value and on_time.enrollment_id is not None:
-            await _decide_setup(connection, on_time.enrollment_id, on_time.device_id, payload, now)
-        return {"check_id": payload.check_id, "outcome": "answered"}
-
-    # Locked: the timeout job may be timing this very check out; what is read here then stays true.
-    check = (await connection.execute(select(c).where(c.c.check_id == payload.check_id).with_for_update())).first()
-    if check is None:
-        raise Invalid(
-            "unknown-status-check",
-            "Unknown status check",
-            f"Asset Hub has no status check {payload.check_id!r}, so this answer matches no question. Check "
-            "that the DERMS answered the right system, then drop the message.",
-        )
-    is_setup = check.reason == CheckReason.ENROLLMENT_SETUP.value and check.enrollment_id is not None
-    if check.status == CheckStatus.OPEN.value:
-        # Past its timeout, before the timeout job ran: the check times out now, as it would have, and the
-        # answer is kept as late.
-        await connection.execute(
-            update(c)
-            .where(c.c.check_id == check.check_id)
-            .values(status=CheckStatus.TIMED_OUT.value, late_answer=True, **answer)
-        )
-        if is_setup:
-            why = f"no answer from the DERMS by {check.timeout_at.isoformat()}"
-            await _after_failures(connection, [_Failure(check.enrollment_id, check.device_id, why)], now)
-        return {"check_id": check.check_id, "outcome": "late"}
-    if check.status == CheckStatus.TIMED_OUT.value:
-        await connection.execute(update(c).where(c.c.check_id == check.check_id).values(late_answer=True, **answer))
-        return {"check_id": check.check_id, "outcome": "late"}
-
-    # A second answer to an answered check (after a fresh reading): kept when it is newer; it may confirm a
-    # device still in setup, but a decision already taken on the first answer stands.
-    newer = payload.last_communication_at is not None and (
-        check.last_communication_at is None or payload.last_communication_at > check.last_communication_at
-    )
-    if not newer:
-        return {"check_id": check.check_id, "outcome": "ignored: not newer than the answer recorded"}
-    await connection.execute(update(c).where(c.c.check_id == check.check_id).values(**answer))
-    if is_setup:
-        setup = (await _setups(connection, [check.enrollment_id], lock=True)).get(check.enrollment_id)
-        if setup is not None:
-            await _after_confirmation(connection, setup, now)
-    return {"check_id": check.check_id, "outcome": "updated"}
-
-
-async def handle_status_check_responses(
-    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckResponse]], *, clock: Clock
-) -> list[dict[str, Any]]:
-    """:func:`handle_status_check_response` for a run of answers, set-based, when every answer is the common
-    case — an OPEN check answered by its timeout, no check answered twice in the run. Anything else is
-    declined (:class:`NotBatchable`) and applied one by one. The effect is that of applying the answers one
-    by one in order: a failure plans the re-check from the first failed device of an enrollment, and an
-    enrollment whose devices the run confirms all becomes ACTIVE with its sync queued."""
-    now = clock.now()
-    c = t.device_status_checks
-    check_ids = [p.check_id for _, p in messages]
-    if len(set(check_ids)) != len(check_ids):
-        raise NotBatchable("a check is answered twice in the run")
-    checks = {
-        row.check_id: row
-        for part in chunks(sorted(check_ids))
-        for row in await connection.execute(
-            select(c.c.check_id, c.c.status, c.c.timeout_at, c.c.reason, c.c.enrollment_id, c.c.device_id)
-            .where(c.c.check_id.in_(part))
-            .with_for_update()
-        )
-    }
-    for check_id in check_ids:
-        check = checks.get(check_id)
-        if check is None or check.status != CheckStatus.OPEN.value or check.timeout_at < now:
-            raise NotBatchable(f"check {check_id} is unknown, answered or late")
-    await connection.execute(
-        update(c)
-        .where(c.c.check_id == bindparam("b_check_id"), c.c.status == CheckStatus.OPEN.value)
-        .values(
-            status=CheckStatus.ANSWERED.value,
-            late_answer=False,
-            answered_at=now,
-            result=bindparam("b_result"),
-            communication_status=bindparam("b_communication_status"),
-            last_communication_at=bindparam("b_last_communication_at"),
-            source=bindparam("b_source"),
-            detail=bindparam("b_detail"),
-        ),
-        [
-            {
-                "b_check_id": p.check_id,
-                "b_result": p.result.value,
-                "b_communication_status": p.communication_status.value,
-                "b_last_communication_at": p.last_communication_at,
-                "b_source": p.source,
-                "b_detail": p.detail,
-            }
-            for _, p in messages
-        ],
-    )
-    setup_answers = [
-        (checks[p.check_id], p)
-        for _, p in messages
-        if checks[p.check_id].reason == CheckReason.ENROLLMENT_SETUP.value and checks[p.check_id].enrollment_id
-    ]
-    if setup_answers:
-        setups = await _setups(connection, [check.enrollment_id for check, _ in setup_answers], lock=True)
-        confirmed: set[str] = set()
-        failures: dict[str, _Failure] = {}  # the first failure of each enrollment, as one by one would plan
-        for check, p in setup_answers:
-            setup = setups.get(check.enrollment_id)
-            if setup is None:
-                continue
-            status, seen = p.communication_status.value, p.last_communication_at
-            if confirms_online(status, seen, now, setup.rules):
-                confirmed.add(check.enrollment_id)
-            elif check.enrollment_id not in failures:
-                why = why_not_confirmed(status, seen, p.detail, setup.rules)
-                failures[check.enrollment_id] = _Failure(check.enrollment_id, check.device_id, why)
-        # One by one, a failed device stays unconfirmed for the rest of the run (setup checks only the
-        # unconfirmed devices), so an enrollment with a failure in the run is never activated by it: its
-        # confirmations only store their answers. Were a failed device confirmed by an earlier check, the
-        # order would matter: one by one then.
-        if any(setups[f.enrollment_id].confirmed(f.device_id) for f in failures.values()):
-            raise NotBatchable("a device failed in the run is confirmed by an earlier check")
-        await _after_failures(connection, list(failures.values()), now, setups)
-        await _activate(connection, [setups[e] for e in sorted(confirmed - failures.keys())], now)
-    return [{"check_id": p.check_id, "outcome": "answered"} for _, p in messages]
-
-
-async def _decide_setup(
+async def decide_setup(
     connection: AsyncConnection,
     enrollment_id: str,
     device_id: int,
@@ -803,13 +405,13 @@ async def _decide_setup(
 ) -> None:
     """After a setup check of ``device_id`` was answered in time: confirm it (and maybe activate the
     enrollment) or count it as failed (re-check or setup failure)."""
-    setups = await _setups(connection, [enrollment_id], lock=True)
+    setups = await read_setups(connection, [enrollment_id], lock=True)
     setup = setups.get(enrollment_id)
     if setup is None:
         return
     status, seen = payload.communication_status.value, payload.last_communication_at
     if confirms_online(status, seen, now, setup.rules):
-        await _after_confirmation(connection, setup, now)
+        await after_confirmation(connection, setup, now)
     else:
         why = why_not_confirmed(status, seen, payload.detail, setup.rules)
-        await _after_failures(connection, [_Failure(enrollment_id, device_id, why)], now, setups)
+        await after_failures(connection, [SetupFailure(enrollment_id, device_id, why)], now, setups)

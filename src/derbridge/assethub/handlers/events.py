@@ -1,4 +1,7 @@
-"""Asset Hub's side of program events: the DERMS's reservations (F5), cancellations (F6) and outcomes (F7).
+"""F5 · F6 · F7 · Asset Hub's inbox handlers of program events: the DERMS's reservations (F5), cancellations
+(F6) and outcomes (F7). No other code applies these messages, so their reading and writing helpers live
+here with them; the participation summaries they keep up to date are
+:mod:`derbridge.assethub.adapters.participation_summaries`.
 
 Each handler runs inside the inbox transaction (:mod:`derbridge.infra.inbound`): the effect, the
 acknowledgement written to Asset Hub's outbox and the inbox row commit together. Bulk work is set-based:
@@ -23,40 +26,39 @@ acknowledged as STALE and changes nothing. Releases are final, so updates applie
 
 from __future__ import annotations
 
-import asyncio
-import csv
-import tempfile
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from operator import itemgetter
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import structlog
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.assethub.adapters import tables as t
+from derbridge.assethub.adapters.participation_records import (
+    OUTCOME_FIELDS,
+    Key,
+    device_ids,
+    locked_event,
+    read_records,
+    write_outcomes,
+)
 from derbridge.assethub.adapters.participation_summaries import (
     add_event_entries,
     refresh_event_summaries,
     refresh_summaries,
     set_event_classes,
 )
-from derbridge.bridge.filestore.base import FileNotInStore
+from derbridge.assethub.adapters.reservation_files import fetch_reservation_file
 from derbridge.bridge.filestore.factory import FileStoreOpener
-from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
-from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity, HeadEnd, Id
-from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
+from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.errors import Invalid, MissingPrerequisite
 from derbridge.infra.clock import Clock
-from derbridge.infra.columnar import db_times, id_list, insert_arrow
+from derbridge.infra.columnar import db_times, insert_arrow
 from derbridge.infra.outbox import write_outbox
 
 log = structlog.get_logger("derbridge.assethub.events")
@@ -64,127 +66,10 @@ log = structlog.get_logger("derbridge.assethub.events")
 RESERVED, RELEASED, CANCELLED = "RESERVED", "RELEASED", "CANCELLED"
 """Participation record statuses: held for the event, let go before it started, event cancelled."""
 
-RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
-"""The header a reservation file must have: the contract's ``ReservedDevice`` fields, in order."""
-
-_OUTCOME_FIELDS = (
-    "outcome",
-    "preemptive_opt_out",
-    "participation_start_at",
-    "participation_end_at",
-    "shed_kw",
-    "error_message",
-)
-
 V = TypeVar("V")
-
-Key = tuple[str, str]
-"""A device as messages name it: ``(head_end_system, nic_id)``."""
-
-Reserved = tuple[str, str, str, datetime, datetime]
-"""A reserved device as a row: ``(record_id, head_end_system, nic_id, reservation_start_at,
-reservation_end_at)`` — the fields of the contract's ``ReservedDevice``, in its order."""
-
-_RESERVED_ROWS: TypeAdapter[list[Reserved]] = TypeAdapter(list[tuple[Id, HeadEnd, Id, AwareDatetime, AwareDatetime]])
-"""Validates a reservation file's rows with the contract's field types at once (a model per row costs ten
-times more on a list of 100,000)."""
-
-
-# --- the file store for claim-checked reservation lists ---------------------------------------------------
-
-
-def _read_reservation_file(path: Path) -> list[Reserved]:
-    """The rows of a reservation file, validated against the contract's field types (line numbers counted
-    as in the file: the header is line 1)."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = tuple(next(reader, ()))
-        if header != RESERVATION_FILE_COLUMNS:
-            raise ValueError(f"line 1: the header is {list(header)}, expected {list(RESERVATION_FILE_COLUMNS)}")
-        records: list[list[str]] = []
-        lines: list[int] = []
-        for record in reader:
-            if record:
-                records.append(record)
-                lines.append(reader.line_num)
-    try:
-        return _RESERVED_ROWS.validate_python(records)
-    except ValidationError as error:
-        first = error.errors()[0]
-        line = lines[int(first["loc"][0])] if first["loc"] else 2
-        column = RESERVATION_FILE_COLUMNS[int(first["loc"][1])] if len(first["loc"]) > 1 else "row"
-        raise ValueError(f"line {line}, {column}: {first['msg']}") from None
-
-
-async def _fetch_devices(
-    event_id: str, manifest: FileManifest, location: FileLocation, files: FileStoreOpener
-) -> list[Reserved]:
-    """The reserved devices of a claim-checked list: fetched, verified against the manifest, then read.
-
-    A file that is missing, not the one its manifest describes, or unreadable is refused (the message goes
-    to the dead letters with the reason; an operator fixes the file and replays it). A store that cannot be
-    reached raises on, so that the bridge retries.
-    """
-    with tempfile.TemporaryDirectory(prefix="derbridge-reservations-") as directory:
-        path = Path(directory) / "reservations.csv"
-        try:
-            async with files() as store:
-                await store.fetch(location, path)
-        except FileNotInStore as missing:
-            raise Invalid(
-                "file-missing",
-                "The reservation file is not in the file store",
-                f"Event {event_id}: {missing}. Put the file back under {location.key!r}, then replay the message.",
-            ) from None
-        except ValueError as bad:  # a key that escapes the store, or a location in another kind of store
-            raise Invalid("invalid-file-location", "The reservation file's location is not valid", str(bad)) from None
-        try:
-            await asyncio.to_thread(verify_file, path, manifest)
-        except ManifestMismatch as mismatch:
-            raise Invalid(
-                "file-mismatch",
-                "The reservation file does not match its manifest",
-                f"Event {event_id}, file {manifest.file_id}: {mismatch.reason}. Nothing was recorded.",
-            ) from None
-        try:
-            return await asyncio.to_thread(_read_reservation_file, path)
-        except ValueError as bad:
-            raise Invalid(
-                "invalid-file",
-                "The reservation file is not valid",
-                f"Event {event_id}, file {manifest.file_id}: {bad}. Nothing was recorded.",
-            ) from None
 
 
 # --- shared steps ---------------------------------------------------------------------------------------
-
-
-async def _device_ids(connection: AsyncConnection, keys: Iterable[Key]) -> dict[Key, int]:
-    """Asset Hub's ``device_id`` of each device it knows among ``keys`` (unknown ones are absent)."""
-    by_head_end: dict[str, list[str]] = defaultdict(list)
-    for head_end, nic in keys:
-        by_head_end[head_end].append(nic)
-    d = t.devices
-    found: dict[Key, int] = {}
-    for head_end, nics in by_head_end.items():
-        # The head end's nic ids as one parameter (an array, or a JSON array on SQLite): no IN list of
-        # thousands of parameters to compile and bind, however long the list.
-        rows = await connection.execute(
-            select(d.c.nic_id, d.c.device_id).where(
-                d.c.head_end_system == head_end, id_list(connection, d.c.nic_id, nics, "nics")
-            )
-        )
-        found.update(((head_end, nic), device_id) for nic, device_id in rows.tuples())
-    return found
-
-
-async def _locked_event(connection: AsyncConnection, event_id: str) -> RowMapping | None:
-    # FOR UPDATE (PostgreSQL; SQLite has one writer anyway): messages of one event applied at once by
-    # competing deliveries take turns, so each reads what the previous one wrote.
-    result = await connection.execute(
-        select(t.program_events).where(t.program_events.c.event_id == event_id).with_for_update()
-    )
-    return result.mappings().first()
 
 
 def _event_not_recorded(event_id: str, what: str) -> MissingPrerequisite:
@@ -249,7 +134,7 @@ async def apply_reservation(
             f"Event {event_id}: a reservation file needs both devices_file (manifest) and devices_location.",
         )
     now = clock.now()
-    event = await _locked_event(connection, event_id)
+    event = await locked_event(connection, event_id)
     stale: str | None = None
     if event is not None and event["status"] == CANCELLED:
         stale = "the event is cancelled; a reservation list for it changes nothing"
@@ -260,7 +145,7 @@ async def apply_reservation(
         return {"event_id": event_id, "status": AckStatus.STALE.value, "detail": stale}
 
     if payload.devices_file is not None and payload.devices_location is not None:
-        devices = await _fetch_devices(event_id, payload.devices_file, payload.devices_location, files)
+        devices = await fetch_reservation_file(event_id, payload.devices_file, payload.devices_location, files)
     else:
         devices = [
             (x.record_id, x.head_end_system, x.nic_id, x.reservation_start_at, x.reservation_end_at)
@@ -284,7 +169,7 @@ async def apply_reservation(
         await connection.execute(e.update().where(e.c.event_id == event_id).values(**fields))
 
     keys = [(head_end, nic) for _, head_end, nic, _, _ in devices]
-    ids = await _device_ids(connection, keys)
+    ids = await device_ids(connection, keys)
     unknown = [k for k in keys if k not in ids]
     p = t.participation_records
     held: dict[int, tuple[str, str]] = {}
@@ -381,7 +266,7 @@ async def apply_cancellation(
 ) -> dict[str, Any]:
     """Mark the event CANCELLED and every participation record of it CANCELLED; acknowledge."""
     event_id = payload.event_id
-    event = await _locked_event(connection, event_id)
+    event = await locked_event(connection, event_id)
     if event is None:
         raise _event_not_recorded(event_id, "A cancellation")
     e, p = t.program_events, t.participation_records
@@ -409,50 +294,6 @@ async def apply_cancellation(
 # --- F7 · event-outcome -----------------------------------------------------------------------------------
 
 
-# Constant names only (no input reaches the text).
-_UPDATE_OUTCOMES_SQLITE = (
-    f"UPDATE {t.participation_records.name} SET "  # noqa: S608
-    + ", ".join(f"{name} = ?" for name in (*_OUTCOME_FIELDS, "outcome_reported_at"))
-    + " WHERE record_id = ?"
-)
-# The arrays go as binary parameters (%b): psycopg dumps a list as text escaping each element in Python
-# (10,000 timestamps: 24 ms), in binary without (1 ms). Each list holds one Python type (validated models).
-_UPDATE_OUTCOMES_POSTGRESQL = (
-    f"UPDATE {t.participation_records.name} AS p SET "  # noqa: S608
-    + ", ".join(f"{name} = u.{name}" for name in (*_OUTCOME_FIELDS, "outcome_reported_at"))
-    + " FROM unnest(%b::text[], %b::boolean[], %b::timestamptz[], %b::timestamptz[], %b::double precision[], "
-    "%b::text[], %b::timestamptz[], %b::text[]) AS u("
-    + ", ".join((*_OUTCOME_FIELDS, "outcome_reported_at", "record_id"))
-    + ") WHERE p.record_id = u.record_id"
-)
-
-
-async def _write_outcomes(connection: AsyncConnection, writes: list[tuple[Any, ...]]) -> None:
-    """Set each record's outcome: ``writes`` are the :data:`_OUTCOME_FIELDS`, ``outcome_reported_at`` and
-    the ``record_id``, in that order (of a record written twice, the last).
-
-    Through the driver, not SQLAlchemy's per-row parameter processing (three ``UTCDateTime`` conversions
-    a row), which cost more than the update itself for a batch of 10,000 (F7 benchmark): on SQLite an
-    ``executemany`` of plain tuples, times converted as the column type would (naive UTC text), each
-    distinct one once; on PostgreSQL one ``UPDATE … FROM unnest(…)`` over arrays."""
-    if not writes:
-        return
-    if connection.dialect.name == "postgresql":
-        # One statement updates a row once: the last write of a record wins, as in an executemany.
-        last = list({row[-1]: row for row in writes}.values())
-        await connection.exec_driver_sql(_UPDATE_OUTCOMES_POSTGRESQL, tuple(list(c) for c in zip(*last, strict=True)))
-        return
-    at = db_times(connection)
-
-    # By record id (a stable sort: of a record written twice the last still wins): the updates then walk the
-    # primary key in order, whatever order the aggregators reported in.
-    rows = [
-        (o, opt_out, at(s), at(e), kw, m, at(r), i)
-        for o, opt_out, s, e, kw, m, r, i in sorted(writes, key=itemgetter(-1))
-    ]
-    await connection.exec_driver_sql(_UPDATE_OUTCOMES_SQLITE, rows)
-
-
 def _outcome_values(x: event_outcome.DeviceOutcome) -> dict[str, Any]:
     return {
         "outcome": x.outcome.value,
@@ -465,25 +306,7 @@ def _outcome_values(x: event_outcome.DeviceOutcome) -> dict[str, Any]:
 
 
 def _same_outcome(record: dict[str, Any], values: dict[str, Any]) -> bool:
-    return all(record[name] == values[name] for name in _OUTCOME_FIELDS)
-
-
-async def _records(connection: AsyncConnection, event_id: str, device_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """The participation records of ``event_id`` for ``device_ids`` (those it has), by device id.
-
-    Only the devices of the batch are read, through the (event_id, device_id) index: an event of 100,000
-    devices reported in ten batches is read once in all, not ten times."""
-    p = t.participation_records
-    columns = [p.c.record_id, p.c.device_id, p.c.status, p.c.outcome_reported_at, *(p.c[f] for f in _OUTCOME_FIELDS)]
-    rows = await connection.execute(
-        select(*columns).where(
-            p.c.event_id == event_id, id_list(connection, p.c.device_id, list(device_ids), "devices")
-        )
-    )
-    # Plain dicts from the tuples: a RowMapping per row cost more than the query (10,000 per batch).
-    names = [c.name for c in columns]
-    found = (dict(zip(names, row, strict=True)) for row in rows.tuples())
-    return {record["device_id"]: record for record in found}
+    return all(record[name] == values[name] for name in OUTCOME_FIELDS)
 
 
 async def apply_outcomes(
@@ -497,14 +320,14 @@ async def apply_outcomes(
     reserved here) → reported in ``unknown_devices``.
     """
     event_id = payload.event_id
-    event = await _locked_event(connection, event_id)
+    event = await locked_event(connection, event_id)
     if event is None:
         raise _event_not_recorded(event_id, "Outcomes")
     now = clock.now()
     reported_at = envelope.occurred_at
     keys = [(x.head_end_system, x.nic_id) for x in payload.outcomes]
-    ids = await _device_ids(connection, keys)
-    records = await _records(connection, event_id, ids.values())
+    ids = await device_ids(connection, keys)
+    records = await read_records(connection, event_id, ids.values())
     writes: list[tuple[Any, ...]] = []
     corrections: list[dict[str, Any]] = []
     no_record: list[Key] = []
@@ -543,8 +366,8 @@ async def apply_outcomes(
             patched_devices.append(record["device_id"])
         else:
             changed_devices.append(record["device_id"])
-        writes.append((*(values[name] for name in _OUTCOME_FIELDS), reported_at, record["record_id"]))
-    await _write_outcomes(connection, writes)
+        writes.append((*(values[name] for name in OUTCOME_FIELDS), reported_at, record["record_id"]))
+    await write_outcomes(connection, writes)
     if corrections:
         await connection.execute(t.participation_corrections.insert(), corrections)
     # New and corrected outcomes reach the histories, in the same transaction.
