@@ -58,6 +58,10 @@ class EventStatus(StrEnum):
 TERMINAL_STATUSES: Final[frozenset[EventStatus]] = frozenset({EventStatus.COMPLETED, EventStatus.CANCELLED})
 """Statuses an event never leaves."""
 
+LIVE_STATUSES: Final[tuple[EventStatus, ...]] = (EventStatus.SCHEDULED, EventStatus.ACTIVE)
+"""Statuses in which an event's reservations still hold (a cancelled event's are released already, a
+completed one's are history): the events a device's availability and new reservations are checked against."""
+
 _ALLOWED_TRANSITIONS: Final[frozenset[tuple[EventStatus, EventStatus]]] = frozenset(
     {
         (EventStatus.SCHEDULED, EventStatus.ACTIVE),
