@@ -9,7 +9,8 @@ forwarded a second time: the caller gets what is recorded for it. Each new reque
 ``previous_requests``: for each of its devices, the request recorded last for that device before it
 (``device_latest_requests``), so that Asset Hub judges a device's requests in the order they were made
 whatever order the bridge delivers them in. Asset Hub's ``enrollment-response.v1``
-fills in each request's answer (:func:`handle_enrollment_response`); later lifecycle changes of the
+fills in each request's answer (:func:`record_answers`, called by
+:func:`derbridge.derms.handlers.enrollment_requests.handle_enrollment_response`); later lifecycle changes of the
 enrollment reach the DERMS by enrollment sync (F3), which keeps ``state`` current.
 
 What the aggregator reads (:func:`request_status`): ``status`` RECEIVED until Asset Hub answered, then
@@ -32,9 +33,7 @@ from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.enrollment_states import known_state, note_answers
-from derbridge.infra.clock import Clock
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.infra.upsert import insert_for
@@ -343,54 +342,18 @@ def _accepted(payload: contract.EnrollmentResponseBatch) -> list[tuple[str, str]
     ]
 
 
-def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
-    accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
-    return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
-
-
-async def handle_enrollment_response(
-    connection: AsyncConnection,
-    envelope: Envelope,
-    payload: contract.EnrollmentResponseBatch,
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> dict[str, Any]:
-    """Record Asset Hub's answer to each request of a batch.
+async def record_answers(
+    connection: AsyncConnection, payloads: Sequence[contract.EnrollmentResponseBatch], now: datetime
+) -> None:
+    """Record Asset Hub's answers of ``payloads`` (one ``executemany`` for all of them).
 
     Only an unanswered request takes an answer: Asset Hub answers a request once (a repeat gets the same
     first answer), and a late copy must not put back PENDING over a state F3 has moved on since. The state
     it takes is its enrollment's newest known one: a sync that overtook the answer (another flow, another
-    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING.
+    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING. Run
+    in order, the first answer to a request wins, as it would one message at a time.
     """
-    now = clock.now()
-    if payload.answers:
-        await note_answers(connection, _accepted(payload), now)
-        await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
-        for listener in ports.requests_answered:
-            await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
-    return _answered(payload)
-
-
-async def handle_enrollment_responses(
-    connection: AsyncConnection,
-    messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]],
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> list[dict[str, Any]]:
-    """:func:`handle_enrollment_response` for a run of messages (Asset Hub answers each single request the
-    edge forwarded in its own message): every answer of the run in one ``executemany``, then the listeners
-    message by message, in order. The effect is that of one by one: each answer is conditional on the
-    request being unanswered, so the first answer in order wins either way, and a listener reads only its
-    own message's requests, which no later answer of the run changes."""
-    now = clock.now()
-    rows = [row for _, payload in messages for row in _answer_rows(payload, now)]
+    rows = [row for payload in payloads for row in _answer_rows(payload, now)]
     if rows:
-        await note_answers(connection, [a for _, payload in messages for a in _accepted(payload)], now)
+        await note_answers(connection, [a for payload in payloads for a in _accepted(payload)], now)
         await connection.execute(_ANSWER_UPDATE, rows)
-    for _, payload in messages:
-        if payload.answers:
-            for listener in ports.requests_answered:
-                await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
-    return [_answered(payload) for _, payload in messages]

@@ -7,9 +7,10 @@ Candidates are selected set-based in one query (the four conditions of
 change writes its message to Asset Hub (:mod:`derbridge.derms.services.event_messages`) in its own
 transaction. "Now" is the business clock (:func:`derbridge.infra.clock.now`) unless the caller gives it.
 
-The job ``event-lifecycle`` (every 5 s, :func:`advance_lifecycle`) starts SCHEDULED events whose start has
-come and closes ACTIVE ones at ``end_at + grace``: every reserved device without an outcome gets
-NON_RESPONSIVE, the event becomes COMPLETED, and one ``event-outcome.v1`` message carries those outcomes.
+The job ``event-lifecycle`` (every 5 s: :func:`derbridge.derms.handlers.events.event_lifecycle_job` runs
+:func:`advance_lifecycle`) starts SCHEDULED events whose start has come and closes ACTIVE ones at
+``end_at + grace``: every reserved device without an outcome gets NON_RESPONSIVE, the event becomes
+COMPLETED, and one ``event-outcome.v1`` message carries those outcomes.
 """
 
 from __future__ import annotations
@@ -52,9 +53,6 @@ from derbridge.infra.ids import new_id, new_ids
 from derbridge.infra.upsert import insert_for
 
 log = structlog.get_logger("derbridge.derms.events")
-
-LIFECYCLE_EVERY = timedelta(seconds=5)
-"""How often the ``event-lifecycle`` job looks for events to start or close (wall-clock interval)."""
 
 LIVE_STATUSES = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
 
@@ -461,8 +459,3 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
             )
     log.info("event closed", event_id=event_id, non_responsive=len(silent))
     return 1
-
-
-async def event_lifecycle_job(engine: AsyncEngine, now: datetime) -> int:
-    """The ``event-lifecycle`` job: :func:`advance_lifecycle` at the business time ``now``."""
-    return await advance_lifecycle(engine, now)
