@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.contracts import enrollment_sync as contract
 from derbridge.derms.adapters import tables as t
+from derbridge.derms.adapters.events import lock_reservations as lock_reservations
 from derbridge.derms.domain.event import LIVE_STATUSES
 from derbridge.infra.upsert import frozen, insert_for
 
@@ -40,14 +41,6 @@ async def lock_enrollment(connection: AsyncConnection, enrollment_id: str) -> No
             text("SELECT pg_advisory_xact_lock(hashtext('derms.enrollment-sync'), hashtext(:enrollment_id))"),
             {"enrollment_id": enrollment_id},
         )
-
-
-async def lock_reservations(connection: AsyncConnection) -> None:
-    """Take the lock event creation takes (:mod:`derbridge.derms.services.events`) before releasing."""
-    # A device turning unavailable while an event is reserving either is seen unavailable by it or has its
-    # new reservation released here — never missed.
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('derms.reserve'))"))
 
 
 async def applied_sequence(connection: AsyncConnection, enrollment_id: str) -> int | None:

@@ -207,6 +207,11 @@ class EventWindow:
         return self.end_at + grace
 
 
+def grace_of(outcome_grace_hours: float) -> timedelta:
+    """A program's closing grace (``programs.outcome_grace_hours``) as a duration."""
+    return timedelta(hours=outcome_grace_hours)
+
+
 def can_transition(current: EventStatus, requested: EventStatus) -> bool:
     """True when the lifecycle allows going from ``current`` to ``requested`` in one step.
 
