@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from derbridge.derms.adapters import tables as dm
 from derbridge.derms.adapters import score_snapshots
+from derbridge.derms.adapters import tables as dm
 from derbridge.runtime import Runtime
 
 AT = datetime(2027, 6, 1, 12, tzinfo=UTC)
