@@ -26,20 +26,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.derms.adapters import enrollment_requests as db
 from derbridge.derms.adapters import tables as t
+from derbridge.derms.adapters.enrollment_requests import STATUS_COLUMNS as STATUS_COLUMNS
 from derbridge.derms.services.enrollment_states import known_state, note_answers
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.upsert import insert_for
-
-CHUNK = 1000
-"""Keys per ``IN (…)`` list: well under the databases' bound-parameter limits."""
 
 
 class RequestStatus(StrEnum):
@@ -70,10 +68,6 @@ def request_status(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STATUS_COLUMNS = [c for c in t.enrollment_requests.c if c.name != "request"]
-"""The columns :func:`request_status` reads: every one but the stored request payload."""
-
-
 @dataclass(frozen=True)
 class RecordedRequests:
     """What :func:`record_enrollment_requests` did."""
@@ -99,17 +93,9 @@ def _business_key(head_end_system: str, request_ids: Sequence[str]) -> str:
 
 
 async def _read(connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str]) -> dict[str, Any]:
-    table = t.enrollment_requests
-    found: dict[str, Any] = {}
-    for start in range(0, len(request_ids), CHUNK):
-        rows = await connection.execute(
-            select(*STATUS_COLUMNS).where(
-                table.c.head_end_system == head_end_system, table.c.request_id.in_(request_ids[start : start + CHUNK])
-            )
-        )
-        for row in rows.mappings():
-            found[row["request_id"]] = request_status(dict(row))
-    return found
+    """The requests ``request_ids`` of ``head_end_system`` recorded, as the aggregator reads them."""
+    rows = await db.read_requests(connection, head_end_system, request_ids)
+    return {request_id: request_status(row) for request_id, row in rows.items()}
 
 
 async def record_enrollment_requests(
@@ -142,14 +128,10 @@ async def record_enrollment_requests_in(
     """:func:`record_enrollment_requests` in the caller's transaction: the edge gateway writes its resources
     and records their requests in one unit of work, so a failure of either leaves neither."""
     at = now
-    table = t.enrollment_requests
     first: dict[str, contract.EnrollmentRequest] = {}
     for request in requests:
         first.setdefault(request.request_id, request)
     envelope: Envelope | None = None
-    insert = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
-        index_elements=[table.c.head_end_system, table.c.request_id]
-    )
     rows = [
         {
             "head_end_system": head_end_system,
@@ -163,9 +145,7 @@ async def record_enrollment_requests_in(
         }
         for request_id, request in first.items()
     ]
-    # RETURNING names the rows this call inserted: a concurrent call with the same request waits for
-    # ours (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
-    inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
+    inserted = await db.insert_new_requests(connection, rows)
     new = [request for request_id, request in first.items() if request_id in inserted]
     if new:
         message_id = new_id()
@@ -181,36 +161,13 @@ async def record_enrollment_requests_in(
             source_instance=derms_instance_id,
             message_id=message_id,
         )
-        await _stamp_message(connection, head_end_system, inserted, envelope)
+        await db.stamp_message(connection, head_end_system, inserted, envelope.message_id)
         await write_outbox(connection, t.outbox, [envelope])
     recorded = await _read(connection, head_end_system, list(first))
     return RecordedRequests(
         message_id=envelope.message_id if envelope else None,
         new=len(new),
         requests=[recorded[r.request_id] for r in requests],
-    )
-
-
-def _latest_request_upsert(dialect_name: str) -> Any:
-    """Make a request the latest of its device, keeping the one it replaces as ``previous_*`` (RETURNING
-    gives them back): one statement reads and moves the device's head, so two calls recording requests for
-    one device at once are chained one after the other (the second waits for the first's row)."""
-    d = t.device_latest_requests
-    statement = insert_for(dialect_name, d)
-    return statement.on_conflict_do_update(
-        index_elements=[d.c.head_end_system, d.c.nic_id],
-        set_={
-            # Right-hand sides read the row as it was: the request that was latest becomes the previous one.
-            "previous_head_end_system": d.c.request_head_end_system,
-            "previous_request_id": d.c.request_id,
-            "previous_message_id": d.c.message_id,
-            "request_head_end_system": statement.excluded.request_head_end_system,
-            "request_id": statement.excluded.request_id,
-            "message_id": statement.excluded.message_id,
-            "updated_at": statement.excluded.updated_at,
-        },
-    ).returning(
-        d.c.head_end_system, d.c.nic_id, d.c.previous_head_end_system, d.c.previous_request_id, d.c.previous_message_id
     )
 
 
@@ -240,8 +197,8 @@ async def _chain(
                 previous[request.request_id].add(before)
             latest[key] = this
     if latest:
-        rows = await connection.execute(
-            _latest_request_upsert(connection.dialect.name),
+        rows = await db.move_latest_requests(
+            connection,
             [
                 {
                     "head_end_system": hes,
@@ -271,19 +228,6 @@ async def _chain(
         request_id: sorted(refs, key=lambda r: (r.head_end_system, r.request_id))
         for request_id, refs in previous.items()
     }
-
-
-async def _stamp_message(
-    connection: AsyncConnection, head_end_system: str, request_ids: set[str], envelope: Envelope
-) -> None:
-    table = t.enrollment_requests
-    ordered = sorted(request_ids)
-    for start in range(0, len(ordered), CHUNK):
-        await connection.execute(
-            update(table)
-            .where(table.c.head_end_system == head_end_system, table.c.request_id.in_(ordered[start : start + CHUNK]))
-            .values(message_id=envelope.message_id)
-        )
 
 
 async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, request_id: str) -> dict[str, Any] | None:
