@@ -1,5 +1,6 @@
 """The DERMS database's side of outcome reports (F7): the event a report is for, the reported devices it
-holds, and the outcomes' upsert (through the driver: a report carries up to 100,000 devices).
+holds, and the outcomes' upsert (through the driver: a report carries up to 100,000 devices); and the
+NON_RESPONSIVE outcomes an event's closing gives its silent devices.
 :mod:`derbridge.derms.services.outcomes` runs these in the report's transaction.
 """
 
@@ -11,12 +12,13 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.contracts.event_outcome import DeviceOutcome
+from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
 from derbridge.infra.columnar import db_times, id_list
+from derbridge.infra.upsert import insert_for
 
 _OUTCOME_FIELDS = (
     "outcome",
@@ -145,3 +147,46 @@ async def store_outcomes(
         key=itemgetter(1),
     )
     await connection.exec_driver_sql(_UPSERT_OUTCOMES_SQLITE, rows)
+
+
+async def silent_devices(connection: AsyncConnection, event_id: str) -> Sequence[Row[Any]]:
+    """The devices the event holds (RESERVED) with no outcome: ``(device_id, head_end_system, nic_id)``, in
+    rank order."""
+    r, o, d = t.reservations, t.outcomes, t.devices
+    return (
+        await connection.execute(
+            select(r.c.device_id, d.c.head_end_system, d.c.nic_id)
+            .join(d, d.c.device_id == r.c.device_id)
+            .where(
+                r.c.event_id == event_id,
+                r.c.status == "RESERVED",
+                ~exists(select(o.c.device_id).where(o.c.event_id == event_id, o.c.device_id == r.c.device_id)),
+            )
+            .order_by(r.c.rank)
+        )
+    ).all()
+
+
+async def insert_non_responsive(
+    connection: AsyncConnection, event_id: str, device_ids: Sequence[int], now: datetime
+) -> None:
+    """Give ``device_ids`` the outcome NON_RESPONSIVE (origin CLOSED) where they have none."""
+    o = t.outcomes
+    await connection.execute(
+        insert_for(connection.dialect.name, o).on_conflict_do_nothing(index_elements=[o.c.event_id, o.c.device_id]),
+        [
+            {
+                "event_id": event_id,
+                "device_id": device_id,
+                "outcome": Outcome.NON_RESPONSIVE.value,
+                "preemptive_opt_out": False,
+                "participation_start_at": None,
+                "participation_end_at": None,
+                "shed_kw": None,
+                "error_message": None,
+                "origin": "CLOSED",
+                "reported_at": now,
+            }
+            for device_id in device_ids
+        ],
+    )

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import structlog
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import events as db
+from derbridge.derms.adapters import outcomes as outcomes_db
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.event import (
     LIVE_STATUSES,
@@ -53,7 +54,6 @@ from derbridge.derms.services.models import EventCancel, EventIn
 from derbridge.errors import Conflict, FieldError, Invalid, not_found
 from derbridge.infra.columnar import db_time, insert_arrow
 from derbridge.infra.ids import new_id, new_ids
-from derbridge.infra.upsert import insert_for
 
 log = structlog.get_logger("derbridge.derms.events")
 
@@ -339,7 +339,7 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
 
     The caller decides that closing is due (:func:`advance_lifecycle`).
     """
-    e, r, o, d = t.program_events, t.reservations, t.outcomes, t.devices
+    e = t.program_events
     async with engine.begin() as connection:
         # The status update comes first: it locks the event row, and outcome reports lock it too
         # (outcomes.record_outcomes), so a report is either in before the silent devices are chosen or
@@ -352,39 +352,9 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
         if updated.rowcount != 1:
             return 0
         instance = await connection.scalar(select(e.c.derms_instance_id).where(e.c.event_id == event_id))
-        silent = (
-            await connection.execute(
-                select(r.c.device_id, d.c.head_end_system, d.c.nic_id)
-                .join(d, d.c.device_id == r.c.device_id)
-                .where(
-                    r.c.event_id == event_id,
-                    r.c.status == "RESERVED",
-                    ~exists(select(o.c.device_id).where(o.c.event_id == event_id, o.c.device_id == r.c.device_id)),
-                )
-                .order_by(r.c.rank)
-            )
-        ).all()
+        silent = await outcomes_db.silent_devices(connection, event_id)
         if silent:
-            await connection.execute(
-                insert_for(connection.dialect.name, o).on_conflict_do_nothing(
-                    index_elements=[o.c.event_id, o.c.device_id]
-                ),
-                [
-                    {
-                        "event_id": event_id,
-                        "device_id": row.device_id,
-                        "outcome": Outcome.NON_RESPONSIVE.value,
-                        "preemptive_opt_out": False,
-                        "participation_start_at": None,
-                        "participation_end_at": None,
-                        "shed_kw": None,
-                        "error_message": None,
-                        "origin": "CLOSED",
-                        "reported_at": now,
-                    }
-                    for row in silent
-                ],
-            )
+            await outcomes_db.insert_non_responsive(connection, event_id, [row.device_id for row in silent], now)
             await queue_outcomes(
                 connection,
                 event_id,
