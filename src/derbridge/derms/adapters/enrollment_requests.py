@@ -1,5 +1,6 @@
 """The DERMS database's side of enrollment requests (F1): the requests recorded, and each device's latest
-request (:mod:`derbridge.derms.services.enrollment_requests` runs these in its unit of work).
+request, and Asset Hub's answers (:mod:`derbridge.derms.services.enrollment_requests` runs these in its unit
+of work).
 """
 
 from __future__ import annotations
@@ -7,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from derbridge.derms.adapters import tables as t
+from derbridge.derms.adapters.enrollment_states import known_state
 from derbridge.infra.upsert import insert_for
 
 CHUNK = 1000
@@ -90,3 +92,35 @@ async def stamp_message(
             .where(table.c.head_end_system == head_end_system, table.c.request_id.in_(ordered[start : start + CHUNK]))
             .values(message_id=message_id)
         )
+
+
+def _answer_update() -> Any:
+    """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
+    enrollment's at the highest revision known (:mod:`~derbridge.derms.adapters.enrollment_states`): the
+    answer's own PENDING, or the state a sync that overtook the answer brought."""
+    table = t.enrollment_requests
+    return (
+        update(table)
+        .where(
+            table.c.head_end_system == bindparam("b_head_end_system"),
+            table.c.request_id == bindparam("b_request_id"),
+            table.c.answer.is_(None),
+        )
+        .values(
+            answer=bindparam("b_answer"),
+            enrollment_id=bindparam("b_enrollment_id"),
+            state=func.coalesce(known_state(bindparam("b_enrollment_id")), bindparam("b_state")),
+            rejections=bindparam("b_rejections"),
+            answered_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+
+
+_ANSWER_UPDATE = _answer_update()
+
+
+async def answer_requests(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Give each unanswered request its answer: rows of ``b_head_end_system, b_request_id, b_answer,
+    b_enrollment_id, b_state, b_rejections, b_now`` (one ``executemany``)."""
+    await connection.execute(_ANSWER_UPDATE, list(rows))

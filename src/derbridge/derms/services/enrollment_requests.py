@@ -26,7 +26,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
@@ -35,7 +34,7 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import enrollment_requests as db
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.adapters.enrollment_requests import STATUS_COLUMNS as STATUS_COLUMNS
-from derbridge.derms.services.enrollment_states import known_state, note_answers
+from derbridge.derms.adapters.enrollment_states import note_answers
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 
@@ -236,32 +235,6 @@ async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, requ
         return (await _read(connection, head_end_system, [request_id])).get(request_id)
 
 
-def _answer_update() -> Any:
-    """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
-    enrollment's at the highest revision known (:mod:`~derbridge.derms.services.enrollment_states`): the
-    answer's own PENDING, or the state a sync that overtook the answer brought."""
-    table = t.enrollment_requests
-    return (
-        update(table)
-        .where(
-            table.c.head_end_system == bindparam("b_head_end_system"),
-            table.c.request_id == bindparam("b_request_id"),
-            table.c.answer.is_(None),
-        )
-        .values(
-            answer=bindparam("b_answer"),
-            enrollment_id=bindparam("b_enrollment_id"),
-            state=func.coalesce(known_state(bindparam("b_enrollment_id")), bindparam("b_state")),
-            rejections=bindparam("b_rejections"),
-            answered_at=bindparam("b_now"),
-            updated_at=bindparam("b_now"),
-        )
-    )
-
-
-_ANSWER_UPDATE = _answer_update()
-
-
 def _answer_rows(payload: contract.EnrollmentResponseBatch, now: datetime) -> list[dict[str, Any]]:
     return [
         {
@@ -300,4 +273,4 @@ async def record_answers(
     rows = [row for payload in payloads for row in _answer_rows(payload, now)]
     if rows:
         await note_answers(connection, [a for payload in payloads for a in _accepted(payload)], now)
-        await connection.execute(_ANSWER_UPDATE, rows)
+        await db.answer_requests(connection, rows)

@@ -28,7 +28,7 @@ their F5 updates, the log entry and the acknowledgement commit together or not a
 5. **Releases.** A device made UNAVAILABLE loses its reservations of the program's events not yet started
    (:func:`~derbridge.derms.domain.availability.reservations_to_release`); each event touched gets an F5
    update (:func:`~derbridge.derms.services.event_messages.queue_reservation_updates`).
-6. The enrollment's known state (:mod:`~derbridge.derms.services.enrollment_states`, revision = the sync's
+6. The enrollment's known state (:mod:`~derbridge.derms.adapters.enrollment_states`, revision = the sync's
    sequence) and the enrollment request the DERMS recorded for F1 take the new state (ACTIVE or
    UNENROLLED, :func:`~derbridge.derms.domain.availability.enrollment_state_after`; :func:`note_states`),
    which the edge shows to the aggregator (and tells its subscribers, through the port
@@ -53,8 +53,8 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import enrollment_sync as db
 from derbridge.derms.adapters import tables as t
+from derbridge.derms.adapters.enrollment_states import note_syncs
 from derbridge.derms.domain.availability import reservations_to_release
-from derbridge.derms.services.enrollment_states import note_syncs
 from derbridge.derms.services.event_messages import ReservationFiles, queue_reservation_updates
 from derbridge.errors import MissingPrerequisite
 from derbridge.infra.outbox import write_outbox
