@@ -40,6 +40,7 @@ from derbridge.contracts.device_score_transfer import (
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
+from derbridge.derms.domain.score_file import InvalidScoreFile
 from derbridge.derms.services import score_snapshots
 from derbridge.infra.outbox import deserialize, write_outbox
 
@@ -700,7 +701,7 @@ def test_score_file_checks(tmp_path: Path, rows: list[list[str]], expected: str)
     csv.writer(text, lineterminator="\n").writerows(rows)
     path = tmp_path / "scores.csv"
     path.write_text(text.getvalue(), encoding="utf-8")
-    with pytest.raises(score_snapshots.InvalidScoreFile, match=expected.replace("(", r"\(")):
+    with pytest.raises(InvalidScoreFile, match=expected.replace("(", r"\(")):
         score_snapshots.read_score_file(path, Compression.NONE, [SUMMER])
 
 

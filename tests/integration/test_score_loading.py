@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from derbridge.derms.adapters import score_snapshots
 from derbridge.derms.adapters import tables as dm
-from derbridge.derms.services import score_snapshots
 from derbridge.runtime import Runtime
 
 AT = datetime(2027, 6, 1, 12, tzinfo=UTC)
@@ -48,7 +48,7 @@ async def load(engine: AsyncEngine, file_id: str, rows: list[tuple[object, ...]]
                 is_current=False,
             )
         )
-        await score_snapshots._insert_scores(connection, file_id, table(rows))
+        await score_snapshots.insert_scores(connection, file_id, table(rows))
     s = dm.device_scores
     async with engine.connect() as connection:
         result = await connection.execute(
@@ -87,13 +87,13 @@ async def test_both_encodings_store_the_files_values(
                     for (hes, nic), device_id in KNOWN.items()
                 ],
             )
-        assert score_snapshots._json_document(table(ROWS)) is not None  # SQLite takes the JSON path
+        assert score_snapshots.json_document(table(ROWS)) is not None  # SQLite takes the JSON path
         assert await load(engine, "file-json", ROWS) == expected(ROWS)
 
         # A tab in a nic id: not escaped by the JSON encoder, so its slice is bound row by row instead (with
         # slices of two rows, the other slices still go as JSON).
         with_tab = [*ROWS, ("P1", "ECOBEE", "tab\there", 12.5, True, None)]
-        assert score_snapshots._json_document(table(with_tab)) is None
+        assert score_snapshots.json_document(table(with_tab)) is None
         assert await load(engine, "file-rows", with_tab) == expected(with_tab)
     finally:
         await runtime.aclose()

@@ -3,9 +3,10 @@
 :func:`build` takes everything the DERMS depends on — its settings, its database engine, the business clock,
 how to open a CIS loader, and its :class:`~derbridge.derms.ports.DermsPorts` (the hooks its gateway, the
 edge, listens on) — and returns the running parts: the HTTP application, the inbox with the handler of each
-message type the DERMS accepts, and the periodic jobs. Nothing in the DERMS registers itself at import and no
-module global is written after it: a flow's handler receives what it needs (the clock, the ports, the file
-store) from here, bound with :func:`functools.partial`.
+message type the DERMS accepts (each in :mod:`derbridge.derms.handlers`, one module per flow), and the
+periodic jobs. Nothing in the DERMS registers itself at import and no module global is written after it: a
+flow's handler receives what it needs (the clock, the ports, the file store) from here, bound with
+:func:`functools.partial`.
 
 The DERMS does not import its edge: the process wires them (``derbridge.api.app``), giving this function the
 edge's ports and its jobs (``gateway_jobs``, run under the DERMS's leases since they work on its database).
@@ -37,16 +38,15 @@ from derbridge.contracts import program_sync as program_sync_contract
 from derbridge.contracts.envelope import SystemName
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api import enrollment_routes, outcome_routes, routes
-from derbridge.derms.ports import DermsPorts
-from derbridge.derms.services import (
+from derbridge.derms.handlers import (
     enrollment_requests,
     enrollment_sync,
-    event_messages,
     events,
     program_sync,
     score_snapshots,
     status_checks,
 )
+from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.event_messages import ReservationFiles
 from derbridge.infra.clock import Clock
 from derbridge.infra.inbound import Inbox, inbound_router
@@ -114,9 +114,9 @@ def build(
                 score_snapshots.load_score_snapshot, clock=clock, files=file_store_opener(settings)
             ),
             # F5, F6, F7 · Asset Hub acknowledges the event messages.
-            event_reservation.ACK_TYPE: event_messages.record_acknowledgement,
-            event_cancellation.ACK_TYPE: event_messages.record_acknowledgement,
-            event_outcome.ACK_TYPE: event_messages.record_acknowledgement,
+            event_reservation.ACK_TYPE: events.record_acknowledgement,
+            event_cancellation.ACK_TYPE: events.record_acknowledgement,
+            event_outcome.ACK_TYPE: events.record_acknowledgement,
             # F8 · a program's version from Asset Hub.
             program_sync_contract.TYPE: partial(program_sync.apply_program_sync, clock=clock),
         },

@@ -90,6 +90,19 @@ _AVAILABILITY_AFTER: Final[Mapping[tuple[SyncChange, DeviceRole], Availability]]
 }
 
 
+_ENROLLMENT_STATE_AFTER: Final[Mapping[SyncChange, str]] = {
+    SyncChange.ENROLLED: "ACTIVE",
+    SyncChange.DEVICE_REPLACED: "ACTIVE",
+    SyncChange.UNENROLLED: "UNENROLLED",
+}
+
+
+def enrollment_state_after(change: SyncChange) -> str:
+    """The enrollment's lifecycle state once a sync of ``change`` is applied, as the DERMS records it for
+    the aggregator (ACTIVE after ENROLLED or DEVICE_REPLACED, UNENROLLED after UNENROLLED)."""
+    return _ENROLLMENT_STATE_AFTER[change]
+
+
 def availability_after(change: SyncChange, role: DeviceRole) -> Availability:
     """The availability a device in ``role`` has once ``change`` is applied.
 

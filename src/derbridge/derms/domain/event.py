@@ -58,6 +58,10 @@ class EventStatus(StrEnum):
 TERMINAL_STATUSES: Final[frozenset[EventStatus]] = frozenset({EventStatus.COMPLETED, EventStatus.CANCELLED})
 """Statuses an event never leaves."""
 
+LIVE_STATUSES: Final[tuple[EventStatus, ...]] = (EventStatus.SCHEDULED, EventStatus.ACTIVE)
+"""Statuses in which an event's reservations still hold (a cancelled event's are released already, a
+completed one's are history): the events a device's availability and new reservations are checked against."""
+
 _ALLOWED_TRANSITIONS: Final[frozenset[tuple[EventStatus, EventStatus]]] = frozenset(
     {
         (EventStatus.SCHEDULED, EventStatus.ACTIVE),
@@ -201,6 +205,11 @@ class EventWindow:
         """When the event is closed: ``end_at + grace``."""
         _require_grace(grace)
         return self.end_at + grace
+
+
+def grace_of(outcome_grace_hours: float) -> timedelta:
+    """A program's closing grace (``programs.outcome_grace_hours``) as a duration."""
+    return timedelta(hours=outcome_grace_hours)
 
 
 def can_transition(current: EventStatus, requested: EventStatus) -> bool:

@@ -9,7 +9,8 @@ forwarded a second time: the caller gets what is recorded for it. Each new reque
 ``previous_requests``: for each of its devices, the request recorded last for that device before it
 (``device_latest_requests``), so that Asset Hub judges a device's requests in the order they were made
 whatever order the bridge delivers them in. Asset Hub's ``enrollment-response.v1``
-fills in each request's answer (:func:`handle_enrollment_response`); later lifecycle changes of the
+fills in each request's answer (:func:`record_answers`, called by
+:func:`derbridge.derms.handlers.enrollment_requests.handle_enrollment_response`); later lifecycle changes of the
 enrollment reach the DERMS by enrollment sync (F3), which keeps ``state`` current.
 
 What the aggregator reads (:func:`request_status`): ``status`` RECEIVED until Asset Hub answered, then
@@ -25,22 +26,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts import enrollment_request as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
+from derbridge.derms.adapters import enrollment_requests as db
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.ports import DermsPorts
-from derbridge.derms.services.enrollment_states import known_state, note_answers
-from derbridge.infra.clock import Clock
+from derbridge.derms.adapters.enrollment_requests import STATUS_COLUMNS as STATUS_COLUMNS
+from derbridge.derms.adapters.enrollment_states import note_answers
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
-from derbridge.infra.upsert import insert_for
-
-CHUNK = 1000
-"""Keys per ``IN (…)`` list: well under the databases' bound-parameter limits."""
 
 
 class RequestStatus(StrEnum):
@@ -71,10 +67,6 @@ def request_status(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STATUS_COLUMNS = [c for c in t.enrollment_requests.c if c.name != "request"]
-"""The columns :func:`request_status` reads: every one but the stored request payload."""
-
-
 @dataclass(frozen=True)
 class RecordedRequests:
     """What :func:`record_enrollment_requests` did."""
@@ -100,17 +92,9 @@ def _business_key(head_end_system: str, request_ids: Sequence[str]) -> str:
 
 
 async def _read(connection: AsyncConnection, head_end_system: str, request_ids: Sequence[str]) -> dict[str, Any]:
-    table = t.enrollment_requests
-    found: dict[str, Any] = {}
-    for start in range(0, len(request_ids), CHUNK):
-        rows = await connection.execute(
-            select(*STATUS_COLUMNS).where(
-                table.c.head_end_system == head_end_system, table.c.request_id.in_(request_ids[start : start + CHUNK])
-            )
-        )
-        for row in rows.mappings():
-            found[row["request_id"]] = request_status(dict(row))
-    return found
+    """The requests ``request_ids`` of ``head_end_system`` recorded, as the aggregator reads them."""
+    rows = await db.read_requests(connection, head_end_system, request_ids)
+    return {request_id: request_status(row) for request_id, row in rows.items()}
 
 
 async def record_enrollment_requests(
@@ -143,14 +127,10 @@ async def record_enrollment_requests_in(
     """:func:`record_enrollment_requests` in the caller's transaction: the edge gateway writes its resources
     and records their requests in one unit of work, so a failure of either leaves neither."""
     at = now
-    table = t.enrollment_requests
     first: dict[str, contract.EnrollmentRequest] = {}
     for request in requests:
         first.setdefault(request.request_id, request)
     envelope: Envelope | None = None
-    insert = insert_for(connection.dialect.name, table).on_conflict_do_nothing(
-        index_elements=[table.c.head_end_system, table.c.request_id]
-    )
     rows = [
         {
             "head_end_system": head_end_system,
@@ -164,9 +144,7 @@ async def record_enrollment_requests_in(
         }
         for request_id, request in first.items()
     ]
-    # RETURNING names the rows this call inserted: a concurrent call with the same request waits for
-    # ours (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
-    inserted = {r.request_id for r in await connection.execute(insert.returning(table.c.request_id), rows)}
+    inserted = await db.insert_new_requests(connection, rows)
     new = [request for request_id, request in first.items() if request_id in inserted]
     if new:
         message_id = new_id()
@@ -182,36 +160,13 @@ async def record_enrollment_requests_in(
             source_instance=derms_instance_id,
             message_id=message_id,
         )
-        await _stamp_message(connection, head_end_system, inserted, envelope)
+        await db.stamp_message(connection, head_end_system, inserted, envelope.message_id)
         await write_outbox(connection, t.outbox, [envelope])
     recorded = await _read(connection, head_end_system, list(first))
     return RecordedRequests(
         message_id=envelope.message_id if envelope else None,
         new=len(new),
         requests=[recorded[r.request_id] for r in requests],
-    )
-
-
-def _latest_request_upsert(dialect_name: str) -> Any:
-    """Make a request the latest of its device, keeping the one it replaces as ``previous_*`` (RETURNING
-    gives them back): one statement reads and moves the device's head, so two calls recording requests for
-    one device at once are chained one after the other (the second waits for the first's row)."""
-    d = t.device_latest_requests
-    statement = insert_for(dialect_name, d)
-    return statement.on_conflict_do_update(
-        index_elements=[d.c.head_end_system, d.c.nic_id],
-        set_={
-            # Right-hand sides read the row as it was: the request that was latest becomes the previous one.
-            "previous_head_end_system": d.c.request_head_end_system,
-            "previous_request_id": d.c.request_id,
-            "previous_message_id": d.c.message_id,
-            "request_head_end_system": statement.excluded.request_head_end_system,
-            "request_id": statement.excluded.request_id,
-            "message_id": statement.excluded.message_id,
-            "updated_at": statement.excluded.updated_at,
-        },
-    ).returning(
-        d.c.head_end_system, d.c.nic_id, d.c.previous_head_end_system, d.c.previous_request_id, d.c.previous_message_id
     )
 
 
@@ -241,8 +196,8 @@ async def _chain(
                 previous[request.request_id].add(before)
             latest[key] = this
     if latest:
-        rows = await connection.execute(
-            _latest_request_upsert(connection.dialect.name),
+        rows = await db.move_latest_requests(
+            connection,
             [
                 {
                     "head_end_system": hes,
@@ -274,49 +229,10 @@ async def _chain(
     }
 
 
-async def _stamp_message(
-    connection: AsyncConnection, head_end_system: str, request_ids: set[str], envelope: Envelope
-) -> None:
-    table = t.enrollment_requests
-    ordered = sorted(request_ids)
-    for start in range(0, len(ordered), CHUNK):
-        await connection.execute(
-            update(table)
-            .where(table.c.head_end_system == head_end_system, table.c.request_id.in_(ordered[start : start + CHUNK]))
-            .values(message_id=envelope.message_id)
-        )
-
-
 async def get_enrollment_request(engine: AsyncEngine, head_end_system: str, request_id: str) -> dict[str, Any] | None:
     """One request as the aggregator reads it (see :func:`request_status`), or None when never received."""
     async with engine.connect() as connection:
         return (await _read(connection, head_end_system, [request_id])).get(request_id)
-
-
-def _answer_update() -> Any:
-    """Only an unanswered request takes an answer (executemany, one row per answer). Its state is its
-    enrollment's at the highest revision known (:mod:`~derbridge.derms.services.enrollment_states`): the
-    answer's own PENDING, or the state a sync that overtook the answer brought."""
-    table = t.enrollment_requests
-    return (
-        update(table)
-        .where(
-            table.c.head_end_system == bindparam("b_head_end_system"),
-            table.c.request_id == bindparam("b_request_id"),
-            table.c.answer.is_(None),
-        )
-        .values(
-            answer=bindparam("b_answer"),
-            enrollment_id=bindparam("b_enrollment_id"),
-            state=func.coalesce(known_state(bindparam("b_enrollment_id")), bindparam("b_state")),
-            rejections=bindparam("b_rejections"),
-            answered_at=bindparam("b_now"),
-            updated_at=bindparam("b_now"),
-        )
-    )
-
-
-_ANSWER_UPDATE = _answer_update()
 
 
 def _answer_rows(payload: contract.EnrollmentResponseBatch, now: datetime) -> list[dict[str, Any]]:
@@ -343,54 +259,18 @@ def _accepted(payload: contract.EnrollmentResponseBatch) -> list[tuple[str, str]
     ]
 
 
-def _answered(payload: contract.EnrollmentResponseBatch) -> dict[str, Any]:
-    accepted = sum(1 for a in payload.answers if a.answer is contract.Answer.ACCEPTED)
-    return {"answers": len(payload.answers), "accepted": accepted, "rejected": len(payload.answers) - accepted}
-
-
-async def handle_enrollment_response(
-    connection: AsyncConnection,
-    envelope: Envelope,
-    payload: contract.EnrollmentResponseBatch,
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> dict[str, Any]:
-    """Record Asset Hub's answer to each request of a batch.
+async def record_answers(
+    connection: AsyncConnection, payloads: Sequence[contract.EnrollmentResponseBatch], now: datetime
+) -> None:
+    """Record Asset Hub's answers of ``payloads`` (one ``executemany`` for all of them).
 
     Only an unanswered request takes an answer: Asset Hub answers a request once (a repeat gets the same
     first answer), and a late copy must not put back PENDING over a state F3 has moved on since. The state
     it takes is its enrollment's newest known one: a sync that overtook the answer (another flow, another
-    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING.
+    worker) has already recorded ACTIVE or UNENROLLED, and the answer does not set it back to PENDING. Run
+    in order, the first answer to a request wins, as it would one message at a time.
     """
-    now = clock.now()
-    if payload.answers:
-        await note_answers(connection, _accepted(payload), now)
-        await connection.execute(_ANSWER_UPDATE, _answer_rows(payload, now))
-        for listener in ports.requests_answered:
-            await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
-    return _answered(payload)
-
-
-async def handle_enrollment_responses(
-    connection: AsyncConnection,
-    messages: Sequence[tuple[Envelope, contract.EnrollmentResponseBatch]],
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> list[dict[str, Any]]:
-    """:func:`handle_enrollment_response` for a run of messages (Asset Hub answers each single request the
-    edge forwarded in its own message): every answer of the run in one ``executemany``, then the listeners
-    message by message, in order. The effect is that of one by one: each answer is conditional on the
-    request being unanswered, so the first answer in order wins either way, and a listener reads only its
-    own message's requests, which no later answer of the run changes."""
-    now = clock.now()
-    rows = [row for _, payload in messages for row in _answer_rows(payload, now)]
+    rows = [row for payload in payloads for row in _answer_rows(payload, now)]
     if rows:
-        await note_answers(connection, [a for _, payload in messages for a in _accepted(payload)], now)
-        await connection.execute(_ANSWER_UPDATE, rows)
-    for _, payload in messages:
-        if payload.answers:
-            for listener in ports.requests_answered:
-                await listener(connection, payload.head_end_system, [a.request_id for a in payload.answers], now)
-    return [_answered(payload) for _, payload in messages]
+        await note_answers(connection, [a for payload in payloads for a in _accepted(payload)], now)
+        await db.answer_requests(connection, rows)

@@ -7,8 +7,8 @@
 - F6 ``event-cancellation.v1``: an event cancelled before its start.
 - F7 ``event-outcome.v1``: per-device outcomes, in batches of at most :data:`OUTCOME_BATCH_SIZE`.
 
-It also takes Asset Hub's acknowledgements of the three (``…-ack.v1``): the DERMS changes nothing on an
-acknowledgement, it logs it (with the count of devices Asset Hub did not know) for operators.
+Asset Hub's acknowledgements of the three (``…-ack.v1``) are taken by
+:func:`derbridge.derms.handlers.events.record_acknowledgement`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,7 +29,6 @@ from derbridge.bridge.filestore.base import FileStore
 from derbridge.bridge.filestore.factory import build_file_store
 from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
-from derbridge.contracts.common import Acknowledgement, AckStatus
 from derbridge.contracts.device_score_transfer import Compression, FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
@@ -38,8 +36,6 @@ from derbridge.derms.adapters import tables as t
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.settings import Settings
-
-log = structlog.get_logger("derbridge.derms.events")
 
 RESERVATION_FILE_THRESHOLD = 5_000
 """Reservation lists longer than this travel as a file (claim check). The default of the setting
@@ -276,26 +272,3 @@ async def queue_outcomes(
     envelopes = outcome_envelopes(event_id, derms_instance_id, outcomes, now)
     await write_outbox(connection, t.outbox, envelopes)
     return len(envelopes)
-
-
-async def record_acknowledgement(
-    connection: AsyncConnection, envelope: Envelope, ack: Acknowledgement
-) -> dict[str, Any]:
-    """Asset Hub applied (or refused) an event message. Nothing in the DERMS depends on it: the event and
-    its reservations are the DERMS's own record. It is logged, and the answer kept in the inbox: at DEBUG
-    when it is plainly applied (one per message; the bridge's batch lines count them), else as a warning."""
-    plain = ack.status is AckStatus.APPLIED and not ack.unknown_devices
-    (log.debug if plain else log.warning)(
-        "event message acknowledged",
-        message_type=envelope.type,
-        event_id=envelope.business_key,
-        acknowledged_message_id=ack.acknowledged_message_id,
-        correlation_id=envelope.correlation_id,
-        status=ack.status.value,
-        unknown_devices=len(ack.unknown_devices),
-    )
-    return {
-        "event_id": envelope.business_key,
-        "status": ack.status.value,
-        "unknown_devices": len(ack.unknown_devices),
-    }

@@ -7,32 +7,37 @@ Candidates are selected set-based in one query (the four conditions of
 change writes its message to Asset Hub (:mod:`derbridge.derms.services.event_messages`) in its own
 transaction. "Now" is the business clock (:func:`derbridge.infra.clock.now`) unless the caller gives it.
 
-The job ``event-lifecycle`` (every 5 s, :func:`advance_lifecycle`) starts SCHEDULED events whose start has
-come and closes ACTIVE ones at ``end_at + grace``: every reserved device without an outcome gets
-NON_RESPONSIVE, the event becomes COMPLETED, and one ``event-outcome.v1`` message carries those outcomes.
+The job ``event-lifecycle`` (every 5 s: :func:`derbridge.derms.handlers.events.event_lifecycle_job` runs
+:func:`advance_lifecycle`) starts SCHEDULED events whose start has come and closes ACTIVE ones at
+``end_at + grace``: every reserved device without an outcome gets NON_RESPONSIVE, the event becomes
+COMPLETED, and one ``event-outcome.v1`` message carries those outcomes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import structlog
-from sqlalchemy import exists, func, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
+from derbridge.derms.adapters import events as db
+from derbridge.derms.adapters import outcomes as outcomes_db
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.event import (
+    LIVE_STATUSES,
     EventAlreadyStarted,
     EventNotCancellable,
     EventStatus,
     EventTarget,
     EventWindow,
+    grace_of,
     plan_cancellation,
     transitions_due,
 )
@@ -47,16 +52,12 @@ from derbridge.derms.services.event_messages import (
 )
 from derbridge.derms.services.models import EventCancel, EventIn
 from derbridge.errors import Conflict, FieldError, Invalid, not_found
-from derbridge.infra.columnar import db_time, id_list, insert_arrow, read_arrow
+from derbridge.infra.columnar import db_time, insert_arrow
 from derbridge.infra.ids import new_id, new_ids
-from derbridge.infra.upsert import insert_for
 
 log = structlog.get_logger("derbridge.derms.events")
 
-LIFECYCLE_EVERY = timedelta(seconds=5)
-"""How often the ``event-lifecycle`` job looks for events to start or close (wall-clock interval)."""
-
-LIVE_STATUSES = (EventStatus.SCHEDULED.value, EventStatus.ACTIVE.value)
+LIVE = [s.value for s in LIVE_STATUSES]
 
 # SQLite serialises writers but not a read-then-write: two events created at once in one process could
 # both see a device free. This lock orders them in the embedded mode; PostgreSQL uses an advisory lock
@@ -74,13 +75,6 @@ def _reservation_lock() -> asyncio.Lock:
     return lock
 
 
-async def _lock_reservations(connection: AsyncConnection) -> None:
-    # One lock for all programs, not one per program: "not reserved for an overlapping event" holds across
-    # programs, so two events of different programs created at once must not both take the same device.
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('derms.reserve'))"))
-
-
 async def _plan(
     connection: AsyncConnection, program_code: str, window: EventWindow, target: EventTarget, expected_shed_kw: float
 ) -> ReservationPlan:
@@ -88,52 +82,21 @@ async def _plan(
 
     Three plain reads matched with numpy instead of one join — the current snapshot's eligible scores of the
     program (the device resolved at load, or by ``(head_end_system, nic_id)`` for a device the DERMS learnt
-    of since), the program's AVAILABLE devices, and the few devices held by an overlapping live event — then
-    ranked as columns (``rank_columns``). On SQLite the million-row join looked a four-text-column key up
-    per device (10 s). SQLite reads the scores in the snapshot key's order, ``(head_end_system, nic_id)``
-    (its BINARY collation is Python's order), so ties need no names: only the reserved devices' are read.
-    PostgreSQL streams the names with the scores (``COPY``) and Arrow sorts by them (its collation may
-    differ from Python's).
+    of since), the program's AVAILABLE devices, and the few devices held by an overlapping live event
+    (:mod:`derbridge.derms.adapters.events`) — then ranked as columns (``rank_columns``). On SQLite the
+    million-row join looked a four-text-column key up per device (10 s). SQLite reads the scores in the
+    snapshot key's order, ``(head_end_system, nic_id)`` (its BINARY collation is Python's order), so ties need
+    no names: only the reserved devices' are read. PostgreSQL streams the names with the scores (``COPY``)
+    and Arrow sorts by them (its collation may differ from Python's).
     """
-    columns = {"device_id": pa.int64(), "score": pa.float64()}
-    current_file = await connection.scalar(
-        select(t.score_snapshots.c.file_id).where(t.score_snapshots.c.is_current.is_(True))
-    )
+    current_file = await db.current_score_file(connection)
     if current_file is None:
         # No scores loaded yet: nothing is eligible, the event reports a full shortfall.
         return rank_columns(np.zeros(0), expected_shed_kw, target).plan([], [], [], [], expected_shed_kw)
-    a, d, s, r, e = t.device_availability, t.devices, t.device_scores, t.reservations, t.program_events
     postgres = connection.dialect.name == "postgresql"
-    device = func.coalesce(
-        s.c.device_id,
-        select(d.c.device_id)
-        .where(d.c.head_end_system == s.c.head_end_system, d.c.nic_id == s.c.nic_id)
-        .scalar_subquery(),
-    )
-    query = select(device, s.c.score).where(
-        s.c.file_id == current_file, s.c.program_code == program_code, s.c.eligible.is_(True)
-    )
-    if postgres:
-        query = query.add_columns(s.c.head_end_system, s.c.nic_id)
-        columns |= {"head_end_system": pa.string(), "nic_id": pa.string()}
-    else:
-        query = query.order_by(s.c.head_end_system, s.c.nic_id)  # the primary key's order: no sort
-    scored = await read_arrow(connection, query, columns)
-    available = await read_arrow(
-        connection,
-        select(a.c.device_id).where(a.c.program_code == program_code, a.c.availability == "AVAILABLE"),
-        {"device_id": pa.int64()},
-    )
-    held = await connection.scalars(
-        select(r.c.device_id)
-        .join(e, e.c.event_id == r.c.event_id)
-        .where(
-            r.c.status == "RESERVED",
-            e.c.status.in_(LIVE_STATUSES),
-            e.c.start_at < window.end_at,
-            e.c.end_at > window.start_at,
-        )
-    )
+    scored = await db.eligible_scores(connection, current_file, program_code)
+    available = await db.available_devices(connection, program_code)
+    held = await db.held_devices(connection, window)
     ids = scored.column("device_id").fill_null(0).to_numpy()
     keep = scored.column("device_id").is_valid().to_numpy(zero_copy_only=False)  # a device the DERMS knows
     keep &= np.isin(ids, available.column("device_id").to_numpy())
@@ -151,30 +114,10 @@ async def _plan(
         names = (heads.take(taken).to_pylist(), nics.take(taken).to_pylist())
     else:
         chosen = rank_columns(scores, expected_shed_kw, target)
-        names = await _names(connection, device_ids[chosen.positions].tolist())
+        names = await db.device_names(connection, device_ids[chosen.positions].tolist())
     return chosen.plan(
         device_ids[chosen.positions].tolist(), *names, scores[chosen.positions].tolist(), expected_shed_kw
     )
-
-
-async def _names(connection: AsyncConnection, device_ids: list[int]) -> tuple[list[str], list[str]]:
-    """The ``(head_end_system, nic_id)`` of each of ``device_ids``, as two lists in the same order."""
-    d = t.devices
-    found = await read_arrow(
-        connection,
-        select(d.c.device_id, d.c.head_end_system, d.c.nic_id).where(
-            id_list(connection, d.c.device_id, device_ids, "ids")
-        ),
-        {"device_id": pa.int64(), "head_end_system": pa.string(), "nic_id": pa.string()},
-    )
-    by_id = dict(
-        zip(
-            found.column("device_id").to_pylist(),
-            zip(found.column("head_end_system").to_pylist(), found.column("nic_id").to_pylist(), strict=True),
-            strict=True,
-        )
-    )
-    return [by_id[i][0] for i in device_ids], [by_id[i][1] for i in device_ids]
 
 
 def _event_row(event_id: str, instance: str, request: EventIn, plan: ReservationPlan, now: datetime) -> dict[str, Any]:
@@ -279,7 +222,7 @@ async def create_event(
                 f"(PATCH /assethub/v1/programs/{request.program_code} with status ACTIVE) to create events.",
                 errors=[FieldError(field="body.program_code", message=f"program is {program['status']}")],
             )
-        await _lock_reservations(connection)
+        await db.lock_reservations(connection)
         plan = await _plan(connection, request.program_code, window, target, program["expected_shed_kw"])
         event_id = new_id()
         event = _event_row(event_id, derms_instance_id, request, plan, now)
@@ -347,11 +290,6 @@ async def cancel_event(engine: AsyncEngine, event_id: str, cancel: EventCancel, 
 # --- the lifecycle, driven by the business clock ---------------------------------------------------------
 
 
-def grace_of(outcome_grace_hours: float) -> timedelta:
-    """A program's closing grace (``programs.outcome_grace_hours``) as a duration."""
-    return timedelta(hours=outcome_grace_hours)
-
-
 async def advance_lifecycle(engine: AsyncEngine, now: datetime) -> int:
     """Apply the transitions the clock has made due at ``now``; returns how many events changed status.
 
@@ -366,7 +304,7 @@ async def advance_lifecycle(engine: AsyncEngine, now: datetime) -> int:
         live = await connection.execute(
             select(e.c.event_id, e.c.status, e.c.start_at, e.c.end_at, p.c.outcome_grace_hours)
             .join(p, p.c.program_code == e.c.program_code)
-            .where(e.c.status.in_(LIVE_STATUSES), e.c.start_at <= now)
+            .where(e.c.status.in_(LIVE), e.c.start_at <= now)
         )
         starting: list[str] = []
         closing: list[str] = []
@@ -401,7 +339,7 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
 
     The caller decides that closing is due (:func:`advance_lifecycle`).
     """
-    e, r, o, d = t.program_events, t.reservations, t.outcomes, t.devices
+    e = t.program_events
     async with engine.begin() as connection:
         # The status update comes first: it locks the event row, and outcome reports lock it too
         # (outcomes.record_outcomes), so a report is either in before the silent devices are chosen or
@@ -414,39 +352,9 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
         if updated.rowcount != 1:
             return 0
         instance = await connection.scalar(select(e.c.derms_instance_id).where(e.c.event_id == event_id))
-        silent = (
-            await connection.execute(
-                select(r.c.device_id, d.c.head_end_system, d.c.nic_id)
-                .join(d, d.c.device_id == r.c.device_id)
-                .where(
-                    r.c.event_id == event_id,
-                    r.c.status == "RESERVED",
-                    ~exists(select(o.c.device_id).where(o.c.event_id == event_id, o.c.device_id == r.c.device_id)),
-                )
-                .order_by(r.c.rank)
-            )
-        ).all()
+        silent = await outcomes_db.silent_devices(connection, event_id)
         if silent:
-            await connection.execute(
-                insert_for(connection.dialect.name, o).on_conflict_do_nothing(
-                    index_elements=[o.c.event_id, o.c.device_id]
-                ),
-                [
-                    {
-                        "event_id": event_id,
-                        "device_id": row.device_id,
-                        "outcome": Outcome.NON_RESPONSIVE.value,
-                        "preemptive_opt_out": False,
-                        "participation_start_at": None,
-                        "participation_end_at": None,
-                        "shed_kw": None,
-                        "error_message": None,
-                        "origin": "CLOSED",
-                        "reported_at": now,
-                    }
-                    for row in silent
-                ],
-            )
+            await outcomes_db.insert_non_responsive(connection, event_id, [row.device_id for row in silent], now)
             await queue_outcomes(
                 connection,
                 event_id,
@@ -461,8 +369,3 @@ async def close_event(engine: AsyncEngine, event_id: str, now: datetime) -> int:
             )
     log.info("event closed", event_id=event_id, non_responsive=len(silent))
     return 1
-
-
-async def event_lifecycle_job(engine: AsyncEngine, now: datetime) -> int:
-    """The ``event-lifecycle`` job: :func:`advance_lifecycle` at the business time ``now``."""
-    return await advance_lifecycle(engine, now)

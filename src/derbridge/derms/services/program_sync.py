@@ -1,7 +1,8 @@
 """Program sync, the DERMS's side: keep the DERMS's copy of Asset Hub's programs, newest version wins.
 
 Programs are Asset Hub's master data; the DERMS's ``programs`` table is written only here (its API reads
-them). The handler of ``program-sync.v1`` runs inside the inbox transaction, so the program's change, the
+them). The handler of ``program-sync.v1`` (:func:`derbridge.derms.handlers.program_sync.apply_program_sync`)
+runs inside the inbox transaction, so the program's change, the
 log entry and the acknowledgement commit together, once per message id:
 
 1. **Envelope.** A sync whose ``business_key`` is not its program code or whose ``sequence`` is not its
@@ -21,7 +22,6 @@ already created are left as they are by any change: they run their course, are c
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,8 +32,6 @@ from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.program import is_stale
-from derbridge.errors import FieldError, Invalid
-from derbridge.infra.clock import Clock
 from derbridge.infra.outbox import write_outbox
 
 
@@ -63,49 +61,48 @@ def _ack(envelope: Envelope, status: AckStatus, detail: str, now: datetime) -> E
     )
 
 
-async def apply_program_sync(
-    connection: AsyncConnection, envelope: Envelope, payload: contract.ProgramSync, *, clock: Clock
-) -> dict[str, Any]:
-    """Apply one version of a program (see the module docstring); the answer the bridge records."""
+async def apply_program_version(
+    connection: AsyncConnection, payload: contract.ProgramSync, now: datetime
+) -> tuple[AckStatus, str]:
+    """Apply one version of a program unless a version at least as new is held (serialised per program);
+    the acknowledgement's status (APPLIED or STALE) and detail."""
     code = payload.program_code
-    if envelope.business_key != code or envelope.sequence != payload.version:
-        raise Invalid(
-            "invalid-envelope",
-            "A program sync must be ordered by its program's version",
-            "Send the program code as business_key (equal to payload.program_code) and its version as "
-            "sequence (equal to payload.version); fix the sender, then replay.",
-            errors=[
-                FieldError(field="body.business_key", message="must equal payload.program_code"),
-                FieldError(field="body.sequence", message="must equal payload.version"),
-            ],
-        )
-    now = clock.now()
     await _lock_program(connection, code)
     p = t.programs
     applied = await connection.scalar(select(p.c.version).where(p.c.program_code == code))
-    result: dict[str, Any] = {"program_code": code, "version": payload.version}
     if is_stale(applied, payload.version):
-        status = AckStatus.STALE
-        detail = f"version {payload.version} of program {code} is not newer than version {applied}, already applied"
+        return (
+            AckStatus.STALE,
+            f"version {payload.version} of program {code} is not newer than version {applied}, already applied",
+        )
+    settings = {
+        "name": payload.name,
+        "status": payload.status.value,
+        "expected_shed_kw": payload.expected_shed_kw,
+        "outcome_grace_hours": payload.outcome_grace_hours,
+        "version": payload.version,
+        "updated_at": now,
+    }
+    if applied is None:
+        await connection.execute(p.insert().values(program_code=code, created_at=now, **settings))
     else:
-        settings = {
-            "name": payload.name,
-            "status": payload.status.value,
-            "expected_shed_kw": payload.expected_shed_kw,
-            "outcome_grace_hours": payload.outcome_grace_hours,
-            "version": payload.version,
-            "updated_at": now,
-        }
-        if applied is None:
-            await connection.execute(p.insert().values(program_code=code, created_at=now, **settings))
-        else:
-            await connection.execute(p.update().where(p.c.program_code == code).values(**settings))
-        status = AckStatus.APPLIED
-        detail = f"program {code} at version {payload.version}: {payload.status.value}"
+        await connection.execute(p.update().where(p.c.program_code == code).values(**settings))
+    return AckStatus.APPLIED, f"program {code} at version {payload.version}: {payload.status.value}"
+
+
+async def log_and_acknowledge(
+    connection: AsyncConnection,
+    envelope: Envelope,
+    payload: contract.ProgramSync,
+    status: AckStatus,
+    detail: str,
+    now: datetime,
+) -> None:
+    """Log the sync's result in ``program_sync_log`` and write its ``program-sync-ack.v1``."""
     await connection.execute(
         t.program_sync_log.insert().values(
             message_id=envelope.message_id,
-            program_code=code,
+            program_code=payload.program_code,
             version=payload.version,
             result=status.value,
             detail=detail,
@@ -113,4 +110,3 @@ async def apply_program_sync(
         )
     )
     await write_outbox(connection, t.outbox, [_ack(envelope, status, detail, now)])
-    return result | {"result": status.value, "detail": detail}

@@ -2,28 +2,23 @@
 
 Asset Hub asks with ``device-status-check.v1``; the DERMS answers at once, from ``communication_status``
 (fed by the edge: any report, heartbeat or request from an aggregator about the device), with one
-``device-status-check-response.v1`` in its outbox, written in the inbox transaction:
-
-- a stored ONLINE or OFFLINE status → SUCCESS with that status, its ``last_communication_at`` and the
-  head-end that reported it (``source``);
-- a stored UNKNOWN status → FAILURE / UNKNOWN (the head-end itself does not know), with what is stored;
-- nothing stored → FAILURE / UNKNOWN, saying whether the DERMS knows the device at all.
-
-Freshness is not judged here: Asset Hub applies its program's freshness window to ``last_communication_at``.
+``device-status-check-response.v1`` in its outbox, written in the inbox transaction
+(:mod:`derbridge.derms.handlers.status_checks`). What it answers is the rule
+:func:`derbridge.derms.domain.status_check.status_answer`.
 
 **Fresh readings (extension point).** flows.md lets the DERMS also ask the aggregator for a fresh reading
 (an OpenADR event with an OPERATING_STATE report request) and answer a second time when it arrives; the
 first answer never waits for it. That request belongs to the edge gateway: the DERMS's composition root
 wires its requester to the port :attr:`~derbridge.derms.ports.DermsPorts.fresh_readings`, which the
-handler calls after the first answer, inside the same transaction (so the edge can record its outgoing
-request atomically with the check). When the reading arrives, the edge records it
-(:mod:`derbridge.derms.services.communication`) and calls :func:`answer_status_check` again for the same
-``check_id``: Asset Hub takes a newer second answer.
+handler (:func:`~derbridge.derms.handlers.status_checks.handle_status_check`) calls after the first answer,
+inside the same transaction (so the edge can record its outgoing request atomically with the check). When
+the reading arrives, the edge records it (:mod:`derbridge.derms.services.communication`) and calls
+:func:`answer_status_check` again for the same ``check_id``: Asset Hub takes a newer second answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,37 +29,8 @@ from derbridge.contracts import device_status_check as contract
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
-from derbridge.derms.ports import DermsPorts
-from derbridge.infra.clock import Clock
+from derbridge.derms.domain.status_check import status_answer
 from derbridge.infra.outbox import write_outbox
-
-
-def status_answer(
-    check_id: str, stored: Mapping[str, Any] | None, *, device_known: bool
-) -> contract.StatusCheckResponse:
-    """The answer to check ``check_id`` given the stored communication status (None: nothing stored)."""
-    if stored is None:
-        detail = (
-            "the DERMS knows the device but no head-end has reported its communication status yet"
-            if device_known
-            else "the DERMS does not know this device and no head-end has reported about it"
-        )
-        return contract.StatusCheckResponse(
-            check_id=check_id,
-            result=contract.CheckResult.FAILURE,
-            communication_status=contract.CommunicationStatus.UNKNOWN,
-            detail=detail,
-        )
-    status = contract.CommunicationStatus(stored["communication_status"])
-    known = status is not contract.CommunicationStatus.UNKNOWN
-    return contract.StatusCheckResponse(
-        check_id=check_id,
-        result=contract.CheckResult.SUCCESS if known else contract.CheckResult.FAILURE,
-        communication_status=status,
-        last_communication_at=stored["last_communication_at"],
-        source=stored["source"],
-        detail=None if known else "the head-end reports the device's status as UNKNOWN",
-    )
 
 
 async def answer_status_check(
@@ -118,46 +84,11 @@ async def answer_status_check(
     return answer
 
 
-async def handle_status_check(
-    connection: AsyncConnection,
-    envelope: Envelope,
-    payload: contract.StatusCheckRequest,
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> dict[str, Any]:
-    """Answer a status check at once from the stored status, then let the port's requesters ask the
-    aggregator for a fresh reading."""
-    now = clock.now()
-    answer = await answer_status_check(
-        connection,
-        payload.check_id,
-        payload.device.head_end_system,
-        payload.device.nic_id,
-        causation_id=envelope.message_id,
-        now=now,
-        source_instance=envelope.target.instance,
-        target_instance=envelope.source.instance,
-    )
-    for requester in ports.fresh_readings:
-        await requester(connection, [(envelope, payload)], now)
-    return {
-        "check_id": payload.check_id,
-        "result": answer.result.value,
-        "communication_status": answer.communication_status.value,
-    }
-
-
-async def handle_status_checks(
-    connection: AsyncConnection,
-    messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]],
-    *,
-    clock: Clock,
-    ports: DermsPorts,
-) -> list[dict[str, Any]]:
-    """:func:`handle_status_check` for a run of checks, set-based: one read of the stored statuses, one of
+async def answer_status_checks(
+    connection: AsyncConnection, messages: Sequence[tuple[Envelope, contract.StatusCheckRequest]], now: datetime
+) -> list[contract.StatusCheckResponse]:
+    """:func:`answer_status_check` for a run of checks, set-based: one read of the stored statuses, one of
     the devices known without a status, one outbox write — the same answers, in the same order."""
-    now = clock.now()
     status, devices = t.communication_status, t.devices
     keys = sorted({(p.device.head_end_system, p.device.nic_id) for _, p in messages})
     stored: dict[tuple[str, str], dict[str, Any]] = {}
@@ -174,7 +105,7 @@ async def handle_status_checks(
         )
         known |= {(r.head_end_system, r.nic_id) for r in rows}
     envelopes: list[Envelope] = []
-    results: list[dict[str, Any]] = []
+    answers: list[contract.StatusCheckResponse] = []
     for envelope, payload in messages:
         key = (payload.device.head_end_system, payload.device.nic_id)
         answer = status_answer(payload.check_id, stored.get(key), device_known=key in stored or key in known)
@@ -190,14 +121,6 @@ async def handle_status_checks(
                 target_instance=envelope.source.instance,
             )
         )
-        results.append(
-            {
-                "check_id": payload.check_id,
-                "result": answer.result.value,
-                "communication_status": answer.communication_status.value,
-            }
-        )
+        answers.append(answer)
     await write_outbox(connection, t.outbox, envelopes)
-    for requester in ports.fresh_readings:
-        await requester(connection, messages, now)
-    return results
+    return answers
