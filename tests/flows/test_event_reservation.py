@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 from derbridge.assethub.adapters import tables as ah
-from derbridge.bridge.filestore.factory import build_file_store
-from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts.device_score_transfer import Compression, FileLocation
 from derbridge.contracts.event_reservation import TYPE as RESERVATION_TYPE
 from derbridge.contracts.event_reservation import EventReservation, EventStatus, EventType
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.services import event_messages
+from derbridge.filestore.factory import build_file_store
+from derbridge.filestore.manifest import describe_file
 from derbridge.settings import FileStoreSettings
 from tests.support.api import assert_problem
 from tests.support.embedded import free_port

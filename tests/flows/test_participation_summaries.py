@@ -22,9 +22,9 @@ from derbridge.assethub.adapters.participation_summaries import rebuild_summarie
 from derbridge.assethub.adapters.score_reads import HistorySource, read_scoring_data
 from derbridge.assethub.domain.scoring import ScoringResult, score_devices
 from derbridge.assethub.handlers import events as handlers
-from derbridge.bridge.filestore import FileStore
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.registry import new_envelope
+from derbridge.filestore import FileStore
 from derbridge.infra.clock import SimulatedClock
 from derbridge.runtime import Runtime
 

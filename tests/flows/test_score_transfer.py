@@ -27,8 +27,6 @@ from derbridge.assethub.services.score_transfer import (
     latest_scheduled_time,
     transfer_scores,
 )
-from derbridge.bridge.filestore.factory import build_file_store
-from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts.device_score_transfer import (
     ACK_TYPE,
     SCORE_FILE_COLUMNS,
@@ -42,6 +40,8 @@ from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as dm
 from derbridge.derms.domain.score_file import InvalidScoreFile
 from derbridge.derms.services import score_snapshots
+from derbridge.filestore.factory import build_file_store
+from derbridge.filestore.manifest import describe_file
 from derbridge.infra.outbox import deserialize, write_outbox
 
 if TYPE_CHECKING:

@@ -38,7 +38,6 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from derbridge.bridge.filestore import LocalDirectoryStore
 from derbridge.contracts.event_outcome import DeviceOutcome, Outcome
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.api.schemas import EventCancel, EventIn
@@ -46,6 +45,7 @@ from derbridge.derms.domain.event import EventStatus, EventType
 from derbridge.derms.services import events, outcomes
 from derbridge.derms.services.event_messages import ReservationFiles
 from derbridge.errors import Conflict, DomainError, Invalid
+from derbridge.filestore import LocalDirectoryStore
 from derbridge.infra.db import create_async_db_engine, create_sync_engine
 from derbridge.migrations.runner import upgrade
 

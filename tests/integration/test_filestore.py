@@ -17,15 +17,15 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from derbridge.bridge.filestore import (
+from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.filestore import (
     FileNotInStore,
     FileStore,
     FileStoreError,
     FileStoreUnavailable,
     LocalDirectoryStore,
 )
-from derbridge.bridge.filestore.sftp import SftpStore
-from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.filestore.sftp import SftpStore
 from tests.support.sshd import SshServer, running_sshd
 
 KEY = "scores/2027/01HSCOREFILE.csv.gz"

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from derbridge.bridge.filestore.local import LocalDirectoryStore
 from derbridge.edge.auth import token_secret
+from derbridge.filestore.local import LocalDirectoryStore
 from derbridge.runtime import Runtime, migrate_all
 from derbridge.settings import Settings
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from derbridge.bridge.filestore.manifest import ManifestMismatch, describe_file, verify_file
 from derbridge.contracts.device_score_transfer import Compression, FileManifest
+from derbridge.filestore.manifest import ManifestMismatch, describe_file, verify_file
 
 GENERATED_AT = datetime(2027, 1, 2, 2, 0, tzinfo=UTC)
 
@@ -239,7 +239,7 @@ def test_row_count_is_the_same_whatever_the_blocks_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
     # Line ends, CRLF pairs, quoted line feeds, escaped quotes and multi-byte characters cut between blocks.
-    from derbridge.bridge.filestore import manifest as m
+    from derbridge.filestore import manifest as m
 
     content = 'a,b\r\n1,"two\r\nlines"\r\n\r\n3,"with ""quotes"""\n\nÉ,"é\n"\r\n\r\n4,x'.encode()
     monkeypatch.setattr(m, "COUNT_CHUNK", block)

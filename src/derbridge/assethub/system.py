@@ -31,7 +31,6 @@ from derbridge.assethub.handlers import (
     score_transfer,
     status_checks,
 )
-from derbridge.bridge.filestore.factory import file_store_opener
 from derbridge.cis import api as cis_api
 from derbridge.cis.loading import CisLoader
 from derbridge.contracts import (
@@ -45,6 +44,7 @@ from derbridge.contracts import enrollment_sync as enrollment_sync_contract
 from derbridge.contracts import program_sync as program_sync_contract
 from derbridge.contracts.device_score_transfer import ACK_TYPE as SCORE_TRANSFER_ACK
 from derbridge.contracts.envelope import SystemName
+from derbridge.filestore.factory import file_store_opener
 from derbridge.infra.clock import Clock
 from derbridge.infra.inbound import Inbox, inbound_router
 from derbridge.infra.jobs import Job, JobRunner

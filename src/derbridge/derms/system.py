@@ -22,7 +22,6 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from derbridge import __version__
-from derbridge.bridge.filestore.factory import file_store_opener
 from derbridge.cis import api as cis_api
 from derbridge.cis.loading import CisLoader
 from derbridge.contracts import (
@@ -48,6 +47,7 @@ from derbridge.derms.handlers import (
 )
 from derbridge.derms.ports import DermsPorts
 from derbridge.derms.services.event_messages import ReservationFiles
+from derbridge.filestore.factory import file_store_opener
 from derbridge.infra.clock import Clock
 from derbridge.infra.inbound import Inbox, inbound_router
 from derbridge.infra.jobs import Job, JobRunner

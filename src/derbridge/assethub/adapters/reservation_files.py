@@ -13,13 +13,13 @@ from pathlib import Path
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from derbridge.bridge.filestore.base import FileNotInStore
-from derbridge.bridge.filestore.factory import FileStoreOpener
-from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts import event_reservation
 from derbridge.contracts.common import HeadEnd, Id
 from derbridge.contracts.device_score_transfer import FileLocation, FileManifest
 from derbridge.errors import Invalid
+from derbridge.filestore.base import FileNotInStore
+from derbridge.filestore.factory import FileStoreOpener
+from derbridge.filestore.manifest import ManifestMismatch, verify_file
 
 RESERVATION_FILE_COLUMNS: tuple[str, ...] = tuple(event_reservation.ReservedDevice.model_fields)
 """The header a reservation file must have: the contract's ``ReservedDevice`` fields, in order."""

@@ -51,12 +51,12 @@ from derbridge.assethub.adapters.participation_summaries import (
     set_event_classes,
 )
 from derbridge.assethub.adapters.reservation_files import fetch_reservation_file
-from derbridge.bridge.filestore.factory import FileStoreOpener
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
 from derbridge.contracts.envelope import Envelope
 from derbridge.contracts.registry import new_envelope
 from derbridge.errors import Invalid, MissingPrerequisite
+from derbridge.filestore.factory import FileStoreOpener
 from derbridge.infra.clock import Clock
 from derbridge.infra.columnar import db_times, insert_arrow
 from derbridge.infra.outbox import write_outbox

@@ -66,8 +66,6 @@ from derbridge.assethub.domain.scoring import (
     ScoringResult,
     score_devices,
 )
-from derbridge.bridge.filestore.factory import build_file_store
-from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts.device_score_transfer import (
     SCORE_FILE_COLUMNS,
     TYPE,
@@ -78,6 +76,8 @@ from derbridge.contracts.device_score_transfer import (
 )
 from derbridge.contracts.envelope import utc_z
 from derbridge.contracts.registry import new_envelope
+from derbridge.filestore.factory import build_file_store
+from derbridge.filestore.manifest import describe_file
 from derbridge.infra.db import utcnow
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox

@@ -11,13 +11,13 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.bridge.filestore.factory import FileStoreOpener
 from derbridge.contracts.common import AckStatus
 from derbridge.contracts.device_score_transfer import ScoreTransfer
 from derbridge.contracts.envelope import Envelope
 from derbridge.derms.adapters.score_snapshots import lock_snapshots
 from derbridge.derms.domain.score_file import InvalidScoreFile
 from derbridge.derms.services.score_snapshots import Answer, acknowledge, decide, fetch_and_read, store
+from derbridge.filestore.factory import FileStoreOpener
 from derbridge.infra.clock import Clock
 
 log = structlog.get_logger("derbridge.derms.scores")

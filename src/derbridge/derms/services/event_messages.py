@@ -25,14 +25,14 @@ from typing import NamedTuple
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.bridge.filestore.base import FileStore
-from derbridge.bridge.filestore.factory import build_file_store
-from derbridge.bridge.filestore.manifest import describe_file
 from derbridge.contracts import event_cancellation, event_outcome, event_reservation
 from derbridge.contracts.device_score_transfer import Compression, FileLocation, FileManifest
 from derbridge.contracts.envelope import Envelope, utc_z
 from derbridge.contracts.registry import new_envelope
 from derbridge.derms.adapters import tables as t
+from derbridge.filestore.base import FileStore
+from derbridge.filestore.factory import build_file_store
+from derbridge.filestore.manifest import describe_file
 from derbridge.infra.ids import new_id
 from derbridge.infra.outbox import write_outbox
 from derbridge.settings import Settings

@@ -44,9 +44,6 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from derbridge.bridge.filestore.base import FileNotInStore, FileStoreError
-from derbridge.bridge.filestore.factory import FileStoreOpener
-from derbridge.bridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.contracts.common import Acknowledgement, AckStatus, DeviceIdentity
 from derbridge.contracts.device_score_transfer import ACK_TYPE, Compression, ScoreTransfer
 from derbridge.contracts.envelope import Envelope, utc_z
@@ -55,6 +52,9 @@ from derbridge.derms.adapters import score_snapshots as db
 from derbridge.derms.adapters import tables as t
 from derbridge.derms.domain.score_file import check_score_rows, snapshot_is_stale
 from derbridge.errors import Invalid, Unavailable
+from derbridge.filestore.base import FileNotInStore, FileStoreError
+from derbridge.filestore.factory import FileStoreOpener
+from derbridge.filestore.manifest import ManifestMismatch, verify_file
 from derbridge.infra.db import utcnow
 from derbridge.infra.outbox import write_outbox
 

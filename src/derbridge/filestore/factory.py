@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from derbridge.bridge.filestore.base import FileStore
-from derbridge.bridge.filestore.local import LocalDirectoryStore
+from derbridge.filestore.base import FileStore
+from derbridge.filestore.local import LocalDirectoryStore
 from derbridge.settings import Settings
 
 
@@ -15,7 +15,7 @@ def build_file_store(settings: Settings) -> FileStore:
     files = settings.files
     if files.store == "sftp":
         # Imported here: asyncssh is loaded only by a process that uses an SFTP store.
-        from derbridge.bridge.filestore.sftp import SftpStore
+        from derbridge.filestore.sftp import SftpStore
 
         return SftpStore(
             files.sftp_host,

@@ -8,8 +8,8 @@ import secrets
 import shutil
 from pathlib import Path
 
-from derbridge.bridge.filestore.base import PARTIAL_SUFFIX, FileNotInStore, FileStore, FileStoreError, validate_key
 from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.filestore.base import PARTIAL_SUFFIX, FileNotInStore, FileStore, FileStoreError, validate_key
 from derbridge.infra.private import open_private, private_dir
 
 COPY_CHUNK = 1024 * 1024

@@ -26,7 +26,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="DSA is deprecated", category=CryptographyDeprecationWarning)
     import asyncssh
 
-from derbridge.bridge.filestore.base import (
+from derbridge.contracts.device_score_transfer import FileLocation
+from derbridge.filestore.base import (
     PARTIAL_SUFFIX,
     FileNotInStore,
     FileStore,
@@ -34,7 +35,6 @@ from derbridge.bridge.filestore.base import (
     FileStoreUnavailable,
     validate_key,
 )
-from derbridge.contracts.device_score_transfer import FileLocation
 
 T = TypeVar("T")
 
