@@ -9,6 +9,8 @@ from derbridge.api.app import ALL_COMPONENTS
 from derbridge.assethub.domain.program import DeviceType, ProgramStatus
 from derbridge.bridge.tracking import MessageState
 from derbridge.cli.common import (
+    AvailabilityChoice,
+    CommunicationStatusChoice,
     ComponentChoice,
     DeviceTypeChoice,
     EventTypeChoice,
@@ -20,7 +22,9 @@ from derbridge.cli.common import (
     fail,
     option_for_field,
 )
+from derbridge.contracts.device_status_check import CommunicationStatus
 from derbridge.contracts.envelope import Flow
+from derbridge.derms.domain.availability import Availability
 from derbridge.derms.domain.event import EventType
 
 
@@ -31,6 +35,8 @@ def test_the_cli_choices_are_the_domain_values() -> None:
     assert [c.value for c in EventTypeChoice] == [t.value for t in EventType]
     assert [c.value for c in DeviceTypeChoice] == [t.value for t in DeviceType]
     assert [c.value for c in ProgramStatusChoice] == [s.value for s in ProgramStatus]
+    assert [c.value for c in AvailabilityChoice] == [a.value for a in Availability]
+    assert [c.value for c in CommunicationStatusChoice] == [s.value for s in CommunicationStatus]
 
 
 def test_exit_codes_are_distinct_and_fixed() -> None:

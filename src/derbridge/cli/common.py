@@ -141,6 +141,22 @@ class ProgramStatusChoice(StrEnum):
     CLOSED = "CLOSED"
 
 
+class AvailabilityChoice(StrEnum):
+    """Whether a device may be reserved in a program (``derbridge.derms.domain.availability.Availability``)."""
+
+    AVAILABLE = "AVAILABLE"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class CommunicationStatusChoice(StrEnum):
+    """A device's latest communication status (``derbridge.contracts.device_status_check.CommunicationStatus``:
+    a contract, so a pydantic module the command tree must not load)."""
+
+    ONLINE = "ONLINE"
+    OFFLINE = "OFFLINE"
+    UNKNOWN = "UNKNOWN"
+
+
 class LogLevel(StrEnum):
     """The global ``--log-level``."""
 

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from derbridge.cli.common import ExitCode, fail, print_json, system_call
+from derbridge.cli.common import (
+    AvailabilityChoice,
+    CommunicationStatusChoice,
+    ExitCode,
+    fail,
+    print_json,
+    system_call,
+)
 from derbridge.cli.reading import AsJson, Limit, id_column, next_page_hint, read, show, when
-from derbridge.contracts.device_status_check import CommunicationStatus
-from derbridge.derms.domain.availability import Availability
 
 if TYPE_CHECKING:
     from derbridge.runtime import Runtime
@@ -42,10 +47,12 @@ def devices_list(
         typer.Option(help="Only devices enrolled in this program (Asset Hub) / available or not in it (DERMS)."),
     ] = None,
     availability: Annotated[
-        Availability | None, typer.Option(help="Only devices with this availability (DERMS; with --program: in it).")
+        AvailabilityChoice | None,
+        typer.Option(help="Only devices with this availability (DERMS; with --program: in it)."),
     ] = None,
     communication: Annotated[
-        CommunicationStatus | None, typer.Option(help="Only devices whose latest communication status is this (DERMS).")
+        CommunicationStatusChoice | None,
+        typer.Option(help="Only devices whose latest communication status is this (DERMS)."),
     ] = None,
     system: Annotated[
         System | None,
